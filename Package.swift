@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+// Layers, bottom to top. Arrows point down only:
+//   kiri (CLI) → Kiri (engine) → KiriLua (Lua runtime) → KiriTensor (tensor core) → COpenBLAS
+//                                KiriLua → LuaBridge (C; every longjmp lives here) → CLua
+import PackageDescription
+
+let package = Package(
+    name: "Kiri",
+    products: [
+        .executable(name: "kiri", targets: ["kiri"]),
+        .library(name: "Kiri", targets: ["Kiri"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: System libraries (Debian packages, installed by scripts/setup)
+        .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+
+        // MARK: Tensor core: pure Swift, no Lua
+        .target(name: "KiriTensor", dependencies: ["COpenBLAS"]),
+
+        // MARK: Lua runtime
+        .target(name: "LuaBridge", dependencies: ["CLua"]),
+        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor"]),
+
+        // MARK: Engine
+        .target(name: "Kiri", dependencies: ["KiriLua", "KiriTensor"]),
+
+        // MARK: CLI
+        .executableTarget(
+            name: "kiri",
+            dependencies: ["Kiri", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+
+        // MARK: Tests, one target per layer
+        .testTarget(name: "KiriTensorTests", dependencies: ["KiriTensor"]),
+        .testTarget(name: "KiriLuaTests", dependencies: ["KiriLua", "KiriTensor"]),
+        .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri"]),
+    ]
+)
