@@ -1,0 +1,194 @@
+import KiriTensor
+import LuaBridge
+
+/// An error a binding reports to Lua. With `argument`, it reads like lauxlib's
+/// "bad argument #2 to 'add' (Tensor expected, got nil)"; the C trampoline adds that frame.
+struct ScriptError: Error {
+    var argument: Int?
+    var message: String
+
+    init(argument: Int? = nil, _ message: String) {
+        self.argument = argument
+        self.message = message
+    }
+}
+
+/// A Swift function exposed to Lua, under `name` in each of `tables` ("kiri", "Tensor", "meta", ...).
+struct Binding: @unchecked Sendable {  // immutable after start-up
+    var name: String
+    var tables: [String]
+    /// How many new tensors it may return: the C side reserves their userdata before the call.
+    var tensorResults: Int
+    var body: (LuaCall) throws -> Void
+}
+
+/// The arguments of one call from Lua, and the place to put its results. Reads use only
+/// non-raising bridge calls; results are pushed by C after the Swift function returns.
+struct LuaCall {
+    let state: OpaquePointer
+    let call: UnsafeMutablePointer<KiriCall>
+    let runtime: LuaRuntime
+
+    var count: Int { Int(call.pointee.argumentCount) }
+
+    func type(_ index: Int) -> Int { index <= count ? Int(kiri_arg_type(state, Int32(index))) : KIRI_TNONE }
+    func isNil(_ index: Int) -> Bool { type(index) <= KIRI_TNIL }
+    func isTensor(_ index: Int) -> Bool { index <= count && kiri_arg_tensor(state, Int32(index)) != nil }
+    func isNumber(_ index: Int) -> Bool { type(index) == KIRI_TNUMBER }
+
+    func typeName(_ index: Int) -> String {
+        if index > count { return "no value" }
+        if kiri_arg_is_closed_tensor(state, Int32(index)) != 0 { return "closed Tensor" }
+        return String(cString: kiri_arg_typename(state, Int32(index)))
+    }
+
+    func expected(_ what: String, _ index: Int) -> ScriptError {
+        ScriptError(argument: index, "\(what) expected, got \(typeName(index))")
+    }
+
+    // MARK: Arguments
+
+    func tensor(_ index: Int) throws -> Tensor {
+        guard index <= count, let handle = kiri_arg_tensor(state, Int32(index)) else { throw expected("Tensor", index) }
+        let tensor = Unmanaged<Tensor>.fromOpaque(handle).takeUnretainedValue()
+        if tensor.isReleased { throw ScriptError(argument: index, "Tensor expected, got closed Tensor") }
+        return tensor
+    }
+
+    func number(_ index: Int) throws -> Double {
+        var value = 0.0
+        guard index <= count, kiri_arg_number(state, Int32(index), &value) != 0 else { throw expected("number", index) }
+        return value
+    }
+
+    func optionalNumber(_ index: Int) throws -> Double? { isNil(index) ? nil : try number(index) }
+
+    /// A finite float32 value: NaN and ±inf are refused where a value parameter is expected.
+    func float(_ index: Int) throws -> Float {
+        let value = try number(index)
+        guard value.isFinite else { throw ScriptError(argument: index, "finite number expected, got \(value)") }
+        return Float(value)
+    }
+
+    func integer(_ index: Int) throws -> Int {
+        guard index <= count else { throw expected("integer", index) }
+        var value: Int64 = 0
+        if kiri_arg_integer(state, Int32(index), &value) != 0 { return Int(value) }
+        if type(index) == KIRI_TNUMBER {
+            throw ScriptError(argument: index, "number has no integer representation")
+        }
+        throw expected("integer", index)
+    }
+
+    func optionalInteger(_ index: Int) throws -> Int? { isNil(index) ? nil : try integer(index) }
+
+    func boolean(_ index: Int, default value: Bool) -> Bool {
+        isNil(index) ? value : kiri_arg_boolean(state, Int32(index)) != 0
+    }
+
+    func string(_ index: Int) throws -> String {
+        var length = 0
+        guard index <= count, let bytes = kiri_arg_string(state, Int32(index), &length) else {
+            throw expected("string", index)
+        }
+        return bytes.withMemoryRebound(to: UInt8.self, capacity: length) {
+            String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+        }
+    }
+
+    /// A 1-based dimension (negative counts from the end) as the tensor core's 0-based one.
+    func dimension(_ index: Int) throws -> Int {
+        let dim = try integer(index)
+        if dim == 0 { throw ScriptError(argument: index, "dimension 0 is invalid (dimensions count from 1)") }
+        return dim > 0 ? dim - 1 : dim
+    }
+
+    func optionalDimension(_ index: Int) throws -> Int? { isNil(index) ? nil : try dimension(index) }
+
+    /// Integers given as one table `{2, 3}` or as the remaining arguments `2, 3`.
+    func integers(from index: Int, allowNegativeOne: Bool = false) throws -> [Int] {
+        if type(index) == KIRI_TTABLE {
+            let length = kiri_table_length(state, Int32(index))
+            guard length <= Tensor.maxRank else {
+                throw ScriptError(argument: index, "at most \(Tensor.maxRank) sizes expected, got \(length)")
+            }
+            var values: [Int] = []
+            for position in 0..<length {
+                _ = kiri_table_push(state, Int32(index), Int64(position + 1))
+                defer { kiri_pop(state, 1) }
+                values.append(try size(at: -1, argument: index, allowNegativeOne: allowNegativeOne))
+            }
+            return values
+        }
+        guard count - index + 1 <= Tensor.maxRank else {
+            throw ScriptError(argument: index, "at most \(Tensor.maxRank) sizes expected, got \(count - index + 1)")
+        }
+        return try stride(from: index, through: count, by: 1).map {
+            try size(at: Int32($0), argument: $0, allowNegativeOne: allowNegativeOne)
+        }
+    }
+
+    private func size(at stackIndex: Int32, argument: Int, allowNegativeOne: Bool) throws -> Int {
+        var value: Int64 = 0
+        guard kiri_arg_integer(state, stackIndex, &value) != 0 else {
+            var number = 0.0
+            let given = kiri_arg_number(state, stackIndex, &number) != 0
+                ? "\(number)" : String(cString: kiri_arg_typename(state, stackIndex))
+            throw ScriptError(argument: argument, "size must be an integer, got \(given)")
+        }
+        guard value >= 0 || (allowNegativeOne && value == -1) else {
+            throw ScriptError(argument: argument, "size must be non-negative, got \(value)")
+        }
+        guard value <= Int64(Tensor.maxElements) else {
+            throw ScriptError(argument: argument, "size \(value) is too large")
+        }
+        return Int(value)
+    }
+
+    /// A sequence of tensors, e.g. the first argument of kiri.cat.
+    func tensors(_ index: Int) throws -> [Tensor] {
+        guard type(index) == KIRI_TTABLE else { throw expected("table of Tensors", index) }
+        let length = kiri_table_length(state, Int32(index))
+        guard length <= 4096 else { throw ScriptError(argument: index, "at most 4096 Tensors expected") }
+        return try (0..<length).map { position in
+            _ = kiri_table_push(state, Int32(index), Int64(position + 1))
+            defer { kiri_pop(state, 1) }
+            guard let handle = kiri_arg_tensor(state, -1) else {
+                throw ScriptError(argument: index, "Tensor expected at index \(position + 1), got \(String(cString: kiri_arg_typename(state, -1)))")
+            }
+            return Unmanaged<Tensor>.fromOpaque(handle).takeUnretainedValue()
+        }
+    }
+
+    // MARK: Results
+
+    func push(_ tensor: Tensor) throws {
+        let handle = Unmanaged.passRetained(tensor).toOpaque()
+        guard kiri_result_tensor(state, call, handle, tensor.count * MemoryLayout<Float>.stride) != 0 else {
+            Unmanaged<Tensor>.fromOpaque(handle).release()
+            throw ScriptError("internal error: no result slot for a Tensor")
+        }
+    }
+
+    func push(_ number: Double) { kiri_result_number(call, number) }
+    func push(integer: Int) { kiri_result_integer(call, Int64(integer)) }
+    func pushArgument(_ index: Int) { kiri_result_stack(call, Int32(index)) }
+
+    func push(_ string: String) throws {
+        var string = string
+        let pushed = string.withUTF8 { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { kiri_result_string(state, call, $0.baseAddress, $0.count) }
+        }
+        if pushed == 0 { throw ScriptError("not enough memory") }
+    }
+
+    func push(numbers: [Double]) throws {
+        if kiri_result_numbers(state, call, numbers, numbers.count) == 0 { throw ScriptError("not enough memory") }
+    }
+
+    /// The tensor as nested tables; its data stays alive because it is an argument of this call.
+    func pushNested(_ tensor: Tensor) {
+        let shape = tensor.shape.map { Int32($0) }
+        kiri_result_nested(call, tensor.data, shape, Int32(shape.count))
+    }
+}

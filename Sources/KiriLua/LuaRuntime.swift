@@ -1,0 +1,166 @@
+import Foundation
+import KiriTensor
+import LuaBridge
+
+/// Limits of one sandboxed run (security-cases.md, section B).
+public struct SandboxLimits: Sendable {
+    /// Wall-clock limit, enforced by an instruction hook; sticky once tripped.
+    public var timeout: Double
+    /// One cap for Lua's allocations and tensor bytes together.
+    public var memory: Int
+
+    public init(timeout: Double = 60, memory: Int = 4 << 30) {
+        self.timeout = timeout
+        self.memory = memory
+    }
+}
+
+/// How a run failed: the message carries `file:line:` and a traceback.
+public struct ScriptFailure: Error, CustomStringConvertible {
+    public enum Kind: Sendable { case error, timeout, memory, setup }
+    public var kind: Kind
+    public var message: String
+    public var description: String { message }
+
+    public init(kind: Kind, message: String) {
+        self.kind = kind
+        self.message = message
+    }
+}
+
+/// One Lua state, used for one run: a fresh environment each time, so one script never sees
+/// another's globals, and everything it allocated goes when it is closed.
+public final class LuaRuntime {
+    public let budget: MemoryBudget
+    public let limits: SandboxLimits
+    public let files: FileAccess
+    /// Receives what the script prints.
+    public let output: (String) -> Void
+    /// Seed for random constructors called without one; advances on each such call.
+    var nextSeed: UInt64 = 0
+    private var state: OpaquePointer?
+
+    public init(limits: SandboxLimits = SandboxLimits(), files: FileAccess = FileAccess(),
+                output: @escaping (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }) throws {
+        self.limits = limits
+        self.files = files
+        self.output = output
+        budget = MemoryBudget(limit: limits.memory)
+        var options = KiriStateOptions(
+            memoryCounter: budget.counter, timeoutSeconds: limits.timeout,
+            host: nil, dispatch: dispatchBinding, releaseHandle: releaseTensorHandle, output: writeOutput)
+        options.host = Unmanaged.passUnretained(self).toOpaque()
+        var error = [CChar](repeating: 0, count: 1024)
+        guard let state = kiri_state_new(&options, &error, error.count) else {
+            throw ScriptFailure(kind: .setup, message: String(cString: error))
+        }
+        self.state = state
+        try MemoryBudget.$current.withValue(budget) {
+            try register(Bindings.all)
+            if kiri_seal(state, sandboxPrelude, sandboxPrelude.utf8.count, &error, error.count) != 0 {
+                throw ScriptFailure(kind: .setup, message: String(cString: error))
+            }
+        }
+    }
+
+    deinit { close() }
+
+    /// Frees the state and everything the script allocated.
+    public func close() {
+        guard let state else { return }
+        MemoryBudget.$current.withValue(budget) { kiri_state_close(state) }
+        self.state = nil
+    }
+
+    /// Lua's own bytes plus live tensor bytes, as counted against the cap.
+    public var memoryUsed: Int { budget.used }
+
+    private func register(_ bindings: [Binding]) throws {
+        var names: [UnsafeMutablePointer<CChar>] = []
+        defer { names.forEach { free($0) } }
+        var specs: [KiriFunctionSpec] = []
+        for (id, binding) in bindings.enumerated() {
+            for table in binding.tables {
+                let tablePointer = strdup(table)!, namePointer = strdup(binding.name)!
+                names += [tablePointer, namePointer]
+                specs.append(KiriFunctionSpec(table: tablePointer, name: namePointer,
+                                              functionId: Int32(id), tensorResults: Int32(binding.tensorResults)))
+            }
+        }
+        var error = [CChar](repeating: 0, count: 1024)
+        if kiri_register(state, specs, Int32(specs.count), &error, error.count) != 0 {
+            throw ScriptFailure(kind: .setup, message: String(cString: error))
+        }
+    }
+
+    /// Runs Lua source as chunk `name` (shown in errors as `name:line:`), with `arguments` as `arg`
+    /// (arguments[0] is the script) and as the chunk's `...`.
+    public func run(source: String, name: String, arguments: [String] = []) throws {
+        guard let state else { throw ScriptFailure(kind: .setup, message: "the Lua state is closed") }
+        let chunkName = "@" + name
+        let argv = ([name] + arguments).map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        var error = [CChar](repeating: 0, count: 16384)
+        let status = MemoryBudget.$current.withValue(budget) {
+            argv.withUnsafeBufferPointer { pointers in
+                pointers.withMemoryRebound(to: UnsafePointer<CChar>?.self) { argvPointers in
+                    kiri_run(state, source, source.utf8.count, chunkName, argvPointers.baseAddress,
+                             Int32(argv.count), &error, error.count)
+                }
+            }
+        }
+        guard status != 0 else { return }
+        let message = String(cString: error)
+        let kind: ScriptFailure.Kind =
+            kiri_timed_out(state) != 0 ? .timeout : (status == 4 /* LUA_ERRMEM */ ? .memory : .error)
+        throw ScriptFailure(kind: kind, message: kind == .memory ? "\(name): not enough memory (limit \(limits.memory) bytes)" : message)
+    }
+
+    /// Runs a recipe file (it must be readable; its folder becomes a module and read root).
+    public func run(file path: String, arguments: [String] = []) throws {
+        let source: String
+        do {
+            source = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ScriptFailure(kind: .setup, message: "cannot read '\(path)': \(FileAccess.reason(error))")
+        }
+        try run(source: source, name: path, arguments: arguments)
+    }
+
+    static func from(_ state: OpaquePointer?) -> LuaRuntime {
+        Unmanaged<LuaRuntime>.fromOpaque(kiri_host(state)!).takeUnretainedValue()
+    }
+}
+
+// MARK: - Callbacks from C (none of them may call a raising Lua function)
+
+private func dispatchBinding(_ state: OpaquePointer?, _ call: UnsafeMutablePointer<KiriCall>?) {
+    guard let state, let call else { return }
+    let runtime = LuaRuntime.from(state)
+    let binding = Bindings.all[Int(call.pointee.functionId)]
+    do {
+        try binding.body(LuaCall(state: state, call: call, runtime: runtime))
+    } catch let error as ScriptError {
+        kiri_fail(call, Int32(error.argument ?? 0), error.message)
+    } catch let error as TensorError {
+        kiri_fail(call, Int32(error.argument ?? 0), error.message)
+    } catch {
+        kiri_fail(call, 0, "\(error)")
+    }
+}
+
+private func releaseTensorHandle(_ handle: UnsafeMutableRawPointer?, _ closeNow: Int32) {
+    guard let handle else { return }
+    let tensor = Unmanaged<Tensor>.fromOpaque(handle)
+    if closeNow != 0 { tensor.takeUnretainedValue().storage.release() }
+    tensor.release()
+}
+
+private func writeOutput(_ host: UnsafeMutableRawPointer?, _ bytes: UnsafePointer<CChar>?, _ length: Int) {
+    guard let host, let bytes else { return }
+    let runtime = Unmanaged<LuaRuntime>.fromOpaque(host).takeUnretainedValue()
+    let text = bytes.withMemoryRebound(to: UInt8.self, capacity: length) {
+        String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+    }
+    runtime.output(text)
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import Kiri
+import KiriLua
+
+/// The `kiri` command line.
+struct KiriCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kiri",
+        abstract: "Kiri: a diffusion engine with Lua recipes.",
+        version: KiriVersion.string,
+        subcommands: [Run.self, Bench.self]
+    )
+}
+
+/// Parses "4G", "512M", "64K" or a plain byte count.
+struct ByteCount: ExpressibleByArgument {
+    var bytes: Int
+    init?(argument: String) {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        var text = argument.uppercased()
+        if text.hasSuffix("B") { text.removeLast() }
+        var scale = 1
+        if let last = text.last, let unit = units[last] { scale = unit; text.removeLast() }
+        guard let value = Double(text), value.isFinite, value > 0, value * Double(scale) < Double(Int.max) else { return nil }
+        bytes = Int(value * Double(scale))
+    }
+}
+
+struct SandboxOptions: ParsableArguments {
+    @Option(help: "Stop the script after this many seconds.")
+    var timeout: Double = 60
+    @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M.")
+    var memory: ByteCount = ByteCount(argument: "4G")!
+    @Option(name: [.short, .long], help: "Folder the script may write into.")
+    var output: String = "out"
+    @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
+    var pluginDirectories: [String] = []
+
+    func validate() throws {
+        guard timeout.isFinite, timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds") }
+    }
+}
+
+extension KiriCommand {
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a Lua recipe in the sandbox.",
+            discussion: "Arguments after FILE reach the script as `arg[1]`, `arg[2]`, ... and as `...`; arg[0] is FILE.")
+
+        @OptionGroup var sandbox: SandboxOptions
+        @Argument(help: "The recipe, a .lua file.")
+        var file: String
+        @Argument(parsing: .captureForPassthrough, help: "Arguments for the script.")
+        var arguments: [String] = []
+
+        func run() throws {
+            let request = RunRequest(
+                script: file, arguments: arguments,
+                limits: SandboxLimits(timeout: sandbox.timeout, memory: sandbox.memory.bytes),
+                outputDirectory: sandbox.output, pluginDirectories: sandbox.pluginDirectories)
+            do {
+                try RecipeRunner.run(request)
+            } catch let failure as ScriptFailure {
+                FileHandle.standardError.write(Data("kiri: \(failure.message)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure a Lua sampler step against a native Swift loop.")
+        @Option(help: "Timed repetitions; the median is reported.")
+        var repetitions: Int = 51
+        @Option(help: "Steps per repetition.")
+        var steps: Int = 200
+
+        func run() throws {
+            print(try EulerStepBenchmark.run(repetitions: repetitions, steps: steps))
+        }
+    }
+}
+
+KiriCommand.main()
