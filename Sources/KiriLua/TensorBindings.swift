@@ -378,7 +378,8 @@ enum Bindings {
                 try call.push(try call.tensor(1).description)
             },
             // t[i]: a number for a 1-D tensor, else the i-th sub-tensor along the first dimension.
-            Binding(name: "__index_number", tables: ["meta"], tensorResults: 1) { call in
+            // (t.name, a method, is answered in C before this is reached.)
+            Binding(name: "__index", tables: ["meta"], tensorResults: 1) { call in
                 let tensor = try call.tensor(1)
                 let index = try elementIndex(call, tensor)
                 if tensor.rank == 1 { return call.push(Double(tensor.data[index])) }

@@ -140,7 +140,10 @@ extension Tensor {
     /// Joins equal-shaped tensors along a new dim (0...rank). The list is argument 1, dim argument 2.
     public static func stack(_ tensors: [Tensor], dim: Int) throws -> Tensor {
         guard let first = tensors.first else { throw TensorError(argument: 1, "stack needs at least one tensor") }
-        let d = try normalizedDim(dim, rank: first.rank + 1, argument: 2)
+        guard dim >= -(first.rank + 1), dim <= first.rank else {
+            throw TensorError(argument: 2, "dimension \(dim) out of range for stacking rank-\(first.rank) tensors")
+        }
+        let d = dim < 0 ? dim + first.rank + 1 : dim
         guard first.rank < maxRank else {
             throw TensorError(argument: 1, "stacking rank-\(first.rank) tensors would exceed the maximum rank of \(maxRank)")
         }
@@ -187,7 +190,7 @@ extension Tensor {
             guard !overflow else { throw TensorError(argument: 2, "repeating \(shapeString(shape)) by \(shapeString(counts)) is too large") }
             return product
         }
-        let out = try Tensor(shape: resultShape)
+        let out = try Tensor(shape: resultShape, argument: 2)
         // The result viewed as [count0, size0, count1, size1, …]: the source is read with stride 0 along each count.
         let ownStrides = contiguousStrides(padded)
         let loopShape = zip(counts, padded).flatMap { [$0, $1] }

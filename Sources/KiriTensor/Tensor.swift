@@ -16,8 +16,14 @@ public final class Tensor {
     public var isReleased: Bool { storage.isReleased }
 
     /// Validated (rank ≤ 5, dims ≥ 0, count ≤ maxElements); contents uninitialised.
-    public init(shape: [Int]) throws {
-        count = try Tensor.checkedCount(shape, argument: 1)
+    public convenience init(shape: [Int]) throws {
+        try self.init(shape: shape, argument: 1)
+    }
+
+    /// As `init(shape:)`, blaming argument `argument` for an invalid shape: operations pass the argument the shape
+    /// came from, or nil when it is a result shape derived from several.
+    init(shape: [Int], argument: Int?) throws {
+        count = try Tensor.checkedCount(shape, argument: argument)
         self.shape = shape
         storage = try TensorStorage(count: count)
     }
@@ -38,7 +44,7 @@ public final class Tensor {
         guard values.count == count else {
             throw TensorError(argument: 2, "\(values.count) values do not fill \(shapeString(shape)) (\(count) elements)")
         }
-        try self.init(shape: shape)
+        try self.init(shape: shape, argument: 1)
         data.update(from: values, count: count)
     }
 
@@ -85,7 +91,7 @@ public final class Tensor {
     /// the last value is exactly `end`.
     public static func linspace(_ start: Double, _ end: Double, _ count: Int) throws -> Tensor {
         guard count >= 0 else { throw TensorError(argument: 3, "count must be non-negative, got \(count)") }
-        let tensor = try Tensor(shape: [count])
+        let tensor = try Tensor(shape: [count], argument: 3)
         let step = count > 1 ? (end - start) / Double(count - 1) : 0
         for index in 0..<count { tensor.data[index] = Float(start + Double(index) * step) }
         if count > 1 { tensor.data[count - 1] = Float(end) }

@@ -69,7 +69,7 @@ extension Tensor {
 
     /// The tensor an operation writes: `into` if given (after checking it has exactly `shape`), else a new one.
     static func result(_ shape: [Int], into: Tensor?) throws -> Tensor {
-        guard let into else { return try Tensor(shape: shape) }
+        guard let into else { return try Tensor(shape: shape, argument: nil) }
         try into.requireLive(argument: 1)
         guard into.shape == shape else {
             throw TensorError(argument: 1, "result shape \(shapeString(into.shape)) does not match \(shapeString(shape))")

@@ -143,21 +143,6 @@ static int tensor_close(lua_State *L) {
     return 0;
 }
 
-/// t.name finds a method; t[i] (a number) asks Swift for an element or a sub-tensor.
-static int tensor_index(lua_State *L) {
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        lua_pushvalue(L, 2);
-        lua_rawget(L, lua_upvalueindex(1));
-        return 1;
-    }
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &META_KEY);
-    lua_getfield(L, -1, "__index_number");
-    lua_insert(L, 1);
-    lua_pop(L, 1);
-    lua_call(L, 2, 1);
-    return 1;
-}
-
 // MARK: - The trampoline
 
 static void push_nested(lua_State *L, const float *data, const int *shape, int rank) {
@@ -176,6 +161,12 @@ static void push_nested(lua_State *L, const float *data, const int *shape, int r
 }
 
 static int trampoline(lua_State *L) {
+    // Tensor __index: t.name finds a method (upvalue 3); only t[i] reaches Swift.
+    if (lua_type(L, lua_upvalueindex(3)) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(3));
+        return 1;
+    }
     KiriState *S = state_of(L);
     KiriCall call;
     call.argumentCount = lua_gettop(L);
@@ -464,9 +455,6 @@ static int open_protected(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");                // getmetatable(t) gives false: no way in
-    lua_pushvalue(L, -2);
-    lua_pushcclosure(L, tensor_index, 1);
-    lua_setfield(L, -2, "__index");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &META_KEY);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &METHODS_KEY);
     return 0;
@@ -550,7 +538,9 @@ static int register_protected(lua_State *L) {
         push_target_table(L, spec->table);
         lua_pushinteger(L, spec->functionId);
         lua_pushinteger(L, spec->tensorResults);
-        lua_pushcclosure(L, trampoline, 2);
+        int isTensorIndex = strcmp(spec->table, "meta") == 0 && strcmp(spec->name, "__index") == 0;
+        if (isTensorIndex) lua_rawgetp(L, LUA_REGISTRYINDEX, &METHODS_KEY);
+        lua_pushcclosure(L, trampoline, isTensorIndex ? 3 : 2);
         lua_setfield(L, -2, spec->name);
         lua_pop(L, 1);
     }

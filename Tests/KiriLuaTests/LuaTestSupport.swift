@@ -1,0 +1,36 @@
+import Foundation
+import XCTest
+@testable import KiriLua
+
+/// Runs `source` in a fresh runtime and returns what it printed; fails the test on a script error.
+func runLua(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 20, memory: 1 << 30),
+            file: StaticString = #filePath, line: UInt = #line) -> String {
+    var printed = ""
+    do {
+        let runtime = try LuaRuntime(limits: limits, output: { printed += $0 })
+        defer { runtime.close() }
+        try runtime.run(source: source, name: "test.lua")
+    } catch {
+        XCTFail("script failed: \(error)", file: file, line: line)
+    }
+    return printed
+}
+
+/// The message of the error `source` raises, or nil if it ran to the end.
+func luaError(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 20, memory: 1 << 30)) -> ScriptFailure? {
+    do {
+        let runtime = try LuaRuntime(limits: limits, output: { _ in })
+        defer { runtime.close() }
+        try runtime.run(source: source, name: "test.lua")
+        return nil
+    } catch let failure as ScriptFailure {
+        return failure
+    } catch {
+        return ScriptFailure(kind: .setup, message: "\(error)")
+    }
+}
+
+/// Numbers printed by a script, one or more per line, separated by white space.
+func printedNumbers(_ text: String) -> [Double] {
+    text.split(whereSeparator: { $0 == "\n" || $0 == "\t" || $0 == " " }).compactMap { Double($0) }
+}
