@@ -83,7 +83,7 @@ static void time_hook(lua_State *L, lua_Debug *ar) {
         S->timedOut = 1;
         lua_sethook(L, time_hook, LUA_MASKCOUNT, 1);
     }
-    luaL_error(L, "time limit exceeded (%g s)", S->timeoutSeconds);
+    luaL_error(L, "time limit exceeded (%f s)", (lua_Number)S->timeoutSeconds);
 }
 
 /// Warnings (errors in finalizers among them) go to stderr, capped so they cannot flood it.

@@ -1,0 +1,143 @@
+import Foundation
+import XCTest
+
+/// `kiri` as a user runs it: a separate process, its exit status, stdout and stderr.
+final class CLITests: XCTestCase {
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// The `kiri` binary built beside this test bundle.
+    static let binary: URL = {
+        var folder = Bundle(for: CLITests.self).bundleURL
+        while !FileManager.default.fileExists(atPath: folder.appendingPathComponent("kiri").path) && folder.path != "/" {
+            folder.deleteLastPathComponent()
+        }
+        return folder.appendingPathComponent("kiri")
+    }()
+
+    var folder: URL!
+
+    override func setUpWithError() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: folder)
+    }
+
+    /// Writes a file into the test folder, which is the process's working directory, and returns its
+    /// relative path (Lua shortens long chunk names in messages, as `lua` itself does).
+    func write(_ name: String, _ source: String) throws -> String {
+        let url = folder.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try source.write(to: url, atomically: true, encoding: .utf8)
+        return name
+    }
+
+    func kiri(_ arguments: [String]) throws -> Result {
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = arguments
+        process.currentDirectoryURL = folder
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    func testVersionAndHelp() throws {
+        let version = try kiri(["--version"])
+        XCTAssertEqual(version.status, 0)
+        XCTAssertTrue(version.stdout.range(of: #"^\d+\.\d+\.\d+"#, options: .regularExpression) != nil, version.stdout)
+        let help = try kiri(["--help"])
+        XCTAssertEqual(help.status, 0)
+        XCTAssertTrue(help.stdout.contains("run"), help.stdout)
+    }
+
+    func testRunPassesArgumentsAndPrintsToStdout() throws {
+        let script = try write("args.lua", """
+        local first, second = ...
+        print(arg[0], arg[1], arg[2], first, second, #arg)
+        print(rawequal(require "kiri", kiri))
+        """)
+        let result = try kiri(["run", script, "alpha", "--beta"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(result.stdout, "\(script)\talpha\t--beta\talpha\t--beta\t2\ntrue\n")
+    }
+
+    func testLuaErrorShowsFileLineAndTracebackAndFails() throws {
+        let script = try write("broken.lua", """
+        local function inner() error("boom") end
+        local function outer() inner() end
+        outer()
+        """)
+        let result = try kiri(["run", script])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("\(script):1: boom"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("stack traceback:"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("\(script):3: in main chunk"), result.stderr)
+    }
+
+    func testSyntaxErrorNamesTheFile() throws {
+        let script = try write("syntax.lua", "local x = = 1\n")
+        let result = try kiri(["run", script])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("\(script):1:"), result.stderr)
+    }
+
+    func testMissingFileGetsAClearMessage() throws {
+        let result = try kiri(["run", "nowhere.lua"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("cannot read 'nowhere.lua': no such file"), result.stderr)
+    }
+
+    func testTimeoutAndMemoryOptions() throws {
+        let busy = try write("busy.lua", "while true do end")
+        let started = Date()
+        let timedOut = try kiri(["run", "--timeout", "0.3", busy])
+        XCTAssertEqual(timedOut.status, 1)
+        XCTAssertTrue(timedOut.stderr.contains("time limit exceeded"), timedOut.stderr)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10)
+
+        let bomb = try write("bomb.lua", "local t = {} for i = 1, 1e9 do t[i] = kiri.zeros(1024) end")
+        let capped = try kiri(["run", "--memory", "64M", bomb])
+        XCTAssertEqual(capped.status, 1)
+        XCTAssertTrue(capped.stderr.contains("not enough memory"), capped.stderr)
+        XCTAssertNotEqual(try kiri(["run", "--memory", "lots", bomb]).status, 0, "a bad --memory value is refused")
+    }
+
+    func testRequireFindsModulesBesideTheRecipeAndWritesStayInTheOutputFolder() throws {
+        _ = try write("lib/helpers.lua", "return { twice = function(x) return 2 * x end }")
+        let script = try write("main.lua", """
+        local helpers = require "lib.helpers"
+        kiri.write_text("result.txt", tostring(helpers.twice(21)))
+        assert(not pcall(kiri.write_text, "../escape.txt", "x"))
+        """)
+        let result = try kiri(["run", "-o", "results", script])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let written = try String(contentsOf: folder.appendingPathComponent("results/result.txt"), encoding: .utf8)
+        XCTAssertEqual(written, "42")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("escape.txt").path))
+    }
+
+    func testBundledRecipeRuns() throws {
+        let recipe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/gaussian_euler.lua").path
+        let result = try kiri(["run", recipe, "100", "3"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        // Euler on the exact Gaussian ODE: the mean is exact, the std within the method's O(1/n) error.
+        let numbers = result.stdout.split(whereSeparator: { " (),:".contains($0) }).compactMap { Double($0) }
+        XCTAssertEqual(numbers.count, 5, result.stdout)
+        XCTAssertEqual(numbers[1], 0.5, accuracy: 0.01)
+        XCTAssertEqual(numbers[3], 0.2, accuracy: 0.02)
+    }
+}
