@@ -4,6 +4,10 @@
 //                                KiriLua → LuaBridge (C; every longjmp lives here) → CLua
 import PackageDescription
 
+/// Kernels and the Lua call path run per element and per sampler step: dynamic exclusivity checks on
+/// class properties cost more there than the work itself (measured with `kiri bench`).
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "Kiri",
     products: [
@@ -19,11 +23,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
         // MARK: Tensor core: pure Swift, no Lua
-        .target(name: "KiriTensor", dependencies: ["COpenBLAS"]),
+        .target(name: "KiriTensor", dependencies: ["COpenBLAS"], swiftSettings: hotPath),
 
         // MARK: Lua runtime
         .target(name: "LuaBridge", dependencies: ["CLua"]),
-        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor"]),
+        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor"], swiftSettings: hotPath),
 
         // MARK: Engine
         .target(name: "Kiri", dependencies: ["KiriLua", "KiriTensor"]),

@@ -480,6 +480,9 @@ lua_State *kiri_state_new(const KiriStateOptions *options, char *error, size_t e
         return NULL;
     }
     lua_setwarnf(L, kiri_warn, S);
+    // Generational: the tensors a sampler loop makes die young, and a young collection does not
+    // traverse the whole (mostly API) heap the way an incremental cycle does.
+    lua_gc(L, LUA_GCGEN, 0, 0);
     lua_sethook(L, time_hook, LUA_MASKCOUNT, HOOK_INTERVAL);
     lua_pushcfunction(L, open_protected);
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
