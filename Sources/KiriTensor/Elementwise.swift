@@ -45,10 +45,10 @@ extension Tensor {
         case .tanh: map1(out, x, count) { tanhf($0) }
         case .sigmoid: map1(out, x, count) { 1 / (1 + expf(-$0)) }
         case .silu: map1(out, x, count) { $0 / (1 + expf(-$0)) }
-        case .sign: map1(out, x, count) { $0 > 0 ? 1 : $0 < 0 ? -1 : $0 }
-        case .floor: map1(out, x, count) { $0.rounded(.down) }
-        case .ceil: map1(out, x, count) { $0.rounded(.up) }
-        case .round: map1(out, x, count) { $0.rounded(.toNearestOrEven) }
+        case .sign: map1(out, x, count) { $0 > 0 ? 1 : $0 < 0 ? -1 : $0 == 0 ? 0 : $0 }  // ±0 gives +0, NaN stays
+        case .floor: map1(out, x, count) { floorValue($0) }
+        case .ceil: map1(out, x, count) { -floorValue(-$0) }
+        case .round: map1(out, x, count) { roundedToEven($0) }
         case .square: map1(out, x, count) { $0 * $0 }
         case .reciprocal: map1(out, x, count) { 1 / $0 }
         }
@@ -63,7 +63,7 @@ extension Tensor {
 
     /// For in-place operations: `other` must broadcast to this tensor's shape exactly.
     private func requireBroadcastable(_ other: Tensor, argument: Int) throws {
-        guard KiriTensor.broadcastShape(shape, other.shape) == shape else {
+        guard other.shape == shape || KiriTensor.broadcastShape(shape, other.shape) == shape else {
             throw TensorError(argument: argument, "shape \(shapeString(other.shape)) cannot be broadcast to \(shapeString(shape))")
         }
     }
@@ -209,6 +209,21 @@ extension Tensor {
         if !isReleased { data.update(repeating: value, count: count) }
         return self
     }
+}
+
+/// Round half to even without libm: adding and subtracting 2^23 leaves float32 no fraction bits, and IEEE
+/// arithmetic rounds half to even. Baseline x86-64 (SSE2) has no vector floor, so `rounded(_:)` would call floorf
+/// per element; this keeps floor/ceil/round loops vectorised. |x| ≥ 2^23, ±∞ and NaN are already integral.
+@inline(__always)
+private func roundedToEven(_ x: Float) -> Float {
+    x.magnitude < 0x1p23 ? Float(signOf: x, magnitudeOf: x.magnitude + 0x1p23 - 0x1p23) : x
+}
+
+/// Largest integer ≤ x (keeps -0 as -0, so ceil(x) = -floor(-x) gives numpy's signed zeros).
+@inline(__always)
+private func floorValue(_ x: Float) -> Float {
+    let nearest = roundedToEven(x)
+    return nearest > x ? nearest - 1 : nearest
 }
 
 /// out = f(x) over `count` contiguous elements; like `map2`, always inlined so each formula gets its own

@@ -130,22 +130,18 @@ func stridedCopy(_ shape: [Int], to target: Strided, from source: Strided) {
 }
 
 /// out = f(a, b) over a broadcast `shape`, `out` contiguous. Always inlined so that each caller's closure is
-/// specialised into the loops, which then vectorise. `out` may alias `a` or `b`: aliasing is only possible between
-/// operands of equal shape, where element i is read before it is written.
+/// specialised into the loops, which then vectorise. `out` may alias `a` or `b` (only possible between operands of
+/// the result's shape, where element i is read before it is written); an aliased operand is passed to the row loop
+/// as `out` itself, so the vectoriser sees one pointer rather than failing its runtime overlap check.
 @inline(__always)
 func map2(_ shape: [Int], _ out: UnsafeMutablePointer<Float>, _ a: Strided, _ b: Strided, _ f: (Float, Float) -> Float) {
     var walk = StridedWalk(shape: shape, strides: [contiguousStrides(shape), a.strides, b.strides])
     let length = walk.rowLength
     let (strideA, strideB) = (walk.innerStrides[1], walk.innerStrides[2])
-    for _ in 0..<walk.rowCount {
-        let o = out + walk.offsets[0], x = a.pointer + walk.offsets[1], y = b.pointer + walk.offsets[2]
+    @inline(__always) func row(_ o: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) {
         switch (strideA, strideB) {
         case (1, 1):
-            if o == x {
-                for i in 0..<length { o[i] = f(o[i], y[i]) }
-            } else {
-                for i in 0..<length { o[i] = f(x[i], y[i]) }
-            }
+            for i in 0..<length { o[i] = f(x[i], y[i]) }
         case (1, 0):
             let v = y[0]
             for i in 0..<length { o[i] = f(x[i], v) }
@@ -154,6 +150,16 @@ func map2(_ shape: [Int], _ out: UnsafeMutablePointer<Float>, _ a: Strided, _ b:
             for i in 0..<length { o[i] = f(u, y[i]) }
         default:
             for i in 0..<length { o[i] = f(x[i &* strideA], y[i &* strideB]) }
+        }
+    }
+    for _ in 0..<walk.rowCount {
+        let o = out + walk.offsets[0], x = a.pointer + walk.offsets[1], y = b.pointer + walk.offsets[2]
+        if o == x {
+            row(o, o, y)
+        } else if o == y {
+            row(o, x, o)
+        } else {
+            row(o, x, y)
         }
         walk.next()
     }
@@ -166,13 +172,25 @@ func map3(_ shape: [Int], _ out: UnsafeMutablePointer<Float>, _ a: Strided, _ b:
     var walk = StridedWalk(shape: shape, strides: [contiguousStrides(shape), a.strides, b.strides, c.strides])
     let length = walk.rowLength
     let (strideA, strideB, strideC) = (walk.innerStrides[1], walk.innerStrides[2], walk.innerStrides[3])
-    for _ in 0..<walk.rowCount {
-        let o = out + walk.offsets[0]
-        let x = a.pointer + walk.offsets[1], y = b.pointer + walk.offsets[2], z = c.pointer + walk.offsets[3]
+    @inline(__always) func row(_ o: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                               _ z: UnsafePointer<Float>) {
         if strideA == 1, strideB == 1, strideC == 1 {
             for i in 0..<length { o[i] = f(x[i], y[i], z[i]) }
         } else {
             for i in 0..<length { o[i] = f(x[i &* strideA], y[i &* strideB], z[i &* strideC]) }
+        }
+    }
+    for _ in 0..<walk.rowCount {
+        let o = out + walk.offsets[0]
+        let x = a.pointer + walk.offsets[1], y = b.pointer + walk.offsets[2], z = c.pointer + walk.offsets[3]
+        if o == x {
+            row(o, o, y, z)
+        } else if o == y {
+            row(o, x, o, z)
+        } else if o == z {
+            row(o, x, y, o)
+        } else {
+            row(o, x, y, z)
         }
         walk.next()
     }

@@ -118,6 +118,10 @@ unary_ops = {
 for name, (function, source, kind) in unary_ops.items():
     x = source(3, 4)
     add(f"{name}", "unary", [x], function(x), kind, op=name)
+edges = np.array([-2.5, -1.5, -0.5, -0.3, -0.0, 0.3, 0.5, 1.5, 2.5, 8388607.5, -8388607.5, 8388609, 1e10, -1e10,
+                  np.inf, -np.inf, np.nan], np.float32)
+for name in ["floor", "ceil", "round", "sign", "abs", "neg"]:
+    add(f"{name} edge values", "unary", [edges], unary_ops[name][0](edges), "exact", op=name)
 
 x = normal(3, 4) * 2
 for low, high in [(-1, 1), (None, 0.5), (-0.5, None), (1, 0)]:

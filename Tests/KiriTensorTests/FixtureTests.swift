@@ -5,8 +5,8 @@ import XCTest
 /// Runs every case of Tests/Fixtures/tensor_ops.json (written by tensor_fixtures.py from numpy) and compares.
 ///
 /// Tolerances, by the case's "kind":
-/// - exact: float32 arithmetic (IEEE, same operation order as numpy), comparisons and copies must match bit for bit
-///   (NaN matches NaN, -0 matches 0).
+/// - exact: float32 arithmetic (IEEE, same operation order as numpy), comparisons and copies must match bit for bit,
+///   signed zeros included (any NaN matches NaN).
 /// - elementwise: transcendental functions against a float64 reference: |got − want| ≤ 1e-6·|want|.
 /// - reduction: reductions and matmul against a float64 reference: |got − want| ≤ 1e-5·|want| + 1e-6.
 final class FixtureTests: XCTestCase {
@@ -148,7 +148,7 @@ final class FixtureTests: XCTestCase {
             } else {
                 let error = Double((value - target).magnitude), scale = Double(target.magnitude)
                 switch kind {
-                case "exact": close = value == target
+                case "exact": close = value.bitPattern == target.bitPattern
                 case "elementwise": close = error <= 1e-6 * scale
                 default: close = error <= 1e-5 * scale + 1e-6
                 }
