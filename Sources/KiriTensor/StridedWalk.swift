@@ -39,13 +39,23 @@ func broadcastStrides(_ shape: [Int], to target: [Int]) -> [Int] {
 /// contiguous, but broadcast operands (stride 0), permuted inputs and slices of outputs are not.
 struct Strided {
     var pointer: UnsafeMutablePointer<Float>
-    var strides: [Int]
+    /// Strides along the loop shape; nil when the operand is laid out exactly like the loop. That is the common case
+    /// (a sampler step's operands all share one shape), and it needs no arrays and no walk.
+    var strides: [Int]?
+
+    func strides(for shape: [Int]) -> [Int] { strides ?? contiguousStrides(shape) }
+
+    /// The stride of one flat row over the whole loop (1 dense, 0 a broadcast scalar), if there is one.
+    var flatStride: Int? {
+        guard let strides else { return 1 }
+        return strides.allSatisfy { $0 == 0 } ? 0 : nil
+    }
 }
 
 extension Tensor {
     /// This tensor read at every index of the broadcast shape `target`.
     func strided(to target: [Int]) -> Strided {
-        Strided(pointer: data, strides: broadcastStrides(shape, to: target))
+        Strided(pointer: data, strides: target == shape ? nil : broadcastStrides(shape, to: target))
     }
 }
 
@@ -114,7 +124,7 @@ struct StridedWalk {
 
 /// Copies `source` into `target` over `shape`; the one kernel behind copy, expand, permute, narrow, cat and repeat.
 func stridedCopy(_ shape: [Int], to target: Strided, from source: Strided) {
-    var walk = StridedWalk(shape: shape, strides: [target.strides, source.strides])
+    var walk = StridedWalk(shape: shape, strides: [target.strides(for: shape), source.strides(for: shape)])
     let length = walk.rowLength
     let (targetStride, sourceStride) = (walk.innerStrides[0], walk.innerStrides[1])
     for _ in 0..<walk.rowCount {
@@ -135,9 +145,21 @@ func stridedCopy(_ shape: [Int], to target: Strided, from source: Strided) {
 /// as `out` itself, so the vectoriser sees one pointer rather than failing its runtime overlap check.
 @inline(__always)
 func map2(_ shape: [Int], _ out: UnsafeMutablePointer<Float>, _ a: Strided, _ b: Strided, _ f: (Float, Float) -> Float) {
-    var walk = StridedWalk(shape: shape, strides: [contiguousStrides(shape), a.strides, b.strides])
-    let length = walk.rowLength
-    let (strideA, strideB) = (walk.innerStrides[1], walk.innerStrides[2])
+    if let strideA = a.flatStride, let strideB = b.flatStride {
+        return map2Row(shape.reduce(1, *), out, a.pointer, strideA, b.pointer, strideB, f)
+    }
+    var walk = StridedWalk(shape: shape, strides: [contiguousStrides(shape), a.strides(for: shape), b.strides(for: shape)])
+    for _ in 0..<walk.rowCount {
+        map2Row(walk.rowLength, out + walk.offsets[0], a.pointer + walk.offsets[1], walk.innerStrides[1],
+                b.pointer + walk.offsets[2], walk.innerStrides[2], f)
+        walk.next()
+    }
+}
+
+/// One row of `map2`.
+@inline(__always)
+func map2Row(_ length: Int, _ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ strideA: Int,
+             _ b: UnsafePointer<Float>, _ strideB: Int, _ f: (Float, Float) -> Float) {
     @inline(__always) func row(_ o: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) {
         switch (strideA, strideB) {
         case (1, 1):
@@ -152,16 +174,12 @@ func map2(_ shape: [Int], _ out: UnsafeMutablePointer<Float>, _ a: Strided, _ b:
             for i in 0..<length { o[i] = f(x[i &* strideA], y[i &* strideB]) }
         }
     }
-    for _ in 0..<walk.rowCount {
-        let o = out + walk.offsets[0], x = a.pointer + walk.offsets[1], y = b.pointer + walk.offsets[2]
-        if o == x {
-            row(o, o, y)
-        } else if o == y {
-            row(o, x, o)
-        } else {
-            row(o, x, y)
-        }
-        walk.next()
+    if out == a {
+        row(out, out, b)
+    } else if out == b {
+        row(out, a, out)
+    } else {
+        row(out, a, b)
     }
 }
 
@@ -169,7 +187,8 @@ func map2(_ shape: [Int], _ out: UnsafeMutablePointer<Float>, _ a: Strided, _ b:
 @inline(__always)
 func map3(_ shape: [Int], _ out: UnsafeMutablePointer<Float>, _ a: Strided, _ b: Strided, _ c: Strided,
           _ f: (Float, Float, Float) -> Float) {
-    var walk = StridedWalk(shape: shape, strides: [contiguousStrides(shape), a.strides, b.strides, c.strides])
+    var walk = StridedWalk(shape: shape, strides: [contiguousStrides(shape), a.strides(for: shape), b.strides(for: shape),
+                                                   c.strides(for: shape)])
     let length = walk.rowLength
     let (strideA, strideB, strideC) = (walk.innerStrides[1], walk.innerStrides[2], walk.innerStrides[3])
     @inline(__always) func row(_ o: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
