@@ -38,12 +38,20 @@ public struct FileAccess: Sendable {
         }
         try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
         guard let root = Self.realPath(outputDirectory) else { throw ScriptError("cannot write '\(path)': no output folder") }
-        let parent = components.dropLast().reduce(root) { $0 + "/" + $1 }
-        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        guard let realParent = Self.realPath(parent), Self.isInside(realParent, root) else {
-            throw ScriptError("cannot write '\(path)': it leads out of the output folder")
+        // One folder at a time, each checked before the next is made in it, so a symlinked folder
+        // cannot lead mkdir out of the output folder either.
+        var parent = root
+        for component in components.dropLast() {
+            let next = parent + "/" + component
+            if mkdir(next, 0o755) != 0 && errno != EEXIST {
+                throw ScriptError("cannot write '\(path)': cannot create folder '\(component)': \(String(cString: strerror(errno)))")
+            }
+            guard let real = Self.realPath(next), Self.isInside(real, root) else {
+                throw ScriptError("cannot write '\(path)': it leads out of the output folder")
+            }
+            parent = real
         }
-        return realParent + "/" + components.last!
+        return parent + "/" + components.last!
     }
 
     /// Writes bytes without following a symlink at the final component.

@@ -27,7 +27,9 @@ struct Binding: @unchecked Sendable {  // immutable after start-up
 struct LuaCall {
     let state: OpaquePointer
     let call: UnsafeMutablePointer<KiriCall>
-    let runtime: LuaRuntime
+
+    /// Looked up only by the bindings that need it: most calls are tensor maths on the hot path.
+    var runtime: LuaRuntime { LuaRuntime.from(state) }
 
     var count: Int { Int(call.pointee.argumentCount) }
 

@@ -136,10 +136,8 @@ public final class LuaRuntime {
 
 private func dispatchBinding(_ state: OpaquePointer?, _ call: UnsafeMutablePointer<KiriCall>?) {
     guard let state, let call else { return }
-    let runtime = LuaRuntime.from(state)
-    let binding = Bindings.all[Int(call.pointee.functionId)]
     do {
-        try binding.body(LuaCall(state: state, call: call, runtime: runtime))
+        try Bindings.bodies[Int(call.pointee.functionId)](LuaCall(state: state, call: call))
     } catch let error as ScriptError {
         kiri_fail(call, Int32(error.argument ?? 0), error.message)
     } catch let error as TensorError {

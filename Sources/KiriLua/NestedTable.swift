@@ -6,10 +6,13 @@ import LuaBridge
 enum NestedTable {
     static func read(_ call: LuaCall, argument: Int) throws -> Tensor {
         let shape = try discoverShape(call, argument: argument)
-        var values: [Float] = []
-        values.reserveCapacity(shape.reduce(1, *))
-        try fill(call, stackIndex: Int32(argument), level: 0, shape: shape, values: &values, argument: argument)
-        return try Bindings.at(argument) { try Tensor(shape: shape, values: values) }
+        // The shape is checked and the budget charged before a single value is read: sub-tables can be
+        // shared ({a, a, a, ...}), so a few small tables can describe an astronomically large tensor.
+        let tensor = try Bindings.at(argument) { try Tensor(shape: shape) }
+        var filled = 0
+        try fill(call, stackIndex: Int32(argument), level: 0, shape: shape, into: tensor.data, filled: &filled,
+                 argument: argument)
+        return tensor
     }
 
     /// Follows first elements down: {{1, 2}, {3, 4}} has shape [2, 2].
@@ -31,14 +34,16 @@ enum NestedTable {
         return shape
     }
 
+    /// Writes the values in row-major order; the length checks guarantee exactly `shape`'s count.
     private static func fill(_ call: LuaCall, stackIndex: Int32, level: Int, shape: [Int],
-                             values: inout [Float], argument: Int) throws {
+                             into data: UnsafeMutablePointer<Float>, filled: inout Int, argument: Int) throws {
         if level == shape.count {
             var number = 0.0
             guard kiri_arg_number(call.state, stackIndex, &number) != 0 else {
                 throw ScriptError(argument: argument, "number expected at depth \(level), got \(String(cString: kiri_arg_typename(call.state, stackIndex)))")
             }
-            values.append(Float(number))
+            data[filled] = Float(number)
+            filled += 1
             return
         }
         guard Int(kiri_arg_type(call.state, stackIndex)) == KIRI_TTABLE,
@@ -50,7 +55,7 @@ enum NestedTable {
                 throw ScriptError(argument: argument, "table too deep")
             }
             defer { kiri_pop(call.state, 1) }
-            try fill(call, stackIndex: -1, level: level + 1, shape: shape, values: &values, argument: argument)
+            try fill(call, stackIndex: -1, level: level + 1, shape: shape, into: data, filled: &filled, argument: argument)
         }
     }
 }

@@ -44,25 +44,43 @@ local safeString = {}
 for k, v in next, string do safeString[k] = v end
 local rep, find = string.rep, string.find
 
+-- A string or a number, as the string C functions see it (they convert numbers themselves).
+local function asText(value)
+    if type(value) == "string" then return value end
+    if math.type(value) then return tostring(value) end
+end
+
 function safeString.rep(s, n, sep)
-    if type(s) == "string" and type(n) == "number" and n > 0 then
-        local total = #s * n + (type(sep) == "string" and #sep * (n - 1) or 0)
+    local text, separator = asText(s), sep == nil and "" or asText(sep)
+    local count = math.type(n) and n or (type(n) == "string" and tonumber(n)) or nil
+    if text and separator and count and count > 0 then
+        local total = #text * count + #separator * (count - 1)
         if total > MAX_STRING then
             error(format("bad argument #2 to 'rep' (result of %.0f bytes exceeds the %d-byte cap)", total, MAX_STRING), 2)
         end
+        -- Lua's rep loops n times even when every piece is empty: ("").rep("", 2^62) would never return.
+        if total == 0 and math.tointeger(count) then return "" end
     end
     return rep(s, n, sep)
 end
 
--- Backtracking costs up to (subject length)^(quantifiers, +1 when unanchored): refuse patterns
--- whose worst case is beyond MAX_MATCH_STEPS.
-local function quantifierCount(pattern)
-    local count, i, n = 0, 1, #pattern
+-- Worst-case work of a backtracking match, as a power of ten. Each '*', '+' or '-' can try every
+-- length of the subject, and so can each '%b' and back-reference ('%1') by scanning it; each '?'
+-- doubles the paths; an unanchored search tries every start; and every step compares up to the
+-- pattern's length. (A '^' anchors find, match and gsub, but is a plain character for gmatch.)
+local function patternCost(pattern, subjectLength, anchored)
+    local scans, optionals, i, n = 0, 0, 1, #pattern
     while i <= n do
         local c = pattern:sub(i, i)
         if c == "%" then
             local class = pattern:sub(i + 1, i + 1)
-            if class == "b" then i = i + 4 elseif class == "f" then i = i + 2 else i = i + 2 end
+            if class == "b" then
+                scans = scans + 1
+                i = i + 4
+            else
+                if class >= "1" and class <= "9" then scans = scans + 1 end
+                i = i + 2
+            end
         elseif c == "[" then
             i = i + 1
             if pattern:sub(i, i) == "^" then i = i + 1 end
@@ -75,18 +93,31 @@ local function quantifierCount(pattern)
             i = i + 1
         end
         local q = pattern:sub(i, i)
-        if q == "*" or q == "+" or q == "-" then count = count + 1; i = i + 1 elseif q == "?" then i = i + 1 end
+        if q == "*" or q == "+" or q == "-" then
+            scans = scans + 1
+            i = i + 1
+        elseif q == "?" then
+            optionals = optionals + 1
+            i = i + 1
+        end
     end
-    return count
+    if not anchored then scans = scans + 1 end
+    return math.log(n + 1, 10) + scans * math.log(subjectLength + 1, 10) + optionals * math.log(2, 10)
 end
 
 local function guardPattern(name, fn)
     return function(s, pattern, init, plain, ...)
-        if type(s) == "string" and type(pattern) == "string" and not (name == "find" and plain) then
-            local exponent = quantifierCount(pattern) + (pattern:sub(1, 1) == "^" and 0 or 1)
-            if exponent > 0 and exponent * math.log(#s + 1, 10) > math.log(MAX_MATCH_STEPS, 10) then
-                error(format("bad argument #2 to '%s' (pattern too costly for a %d-byte subject: %d quantifiers)",
-                    name, #s, exponent), 2)
+        local text, patternText = asText(s), asText(pattern)
+        if text and patternText then
+            local cost
+            if name == "find" and plain then   -- a plain search compares the pattern at every start
+                cost = math.log(#patternText + 1, 10) + math.log(#text + 1, 10)
+            else
+                cost = patternCost(patternText, #text, name ~= "gmatch" and patternText:sub(1, 1) == "^")
+            end
+            if cost > math.log(MAX_MATCH_STEPS, 10) then
+                error(format("bad argument #2 to '%s' (pattern too costly for a %d-byte subject: about 10^%.0f steps)",
+                    name, #text, cost), 2)
             end
         end
         return fn(s, pattern, init, plain, ...)
@@ -99,6 +130,75 @@ local stringMeta = getmetatable("")
 stringMeta.__index = stringProxy
 stringMeta.__metatable = readonly({__index = stringProxy}, "string metatable")
 
+-- Tables: insert, remove and move shift elements in a C loop the time limit cannot interrupt, over
+-- a length that __len, or the border of a sparse table, can make astronomically large (a table
+-- holding only the keys 1, 2, 4, ..., 2^50 can have #t == 2^50). Bound the shifts.
+local MAX_SHIFT = 1 << 24
+local safeTable = {}
+for k, v in next, table do safeTable[k] = v end
+local insert, remove, move = table.insert, table.remove, table.move
+
+local function toInteger(value)
+    if value ~= nil then return math.tointeger(value) end
+end
+
+-- `t` and its length; with a metatable, a stand-in that forwards reads and writes to `t` but keeps
+-- this length, so a __len cannot answer differently when the C function asks again.
+local function measured(t)
+    local n = #t
+    if getmetatable(t) == nil then return t, n end
+    return setmetatable({}, {__len = function() return n end, __index = t, __newindex = t}), n
+end
+
+local function checkShift(name, argument, count)
+    if count > MAX_SHIFT then
+        error(format("bad argument #%d to '%s' (it would shift %.0f elements; the limit is %d)",
+            argument, name, count, MAX_SHIFT), 3)
+    end
+end
+
+function safeTable.insert(t, ...)
+    if select("#", ...) ~= 2 or (type(t) ~= "table" and type(t) ~= "userdata") then return insert(t, ...) end
+    local target, length = measured(t)
+    local position, n = toInteger((...)), toInteger(length)
+    if position and n and position >= 1 and position <= n then
+        checkShift("insert", 2, (n + 0.0) - position + 1)
+    end
+    return insert(target, ...)
+end
+
+function safeTable.remove(t, ...)
+    if type(t) ~= "table" and type(t) ~= "userdata" then return remove(t, ...) end
+    local target, length = measured(t)
+    local position, n = toInteger((...)), toInteger(length)
+    if position and n and position >= 1 and position < n then
+        checkShift("remove", 2, (n + 0.0) - position)
+    end
+    return remove(target, ...)
+end
+
+function safeTable.move(a1, f, e, t, a2)
+    local first, last = toInteger(f), toInteger(e)
+    if first and last and last >= first then checkShift("move", 3, (last + 0.0) - first + 1) end
+    return move(a1, f, e, t, a2)
+end
+
+-- Lua 5.4.4 closes a coroutine without counting C levels, so __close handlers that each close
+-- another coroutine nest until the C stack overflows (fixed upstream in 5.4.6): bound the nesting.
+local MAX_CLOSE_NESTING = 100
+local safeCoroutine = {}
+for k, v in next, coroutine do safeCoroutine[k] = v end
+local close, closing = coroutine.close, 0
+local closingGuard = setmetatable({}, {__close = function() closing = closing - 1 end})
+function safeCoroutine.close(co)
+    if closing >= MAX_CLOSE_NESTING then
+        error(format("coroutine.close nested more than %d deep", MAX_CLOSE_NESTING), 2)
+    end
+    closing = closing + 1
+    local guard <close> = closingGuard
+    return close(co)
+end
+
 math.randomseed(0)   -- math.random is seeded at random otherwise: runs must be reproducible
 
 local env = {}
@@ -109,10 +209,10 @@ end
 env.print = host.print
 env.collectgarbage = host.collectgarbage
 env.string = stringProxy
-env.table = readonly(table, "table")
+env.table = readonly(safeTable, "table")
 env.math = readonly(math, "math")
 env.utf8 = readonly(utf8, "utf8")
-env.coroutine = readonly(coroutine, "coroutine")
+env.coroutine = readonly(safeCoroutine, "coroutine")
 env.os = readonly({clock = os.clock, time = os.time, date = os.date}, "os")
 
 -- Finalizers run with debug hooks off, so the time limit could not stop one: refuse them (as Luau does).

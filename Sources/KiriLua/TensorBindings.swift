@@ -7,6 +7,8 @@ import LuaBridge
 /// negative dimensions count from the end.
 enum Bindings {
     static let all: [Binding] = constructors + elementwise + reductions + shapes + metamethods + host
+    /// The functions alone, indexed like `all`: the dispatcher fetches one per call.
+    nonisolated(unsafe) static let bodies = ContiguousArray(all.map(\.body))
 
     // MARK: - Helpers
 
@@ -311,9 +313,18 @@ enum Bindings {
         },
         shapeMethod("transpose") { tensor, call in try tensor.transpose(call.dimension(2), call.dimension(3)) },
         shapeMethod("narrow") { tensor, call in
-            try tensor.narrow(call.dimension(2), start: call.integer(3) - 1, length: call.integer(4))
+            let dim = try call.dimension(2)
+            let start = try position(call, 3, in: tensor, dim: dim, allowingEnd: true)
+            let length = try call.integer(4)
+            if let axis = normalized(dim, rank: tensor.rank), length < 0 || length > tensor.shape[axis] - start {
+                throw ScriptError(argument: 4, "length \(length) out of range: dimension \(axis + 1) has size \(tensor.shape[axis]) and the slice starts at \(start + 1)")
+            }
+            return try tensor.narrow(dim, start: start, length: length)
         },
-        shapeMethod("select") { tensor, call in try tensor.select(call.dimension(2), index: call.integer(3) - 1) },
+        shapeMethod("select") { tensor, call in
+            let dim = try call.dimension(2)
+            return try tensor.select(dim, index: position(call, 3, in: tensor, dim: dim))
+        },
         shapeMethod("unsqueeze") { tensor, call in
             let dim = try call.integer(2)
             guard let axis = normalized(dim > 0 ? dim - 1 : dim + 1, rank: tensor.rank + 1), dim != 0 else {
@@ -335,6 +346,20 @@ enum Bindings {
         listMethod("cat") { try Tensor.cat($0, dim: $1) },
         listMethod("stack") { try Tensor.stack($0, dim: $1) },
     ]
+
+    /// Argument `argument`, a 1-based position along `dim` (0-based or negative) of `tensor`, as the core's
+    /// 0-based one: 1...size, or 1...size + 1 for the start of a slice that may be empty. Checked here, so
+    /// the message shows the script's own numbers and math.mininteger cannot overflow; a bad `dim` is left
+    /// for the core to report.
+    static func position(_ call: LuaCall, _ argument: Int, in tensor: Tensor, dim: Int, allowingEnd: Bool = false) throws -> Int {
+        let position = try call.integer(argument)
+        guard let axis = normalized(dim, rank: tensor.rank) else { return 0 }
+        let last = tensor.shape[axis] + (allowingEnd ? 1 : 0)
+        guard position >= 1, position <= last else {
+            throw ScriptError(argument: argument, "index \(position) out of range 1..\(last) for dimension \(axis + 1) of size \(tensor.shape[axis])")
+        }
+        return position - 1
+    }
 
     /// A 0-based or negative dimension as an index into a shape of `rank` entries.
     static func normalized(_ dim: Int, rank: Int) -> Int? {
@@ -399,7 +424,7 @@ enum Bindings {
     static func elementIndex(_ call: LuaCall, _ tensor: Tensor) throws -> Int {
         guard tensor.rank >= 1 else { throw ScriptError(argument: 1, "cannot index a rank-0 tensor (use item())") }
         let index = try call.integer(2)
-        guard (1...tensor.shape[0]).contains(index) else {
+        guard index >= 1, index <= tensor.shape[0] else {
             throw ScriptError(argument: 2, "index \(index) out of range 1..\(tensor.shape[0])")
         }
         return index - 1
