@@ -106,11 +106,13 @@ static void kiri_warn(void *ud, const char *message, int tocont) {
 
 // MARK: - Tensor userdata
 
-enum { TENSOR_MAGIC = 0x4b495249 };   // "KIRI": only Kiri makes full userdata, so this is enough
+enum { TENSOR_MAGIC = 0x4b495249 };   // "KIRI"
 typedef struct { uint32_t magic; uint32_t closed; void *handle; } TensorBox;
 
+/// Scripts cannot make full userdata (no io, no newproxy), so every one in a state is Kiri's: a tensor
+/// box, told apart by its magic. This runs on every tensor argument, so it stays this small.
 static TensorBox *tensor_box(lua_State *L, int index) {
-    if (lua_type(L, index) != LUA_TUSERDATA || lua_rawlen(L, index) != sizeof(TensorBox)) return NULL;
+    if (lua_type(L, index) != LUA_TUSERDATA) return NULL;
     TensorBox *box = lua_touserdata(L, index);
     return box->magic == TENSOR_MAGIC ? box : NULL;
 }
@@ -161,22 +163,26 @@ static void push_nested(lua_State *L, const float *data, const int *shape, int r
     }
 }
 
+/// Upvalue 1 packs what a trampoline stands for, so one read serves every call.
+enum { TENSOR_INDEX_FLAG = 1, RESERVED_SHIFT = 1, RESERVED_MASK = 0x7f, FUNCTION_SHIFT = 8 };
+
 static int trampoline(lua_State *L) {
-    // Tensor __index: t.name finds a method (upvalue 3); only t[i] reaches Swift.
-    if (lua_type(L, lua_upvalueindex(3)) == LUA_TTABLE && lua_type(L, 2) == LUA_TSTRING) {
+    lua_Integer packed = lua_tointegerx(L, lua_upvalueindex(1), NULL);
+    // Tensor __index: t.name finds a method (upvalue 2); only t[i] reaches Swift.
+    if ((packed & TENSOR_INDEX_FLAG) && lua_type(L, 2) == LUA_TSTRING) {
         lua_pushvalue(L, 2);
-        lua_rawget(L, lua_upvalueindex(3));
+        lua_rawget(L, lua_upvalueindex(2));
         return 1;
     }
     KiriState *S = state_of(L);
     KiriCall call;
     call.argumentCount = lua_gettop(L);
-    call.functionId = (int)lua_tointeger(L, lua_upvalueindex(1));
+    call.functionId = (int)(packed >> FUNCTION_SHIFT);
     call.status = KIRI_OK;
     call.argument = 0;
     call.message[0] = 0;
     call.resultCount = 0;
-    call.reservedTensors = (int)lua_tointeger(L, lua_upvalueindex(2));
+    call.reservedTensors = (int)((packed >> RESERVED_SHIFT) & RESERVED_MASK);
     call.usedTensors = 0;
     call.newTensorBytes = 0;
     luaL_checkstack(L, call.reservedTensors + 32, "too many arguments");
@@ -543,11 +549,12 @@ static int register_protected(lua_State *L) {
     for (int i = 0; i < arguments->count; i++) {
         const KiriFunctionSpec *spec = &arguments->specs[i];
         push_target_table(L, spec->table);
-        lua_pushinteger(L, spec->functionId);
-        lua_pushinteger(L, spec->tensorResults);
         int isTensorIndex = strcmp(spec->table, "meta") == 0 && strcmp(spec->name, "__index") == 0;
+        luaL_argcheck(L, spec->tensorResults >= 0 && spec->tensorResults <= RESERVED_MASK, 1, "too many tensor results");
+        lua_pushinteger(L, ((lua_Integer)spec->functionId << FUNCTION_SHIFT) |
+                               ((lua_Integer)spec->tensorResults << RESERVED_SHIFT) | (isTensorIndex ? TENSOR_INDEX_FLAG : 0));
         if (isTensorIndex) lua_rawgetp(L, LUA_REGISTRYINDEX, &METHODS_KEY);
-        lua_pushcclosure(L, trampoline, isTensorIndex ? 3 : 2);
+        lua_pushcclosure(L, trampoline, isTensorIndex ? 2 : 1);
         lua_setfield(L, -2, spec->name);
         lua_pop(L, 1);
     }
