@@ -561,13 +561,18 @@ static int register_protected(lua_State *L) {
     return 0;
 }
 
-int kiri_register(lua_State *L, const KiriFunctionSpec *specs, int count, char *error, size_t errorSize) {
-    RegisterArguments arguments = {specs, count};
-    lua_pushcfunction(L, register_protected);
-    lua_pushlightuserdata(L, &arguments);
+/// Runs `body(arguments)` protected: 0, or 1 with the error message in `error`.
+static int call_protected(lua_State *L, lua_CFunction body, void *arguments, char *error, size_t errorSize) {
+    lua_pushcfunction(L, body);
+    lua_pushlightuserdata(L, arguments);
     if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
     take_error(L, error, errorSize);
     return 1;
+}
+
+int kiri_register(lua_State *L, const KiriFunctionSpec *specs, int count, char *error, size_t errorSize) {
+    RegisterArguments arguments = {specs, count};
+    return call_protected(L, register_protected, &arguments, error, errorSize);
 }
 
 typedef struct { const char *prelude; size_t length; } SealArguments;
@@ -587,11 +592,7 @@ static int seal_protected(lua_State *L) {
 
 int kiri_seal(lua_State *L, const char *prelude, size_t length, char *error, size_t errorSize) {
     SealArguments arguments = {prelude, length};
-    lua_pushcfunction(L, seal_protected);
-    lua_pushlightuserdata(L, &arguments);
-    if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
-    take_error(L, error, errorSize);
-    return 1;
+    return call_protected(L, seal_protected, &arguments, error, errorSize);
 }
 
 // MARK: - Running a script
