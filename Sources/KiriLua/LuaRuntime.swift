@@ -52,13 +52,13 @@ public final class LuaRuntime {
         options.host = Unmanaged.passUnretained(self).toOpaque()
         var error = [CChar](repeating: 0, count: 1024)
         guard let state = kiri_state_new(&options, &error, error.count) else {
-            throw ScriptFailure(kind: .setup, message: String(cString: error))
+            throw ScriptFailure(kind: .setup, message: text(of: error))
         }
         self.state = state
         try MemoryBudget.$current.withValue(budget) {
             try register(Bindings.all)
             if kiri_seal(state, sandboxPrelude, sandboxPrelude.utf8.count, &error, error.count) != 0 {
-                throw ScriptFailure(kind: .setup, message: String(cString: error))
+                throw ScriptFailure(kind: .setup, message: text(of: error))
             }
         }
     }
@@ -89,7 +89,7 @@ public final class LuaRuntime {
         }
         var error = [CChar](repeating: 0, count: 1024)
         if kiri_register(state, specs, Int32(specs.count), &error, error.count) != 0 {
-            throw ScriptFailure(kind: .setup, message: String(cString: error))
+            throw ScriptFailure(kind: .setup, message: text(of: error))
         }
     }
 
@@ -110,7 +110,7 @@ public final class LuaRuntime {
             }
         }
         guard status != 0 else { return }
-        let message = String(cString: error)
+        let message = text(of: error)
         let kind: ScriptFailure.Kind =
             kiri_timed_out(state) != 0 ? .timeout : (status == 4 /* LUA_ERRMEM */ ? .memory : .error)
         throw ScriptFailure(kind: kind, message: kind == .memory ? "\(name): not enough memory (limit \(limits.memory) bytes)" : message)
@@ -130,6 +130,11 @@ public final class LuaRuntime {
     static func from(_ state: OpaquePointer?) -> LuaRuntime {
         Unmanaged<LuaRuntime>.fromOpaque(kiri_host(state)!).takeUnretainedValue()
     }
+}
+
+/// The NUL-terminated message C wrote into `buffer`.
+private func text(of buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 // MARK: - Callbacks from C (none of them may call a raising Lua function)

@@ -14,6 +14,7 @@ enum Bindings {
 
     /// Runs a tensor-core call whose parameters start at Lua argument `first`, so a TensorError's
     /// argument position becomes the Lua one.
+    @discardableResult
     static func at<T>(_ first: Int, _ body: () throws -> T) throws -> T {
         do {
             return try body()
