@@ -22,23 +22,33 @@ public struct RunRequest: Sendable {
 
 /// Runs recipes: each run gets a fresh Lua state, so nothing leaks from one to the next.
 public enum RecipeRunner {
-    /// Runs the request; throws ScriptFailure with `file:line: message` and a traceback.
-    public static func run(_ request: RunRequest, output: @escaping (String) -> Void = Self.standardOutput) throws {
+    /// Runs the request; throws ScriptFailure with `file:line: message` and a traceback. Returns the
+    /// files the run loaded (the recipe, its modules and plugins).
+    @discardableResult
+    public static func run(_ request: RunRequest, output: @escaping (String) -> Void = Self.standardOutput) throws -> [String] {
         guard FileManager.default.isReadableFile(atPath: request.script) else {
             let reason = FileManager.default.fileExists(atPath: request.script) ? "permission denied" : "no such file"
             throw ScriptFailure(kind: .setup, message: "cannot read '\(request.script)': \(reason)")
         }
         let recipeFolder = (request.script as NSString).deletingLastPathComponent
-        let plugins = PluginPath.search(user: request.pluginDirectories)
+        let recipeRoot = recipeFolder.isEmpty ? "." : recipeFolder
+        let plugins = PluginPath.catalog(user: request.pluginDirectories)
+        let pluginFolders = plugins.folders.map(\.path)
         // Files named on the command line may be read, wherever they are.
         let namedFiles = request.arguments.filter { FileManager.default.fileExists(atPath: $0) }
         let files = FileAccess(
-            readRoots: [recipeFolder.isEmpty ? "." : recipeFolder] + plugins + namedFiles,
-            moduleRoots: [recipeFolder.isEmpty ? "." : recipeFolder] + plugins,
+            readRoots: [recipeRoot] + pluginFolders + namedFiles,
+            moduleRoots: [recipeRoot] + pluginFolders,
             outputDirectory: request.outputDirectory)
-        let runtime = try LuaRuntime(limits: request.limits, files: files, output: output)
+        let runtime = try LuaRuntime(limits: request.limits, files: files, plugins: plugins, output: output)
         defer { runtime.close() }
-        try runtime.run(file: request.script, arguments: request.arguments)
+        do {
+            try runtime.run(file: request.script, arguments: request.arguments)
+        } catch var failure as ScriptFailure {
+            failure.loadedFiles = [request.script] + runtime.loadedFiles
+            throw failure
+        }
+        return [request.script] + runtime.loadedFiles
     }
 
     public static func standardOutput(_ text: String) { FileHandle.standardOutput.write(Data(text.utf8)) }
@@ -47,10 +57,11 @@ public enum RecipeRunner {
 /// Where plugins are found: the user's folders (`--plugins`, then `KIRI_PLUGIN_PATH`), then the
 /// bundled `Plugins/`.
 public enum PluginPath {
-    public static func search(user: [String]) -> [String] {
+    public static func catalog(user: [String]) -> PluginCatalog {
         let environment = ProcessInfo.processInfo.environment["KIRI_PLUGIN_PATH"]?
             .split(separator: ":").map(String.init) ?? []
-        return user + environment + (bundled.map { [$0] } ?? [])
+        let userFolders = (user + environment).map { PluginCatalog.Folder(path: $0, isBundled: false) }
+        return PluginCatalog(folders: userFolders + (bundled.map { [PluginCatalog.Folder(path: $0, isBundled: true)] } ?? []))
     }
 
     /// The bundled plugins: `$KIRI_HOME/Plugins`, then `share/kiri/Plugins` beside an installed

@@ -77,7 +77,9 @@ public struct FileAccess: Sendable {
         let valid = !name.isEmpty && name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { part in
             !part.isEmpty && part.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }
         }
-        guard valid else { throw ScriptError(argument: 1, "invalid module name '\(name)'") }
+        guard valid else {
+            throw ScriptError("invalid module name '\(name)' (letters, digits, '_' and '-', with '.' between folders)")
+        }
         let relative = name.replacingOccurrences(of: ".", with: "/") + ".lua"
         var tried: [String] = []
         for root in moduleRoots {

@@ -5,9 +5,30 @@ import KiriTensor
 extension Bindings {
     static let host: [Binding] = [
         Binding(name: "findModule", tables: ["host"], tensorResults: 0) { call in
-            let module = try call.runtime.files.findModule(try call.string(1))
+            let runtime = call.runtime
+            let module = try runtime.files.findModule(try call.string(1))
+            runtime.loadedFiles.append(module.path)
             try call.push(module.source)
             try call.push("@" + module.path)
+        },
+        /// (domain, name) → source and chunk name of the plugin file, or nothing if there is none.
+        Binding(name: "findPlugin", tables: ["host"], tensorResults: 0) { call in
+            let runtime = call.runtime
+            guard let path = runtime.plugins.file(domain: try call.string(1), name: try call.string(2)) else { return }
+            let source: String
+            do {
+                source = try String(contentsOfFile: path, encoding: .utf8)
+            } catch {
+                throw ScriptError("cannot read plugin '\(path)': \(FileAccess.reason(error))")
+            }
+            runtime.loadedFiles.append(path)
+            try call.push(source)
+            try call.push("@" + path)
+        },
+        /// The names of a domain's plugin files, one per line.
+        Binding(name: "listPlugins", tables: ["host"], tensorResults: 0) { call in
+            let names = call.runtime.plugins.entries(domain: try call.string(1)).map(\.name)
+            try call.push(names.joined(separator: "\n"))
         },
         Binding(name: "read_text", tables: ["kiri"], tensorResults: 0) { call in
             let path = try call.string(1)

@@ -20,6 +20,8 @@ public struct ScriptFailure: Error, CustomStringConvertible {
     public enum Kind: Sendable { case error, timeout, memory, setup }
     public var kind: Kind
     public var message: String
+    /// The files the failed run had loaded, so `--watch` knows what to wait for.
+    public var loadedFiles: [String] = []
     public var description: String { message }
 
     public init(kind: Kind, message: String) {
@@ -34,6 +36,9 @@ public final class LuaRuntime {
     public let budget: MemoryBudget
     public let limits: SandboxLimits
     public let files: FileAccess
+    public let plugins: PluginCatalog
+    /// Every file the run loaded (modules and plugins), for `kiri run --watch`.
+    public internal(set) var loadedFiles: [String] = []
     /// Receives what the script prints.
     public let output: (String) -> Void
     /// Seed for random constructors called without one; advances on each such call.
@@ -41,9 +46,11 @@ public final class LuaRuntime {
     private var state: OpaquePointer?
 
     public init(limits: SandboxLimits = SandboxLimits(), files: FileAccess = FileAccess(),
+                plugins: PluginCatalog = PluginCatalog(),
                 output: @escaping (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }) throws {
         self.limits = limits
         self.files = files
+        self.plugins = plugins
         self.output = output
         budget = MemoryBudget(limit: limits.memory)
         var options = KiriStateOptions(

@@ -71,6 +71,11 @@ end
 local function patternCost(pattern, subjectLength, anchored)
     local scans, optionals, i, n = 0, 0, 1, #pattern
     while i <= n do
+        -- Skip plain characters in C (patterns can be megabytes long): on to the one before the next
+        -- '%', '[' or quantifier.
+        local special = find(pattern, "[%%%[%*%+%-%?]", i)
+        if not special then break end
+        if special > i + 1 then i = special - 1 end
         local c = pattern:sub(i, i)
         if c == "%" then
             local class = pattern:sub(i + 1, i + 1)
@@ -190,7 +195,10 @@ local safeCoroutine = {}
 for k, v in next, coroutine do safeCoroutine[k] = v end
 local close, closing = coroutine.close, 0
 local closingGuard = setmetatable({}, {__close = function() closing = closing - 1 end})
+-- A coroutine the time limit stopped is left with hooks off (see time_hook in bridge.c): its __close
+-- handlers would run out of the limit's reach, so once it has tripped nothing more is closed.
 function safeCoroutine.close(co)
+    if host.timedOut() then error("time limit exceeded", 2) end
     if closing >= MAX_CLOSE_NESTING then
         error(format("coroutine.close nested more than %d deep", MAX_CLOSE_NESTING), 2)
     end
@@ -199,11 +207,30 @@ function safeCoroutine.close(co)
     return close(co)
 end
 
+-- coroutine.wrap through the guarded close (the C wrap closes a failed coroutine itself).
+local create, resume, status = coroutine.create, coroutine.resume, coroutine.status
+local function finishWrapped(co, ok, ...)
+    if ok then return ... end
+    local message = ...
+    if status(co) == "dead" then
+        local closed, closeMessage = safeCoroutine.close(co)   -- run its pending __close handlers
+        if not closed then message = closeMessage end
+    end
+    error(message, type(message) == "string" and 2 or 0)     -- at the caller's line, as the C wrap does
+end
+function safeCoroutine.wrap(f)
+    if type(f) ~= "function" then
+        error(format("bad argument #1 to 'wrap' (function expected, got %s)", type(f)), 2)
+    end
+    local co = create(f)
+    return function(...) return finishWrapped(co, resume(co, ...)) end
+end
+
 math.randomseed(0)   -- math.random is seeded at random otherwise: runs must be reproducible
 
 local env = {}
 for _, name in next, {"assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber",
-        "tostring", "type", "xpcall", "rawequal", "rawlen", "rawget", "getmetatable", "_VERSION"} do
+        "tostring", "type", "rawequal", "rawlen", "rawget", "getmetatable", "_VERSION"} do
     env[name] = _G[name]
 end
 env.print = host.print
@@ -216,11 +243,31 @@ env.coroutine = readonly(safeCoroutine, "coroutine")
 env.os = readonly({clock = os.clock, time = os.time, date = os.date}, "os")
 
 -- Finalizers run with debug hooks off, so the time limit could not stop one: refuse them (as Luau does).
+-- Errors name the script's line, not this chunk's.
 function env.setmetatable(t, meta)
+    if type(t) ~= "table" then
+        error(format("bad argument #1 to 'setmetatable' (table expected, got %s)", type(t)), 2)
+    end
+    if meta ~= nil and type(meta) ~= "table" then
+        error("bad argument #2 to 'setmetatable' (nil or table expected)", 2)
+    end
     if type(meta) == "table" and rawget(meta, "__gc") ~= nil then
         error("bad argument #2 to 'setmetatable' (__gc metamethods are not allowed in scripts)", 2)
     end
-    return setmetatable(t, meta)
+    local ok, result = pcall(setmetatable, t, meta)   -- "cannot change a protected metatable"
+    if not ok then error(result, 2) end
+    return result
+end
+
+-- Once the time limit has tripped, a message handler runs with hooks off (see time_hook in bridge.c),
+-- out of the limit's reach: the script's handler is then skipped and the message passed on.
+local xpcall = xpcall
+function env.xpcall(f, handler, ...)
+    if type(handler) ~= "function" then return xpcall(f, handler, ...) end
+    return xpcall(f, function(...)
+        if host.timedOut() then return ... end
+        return handler(...)
+    end, ...)
 end
 
 -- Text only, and in the sandbox unless told otherwise.
@@ -230,6 +277,89 @@ function env.load(chunk, chunkName, mode, environment)
         error("bad argument #3 to 'load' (only text chunks, mode \"t\", are allowed)", 2)
     end
     return load(chunk, chunkName, "t", environment == nil and env or environment)
+end
+
+-- Plugins. kiri.samplers.NAME (and the other domains) resolve lazily, by file name, from the plugin
+-- search path (PluginCatalog: user folders first, then the bundled Plugins/), once per run; a
+-- plugin file runs in the sandbox and returns its function. kiri.register adds one from a script,
+-- and is the only way to change a domain table.
+local kinds = {sampler = "samplers", schedule = "schedules", guidance = "guidance", post = "post"}
+local singular = {samplers = "sampler", schedules = "schedule", guidance = "guidance", post = "post",
+    models = "model", noise = "noise function"}
+local resolved = {}
+for domain in next, singular do
+    if rawget(api, domain) == nil then api[domain] = {} end
+    resolved[domain] = {}
+end
+
+local function callable(value)
+    if type(value) == "function" then return true end
+    local meta = getmetatable(value)
+    return type(meta) == "table" and type(rawget(meta, "__call")) == "function"
+end
+
+local function resolve(domain, name)
+    local value = resolved[domain][name]
+    if value ~= nil then return value end
+    value = rawget(api[domain], name)                -- built into the engine
+    if value == nil and type(name) == "string" then
+        local source, chunkName = host.findPlugin(domain, name)
+        if source then
+            local chunk, message = load(source, chunkName, "t", env)
+            if not chunk then error(message, 0) end
+            value = chunk(name)
+            if not callable(value) then
+                error(format("%s: a %s plugin must return a function, got %s", chunkName:sub(2), singular[domain],
+                    type(value)), 0)
+            end
+        end
+    end
+    if value == nil then
+        local names = {}
+        for line in host.listPlugins(domain):gmatch("[^\n]+") do names[#names + 1] = line end
+        for registered in next, resolved[domain] do names[#names + 1] = registered end
+        error(format("unknown %s '%s' (available: %s)", singular[domain], tostring(name), table.concat(names, ", ")), 3)
+    end
+    resolved[domain][name] = value
+    return value
+end
+
+for domain in next, singular do
+    proxies[api[domain]] = setmetatable({}, {
+        __index = function(_, name) return resolve(domain, name) end,
+        __newindex = function(_, name)
+            error(format("attempt to modify kiri.%s.%s (use kiri.register)", domain, tostring(name)), 2)
+        end,
+        __pairs = function()
+            local names, seen = {}, {}
+            local function add(name) if not seen[name] then seen[name] = true; names[#names + 1] = name end end
+            for name in next, api[domain] do add(name) end
+            for line in host.listPlugins(domain):gmatch("[^\n]+") do add(line) end
+            for name in next, resolved[domain] do add(name) end
+            table.sort(names)
+            local i = 0
+            return function()
+                i = i + 1
+                if names[i] then return names[i], resolve(domain, names[i]) end
+            end, nil, nil
+        end,
+        __metatable = false,
+    })
+end
+
+function api.register(kind, name, fn)
+    local domain = kinds[kind]
+    if not domain then
+        error(format("bad argument #1 to 'register' (\"sampler\", \"schedule\", \"guidance\" or \"post\" expected, got %s)",
+            tostring(kind)), 2)
+    end
+    if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
+        error(format("bad argument #2 to 'register' (a name like \"my_sampler\" expected, got %s)", tostring(name)), 2)
+    end
+    if not callable(fn) then
+        error(format("bad argument #3 to 'register' (function expected, got %s)", type(fn)), 2)
+    end
+    resolved[domain][name] = fn
 end
 
 local kiri = readonly(api, "kiri")
@@ -244,7 +374,8 @@ function env.require(name)
     end
     local module = loaded[name]
     if module ~= nil then return module end
-    local source, chunkName = host.findModule(name)
+    local found, source, chunkName = pcall(host.findModule, name)
+    if not found then error(source, 2) end   -- at the script's line
     local chunk, message = load(source, chunkName, "t", env)
     if not chunk then error(message, 2) end
     module = chunk(name, chunkName)

@@ -76,6 +76,10 @@ enum { HOOK_INTERVAL = 1000, GC_BATCH = 1 << 20 };   // GC_BATCH: 1 MiB was fast
 
 /// The time limit. Once tripped it is sticky: the hook then fires on every instruction and raises
 /// again, so `pcall` cannot swallow it. Hooks are inherited by coroutines.
+/// Raising from a hook leaves hooks off (Lua's internal `allowhook`) until a protected call restores
+/// them: for the message handler that error runs, and for the thread it kills, so the __close
+/// handlers that closing that coroutine would run. The prelude asks `host.timedOut` and runs
+/// neither once the limit has tripped.
 static void time_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     KiriState *S = state_of(L);
@@ -421,6 +425,12 @@ static int host_collectgarbage(lua_State *L) {
     return 1;
 }
 
+/// Whether the time limit has tripped: the prelude then runs no more script code where hooks may be off.
+static int host_timed_out(lua_State *L) {
+    lua_pushboolean(L, state_of(L)->timedOut);
+    return 1;
+}
+
 // MARK: - State life cycle
 
 static void open_library(lua_State *L, const char *name, lua_CFunction open) {
@@ -453,6 +463,8 @@ static int open_protected(lua_State *L) {
     lua_setfield(L, -2, "print");
     lua_pushcfunction(L, host_collectgarbage);
     lua_setfield(L, -2, "collectgarbage");
+    lua_pushcfunction(L, host_timed_out);
+    lua_setfield(L, -2, "timedOut");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &HOST_KEY);
 
     lua_newtable(L);                                   // Tensor methods
@@ -478,7 +490,7 @@ lua_State *kiri_state_new(const KiriStateOptions *options, char *error, size_t e
     }
     S->memory = options->memoryCounter;
     S->timeoutSeconds = options->timeoutSeconds;
-    S->deadline = now_seconds() + options->timeoutSeconds;
+    S->deadline = HUGE_VAL;   // the clock starts in kiri_run: setting up (the prelude) is not the script's time
     S->host = options->host;
     S->dispatch = options->dispatch;
     S->releaseHandle = options->releaseHandle;

@@ -9,7 +9,7 @@ struct KiriCommand: ParsableCommand {
         commandName: "kiri",
         abstract: "Kiri: a diffusion engine with Lua recipes.",
         version: KiriVersion.string,
-        subcommands: [Run.self, Bench.self]
+        subcommands: [Run.self, List.self, Bench.self]
     )
 }
 
@@ -51,6 +51,8 @@ extension KiriCommand {
         @OptionGroup var sandbox: SandboxOptions
         @Argument(help: "The recipe, a .lua file.")
         var file: String
+        @Flag(help: "Run again whenever the recipe or a plugin or module it loaded changes.")
+        var watch = false
         @Argument(parsing: .captureForPassthrough, help: "Arguments for the script.")
         var arguments: [String] = []
 
@@ -59,11 +61,60 @@ extension KiriCommand {
                 script: file, arguments: arguments,
                 limits: SandboxLimits(timeout: sandbox.timeout, memory: sandbox.memory.bytes),
                 outputDirectory: sandbox.output, pluginDirectories: sandbox.pluginDirectories)
+            guard watch else {
+                if case .failure = runOnce(request) { throw ExitCode(1) }
+                return
+            }
+            while true {
+                let files: [String]
+                switch runOnce(request) {
+                case .success(let loaded): files = loaded
+                case .failure(let failure): files = failure.loadedFiles.isEmpty ? [file] : failure.loadedFiles
+                }
+                let changed = FileWatcher.waitForChange(files)
+                FileHandle.standardError.write(Data("kiri: \(changed) changed, running \(file) again\n".utf8))
+            }
+        }
+
+        func runOnce(_ request: RunRequest) -> Result<[String], ScriptFailure> {
             do {
-                try RecipeRunner.run(request)
+                return .success(try RecipeRunner.run(request))
             } catch let failure as ScriptFailure {
                 FileHandle.standardError.write(Data("kiri: \(failure.message)\n".utf8))
-                throw ExitCode(1)
+                return .failure(failure)
+            } catch {
+                FileHandle.standardError.write(Data("kiri: \(error)\n".utf8))
+                return .failure(ScriptFailure(kind: .error, message: "\(error)"))
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List plugins with their descriptions and where each comes from.")
+        @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
+        var pluginDirectories: [String] = []
+        @Argument(help: "samplers, schedules, guidance, post, models or noise (all when omitted).")
+        var domain: String?
+
+        func validate() throws {
+            if let domain, !PluginCatalog.domains.contains(domain) {
+                throw ValidationError("unknown plugin kind '\(domain)'; choose one of \(PluginCatalog.domains.joined(separator: ", "))")
+            }
+        }
+
+        func run() throws {
+            let catalog = PluginPath.catalog(user: pluginDirectories)
+            for domain in domain.map({ [$0] }) ?? PluginCatalog.domains {
+                let entries = catalog.entries(domain: domain)
+                guard !entries.isEmpty || self.domain != nil else { continue }
+                print("\(domain):")
+                let width = entries.map(\.name.count).max() ?? 0
+                for entry in entries {
+                    let origin = entry.isBundled ? "bundled"
+                        : "user: \(entry.path)" + (entry.overridesBundled ? ", overrides bundled" : "")
+                    print("  \(entry.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(entry.description) [\(origin)]")
+                }
             }
         }
     }

@@ -2,12 +2,27 @@ import Foundation
 import XCTest
 @testable import KiriLua
 
+/// The checkout's bundled `Plugins/` folder.
+let bundledPlugins = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Plugins").path
+
+/// A runtime as `kiri run` makes one: bundled plugins (after any `userPlugins`), and modules from
+/// the plugin folders.
+func makeRuntime(limits: SandboxLimits = SandboxLimits(timeout: 20, memory: 1 << 30), userPlugins: [String] = [],
+                 output: @escaping (String) -> Void) throws -> LuaRuntime {
+    let folders = userPlugins.map { PluginCatalog.Folder(path: $0, isBundled: false) }
+        + [PluginCatalog.Folder(path: bundledPlugins, isBundled: true)]
+    let roots = folders.map(\.path)
+    return try LuaRuntime(limits: limits, files: FileAccess(readRoots: roots, moduleRoots: roots),
+                          plugins: PluginCatalog(folders: folders), output: output)
+}
+
 /// Runs `source` in a fresh runtime and returns what it printed; fails the test on a script error.
 func runLua(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 20, memory: 1 << 30),
             file: StaticString = #filePath, line: UInt = #line) -> String {
     var printed = ""
     do {
-        let runtime = try LuaRuntime(limits: limits, output: { printed += $0 })
+        let runtime = try makeRuntime(limits: limits, output: { printed += $0 })
         defer { runtime.close() }
         try runtime.run(source: source, name: "test.lua")
     } catch {
@@ -19,7 +34,7 @@ func runLua(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 20,
 /// The message of the error `source` raises, or nil if it ran to the end.
 func luaError(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 20, memory: 1 << 30)) -> ScriptFailure? {
     do {
-        let runtime = try LuaRuntime(limits: limits, output: { _ in })
+        let runtime = try makeRuntime(limits: limits, output: { _ in })
         defer { runtime.close() }
         try runtime.run(source: source, name: "test.lua")
         return nil
