@@ -326,7 +326,10 @@ end
 
 for domain in next, singular do
     proxies[api[domain]] = setmetatable({}, {
-        __index = function(_, name) return resolve(domain, name) end,
+        __index = function(_, name)
+            local value = resolve(domain, name)   -- not a tail call: errors point at the script's line
+            return value
+        end,
         __newindex = function(_, name)
             error(format("attempt to modify kiri.%s.%s (use kiri.register)", domain, tostring(name)), 2)
         end,

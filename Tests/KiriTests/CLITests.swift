@@ -129,6 +129,60 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("escape.txt").path))
     }
 
+    func testListShowsDescriptionsAndWhereEachPluginComesFrom() throws {
+        _ = try write("mine/samplers/my_sampler.lua", "-- My own sampler.\nreturn function(model, x) return x end\n")
+        let result = try kiri(["list", "--plugins", "mine", "samplers"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.hasPrefix("samplers:\n"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("my_sampler  My own sampler. [user: mine/samplers/my_sampler.lua]"), result.stdout)
+        XCTAssertNotEqual(try kiri(["list", "nonsense"]).status, 0)
+    }
+
+    /// An installed layout, PREFIX/bin/kiri with PREFIX/share/kiri/Plugins, finds its bundled plugins.
+    func testInstalledBinaryFindsItsBundledPlugins() throws {
+        let prefix = folder.appendingPathComponent("prefix")
+        try FileManager.default.createDirectory(at: prefix.appendingPathComponent("bin"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Self.binary, to: prefix.appendingPathComponent("bin/kiri"))
+        _ = try write("prefix/share/kiri/Plugins/samplers/installed_only.lua", "-- Only in the installed tree.\nreturn print\n")
+        let process = Process()
+        process.executableURL = prefix.appendingPathComponent("bin/kiri")
+        process.arguments = ["list", "samplers"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let listing = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertTrue(listing.contains("installed_only  Only in the installed tree. [bundled]"), listing)
+    }
+
+    /// `kiri run --watch` runs again when a plugin the recipe loaded changes.
+    func testWatchRerunsWhenAPluginChanges() throws {
+        _ = try write("mine/samplers/greet.lua", "-- Greets.\nreturn function() return 'first' end\n")
+        let script = try write("watch.lua", "print(kiri.samplers.greet())")
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = ["run", "--watch", "--plugins", "mine", script]
+        process.currentDirectoryURL = folder
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { process.terminate() }
+        var seen = ""
+        func waitFor(_ text: String) -> Bool {
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline {
+                seen += String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+                if seen.contains(text) { return true }
+            }
+            return false
+        }
+        XCTAssertTrue(waitFor("first\n"), seen)
+        Thread.sleep(forTimeInterval: 1.1)   // so the new modification time differs at one-second resolution too
+        _ = try write("mine/samplers/greet.lua", "-- Greets.\nreturn function() return 'second' end\n")
+        XCTAssertTrue(waitFor("second\n"), seen)
+    }
+
     func testBundledRecipeRuns() throws {
         let recipe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/gaussian_euler.lua").path
