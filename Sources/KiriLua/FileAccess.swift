@@ -19,12 +19,17 @@ public struct FileAccess: Sendable {
     }
 
     /// The real path of an existing file the script may read.
+    /// Whether a path is outside the roots is decided before whether it exists, so a script cannot
+    /// probe for files elsewhere.
     public func resolveForReading(_ path: String) throws -> String {
-        guard let real = Self.realPath(path) else { throw ScriptError("cannot read '\(path)': no such file") }
+        let real = Self.realPath(path)
+        let nearest = real ?? Self.realPath((path as NSString).deletingLastPathComponent.isEmpty
+            ? "." : (path as NSString).deletingLastPathComponent)
         let roots = readRoots + (outputDirectory.map { [$0] } ?? [])
-        guard roots.contains(where: { root in Self.realPath(root).map { Self.isInside(real, $0) } ?? false }) else {
+        guard let nearest, roots.contains(where: { root in Self.realPath(root).map { Self.isInside(nearest, $0) } ?? false }) else {
             throw ScriptError("cannot read '\(path)': outside the folders this run may read (the recipe's folder, plugin folders, the output folder, files named on the command line)")
         }
+        guard let real else { throw ScriptError("cannot read '\(path)': no such file") }
         return real
     }
 

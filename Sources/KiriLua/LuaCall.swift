@@ -72,6 +72,8 @@ struct LuaCall {
         return Float(value)
     }
 
+    func optionalFloat(_ index: Int) throws -> Float? { isNil(index) ? nil : try float(index) }
+
     func integer(_ index: Int) throws -> Int {
         guard index <= count else { throw expected("integer", index) }
         var value: Int64 = 0
@@ -98,14 +100,19 @@ struct LuaCall {
         }
     }
 
-    /// A 1-based dimension (negative counts from the end) as the tensor core's 0-based one.
-    func dimension(_ index: Int) throws -> Int {
+    /// A 1-based dimension of a rank-`rank` tensor (negative counts from the end) as the tensor core's
+    /// 0-based axis. Checked here, so messages show the script's own numbers.
+    func dimension(_ index: Int, rank: Int) throws -> Int {
         let dim = try integer(index)
-        if dim == 0 { throw ScriptError(argument: index, "dimension 0 is invalid (dimensions count from 1)") }
-        return dim > 0 ? dim - 1 : dim
+        let axis = dim > 0 ? dim - 1 : dim + rank
+        guard dim != 0, (0..<rank).contains(axis) else {
+            throw ScriptError(argument: index,
+                              "dimension \(dim) out of range for a rank-\(rank) tensor (dimensions count from 1; -1 is the last)")
+        }
+        return axis
     }
 
-    func optionalDimension(_ index: Int) throws -> Int? { isNil(index) ? nil : try dimension(index) }
+    func optionalDimension(_ index: Int, rank: Int) throws -> Int? { isNil(index) ? nil : try dimension(index, rank: rank) }
 
     /// Integers given as one table `{2, 3}` or as the remaining arguments `2, 3`.
     func integers(from index: Int, allowNegativeOne: Bool = false) throws -> [Int] {

@@ -174,14 +174,14 @@ enum Bindings {
                 let into = try resultFirst(call, arity: 3)
                 let first = into == nil ? 1 : 2
                 let tensor = try call.tensor(first)
-                let low = try call.optionalNumber(first + 1), high = try call.optionalNumber(first + 2)
-                try push(at(first) { try tensor.clamp(min: low.map(Float.init), max: high.map(Float.init), into: into) },
+                let low = try call.optionalFloat(first + 1), high = try call.optionalFloat(first + 2)
+                try push(at(first) { try tensor.clamp(min: low, max: high, into: into) },
                          into: into, call)
             },
             Binding(name: "clamp_", tables: ["Tensor"], tensorResults: 0) { call in
                 let tensor = try call.tensor(1)
-                let low = try call.optionalNumber(2), high = try call.optionalNumber(3)
-                _ = try at(1) { try tensor.clamp(min: low.map(Float.init), max: high.map(Float.init), into: tensor) }
+                let low = try call.optionalFloat(2), high = try call.optionalFloat(3)
+                _ = try at(1) { try tensor.clamp(min: low, max: high, into: tensor) }
                 call.pushArgument(1)
             },
             Binding(name: "lerp", tables: ["kiri", "Tensor"], tensorResults: 1) { call in
@@ -245,7 +245,7 @@ enum Bindings {
         Binding(name: name, tables: ["kiri", "Tensor"], tensorResults: 1) { call in
             let tensor = try call.tensor(1)
             let reduction = try make(call)
-            guard let dim = try call.optionalDimension(dimension) else {
+            guard let dim = try call.optionalDimension(dimension, rank: tensor.rank) else {
                 return call.push(Double(try at(1) { try tensor.reduce(reduction).item() }))
             }
             let keepDim = call.boolean(dimension + 1, default: false)
@@ -262,9 +262,13 @@ enum Bindings {
         reduction("var") { .variance(unbiased: $0.boolean(3, default: true)) },
         reduction("std") { .std(unbiased: $0.boolean(3, default: true)) },
         // norm(p = 2, dim): Torch7's order.
-        reduction("norm", { .norm(p: try $0.optionalNumber(2) ?? 2) }, dimension: 3),
+        reduction("norm", { call in
+            let p = try call.optionalNumber(2) ?? 2
+            guard p > 0 else { throw ScriptError(argument: 2, "p must be positive (or math.huge), got \(p)") }
+            return .norm(p: p)
+        }, dimension: 3),
         Binding(name: "argmax", tables: ["kiri", "Tensor"], tensorResults: 1) { call in
-            let tensor = try call.tensor(1), dim = try call.dimension(2)
+            let tensor = try call.tensor(1), dim = try call.dimension(2, rank: tensor.rank)
             let indices = try at(1) { try tensor.argmax(dim: dim, keepDim: call.boolean(3, default: false)) }
             try indices.binaryInPlace(.add, 1)   // 1-based, like every index in Lua
             try call.push(indices)
@@ -279,11 +283,8 @@ enum Bindings {
         },
         Binding(name: "size", tables: ["kiri", "Tensor"], tensorResults: 0) { call in
             let tensor = try call.tensor(1)
-            guard let dim = try call.optionalDimension(2) else {
+            guard let axis = try call.optionalDimension(2, rank: tensor.rank) else {
                 return try call.push(numbers: tensor.shape.map(Double.init))
-            }
-            guard let axis = normalized(dim, rank: tensor.rank) else {
-                throw ScriptError(argument: 2, "dimension out of range for a rank-\(tensor.rank) tensor")
             }
             call.push(integer: tensor.shape[axis])
         },
@@ -308,64 +309,56 @@ enum Bindings {
         shapeMethod("repeatTensor") { tensor, call in try tensor.repeated(call.integers(from: 2)) },
         shapeMethod("permute") { tensor, call in
             try tensor.permute(call.integers(from: 2).enumerated().map { position, dim in
-                guard dim >= 1 else { throw ScriptError(argument: 2 + position, "dimension \(dim) is invalid (dimensions count from 1)") }
+                guard (1...max(tensor.rank, 1)).contains(dim) else {
+                    throw ScriptError(argument: 2 + position, "dimension \(dim) out of range for a rank-\(tensor.rank) tensor (dimensions count from 1)")
+                }
                 return dim - 1
             })
         },
-        shapeMethod("transpose") { tensor, call in try tensor.transpose(call.dimension(2), call.dimension(3)) },
+        shapeMethod("transpose") { tensor, call in
+            try tensor.transpose(call.dimension(2, rank: tensor.rank), call.dimension(3, rank: tensor.rank))
+        },
         shapeMethod("narrow") { tensor, call in
-            let dim = try call.dimension(2)
-            let start = try position(call, 3, in: tensor, dim: dim, allowingEnd: true)
+            let axis = try call.dimension(2, rank: tensor.rank)
+            let start = try position(call, 3, in: tensor, axis: axis, allowingEnd: true)
             let length = try call.integer(4)
-            if let axis = normalized(dim, rank: tensor.rank), length < 0 || length > tensor.shape[axis] - start {
+            if length < 0 || length > tensor.shape[axis] - start {
                 throw ScriptError(argument: 4, "length \(length) out of range: dimension \(axis + 1) has size \(tensor.shape[axis]) and the slice starts at \(start + 1)")
             }
-            return try tensor.narrow(dim, start: start, length: length)
+            return try tensor.narrow(axis, start: start, length: length)
         },
         shapeMethod("select") { tensor, call in
-            let dim = try call.dimension(2)
-            return try tensor.select(dim, index: position(call, 3, in: tensor, dim: dim))
+            let axis = try call.dimension(2, rank: tensor.rank)
+            return try tensor.select(axis, index: position(call, 3, in: tensor, axis: axis))
         },
         shapeMethod("unsqueeze") { tensor, call in
-            let dim = try call.integer(2)
-            guard let axis = normalized(dim > 0 ? dim - 1 : dim + 1, rank: tensor.rank + 1), dim != 0 else {
-                throw ScriptError(argument: 2, "dimension \(dim) out of range for unsqueeze of a rank-\(tensor.rank) tensor")
-            }
+            let axis = try call.dimension(2, rank: tensor.rank + 1)   // a place among rank + 1 dimensions
             var shape = tensor.shape
             shape.insert(1, at: axis)
             return try tensor.reshape(shape)
         },
         shapeMethod("squeeze") { tensor, call in
-            guard let dim = try call.optionalDimension(2) else { return try tensor.reshape(tensor.shape.filter { $0 != 1 }) }
-            guard let axis = normalized(dim, rank: tensor.rank) else {
-                throw ScriptError(argument: 2, "dimension out of range for a rank-\(tensor.rank) tensor")
+            guard let axis = try call.optionalDimension(2, rank: tensor.rank) else {
+                return try tensor.reshape(tensor.shape.filter { $0 != 1 })
             }
             var shape = tensor.shape
             if shape[axis] == 1 { shape.remove(at: axis) }
             return try tensor.reshape(shape)
         },
-        listMethod("cat") { try Tensor.cat($0, dim: $1) },
-        listMethod("stack") { try Tensor.stack($0, dim: $1) },
+        listMethod("cat", newDimensions: 0) { try Tensor.cat($0, dim: $1) },
+        listMethod("stack", newDimensions: 1) { try Tensor.stack($0, dim: $1) },
     ]
 
-    /// Argument `argument`, a 1-based position along `dim` (0-based or negative) of `tensor`, as the core's
-    /// 0-based one: 1...size, or 1...size + 1 for the start of a slice that may be empty. Checked here, so
-    /// the message shows the script's own numbers and math.mininteger cannot overflow; a bad `dim` is left
-    /// for the core to report.
-    static func position(_ call: LuaCall, _ argument: Int, in tensor: Tensor, dim: Int, allowingEnd: Bool = false) throws -> Int {
+    /// Argument `argument`, a 1-based position along `axis` of `tensor`, as the core's 0-based one:
+    /// 1...size, or 1...size + 1 for the start of a slice that may be empty. Checked here, so the message
+    /// shows the script's own numbers and math.mininteger cannot overflow.
+    static func position(_ call: LuaCall, _ argument: Int, in tensor: Tensor, axis: Int, allowingEnd: Bool = false) throws -> Int {
         let position = try call.integer(argument)
-        guard let axis = normalized(dim, rank: tensor.rank) else { return 0 }
         let last = tensor.shape[axis] + (allowingEnd ? 1 : 0)
         guard position >= 1, position <= last else {
             throw ScriptError(argument: argument, "index \(position) out of range 1..\(last) for dimension \(axis + 1) of size \(tensor.shape[axis])")
         }
         return position - 1
-    }
-
-    /// A 0-based or negative dimension as an index into a shape of `rank` entries.
-    static func normalized(_ dim: Int, rank: Int) -> Int? {
-        let axis = dim < 0 ? dim + rank : dim
-        return (0..<rank).contains(axis) ? axis : nil
     }
 
     static func shapeMethod(_ name: String, _ body: @escaping (Tensor, LuaCall) throws -> Tensor) -> Binding {
@@ -375,11 +368,11 @@ enum Bindings {
         }
     }
 
-    /// kiri.cat({a, b}, dim = 1).
-    static func listMethod(_ name: String, _ body: @escaping ([Tensor], Int) throws -> Tensor) -> Binding {
+    /// kiri.cat({a, b}, dim = 1); the result has `newDimensions` more than the parts.
+    static func listMethod(_ name: String, newDimensions: Int, _ body: @escaping ([Tensor], Int) throws -> Tensor) -> Binding {
         Binding(name: name, tables: ["kiri"], tensorResults: 1) { call in
             let tensors = try call.tensors(1)
-            let dim = try call.optionalDimension(2) ?? 0
+            let dim = try call.optionalDimension(2, rank: (tensors.first?.rank ?? 0) + newDimensions) ?? 0
             try call.push(at(1) { try body(tensors, dim) })
         }
     }

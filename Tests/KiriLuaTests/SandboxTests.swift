@@ -967,7 +967,7 @@ final class SandboxTests: XCTestCase {
             ("t:transpose(math.mininteger, 1)", "bad argument #1 to 'transpose' (dimension"),
             ("t:unsqueeze(math.maxinteger)", "bad argument #1 to 'unsqueeze' (dimension 9223372036854775807 out of range"),
             ("t:sum(math.mininteger)", "bad argument #1 to 'sum' (dimension"),
-            ("t:size(math.mininteger)", "bad argument #1 to 'size' (dimension out of range"),
+            ("t:size(math.mininteger)", "bad argument #1 to 'size' (dimension -9223372036854775808 out of range"),
             ("t:permute(math.maxinteger, 1)", "bad argument #1 to 'permute'"),
             ("kiri.cat({t, t}, math.mininteger)", "bad argument #2 to 'cat' (dimension"),
             ("kiri.stack({t}, math.maxinteger)", "bad argument #2 to 'stack' (dimension"),
