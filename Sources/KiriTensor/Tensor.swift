@@ -1,3 +1,5 @@
+import Foundation
+
 /// A float32 tensor: a shape over contiguous row-major storage. Operations return new contiguous tensors (or write
 /// a caller's `into` tensor); only `reshape` shares storage, so every kernel can assume dense input.
 public final class Tensor {
@@ -101,14 +103,20 @@ public final class Tensor {
     /// Standard normal samples from Philox: element i depends only on (seed, i).
     public static func randn(_ shape: [Int], seed: UInt64) throws -> Tensor {
         let tensor = try Tensor(shape: shape)
-        Philox.fillNormal(tensor.data, count: tensor.count, seed: seed)
+        Philox.fillNormal(tensor.data, count: tensor.count, seed: seed, threads: randomThreads(tensor.count))
         return tensor
     }
 
     /// Uniform samples in [0, 1) from Philox: element i depends only on (seed, i).
     public static func rand(_ shape: [Int], seed: UInt64) throws -> Tensor {
         let tensor = try Tensor(shape: shape)
-        Philox.fillUniform(tensor.data, count: tensor.count, seed: seed)
+        Philox.fillUniform(tensor.data, count: tensor.count, seed: seed, threads: randomThreads(tensor.count))
         return tensor
+    }
+
+    /// Every core for large tensors (Philox gives the same numbers at any thread count); one for small
+    /// ones, where starting threads costs more than it saves.
+    static func randomThreads(_ count: Int) -> Int {
+        count >= 1 << 16 ? ProcessInfo.processInfo.activeProcessorCount : 1
     }
 }

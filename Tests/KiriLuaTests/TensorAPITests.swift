@@ -244,6 +244,18 @@ final class TensorAPITests: XCTestCase {
         XCTAssertEqual(printedNumbers(runLua("print(kiri.randn({1000}, 7)[1000])"))[0], Double(seven.values[999]), accuracy: 1e-6)
     }
 
+    /// Large tensors are filled on every core; the numbers must not depend on that.
+    func testLargeRandomTensorsMatchTheSingleThreadedStream() throws {
+        let count = 1 << 17
+        let single = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { single.deallocate() }
+        for (make, fill) in [(Tensor.randn, Philox.fillNormal), (Tensor.rand, Philox.fillUniform)] {
+            let tensor = try make([count], 11)
+            fill(single, count, 11, 1)
+            XCTAssertEqual(tensor.values, Array(UnsafeBufferPointer(start: single, count: count)))
+        }
+    }
+
     func testArgumentErrorsReadLikeLauxlib() {
         let cases: [(String, String)] = [
             ("kiri.add(kiri.zeros(2), nil)", "bad argument #2 to 'add' (Tensor expected, got nil)"),
