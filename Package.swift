@@ -2,6 +2,7 @@
 // Layers, bottom to top. Arrows point down only:
 //   kiri (CLI) → Kiri (engine) → KiriLua (Lua runtime) → KiriTensor (tensor core) → COpenBLAS
 //                                KiriLua → LuaBridge (C; every longjmp lives here) → CLua
+//                Kiri (engine) → KiriModels (model files, networks) → KiriTensor
 import PackageDescription
 
 /// Kernels and the Lua call path run per element and per sampler step: dynamic exclusivity checks on
@@ -25,6 +26,9 @@ let package = Package(
         // MARK: Tensor core: pure Swift, no Lua
         .target(name: "KiriTensor", dependencies: ["COpenBLAS"], swiftSettings: hotPath),
 
+        // MARK: Model runtime: model files and networks, no Lua
+        .target(name: "KiriModels", dependencies: ["KiriTensor", "COpenBLAS"], swiftSettings: hotPath),
+
         // MARK: Lua runtime
         .target(name: "LuaBridge", dependencies: ["CLua"]),
         .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor"], swiftSettings: hotPath),
@@ -41,6 +45,7 @@ let package = Package(
         // MARK: Tests, one target per layer
         .testTarget(name: "KiriTensorTests", dependencies: ["KiriTensor"]),
         .testTarget(name: "KiriLuaTests", dependencies: ["KiriLua", "KiriTensor"]),
+        .testTarget(name: "KiriModelsTests", dependencies: ["KiriModels", "KiriTensor"]),
         .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri"]),
     ]
 )
