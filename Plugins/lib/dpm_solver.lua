@@ -8,6 +8,8 @@
 --   solver.step_1(x, t, t_next, cache)             DPM-Solver-1
 --   solver.step_2(x, t, t_next, cache, r1 = 1/2)    DPM-Solver-2
 --   solver.step_3(x, t, t_next, cache, r1 = 1/3, r2 = 2/3)   DPM-Solver-3
+--       each returns x at t_next and its correction to DPM-Solver-1 (x = step_1 - correction), so
+--       the difference of two steps can be formed without float32 cancellation against x
 --   solver.evaluations                              model calls so far
 --   dpm_solver.controller(h, pcoeff, icoeff, dcoeff, order, accept_safety) -> {h =, propose(error) -> accept}
 local sampling = require "lib.sampling"
@@ -30,7 +32,7 @@ function dpm_solver.new(model, extra)
     function solver.step_1(x, t, t_next, cache)
         local h = t_next - t
         local eps = solver.eps(cache, "eps", x, t)
-        return x - eps * (sigma_fn(t_next) * expm1(h))
+        return x - eps * (sigma_fn(t_next) * expm1(h)), 0
     end
 
     function solver.step_2(x, t, t_next, cache, r1)
@@ -40,7 +42,8 @@ function dpm_solver.new(model, extra)
         local s1 = t + r1 * h
         local u1 = x - eps * (sigma_fn(s1) * expm1(r1 * h))
         local eps_r1 = solver.eps(cache, "eps_r1", u1, s1)
-        return x - eps * (sigma_fn(t_next) * expm1(h)) - (eps_r1 - eps) * (sigma_fn(t_next) / (2 * r1) * expm1(h))
+        local correction = (eps_r1 - eps) * (sigma_fn(t_next) / (2 * r1) * expm1(h))
+        return solver.step_1(x, t, t_next, cache) - correction, correction
     end
 
     function solver.step_3(x, t, t_next, cache, r1, r2)
@@ -53,7 +56,8 @@ function dpm_solver.new(model, extra)
         local u2 = x - eps * (sigma_fn(s2) * expm1(r2 * h))
             - (eps_r1 - eps) * (sigma_fn(s2) * (r2 / r1) * (expm1(r2 * h) / (r2 * h) - 1))
         local eps_r2 = solver.eps(cache, "eps_r2", u2, s2)
-        return x - eps * (sigma_fn(t_next) * expm1(h)) - (eps_r2 - eps) * (sigma_fn(t_next) / r2 * (expm1(h) / h - 1))
+        local correction = (eps_r2 - eps) * (sigma_fn(t_next) / r2 * (expm1(h) / h - 1))
+        return solver.step_1(x, t, t_next, cache) - correction, correction
     end
 
     return solver

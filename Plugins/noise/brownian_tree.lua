@@ -24,7 +24,10 @@ return function(x, sigma_min, sigma_max, seed, transform)
     local recent, older = {}, {}
     local function midpoint(node, current, w_low, w_high, width)
         local w = current[node] or recent[node] or older[node]
-            or (w_low + w_high) * 0.5 + normal(node) * (width / 4) ^ 0.5
+        if not w then
+            w = normal(node):mul_((width / 4) ^ 0.5)
+            w:axpy_(0.5, w_low):axpy_(0.5, w_high)
+        end
         current[node] = w
         return w
     end
@@ -51,17 +54,28 @@ return function(x, sigma_min, sigma_max, seed, transform)
         end
         if not w then
             -- Inside a leaf: the Brownian bridge between its ends, with the leaf's own draw.
-            local width = high - low
-            w = w_low + (w_high - w_low) * ((t - low) / width) + normal(node) * ((t - low) * (high - t) / width) ^ 0.5
+            local width, fraction = high - low, (t - low) / (high - low)
+            w = normal(node):mul_(((t - low) * (high - t) / width) ^ 0.5)
+            w:axpy_(1 - fraction, w_low):axpy_(fraction, w_high)
         end
         older, recent = recent, current
+        return w
+    end
+
+    -- W at the last few t asked for: a sampler asks for each sigma more than once.
+    local memo = {}
+    local function cached(t)
+        for _, entry in ipairs(memo) do if entry[1] == t then return entry[2] end end
+        local w = value(t)
+        table.insert(memo, 1, {t, w})
+        memo[5] = nil
         return w
     end
 
     return function(sigma, sigma_next)
         local t, t_next = transform(sigma), transform(sigma_next)
         if t == t_next then return kiri.zeros_like(x) end
-        local w = value(t)
-        return (value(t_next) - w) / math.abs(t_next - t) ^ 0.5
+        local w = cached(t)
+        return (cached(t_next) - w) / math.abs(t_next - t) ^ 0.5
     end
 end

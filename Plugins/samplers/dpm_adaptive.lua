@@ -33,21 +33,21 @@ return function(model, x, sigmas, opts)
         end
         local eps = solver.eps(cache, "eps", x, s)
         local denoised = x - eps * sampling.sigma_fn(s)
-        local x_low, x_high
+        local x_low, x_high, correction_low, correction_high
         if order == 2 then
-            x_low = solver.step_1(x, s, t_down, cache)
-            x_high = solver.step_2(x, s, t_down, cache)
+            x_low, correction_low = solver.step_1(x, s, t_down, cache)
+            x_high, correction_high = solver.step_2(x, s, t_down, cache)
         else
-            x_low = solver.step_2(x, s, t_down, cache, 1 / 3)
-            x_high = solver.step_3(x, s, t_down, cache)
+            x_low, correction_low = solver.step_2(x, s, t_down, cache, 1 / 3)
+            x_high, correction_high = solver.step_3(x, s, t_down, cache)
         end
-        -- Error in the mixed absolute/relative norm of Hairer et al., "Solving ODEs I", eq. II.4.11.
+        -- x_low - x_high in the mixed absolute/relative norm of Hairer et al., "Solving ODEs I", eq. II.4.11
         local delta = (kiri.maximum(x_low:abs(), x_prev:abs()) * rtol):clamp(atol)
-        local error_estimate = ((x_low - x_high) / delta):norm() / x:numel() ^ 0.5
+        local error_estimate = ((correction_high - correction_low) / delta):norm() / x:numel() ^ 0.5
         if pid.propose(error_estimate) then
             x_prev = x_low
             x = x_high
-            if sigma_up > 0 then
+            if eta > 0 then
                 x = x + noise_sampler(sampling.sigma_fn(s), sampling.sigma_fn(t)) * (sigma_up * s_noise)
             end
             s = t

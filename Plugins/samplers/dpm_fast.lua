@@ -31,7 +31,7 @@ return function(model, x, sigmas, opts)
         sampling.callback(opts, i, x, sigma, sigma, x - eps * sigma, {t = t, t_up = t})
         local step = orders[i] == 1 and solver.step_1 or orders[i] == 2 and solver.step_2 or solver.step_3
         x = step(x, t, t_down, cache)
-        if sigma_up > 0 then
+        if eta > 0 then   -- k-diffusion draws here even when sigma_up is 0 (the last step)
             x = x + noise_sampler(sampling.sigma_fn(t), sampling.sigma_fn(t_next)) * (sigma_up * s_noise)
         end
     end

@@ -21,13 +21,13 @@ return function(model, x, sigmas, opts)
             -- Step 1: to s, ancestrally
             local sigma_down, sigma_up = sampling.ancestral_step(sigma_fn(t), sigma_fn(s), eta)
             local x_2 = sampling.dpmpp_update(x, t, t_fn(sigma_down), denoised)
-            x_2 = x_2 + noise_sampler(sigma_fn(t), sigma_fn(s)) * (s_noise * sigma_up)
+            if eta > 0 then x_2 = x_2 + noise_sampler(sigma_fn(t), sigma_fn(s)) * (s_noise * sigma_up) end
             local denoised_2 = model(x_2, sigma_fn(s), opts.extra)
             -- Step 2: to t_next with the denoised estimates combined, ancestrally
             sigma_down, sigma_up = sampling.ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
             local denoised_d = denoised * (1 - fac) + denoised_2 * fac
             x = sampling.dpmpp_update(x, t, t_fn(sigma_down), denoised_d)
-            x = x + noise_sampler(sigma_fn(t), sigma_fn(t_next)) * (s_noise * sigma_up)
+            if eta > 0 then x = x + noise_sampler(sigma_fn(t), sigma_fn(t_next)) * (s_noise * sigma_up) end
         end
     end
     return x
