@@ -97,6 +97,19 @@ function schedule.linspace(start, stop, count, endpoint)
     return values
 end
 
+-- torch.linspace(start, stop, count) as ATen's CPU kernel computes it: the first half from start,
+-- the second from stop, each value start + step * i rounded once (the kernel's fused multiply-add),
+-- in `round`'s precision. With f32 this gives diffusers' float32 betas bit for bit.
+function schedule.torch_linspace(start, stop, count, round)
+    start, stop = round(start), round(stop)
+    local step = count > 1 and round(round(stop - start) / (count - 1)) or 0
+    local values = {}
+    for i = 0, count - 1 do
+        values[i + 1] = i < count // 2 and round(start + step * i) or round(stop - step * (count - 1 - i))
+    end
+    return values
+end
+
 -- numpy.rint: round half to even.
 function schedule.round_half_even(x)
     local lower = floor(x)
@@ -155,11 +168,10 @@ function schedule.betas(opts, round)
     local first, last = opts.beta_start or 0.00085, opts.beta_end or 0.012
     local betas
     if kind == "linear" then
-        betas = schedule.linspace(first, last, count)
-        for i, beta in ipairs(betas) do betas[i] = round(beta) end
+        betas = schedule.torch_linspace(first, last, count, round)
     elseif kind == "scaled_linear" then
-        betas = schedule.linspace(first ^ 0.5, last ^ 0.5, count)
-        for i, root in ipairs(betas) do root = round(root); betas[i] = round(root * root) end
+        betas = schedule.torch_linspace(first ^ 0.5, last ^ 0.5, count, round)
+        for i, root in ipairs(betas) do betas[i] = round(root * root) end
     elseif kind == "squaredcos_cap_v2" then
         betas = cosine_betas(count)
         for i, beta in ipairs(betas) do betas[i] = round(beta) end
