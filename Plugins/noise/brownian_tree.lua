@@ -35,7 +35,7 @@ return function(x, sigma_min, sigma_max, seed, transform)
     local function value(t)
         local slack = 1e-9 * (t1 - t0)
         if t < t0 - slack or t > t1 + slack then
-            error(("brownian_tree: t = %.9g is outside [%.9g, %.9g] (sigma_min and sigma_max)"):format(t, t0, t1), 3)
+            error(("brownian_tree: t = %.9g is outside [%.9g, %.9g] (sigma_min and sigma_max)"):format(t, t0, t1), 4)
         end
         t = math.min(math.max(t, t0), t1)
         local current, node = {}, 1
