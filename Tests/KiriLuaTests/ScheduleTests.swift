@@ -110,12 +110,15 @@ final class ScheduleTests: XCTestCase {
         }
     }
 
-    /// diffusers keeps the zero-SNR rescale in float32, and its `** 0.5` is not the correctly rounded
-    /// square root (its sigma table is 1 ulp off at 15% of the timesteps even where alphas_cumprod is
-    /// bit-identical, and its first sigma is 4096 where sqrt(2^24 - 1) rounds to 4095.9998). The
+    /// diffusers keeps the zero-SNR rescale in float32, and the torch that made the fixture does not
+    /// round float32 square roots correctly: its sigma table is 1 ulp off at 15% of the timesteps even
+    /// where alphas_cumprod is bit-identical to Kiri's, its first zero-SNR sigma is 4096 where
+    /// sqrt(2^24 - 1) rounds to 4095.9998, and replaying its rescale needs sqrt(alphas_cumprod) rounded
+    /// the other way wherever the exact root lies more than ~0.26 ulp from the nearest float32. The
     /// rescale's cancellation (sqrt(acp) - sqrt(acp_T)) magnifies those last-ulp differences: diffusers'
-    /// float32 table itself is 2.8e-6 away from exact arithmetic (the fixture's float64 replica). Kiri
-    /// mirrors diffusers' float32 steps and stays within 1.3e-6 of it; that case alone gets 2e-6.
+    /// float32 table is itself 2.8e-6 away from exact arithmetic (the fixture's float64 replica). Kiri
+    /// mirrors diffusers' float32 steps with correctly rounded arithmetic and stays within 1.3e-6 of it;
+    /// that case alone gets 2e-6.
     static func tolerance(_ schedule: String) -> Double {
         schedule == "discrete rescale_zero_snr" ? 2e-6 : 1e-6
     }
