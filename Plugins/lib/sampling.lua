@@ -6,6 +6,9 @@
 --   to_d(x, sigma, denoised)                   Karras ODE derivative dx/dsigma = (x - denoised) / sigma
 --   ancestral_step(sigma_from, sigma_to, eta)  -> sigma_down, sigma_up (eta defaults to 1)
 --   churn(x, sigmas, i, opts, noise_sampler)   -> x, sigma_hat: Karras Algorithm 2's noise increase
+--   churned_derivative(model, x, sigmas, i, opts, noise_sampler)
+--                                              -> x, sigma_hat, d: churn, denoise, to_d and callback, the
+--                                              opening of every step of Karras Algorithm 2 (lines 4-7)
 --   callback(opts, i, x, sigma, sigma_hat, denoised [, fields])
 --                                              calls opts.callback{i=, x=, sigma=, sigma_hat=, denoised=}
 --                                              (i is the 1-based step: sigma == sigmas[i]); `fields`
@@ -54,6 +57,14 @@ function sampling.churn(x, sigmas, i, opts, noise_sampler)
         x = x + noise_sampler(sigma, sigma_hat) * ((opts.s_noise or 1) * (sigma_hat ^ 2 - sigma ^ 2) ^ 0.5)
     end
     return x, sigma_hat
+end
+
+function sampling.churned_derivative(model, x, sigmas, i, opts, noise_sampler)
+    local sigma_hat
+    x, sigma_hat = sampling.churn(x, sigmas, i, opts, noise_sampler)
+    local denoised = model(x, sigma_hat, opts.extra)
+    sampling.callback(opts, i, x, sigmas[i], sigma_hat, denoised)
+    return x, sigma_hat, sampling.to_d(x, sigma_hat, denoised)
 end
 
 function sampling.callback(opts, i, x, sigma, sigma_hat, denoised, fields)

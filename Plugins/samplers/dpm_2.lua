@@ -7,11 +7,8 @@ return function(model, x, sigmas, opts)
     opts = opts or {}
     local noise_sampler = sampling.noise_sampler(x, opts)
     for i = 1, #sigmas - 1 do
-        local sigma_hat
-        x, sigma_hat = sampling.churn(x, sigmas, i, opts, noise_sampler)
-        local denoised = model(x, sigma_hat, opts.extra)
-        local d = sampling.to_d(x, sigma_hat, denoised)
-        sampling.callback(opts, i, x, sigmas[i], sigma_hat, denoised)
+        local sigma_hat, d
+        x, sigma_hat, d = sampling.churned_derivative(model, x, sigmas, i, opts, noise_sampler)
         if sigmas[i + 1] == 0 then
             x = x + d * (sigmas[i + 1] - sigma_hat)
         else

@@ -12,11 +12,8 @@ return function(model, x, sigmas, opts)
     local n, sigma_end = #sigmas, sigmas[#sigmas]
     local function derivative(x_k, sigma) return sampling.to_d(x_k, sigma, model(x_k, sigma, opts.extra)) end
     for i = 1, n - 1 do
-        local sigma_hat
-        x, sigma_hat = sampling.churn(x, sigmas, i, opts, noise_sampler)
-        local denoised = model(x, sigma_hat, opts.extra)
-        local d = sampling.to_d(x, sigma_hat, denoised)
-        sampling.callback(opts, i, x, sigmas[i], sigma_hat, denoised)
+        local sigma_hat, d
+        x, sigma_hat, d = sampling.churned_derivative(model, x, sigmas, i, opts, noise_sampler)
         local dt = sigmas[i + 1] - sigma_hat
         if sigmas[i + 1] == sigma_end then
             x = x + d * dt

@@ -134,7 +134,9 @@ final class CLITests: XCTestCase {
         let result = try kiri(["list", "--plugins", "mine", "samplers"])
         XCTAssertEqual(result.status, 0, result.stderr)
         XCTAssertTrue(result.stdout.hasPrefix("samplers:\n"), result.stdout)
-        XCTAssertTrue(result.stdout.contains("my_sampler  My own sampler. [user: mine/samplers/my_sampler.lua]"), result.stdout)
+        XCTAssertNotNil(result.stdout.range(of: #"\n  my_sampler +My own sampler\. \[user: mine/samplers/my_sampler\.lua\]\n"#,
+                                            options: .regularExpression), result.stdout)
+        XCTAssertNotNil(result.stdout.range(of: #"\n  euler +Euler.*\[bundled\]\n"#, options: .regularExpression), result.stdout)
         XCTAssertNotEqual(try kiri(["list", "nonsense"]).status, 0)
     }
 
@@ -152,7 +154,8 @@ final class CLITests: XCTestCase {
         try process.run()
         let listing = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        XCTAssertTrue(listing.contains("installed_only  Only in the installed tree. [bundled]"), listing)
+        XCTAssertNotNil(listing.range(of: #"installed_only +Only in the installed tree\. \[bundled\]"#, options: .regularExpression),
+                        listing)
     }
 
     /// `kiri run --watch` runs again when a plugin the recipe loaded changes.
@@ -181,6 +184,27 @@ final class CLITests: XCTestCase {
         Thread.sleep(forTimeInterval: 1.1)   // so the new modification time differs at one-second resolution too
         _ = try write("mine/samplers/greet.lua", "-- Greets.\nreturn function() return 'second' end\n")
         XCTAssertTrue(waitFor("second\n"), seen)
+    }
+
+    /// The error-against-NFE table: every deterministic sampler gets more accurate with more steps,
+    /// second-order ones at least 4× from 10 to 40 steps (16× in theory).
+    func testCompareSamplersRecipe() throws {
+        let recipe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/compare_samplers.lua").path
+        let result = try kiri(["run", recipe, "10,40", "128"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        var errors: [String: [Double]] = [:]
+        for line in result.stdout.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count == 5, let coarse = Double(fields[2]), let fine = Double(fields[4]) else { continue }
+            errors[String(fields[0])] = [coarse, fine]
+        }
+        XCTAssertEqual(errors.count, 13, result.stdout)
+        for (name, pair) in errors { XCTAssertLessThan(pair[1], pair[0], "\(name) does not improve with steps") }
+        for name in ["heun", "dpm_2", "dpmpp_2m", "lms", "deis", "ipndm"] {
+            let pair = errors[name] ?? [0, 1]
+            XCTAssertLessThan(pair[1] * 4, pair[0], "\(name): \(pair)")
+        }
     }
 
     func testBundledRecipeRuns() throws {
