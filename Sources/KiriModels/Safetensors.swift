@@ -1,0 +1,272 @@
+import Foundation
+import KiriTensor
+
+/// A `.safetensors` file, memory-mapped and validated as a whole when opened (security cases 22–30), so that every
+/// later read is a bounds-checked copy out of the mapping. Format: an 8-byte little-endian header length, a JSON
+/// header `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}`, then the data
+/// section, which the tensors must tile exactly (huggingface/safetensors, `SafeTensors::deserialize`).
+///
+/// Tensors are converted to float32 once, by `tensor(_:)`; the mapping stays open until `close()` or deinit.
+public final class SafetensorsFile {
+    public struct TensorInfo: Sendable, Equatable {
+        public let dtype: DType
+        public let shape: [Int]
+        /// Byte range within the data section, as the header's `data_offsets`.
+        public let dataOffsets: Range<Int>
+        /// Number of elements (1 for rank 0, 0 when any dimension is 0).
+        public let count: Int
+    }
+
+    /// A header beyond this is refused before it is read: real headers are a few hundred kilobytes, and the limit
+    /// is the one huggingface/safetensors applies.
+    public static let maximumHeaderLength = 100_000_000
+
+    public let path: String
+    /// Tensor names in the order the header lists them.
+    public let names: [String]
+    /// The header's `__metadata__` (empty if absent).
+    public let metadata: [String: String]
+    private let tensors: [String: TensorInfo]
+    private let mapping: MappedFile
+    /// File offset of the data section: 8 + header length.
+    private let dataStart: Int
+
+    public init(path: String) throws(ModelFileError) {
+        try PickleCheckpoint.refuse(path)
+        let mapping = try MappedFile(path: path)
+        let header = try Header(bytes: mapping.bytes, path: path)
+        self.path = path
+        self.mapping = mapping
+        names = header.names
+        metadata = header.metadata
+        tensors = header.tensors
+        dataStart = header.dataStart
+    }
+
+    public func info(_ name: String) -> TensorInfo? { tensors[name] }
+
+    /// Elements in all tensors together.
+    public var parameterCount: Int { tensors.values.reduce(0) { $0 + $1.count } }
+
+    /// The dtype holding the most bytes, which is how the file was saved (a "fp16" checkpoint may keep a few
+    /// tensors in float32); a tie goes to the earlier case of `DType`; nil for a file without tensors.
+    public var storageDType: DType? {
+        var bytes: [DType: Int] = [:]
+        for name in names {
+            let info = tensors[name]!
+            bytes[info.dtype, default: 0] += info.dataOffsets.count
+        }
+        return DType.allCases.filter { bytes[$0] != nil }.max { bytes[$0]! < bytes[$1]! }
+    }
+
+    public var isClosed: Bool { mapping.base == nil }
+
+    /// Unmaps the file now, for a caller that has converted what it needs; later reads throw.
+    public func close() { mapping.unmap() }
+
+    /// The tensor `name` as float32, converted from the file's dtype (any alignment) into new storage.
+    public func tensor(_ name: String) throws(ModelFileError) -> Tensor {
+        guard let info = tensors[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
+        guard let base = mapping.base else { throw ModelFileError(path, "file is closed; cannot read tensor '\(name)'") }
+        let tensor: Tensor
+        do {
+            tensor = try Tensor(shape: info.shape)
+        } catch {
+            throw ModelFileError(path, "tensor '\(name)': \(error)")
+        }
+        Self.convert(info.dtype, base + dataStart + info.dataOffsets.lowerBound, count: info.count, into: tensor.data)
+        return tensor
+    }
+
+    /// The tensor a network needs at `name`, which must exist with exactly `shape` (security case 31).
+    public func requireTensor(_ name: String, shape: [Int]) throws(ModelFileError) -> Tensor {
+        guard let info = tensors[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
+        guard info.shape == shape else {
+            throw ModelFileError(path, "tensor '\(name)' has shape \(shapeString(info.shape)) but the model needs \(shapeString(shape))")
+        }
+        return try tensor(name)
+    }
+
+    /// Large tensors convert on every core: an SD UNet holds 860 M elements.
+    private static func convert(_ dtype: DType, _ source: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+        let threads = count >= 1 << 18 ? ProcessInfo.processInfo.activeProcessorCount : 1
+        guard threads > 1 else { return dtype.convert(source, count: count, into: out) }
+        let chunk = (count + threads - 1) / threads
+        // Sendable stand-ins for the pointers.
+        let sourceAddress = UInt(bitPattern: source), outAddress = UInt(bitPattern: out)
+        DispatchQueue.concurrentPerform(iterations: threads) { index in
+            let start = index * chunk, end = min(count, start + chunk)
+            guard start < end else { return }
+            dtype.convert(UnsafeRawPointer(bitPattern: sourceAddress).unsafelyUnwrapped + start * dtype.byteSize,
+                          count: end - start,
+                          into: UnsafeMutablePointer<Float>(bitPattern: outAddress).unsafelyUnwrapped + start)
+        }
+    }
+}
+
+/// The parsed and validated header of a safetensors file.
+private struct Header {
+    var names: [String] = []
+    var tensors: [String: SafetensorsFile.TensorInfo] = [:]
+    var metadata: [String: String] = [:]
+    var dataStart = 0
+
+    /// Dtypes the safetensors format defines but Kiri does not read, so the error can say which it is.
+    static let otherFormatDTypes: Set<String> = [
+        "BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F64",
+        "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64",
+    ]
+
+    init(bytes: UnsafeRawBufferPointer, path: String) throws(ModelFileError) {
+        // Case 22: the 8-byte length prefix itself.
+        guard bytes.count >= 8 else {
+            throw ModelFileError(path, "file is \(bytes.count) bytes, shorter than the 8-byte header length of a safetensors file")
+        }
+        let hint = PickleCheckpoint.looksLikePickle(bytes)
+            ? " (the file starts like a PyTorch pickle checkpoint, not safetensors)" : ""
+        let length = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+        // Case 23 before 22's limit, so an overflowing length is reported as what it is.
+        let (headerEnd, overflow) = length.addingReportingOverflow(8)
+        guard !overflow else {
+            throw ModelFileError(path, "header length \(length) overflows when added to the 8-byte prefix\(hint)")
+        }
+        guard length <= SafetensorsFile.maximumHeaderLength else {
+            throw ModelFileError(path, "header length \(length) exceeds the limit of \(SafetensorsFile.maximumHeaderLength) bytes\(hint)")
+        }
+        guard headerEnd <= bytes.count else {
+            throw ModelFileError(path, "header length \(length) runs past the end of the file (\(bytes.count) bytes)\(hint)")
+        }
+        dataStart = Int(headerEnd)
+        let dataSize = bytes.count - dataStart
+
+        // Case 24: UTF-8, JSON, object.
+        let text = UnsafeRawBufferPointer(rebasing: bytes[8..<dataStart])
+        guard StrictJSONParser.isValidUTF8(text) else { throw ModelFileError(path, "header is not valid UTF-8\(hint)") }
+        let json: JSONValue
+        do {
+            json = try StrictJSONParser.parse(text)
+        } catch {
+            // Case 25: JSONSerialization would have kept one of the two silently.
+            if let key = error.duplicateKey, error.depth == 1 {
+                throw ModelFileError(path, "duplicate tensor name '\(key)' in the header")
+            }
+            throw ModelFileError(path, "header is not valid JSON: \(error.message) at header byte \(error.offset)\(hint)")
+        }
+        guard case .object(let members) = json else {
+            throw ModelFileError(path, "header is \(json.kindName), not a JSON object\(hint)")
+        }
+
+        for member in members {
+            if member.key == "__metadata__" {
+                metadata = try Self.metadata(member.value, path: path)
+            } else {
+                tensors[member.key] = try Self.tensorInfo(member.key, member.value, dataSize: dataSize, path: path)
+                names.append(member.key)
+            }
+        }
+        try Self.checkTiling(tensors, dataSize: dataSize, path: path)
+    }
+
+    private static func metadata(_ value: JSONValue, path: String) throws(ModelFileError) -> [String: String] {
+        guard case .object(let members) = value else {
+            throw ModelFileError(path, "__metadata__ is \(value.kindName), not an object of strings")
+        }
+        var result: [String: String] = [:]
+        for member in members {
+            guard case .string(let text) = member.value else {
+                throw ModelFileError(path, "__metadata__ '\(member.key)' is \(member.value.kindName), not a string")
+            }
+            result[member.key] = text
+        }
+        return result
+    }
+
+    /// One header entry, with cases 24 (dtype), 26 (offsets within the data, begin ≤ end) and 27 (span = shape ×
+    /// dtype size, no overflow).
+    private static func tensorInfo(_ name: String, _ value: JSONValue, dataSize: Int, path: String) throws(ModelFileError) -> SafetensorsFile.TensorInfo {
+        func failure(_ message: String) -> ModelFileError { ModelFileError(path, "tensor '\(name)': \(message)") }
+        guard case .object(let fields) = value else { throw failure("entry is \(value.kindName), not an object") }
+        for field in fields where !["dtype", "shape", "data_offsets"].contains(field.key) {
+            throw failure("unknown field '\(field.key)'")
+        }
+
+        guard let dtypeValue = value["dtype"] else { throw failure("missing 'dtype'") }
+        guard case .string(let dtypeName) = dtypeValue else { throw failure("dtype is \(dtypeValue.kindName), not a string") }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            if otherFormatDTypes.contains(dtypeName) {
+                throw failure("dtype \(dtypeName) is not supported (Kiri reads F32, F16 and BF16)")
+            }
+            throw failure("unknown dtype '\(dtypeName)'")
+        }
+
+        guard let shapeValue = value["shape"] else { throw failure("missing 'shape'") }
+        guard case .array(let dimensions) = shapeValue else { throw failure("shape is \(shapeValue.kindName), not an array") }
+        var shape: [Int] = []
+        for dimension in dimensions {
+            guard dimension.isIntegerLiteral else { throw failure("shape has \(describe(dimension)), not an integer") }
+            guard let size = dimension.integer else { throw failure("shape dimension \(describe(dimension)) overflows") }
+            guard size >= 0 else { throw failure("shape has negative dimension \(size)") }
+            shape.append(size)
+        }
+        var count = 1
+        for size in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: size)
+            guard !overflow else { throw failure("element count of shape \(shapeString(shape)) overflows") }
+            count = product
+        }
+        let (byteCount, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
+        guard !overflow else { throw failure("byte size of shape \(shapeString(shape)) × \(dtype.rawValue) overflows") }
+
+        guard let offsetsValue = value["data_offsets"] else { throw failure("missing 'data_offsets'") }
+        guard case .array(let offsets) = offsetsValue, offsets.count == 2 else {
+            throw failure("data_offsets must be an array of two integers")
+        }
+        let offsetsText = "[\(describe(offsets[0])), \(describe(offsets[1]))]"
+        for offset in offsets {
+            guard offset.isIntegerLiteral else { throw failure("data_offsets \(offsetsText) are not integers") }
+            guard let position = offset.integer, position >= 0, position <= dataSize else {
+                throw failure("data_offsets \(offsetsText) out of bounds (the data section is \(dataSize) bytes)")
+            }
+        }
+        let begin = offsets[0].integer!, end = offsets[1].integer!
+        guard begin <= end else { throw failure("data_offsets \(offsetsText) begin after they end") }
+        guard end - begin == byteCount else {
+            throw failure("shape \(shapeString(shape)) × \(dtype.rawValue) is \(byteCount) bytes but data_offsets \(offsetsText) span \(end - begin)")
+        }
+        return SafetensorsFile.TensorInfo(dtype: dtype, shape: shape, dataOffsets: begin..<end, count: count)
+    }
+
+    /// Cases 26 and 28: sorted by offset, the tensors cover the data section exactly — no overlap, no gap, no
+    /// trailing bytes — so no byte of the file is unaccounted for.
+    private static func checkTiling(_ tensors: [String: SafetensorsFile.TensorInfo], dataSize: Int, path: String) throws(ModelFileError) {
+        let sorted = tensors.sorted {
+            ($0.value.dataOffsets.lowerBound, $0.value.dataOffsets.upperBound, $0.key)
+                < ($1.value.dataOffsets.lowerBound, $1.value.dataOffsets.upperBound, $1.key)
+        }
+        var covered = 0
+        var previous: String?
+        for (name, info) in sorted {
+            let range = info.dataOffsets
+            if range.lowerBound > covered {
+                throw ModelFileError(path, "gap in the data section: bytes [\(covered), \(range.lowerBound)) before tensor '\(name)' belong to no tensor")
+            }
+            if range.lowerBound < covered, let previous {
+                let other = tensors[previous]!.dataOffsets
+                throw ModelFileError(path, "tensor '\(name)' data_offsets [\(range.lowerBound), \(range.upperBound)] overlap tensor '\(previous)' [\(other.lowerBound), \(other.upperBound)]")
+            }
+            covered = range.upperBound
+            previous = name
+        }
+        guard covered == dataSize else {
+            throw ModelFileError(path, "\(dataSize - covered) trailing bytes after the last tensor (the data section is \(dataSize) bytes, the tensors end at \(covered))")
+        }
+    }
+
+    private static func describe(_ value: JSONValue) -> String {
+        switch value {
+        case .number(let text): text
+        case .string(let text): "'\(text)'"
+        default: value.kindName
+        }
+    }
+}
