@@ -12,12 +12,7 @@ final class ExtraSamplerTests: XCTestCase {
     static let limits = SandboxLimits(timeout: 300, memory: 2 << 30)
 
     func check(_ source: String, file: StaticString = #filePath, line: UInt = #line) {
-        let output = runLua(SamplerTests.helpers + source, limits: Self.limits, file: file, line: line)
-        print(output, terminator: "")
-        for failure in output.split(separator: "\n") where failure.hasPrefix("FAIL") {
-            XCTFail(String(failure), file: file, line: line)
-        }
-        XCTAssertFalse(output.isEmpty, "the script printed nothing", file: file, line: line)
+        checkLua(SamplerTests.helpers + source, limits: Self.limits, file: file, line: line)
     }
 
     /// A double-precision stand-in for a one-element tensor. The samplers only add, subtract, scale and

@@ -31,6 +31,17 @@ func runLua(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 20,
     return printed
 }
 
+/// Runs a Lua check that prints what it measured and a `FAIL ...` line for each assertion that failed;
+/// each such line fails the test, so a test log shows the numbers either way.
+func checkLua(_ source: String, limits: SandboxLimits, file: StaticString = #filePath, line: UInt = #line) {
+    let output = runLua(source, limits: limits, file: file, line: line)
+    print(output, terminator: "")
+    for failure in output.split(separator: "\n") where failure.hasPrefix("FAIL") {
+        XCTFail(String(failure), file: file, line: line)
+    }
+    XCTAssertFalse(output.isEmpty, "the script printed nothing", file: file, line: line)
+}
+
 /// The message of the error `source` raises, or nil if it ran to the end.
 func luaError(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 20, memory: 1 << 30)) -> ScriptFailure? {
     do {

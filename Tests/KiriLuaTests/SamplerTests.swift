@@ -12,12 +12,7 @@ final class SamplerTests: XCTestCase {
 
     /// Runs `source` and fails the test for each `FAIL` line it prints.
     func check(_ source: String, file: StaticString = #filePath, line: UInt = #line) {
-        let output = runLua(Self.helpers + source, limits: Self.limits, file: file, line: line)
-        print(output, terminator: "")
-        for failure in output.split(separator: "\n") where failure.hasPrefix("FAIL") {
-            XCTFail(String(failure), file: file, line: line)
-        }
-        XCTAssertFalse(output.isEmpty, "the script printed nothing", file: file, line: line)
+        checkLua(Self.helpers + source, limits: Self.limits, file: file, line: line)
     }
 
     /// Lua helpers for every check: an inline Karras schedule (so the tests do not depend on the
