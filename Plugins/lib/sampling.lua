@@ -10,6 +10,8 @@
 --                                              -> x, sigma_hat, d: churn, denoise, to_d and callback, the
 --                                              opening of every step of Karras Algorithm 2 (lines 4-7)
 --   callback(opts, i, x, sigma, sigma_hat, denoised [, fields])
+--                                              stops with an error naming the step and sigma if denoised
+--                                              holds NaN or inf; then
 --                                              calls opts.callback{i=, x=, sigma=, sigma_hat=, denoised=}
 --                                              (i is the 1-based step: sigma == sigmas[i]); `fields`
 --                                              adds entries. Tensors in info belong to the sampler.
@@ -67,7 +69,14 @@ function sampling.churned_derivative(model, x, sigmas, i, opts, noise_sampler)
     return x, sigma_hat, sampling.to_d(x, sigma_hat, denoised)
 end
 
+-- Every sampler reports each step here, so this is also where a NaN or inf from the model is caught
+-- (security-cases.md, case 19): a sum is finite exactly when every element is (it is accumulated in
+-- double precision, which no float32 values can overflow).
 function sampling.callback(opts, i, x, sigma, sigma_hat, denoised, fields)
+    local total = denoised:sum()
+    if total ~= total or total == math.huge or total == -math.huge then
+        error(string.format("the model returned NaN or inf at step %d (sigma %.6g)", i, sigma_hat), 0)
+    end
     if not opts.callback then return end
     local info = {i = i, x = x, sigma = sigma, sigma_hat = sigma_hat, denoised = denoised}
     for key, value in pairs(fields or {}) do info[key] = value end

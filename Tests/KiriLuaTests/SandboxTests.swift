@@ -1123,8 +1123,21 @@ final class SandboxTests: XCTestCase {
 
     /// C.19: a NaN or inf appearing mid-sampling is reported with its step and sigma.
     func testC19_NonFiniteValuesMidSamplingAreReported() throws {
-        // The samplers (kiri.samplers) are a later issue; this case is tested with them, not faked here.
-        throw XCTSkip("C.19 needs kiri.samplers, which do not exist yet")
+        // The model breaks below sigma 5: the first step that sees it is step 4, at sigma 4.
+        for sampler in ["euler", "heun", "lms", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "unipc", "ipndm"] {
+            let failure = luaError("""
+            local function model(x, sigma) return sigma < 5 and (x - x) / (x - x) or x * 0.5 end
+            return kiri.samplers.\(sampler)(model, kiri.ones({2, 2}), {10, 8, 6, 4, 2, 0}, {seed = 1})
+            """)
+            XCTAssertTrue(failure?.message.contains("the model returned NaN or inf at step 4 (sigma 4)") ?? false,
+                          "\(sampler): \(failure?.message ?? "no error")")
+        }
+        let infinite = luaError("""
+        return kiri.samplers.euler(function(x, sigma) return x / 0 end, kiri.ones({3}), {2, 1, 0}, {})
+        """)
+        XCTAssertTrue(infinite?.message.contains("the model returned NaN or inf at step 1 (sigma 2)") ?? false,
+                      infinite?.message ?? "no error")
+        assertHostHealthy()
     }
 
     // MARK: - D. Lifecycle
