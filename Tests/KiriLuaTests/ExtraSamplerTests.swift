@@ -32,6 +32,7 @@ final class ExtraSamplerTests: XCTestCase {
     function Scalar:axpy_(alpha, other) self.v = self.v + alpha * value(other); return self end
     function Scalar:add_(other) self.v = self.v + value(other); return self end
     function Scalar:clone() return scalar(self.v) end
+    function Scalar:sum() return self.v end   -- the samplers' finiteness check (case 19)
 
     """#
 
@@ -169,6 +170,7 @@ final class ExtraSamplerTests: XCTestCase {
     end
     function Form:add_(other) return self:axpy_(1, other) end
     function Form:clone() return combine(self, 1, 0, 0) end
+    function Form:sum() return self.constant end   -- the samplers' finiteness check (case 19)
     function Form:law()
         local variance = 0
         for _, a in pairs(self.terms) do variance = variance + a * a end
