@@ -1,0 +1,24 @@
+import Foundation
+
+/// out[B, dimension] = diffusers' get_timestep_embedding(timesteps[B], dimension, flip_sin_to_cos,
+/// downscale_freq_shift) (models/embeddings.py, max_period 10000, scale 1): [sin(t·f) | cos(t·f)] (cos first when
+/// flipped) with f_i = exp(-ln(10000) · i / (dimension/2 - shift)), an odd dimension padded with a zero. Every
+/// intermediate is rounded to float32 where torch's float32 ops round it, so t·f — up to 1000 radians — is the same
+/// float and the sines agree to an ulp.
+func timestepEmbeddingForward(_ out: UnsafeMutablePointer<Float>, _ timesteps: [Float], dimension: Int, flipSinToCos: Bool,
+                              frequencyShift: Double) {
+    let half = dimension / 2
+    let logPeriod = Float(-log(10000.0))
+    let divisor = Float(Double(half) - frequencyShift)
+    let frequencies = (0..<half).map { i in Float(Foundation.exp(Double(logPeriod * Float(i) / divisor))) }
+    for (b, t) in timesteps.enumerated() {
+        let row = out + b * dimension
+        for i in 0..<half {
+            let argument = Double(t * frequencies[i])
+            let (sine, cosine) = (Float(Foundation.sin(argument)), Float(Foundation.cos(argument)))
+            row[i] = flipSinToCos ? cosine : sine
+            row[half + i] = flipSinToCos ? sine : cosine
+        }
+        if dimension % 2 == 1 { row[dimension - 1] = 0 }
+    }
+}

@@ -1,0 +1,120 @@
+// Group and layer normalisation. Statistics are summed in float32 vectors over blocks of 256 elements and the
+// blocks in Double, so a 2-million-element group loses no more than a 256-element one; the variance is the biased
+// one over (x - mean)², as torch's.
+
+/// Σ p[0..<count].
+@inline(__always) private func sum(_ p: UnsafePointer<Float>, _ count: Int) -> Double {
+    var total = 0.0, i = 0
+    while i < count {
+        let end = min(count, i + 256)
+        var a = Vector(), b = Vector()
+        while i + 16 <= end {
+            a += Vector.load(p + i)
+            b += Vector.load(p + i + 8)
+            i += 16
+        }
+        while i + 8 <= end {
+            a += Vector.load(p + i)
+            i += 8
+        }
+        var block = (a + b).sum()
+        while i < end {
+            block += p[i]
+            i += 1
+        }
+        total += Double(block)
+    }
+    return total
+}
+
+/// Σ (p[i] - mean)².
+@inline(__always) private func sumOfSquares(_ p: UnsafePointer<Float>, _ count: Int, mean: Float) -> Double {
+    var total = 0.0, i = 0
+    let m = Vector(repeating: mean)
+    while i < count {
+        let end = min(count, i + 256)
+        var a = Vector(), b = Vector()
+        while i + 16 <= end {
+            let d = Vector.load(p + i) - m, e = Vector.load(p + i + 8) - m
+            a += d * d
+            b += e * e
+            i += 16
+        }
+        while i + 8 <= end {
+            let d = Vector.load(p + i) - m
+            a += d * d
+            i += 8
+        }
+        var block = (a + b).sum()
+        while i < end {
+            let d = p[i] - mean
+            block += d * d
+            i += 1
+        }
+        total += Double(block)
+    }
+    return total
+}
+
+/// (mean, 1/√(variance + eps)) of `count` elements.
+@inline(__always) private func moments(_ p: UnsafePointer<Float>, _ count: Int, eps: Float) -> (mean: Float, inverseDeviation: Float) {
+    let mean = sum(p, count) / Double(count)
+    let variance = sumOfSquares(p, count, mean: Float(mean)) / Double(count)
+    return (Float(mean), Float(1 / (variance + Double(eps)).squareRoot()))
+}
+
+/// out[i] = activation(x[i] · scale + shift) over `count` elements.
+@inline(__always) private func affine(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int, scale: Float,
+                                      shift: Float, _ activation: UNetConfig.Activation?) {
+    let s = Vector(repeating: scale), t = Vector(repeating: shift)
+    if let activation {
+        vectorMap(out, x, count) { activation.apply($0 * s + t) }
+    } else {
+        vectorMap(out, x, count) { $0 * s + t }
+    }
+}
+
+/// out[B, C, S] = GroupNorm(groups, C, eps)(input[B, C, S]) with affine weight[C], bias[C], then `activation` if
+/// given (ResnetBlock2D's norm → nonlinearity) — torch.nn.GroupNorm, S = H·W. `out` may be `input`.
+func groupNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+                      _ bias: UnsafePointer<Float>, eps: Float, activation: UNetConfig.Activation? = nil,
+                      batch: Int, channels: Int, spatial: Int, groups: Int) {
+    let perGroup = channels / groups
+    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
+    let w = UncheckedSendable(value: weight), b = UncheckedSendable(value: bias)
+    Parallel.forEach(batch * groups, grain: max(1, 16384 / max(perGroup * spatial, 1))) { items in
+        for item in items {
+            let start = item * perGroup * spatial
+            let (mean, inverseDeviation) = moments(x.value + start, perGroup * spatial, eps: eps)
+            for c in 0..<perGroup {
+                let channel = item % groups * perGroup + c, offset = start + c * spatial
+                let scale = w.value[channel] * inverseDeviation
+                affine(o.value + offset, x.value + offset, spatial, scale: scale, shift: b.value[channel] - mean * scale, activation)
+            }
+        }
+    }
+}
+
+/// out[rows, F] = LayerNorm(F, eps)(input[rows, F]) · weight[F] + bias[F] — torch.nn.LayerNorm over the last
+/// dimension. `out` may be `input`.
+func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+                      _ bias: UnsafePointer<Float>, eps: Float, rows: Int, features: Int) {
+    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
+    let w = UncheckedSendable(value: weight), b = UncheckedSendable(value: bias)
+    Parallel.forEach(rows, grain: max(1, 16384 / max(features, 1))) { range in
+        for row in range {
+            let source = x.value + row * features, target = o.value + row * features
+            let (mean, inverseDeviation) = moments(source, features, eps: eps)
+            let m = Vector(repeating: mean), r = Vector(repeating: inverseDeviation)
+            var i = 0
+            while i + 8 <= features {
+                ((Vector.load(source + i) - m) * r * Vector.load(w.value + i) + Vector.load(b.value + i)).store(target + i)
+                i += 8
+            }
+            while i < features {
+                target[i] = (source[i] - mean) * inverseDeviation * w.value[i] + b.value[i]
+                i += 1
+            }
+        }
+    }
+}

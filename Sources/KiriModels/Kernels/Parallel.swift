@@ -1,0 +1,29 @@
+import Foundation
+
+/// Wraps a value the compiler cannot prove Sendable (a raw pointer, a non-escaping closure made escapable) for
+/// `DispatchQueue.concurrentPerform`, whose iterations touch disjoint parts of the same buffers.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+}
+
+enum Parallel {
+    /// Cores used by the elementwise and normalisation kernels (OpenBLAS runs its own threads for sgemm).
+    static let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Runs `body(range)` over `0..<count` split into at most `threads` contiguous ranges, each at least `grain`
+    /// long; below two grains it runs on the calling thread, where starting a thread would cost more than it saves.
+    static func forEach(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
+        let pieces = min(threads, count / max(grain, 1))
+        guard pieces > 1 else {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        withoutActuallyEscaping(body) { escapable in
+            let box = UncheckedSendable(value: escapable)
+            DispatchQueue.concurrentPerform(iterations: pieces) { piece in
+                let start = count * piece / pieces, end = count * (piece + 1) / pieces
+                box.value(start..<end)
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+/// diffusers' Attention as UNet2DModel's attention blocks build it (`_from_deprecated_attn_block=True`,
+/// `residual_connection=True`, biased projections, a group norm first), with AttnProcessor2_0's forward:
+///   h = group_norm(x) viewed as tokens [B, H·W, C]
+///   out = (to_out.0(SDPA(to_q(h), to_k(h), to_v(h))) as [B, C, H, W] + x) / rescale_output_factor
+/// Keys `PREFIX.group_norm`, `PREFIX.to_q`, `to_k`, `to_v`, `to_out.0`; checkpoints saved before diffusers 0.14
+/// name the projections `query`, `key`, `value`, `proj_attn`, which diffusers converts on load and so does this.
+final class SpatialSelfAttention {
+    let groupNorm: GroupNorm
+    /// to_q, to_k and to_v stacked: one product gives [q | k | v] per token.
+    let queryKeyValue: Linear
+    let output: Linear
+    let heads: Int, headDimension: Int, rescale: Float
+
+    init(_ weights: WeightReader, _ prefix: String, channels: Int, headDimension: Int, groups: Int, eps: Double,
+         rescale: Double, field: String) throws {
+        guard headDimension > 0, channels / headDimension > 0 else {
+            throw weights.failure("\(field) (\(headDimension)) gives no attention head over \(channels) channels in '\(prefix)'")
+        }
+        heads = channels / headDimension
+        self.headDimension = headDimension
+        let inner = heads * headDimension
+        groupNorm = try GroupNorm(weights, "\(prefix).group_norm", groups: groups, channels: channels, eps: eps)
+        let legacy = !weights.contains("\(prefix).to_q.weight") && weights.contains("\(prefix).query.weight")
+        let names = legacy ? ["query", "key", "value", "proj_attn"] : ["to_q", "to_k", "to_v", "to_out.0"]
+        queryKeyValue = try Linear(stacking: names[0..<3].map { try Linear(weights, "\(prefix).\($0)", channels, inner) })
+        output = try Linear(weights, "\(prefix).\(names[3])", inner, channels)
+        self.rescale = Float(rescale)
+    }
+
+    func callAsFunction(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let (batch, tokens, inner) = (x.batch, x.spatial, heads * headDimension)
+        let normalized = try groupNorm(x, workspace)
+        let qkv = try workspace.take([batch, tokens, 3 * inner])
+        linearFromChannelsForward(qkv.data, normalized.data, queryKeyValue.weight.data, queryKeyValue.bias?.data, batch: batch,
+                                  tokens: tokens, inFeatures: x.channels, outFeatures: 3 * inner)
+        let attended = try workspace.take([batch, tokens, inner])
+        try attend(attended.data, query: AttentionOperand(base: qkv.data, stride: 3 * inner),
+                   key: AttentionOperand(base: qkv.data + inner, stride: 3 * inner),
+                   value: AttentionOperand(base: qkv.data + 2 * inner, stride: 3 * inner),
+                   batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, workspace)
+        let out = try workspace.take(x.shape)
+        out.data.update(from: x.data, count: x.count)
+        linearToChannelsForward(out.data, attended.data, output.weight.data, output.bias?.data, accumulate: true, batch: batch,
+                                tokens: tokens, inFeatures: inner, outFeatures: x.channels)
+        if rescale != 1 { scale(out, by: 1 / rescale) }
+        return out
+    }
+}
+
+/// Floats of attention scores a chunk of queries may use: 4 MiB, so a 64×64 latent's 4096×4096 scores per head go
+/// in 256-row chunks.
+let attentionScoresCapacity = 1 << 20
+
+/// out[B, Nq, H·D] = SDPA over strided q, k, v with scale 1/√D.
+func attend(_ out: UnsafeMutablePointer<Float>, query: AttentionOperand, key: AttentionOperand, value: AttentionOperand,
+            batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int, _ workspace: Workspace) throws {
+    let capacity = max(attentionScoresCapacity, keys)
+    let scores = try workspace.scratch(.scores, min(capacity, queries * keys))
+    attentionForward(out, outStride: heads * headDimension, query, key, value, scores: scores,
+                     scoresCapacity: min(capacity, queries * keys), scale: 1 / Float(headDimension).squareRoot(),
+                     batch: batch, queries: queries, keys: keys, heads: heads, headDimension: headDimension)
+}
+
+/// diffusers' BasicTransformerBlock (models/attention.py) as SD1.x uses it: norm_type "layer_norm", no attention
+/// bias, GEGLU feed-forward of inner size 4·dim, on tokens h [B, N, dim] updated in place:
+///   h += attn1(norm1(h))                       self-attention
+///   h += attn2(norm2(h), encoder_hidden_states) cross-attention
+///   h += ff(norm3(h))                          ff.net.0 = GEGLU(proj), ff.net.2 = Linear
+final class BasicTransformerBlock {
+    let norm1: LayerNorm, selfQueryKeyValue: Linear, selfOutput: Linear
+    let norm2: LayerNorm, crossQuery: Linear, crossKeyValue: Linear, crossOutput: Linear
+    let norm3: LayerNorm, feedForwardIn: Linear, feedForwardOut: Linear
+    let dimension: Int, heads: Int, headDimension: Int, contextDimension: Int, feedForwardDimension: Int
+
+    init(_ weights: WeightReader, _ prefix: String, dimension: Int, heads: Int, headDimension: Int, contextDimension: Int) throws {
+        let inner = heads * headDimension
+        norm1 = try LayerNorm(weights, "\(prefix).norm1", features: dimension)
+        selfQueryKeyValue = try Linear(stacking: ["to_q", "to_k", "to_v"].map {
+            try Linear(weights, "\(prefix).attn1.\($0)", dimension, inner, bias: false)
+        })
+        selfOutput = try Linear(weights, "\(prefix).attn1.to_out.0", inner, dimension)
+        norm2 = try LayerNorm(weights, "\(prefix).norm2", features: dimension)
+        crossQuery = try Linear(weights, "\(prefix).attn2.to_q", dimension, inner, bias: false)
+        crossKeyValue = try Linear(stacking: ["to_k", "to_v"].map {
+            try Linear(weights, "\(prefix).attn2.\($0)", contextDimension, inner, bias: false)
+        })
+        crossOutput = try Linear(weights, "\(prefix).attn2.to_out.0", inner, dimension)
+        norm3 = try LayerNorm(weights, "\(prefix).norm3", features: dimension)
+        feedForwardDimension = 4 * dimension
+        feedForwardIn = try Linear(weights, "\(prefix).ff.net.0.proj", dimension, 2 * feedForwardDimension)
+        feedForwardOut = try Linear(weights, "\(prefix).ff.net.2", feedForwardDimension, dimension)
+        (self.dimension, self.heads, self.headDimension, self.contextDimension) = (dimension, heads, headDimension, contextDimension)
+    }
+
+    /// Rows of the feed-forward computed at once: its [rows, 8·dim] intermediate stays within 16 MiB.
+    var feedForwardRows: Int { max(1, (1 << 22) / (2 * feedForwardDimension)) }
+
+    /// `context` is encoder_hidden_states [B, S, contextDimension].
+    func forward(_ h: Buffer, context: UnsafePointer<Float>, contextLength: Int, _ workspace: Workspace) throws {
+        let (batch, tokens) = (h.shape[0], h.shape[1])
+        let rows = batch * tokens, inner = heads * headDimension
+        let normalized = try workspace.take(h.shape)
+        let attended = try workspace.take([batch, tokens, inner])
+
+        norm1.forward(into: normalized.data, h.data, rows: rows)
+        let qkv = try workspace.take([batch, tokens, 3 * inner])
+        selfQueryKeyValue.forward(into: qkv.data, normalized.data, rows: rows)
+        try attend(attended.data, query: AttentionOperand(base: qkv.data, stride: 3 * inner),
+                   key: AttentionOperand(base: qkv.data + inner, stride: 3 * inner),
+                   value: AttentionOperand(base: qkv.data + 2 * inner, stride: 3 * inner),
+                   batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, workspace)
+        selfOutput.forward(into: h.data, attended.data, rows: rows, accumulate: true)
+
+        norm2.forward(into: normalized.data, h.data, rows: rows)
+        let query = try workspace.take([batch, tokens, inner])
+        crossQuery.forward(into: query.data, normalized.data, rows: rows)
+        let keyValue = try workspace.take([batch, contextLength, 2 * inner])
+        crossKeyValue.forward(into: keyValue.data, context, rows: batch * contextLength)
+        try attend(attended.data, query: AttentionOperand(base: query.data, stride: inner),
+                   key: AttentionOperand(base: keyValue.data, stride: 2 * inner),
+                   value: AttentionOperand(base: keyValue.data + inner, stride: 2 * inner),
+                   batch: batch, queries: tokens, keys: contextLength, heads: heads, headDimension: headDimension, workspace)
+        crossOutput.forward(into: h.data, attended.data, rows: rows, accumulate: true)
+
+        norm3.forward(into: normalized.data, h.data, rows: rows)
+        let chunk = min(rows, feedForwardRows)
+        let projected = try workspace.scratch(.feedForward, chunk * 2 * feedForwardDimension)
+        let gated = try workspace.scratch(.gated, chunk * feedForwardDimension)
+        var start = 0
+        while start < rows {
+            let count = min(chunk, rows - start)
+            feedForwardIn.forward(into: projected, normalized.data + start * dimension, rows: count)
+            gegluForward(gated, projected, rows: count, features: feedForwardDimension)
+            feedForwardOut.forward(into: h.data + start * dimension, gated, rows: count, accumulate: true)
+            start += count
+        }
+    }
+}
+
+/// diffusers' Transformer2DModel (models/transformers/transformer_2d.py) with continuous input:
+///   h = proj_in(GroupNorm(groups, eps=1e-6)(x)) as tokens [B, H·W, inner]
+///   h = transformer_blocks(h, encoder_hidden_states)
+///   out = proj_out(h) as [B, C, H, W] + x
+/// proj_in and proj_out are 1×1 convs ([inner, C, 1, 1]) or, with use_linear_projection, Linear ([inner, C]): the
+/// same product either way.
+final class Transformer2D {
+    let norm: GroupNorm
+    let projectionIn: Linear, projectionOut: Linear
+    let blocks: [BasicTransformerBlock]
+    let contextDimension: Int
+
+    init(_ weights: WeightReader, _ prefix: String, channels: Int, heads: Int, layers: Int, contextDimension: Int, groups: Int,
+         linearProjection: Bool) throws {
+        guard heads > 0, channels / heads > 0 else {
+            throw weights.failure("attention_head_dim (\(heads), the number of heads in a UNet2DConditionModel) does not fit \(channels) channels in '\(prefix)'")
+        }
+        let headDimension = channels / heads, inner = heads * (channels / heads)
+        norm = try GroupNorm(weights, "\(prefix).norm", groups: groups, channels: channels, eps: 1e-6)
+        func projection(_ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Linear {
+            if linearProjection { return try Linear(weights, "\(prefix).\(name)", inFeatures, outFeatures) }
+            return Linear(pointwise: try Conv2d(weights, "\(prefix).\(name)", inFeatures, outFeatures, kernel: 1))
+        }
+        projectionIn = try projection("proj_in", channels, inner)
+        projectionOut = try projection("proj_out", inner, channels)
+        blocks = try (0..<layers).map {
+            try BasicTransformerBlock(weights, "\(prefix).transformer_blocks.\($0)", dimension: inner, heads: heads,
+                                      headDimension: headDimension, contextDimension: contextDimension)
+        }
+        self.contextDimension = contextDimension
+    }
+
+    func callAsFunction(_ x: Buffer, context: UnsafePointer<Float>, contextLength: Int, _ workspace: Workspace) throws -> Buffer {
+        let (batch, tokens, inner) = (x.batch, x.spatial, projectionIn.outFeatures)
+        let normalized = try norm(x, workspace)
+        let h = try workspace.take([batch, tokens, inner])
+        linearFromChannelsForward(h.data, normalized.data, projectionIn.weight.data, projectionIn.bias?.data, batch: batch,
+                                  tokens: tokens, inFeatures: x.channels, outFeatures: inner)
+        for block in blocks {
+            try block.forward(h, context: context, contextLength: contextLength, workspace)
+        }
+        let out = try workspace.take(x.shape)
+        out.data.update(from: x.data, count: x.count)
+        linearToChannelsForward(out.data, h.data, projectionOut.weight.data, projectionOut.bias?.data, accumulate: true,
+                                batch: batch, tokens: tokens, inFeatures: inner, outFeatures: x.channels)
+        return out
+    }
+}

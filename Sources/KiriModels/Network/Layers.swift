@@ -1,0 +1,143 @@
+import KiriTensor
+
+/// Reads a network's parameters from a safetensors file by their diffusers keys, each with the exact shape the
+/// config implies (security case 31), and counts them.
+final class WeightReader {
+    let file: SafetensorsFile
+    private(set) var parameterCount = 0
+
+    init(_ file: SafetensorsFile) { self.file = file }
+
+    func callAsFunction(_ key: String, _ shape: [Int]) throws -> Tensor {
+        let tensor = try file.requireTensor(key, shape: shape)
+        parameterCount += tensor.count
+        return tensor
+    }
+
+    func contains(_ key: String) -> Bool { file.info(key) != nil }
+
+    /// An error about the network the config describes, naming the config field at fault.
+    func failure(_ message: String) -> ModelFileError { ModelFileError(file.path, message) }
+}
+
+/// torch.nn.Conv2d with a square kernel; keys `PREFIX.weight` [O, I, k, k] and `PREFIX.bias` [O].
+struct Conv2d {
+    let weight: Tensor, bias: Tensor
+    let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, paddingEnd: Int
+
+    init(_ weights: WeightReader, _ prefix: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
+         padding: Int = 0, paddingEnd: Int? = nil) throws {
+        weight = try weights("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
+        bias = try weights("\(prefix).bias", [outChannels])
+        (self.inChannels, self.outChannels, self.kernel, self.stride) = (inChannels, outChannels, kernel, stride)
+        (self.padding, self.paddingEnd) = (padding, paddingEnd ?? padding)
+    }
+
+    func shape(batch: Int, height: Int, width: Int) -> ConvolutionShape {
+        ConvolutionShape(batch: batch, inChannels: inChannels, height: height, width: width, outChannels: outChannels,
+                         kernel: kernel, stride: stride, padding: padding, paddingEnd: paddingEnd)
+    }
+
+    func shape(_ x: Buffer) -> ConvolutionShape { shape(batch: x.batch, height: x.height, width: x.width) }
+
+    /// Writes (or with `accumulate` adds) the convolution of `input` (shaped as `shape`) into `out`; `extraBias`
+    /// [B, O] is added with the bias.
+    func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape,
+                 extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false, _ workspace: Workspace) throws {
+        let columns = shape.columnsCount > 0 ? try workspace.scratch(.columns, shape.columnsCount) : nil
+        conv2dForward(out, input, weight.data, bias.data, extraBias: extraBias, accumulate: accumulate, columns: columns, shape)
+    }
+
+    func callAsFunction(_ x: Buffer, extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
+        let shape = shape(x)
+        let out = try workspace.take([x.batch, outChannels, shape.outHeight, shape.outWidth])
+        try forward(into: out.data, x.data, shape, extraBias: extraBias, workspace)
+        return out
+    }
+}
+
+/// torch.nn.Linear; keys `PREFIX.weight` [O, I] and, when it has one, `PREFIX.bias` [O].
+struct Linear {
+    let weight: Tensor, bias: Tensor?
+    let inFeatures: Int, outFeatures: Int
+
+    init(_ weights: WeightReader, _ prefix: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) throws {
+        weight = try weights("\(prefix).weight", [outFeatures, inFeatures])
+        self.bias = bias ? try weights("\(prefix).bias", [outFeatures]) : nil
+        (self.inFeatures, self.outFeatures) = (inFeatures, outFeatures)
+    }
+
+    /// A 1×1 convolution as the linear layer it is: [O, I, 1, 1] is [O, I] in memory.
+    init(pointwise conv: Conv2d) {
+        (weight, bias, inFeatures, outFeatures) = (conv.weight, conv.bias, conv.inChannels, conv.outChannels)
+    }
+
+    /// Several linear layers over the same input as one: weights stacked along the output dimension ([q | k | v]),
+    /// so one sgemm computes them all.
+    init(stacking layers: [Linear]) throws {
+        inFeatures = layers[0].inFeatures
+        outFeatures = layers.reduce(0) { $0 + $1.outFeatures }
+        weight = try Tensor(shape: [outFeatures, inFeatures])
+        var offset = 0
+        for layer in layers {
+            (weight.data + offset * inFeatures).update(from: layer.weight.data, count: layer.weight.count)
+            offset += layer.outFeatures
+        }
+        if layers.allSatisfy({ $0.bias != nil }) {
+            let bias = try Tensor(shape: [outFeatures])
+            offset = 0
+            for layer in layers {
+                (bias.data + offset).update(from: layer.bias!.data, count: layer.outFeatures)
+                offset += layer.outFeatures
+            }
+            self.bias = bias
+        } else {
+            bias = nil
+        }
+    }
+
+    /// out[rows, O] (+)= input[rows, I]·Wᵀ + b.
+    func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int, accumulate: Bool = false) {
+        linearForward(out, input, weight.data, bias?.data, accumulate: accumulate, rows: rows, inFeatures: inFeatures,
+                      outFeatures: outFeatures)
+    }
+}
+
+/// torch.nn.GroupNorm with affine parameters; keys `PREFIX.weight` and `PREFIX.bias` [C].
+struct GroupNorm {
+    let weight: Tensor, bias: Tensor
+    let groups: Int, channels: Int, eps: Float
+
+    init(_ weights: WeightReader, _ prefix: String, groups: Int, channels: Int, eps: Double) throws {
+        guard groups > 0, channels % groups == 0 else {
+            throw weights.failure("group norm '\(prefix)': \(groups) groups do not divide \(channels) channels")
+        }
+        weight = try weights("\(prefix).weight", [channels])
+        bias = try weights("\(prefix).bias", [channels])
+        (self.groups, self.channels, self.eps) = (groups, channels, Float(eps))
+    }
+
+    /// GroupNorm(x), then `activation` if given, into a new buffer.
+    func callAsFunction(_ x: Buffer, activation: UNetConfig.Activation? = nil, _ workspace: Workspace) throws -> Buffer {
+        let out = try workspace.take(x.shape)
+        groupNormForward(out.data, x.data, weight.data, bias.data, eps: eps, activation: activation, batch: x.batch,
+                         channels: channels, spatial: x.count / (x.batch * channels), groups: groups)
+        return out
+    }
+}
+
+/// torch.nn.LayerNorm over the last dimension with affine parameters; keys `PREFIX.weight` and `PREFIX.bias`.
+struct LayerNorm {
+    let weight: Tensor, bias: Tensor
+    let features: Int, eps: Float
+
+    init(_ weights: WeightReader, _ prefix: String, features: Int, eps: Float = 1e-5) throws {
+        weight = try weights("\(prefix).weight", [features])
+        bias = try weights("\(prefix).bias", [features])
+        (self.features, self.eps) = (features, eps)
+    }
+
+    func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int) {
+        layerNormForward(out, input, weight.data, bias.data, eps: eps, rows: rows, features: features)
+    }
+}

@@ -1,0 +1,71 @@
+import KiriTensor
+
+/// A network's activations: a shape over storage borrowed from a `Workspace`, returned to it when the last
+/// reference goes, so that a second forward pass of the same shapes allocates nothing.
+final class Buffer {
+    let shape: [Int]
+    let count: Int
+    let data: UnsafeMutablePointer<Float>
+    private let storage: TensorStorage
+    private let workspace: Workspace
+
+    fileprivate init(shape: [Int], storage: TensorStorage, workspace: Workspace) {
+        self.shape = shape
+        count = storage.count
+        data = storage.pointer
+        self.storage = storage
+        self.workspace = workspace
+    }
+
+    deinit { workspace.recycle(storage) }
+
+    /// [B, C, H, W] accessors for the feature maps.
+    var batch: Int { shape[0] }
+    var channels: Int { shape[1] }
+    var height: Int { shape[2] }
+    var width: Int { shape[3] }
+    var spatial: Int { shape[2] * shape[3] }
+}
+
+/// Free storage by element count, plus one growable scratch area per purpose (im2col columns, attention scores,
+/// feed-forward chunks). A sampling run calls the network with the same shapes at every step, so after the first
+/// step every request is met from the free lists. Not thread-safe: one forward pass at a time (UNet locks).
+final class Workspace {
+    enum Scratch: Int, CaseIterable {
+        case columns, scores, feedForward, gated
+    }
+
+    private var free: [Int: [TensorStorage]] = [:]
+    private var scratch: [TensorStorage?] = Array(repeating: nil, count: Scratch.allCases.count)
+    /// Storage allocated since creation (a test checks that a warmed-up pass allocates none).
+    private(set) var allocations = 0
+
+    func take(_ shape: [Int]) throws -> Buffer {
+        let count = shape.reduce(1, *)
+        if let storage = free[count]?.popLast() {
+            return Buffer(shape: shape, storage: storage, workspace: self)
+        }
+        allocations += 1
+        return Buffer(shape: shape, storage: try TensorStorage(count: count), workspace: self)
+    }
+
+    fileprivate func recycle(_ storage: TensorStorage) {
+        free[storage.count, default: []].append(storage)
+    }
+
+    /// At least `count` floats, valid until the next request for the same purpose.
+    func scratch(_ purpose: Scratch, _ count: Int) throws -> UnsafeMutablePointer<Float> {
+        if let storage = scratch[purpose.rawValue], storage.count >= count { return storage.pointer }
+        allocations += 1
+        scratch[purpose.rawValue] = nil
+        let storage = try TensorStorage(count: count)
+        scratch[purpose.rawValue] = storage
+        return storage.pointer
+    }
+
+    /// Returns every free storage to the system (the scratch areas too).
+    func trim() {
+        free.removeAll()
+        scratch = Array(repeating: nil, count: Scratch.allCases.count)
+    }
+}

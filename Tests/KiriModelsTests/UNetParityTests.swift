@@ -1,0 +1,58 @@
+import Foundation
+import XCTest
+import KiriTensor
+@testable import KiriModels
+
+/// Each network against diffusers' own forward pass on the same weights and inputs: the fixtures in
+/// Tests/Fixtures/models/parity, written by make_parity.py there (see its README). The error is the largest absolute
+/// difference over the largest absolute reference value.
+final class UNetParityTests: XCTestCase {
+    static let parity = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/models/parity").path
+
+    /// Loads case `name`, runs it on the fixture's inputs, and returns (relative error, the network).
+    @discardableResult
+    func check(_ name: String, tolerance: Float = 1e-4, file: StaticString = #filePath, line: UInt = #line) throws -> UNet {
+        let folder = (Self.parity as NSString).appendingPathComponent(name)
+        let files = try ModelFiles.locate(folder)
+        let config = try UNetConfig(path: files.config)
+        let weights = try SafetensorsFile(path: files.weights)
+        let network = try UNet(config: config, weights: weights)
+        let io = try SafetensorsFile(path: (folder as NSString).appendingPathComponent("io.safetensors"))
+        if let parameters = io.metadata["parameters"] {
+            XCTAssertEqual(network.parameterCount, Int(parameters), "parameter count", file: file, line: line)
+        }
+        let x = try io.tensor("x")
+        let timesteps = try io.tensor("timesteps").values
+        let classLabels = io.info("class_labels") != nil ? try io.tensor("class_labels").values.map { Int($0) } : nil
+        let context = io.info("encoder_hidden_states") != nil ? try io.tensor("encoder_hidden_states") : nil
+        let expected = try io.tensor("output")
+        let output = try network.forward(x, timesteps: timesteps, classLabels: classLabels, context: context)
+        XCTAssertEqual(output.shape, expected.shape, file: file, line: line)
+        let error = relativeError(output.values, expected.values)
+        print("\(name): \(config.architecture.rawValue), \(network.parameterCount) parameters, \(weights.storageDType?.rawValue ?? "-"), max |Δ| / max |reference| = \(error)")
+        XCTAssertLessThanOrEqual(error, tolerance, "\(name)", file: file, line: line)
+        return network
+    }
+
+    func relativeError(_ actual: [Float], _ expected: [Float]) -> Float {
+        var difference: Float = 0, scale: Float = 0
+        for (a, e) in zip(actual, expected) {
+            difference = max(difference, abs(a - e))
+            scale = max(scale, abs(e))
+        }
+        return actual.count == expected.count && !difference.isNaN ? difference / scale : .infinity
+    }
+
+    func testUNet2DWithoutAttention() throws { try check("unet2d") }
+
+    func testUNet2DWithAttentionAndClassLabels() throws { try check("unet2d_attention_class") }
+
+    func testUNet2DResamplingInsideResnets() throws { try check("unet2d_resnet_resampling") }
+
+    func testUNet2DConditionCrossAttention() throws { try check("unet2d_condition") }
+
+    func testUNet2DConditionFloat16Weights() throws { try check("unet2d_condition_f16") }
+
+    func testUNet2DConditionBFloat16Weights() throws { try check("unet2d_condition_bf16") }
+}
