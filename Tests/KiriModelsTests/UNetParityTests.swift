@@ -35,15 +35,6 @@ final class UNetParityTests: XCTestCase {
         return network
     }
 
-    func relativeError(_ actual: [Float], _ expected: [Float]) -> Float {
-        var difference: Float = 0, scale: Float = 0
-        for (a, e) in zip(actual, expected) {
-            difference = max(difference, abs(a - e))
-            scale = max(scale, abs(e))
-        }
-        return actual.count == expected.count && !difference.isNaN ? difference / scale : .infinity
-    }
-
     func testUNet2DWithoutAttention() throws { try check("unet2d") }
 
     func testUNet2DWithAttentionAndClassLabels() throws { try check("unet2d_attention_class") }
@@ -55,4 +46,14 @@ final class UNetParityTests: XCTestCase {
     func testUNet2DConditionFloat16Weights() throws { try check("unet2d_condition_f16") }
 
     func testUNet2DConditionBFloat16Weights() throws { try check("unet2d_condition_bf16") }
+}
+
+/// max |actual - expected| / max |expected|; infinite when the counts differ or a value is NaN.
+func relativeError(_ actual: [Float], _ expected: [Float]) -> Float {
+    var difference: Float = 0, scale: Float = 0
+    for (a, e) in zip(actual, expected) {
+        difference = max(difference, abs(a - e))
+        scale = max(scale, abs(e))
+    }
+    return actual.count == expected.count && !difference.isNaN ? difference / scale : .infinity
 }

@@ -63,14 +63,15 @@
     return (Float(mean), Float(1 / (variance + Double(eps)).squareRoot()))
 }
 
-/// out[i] = activation(x[i] · scale + shift) over `count` elements.
-@inline(__always) private func affine(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int, scale: Float,
-                                      shift: Float, _ activation: UNetConfig.Activation?) {
-    let s = Vector(repeating: scale), t = Vector(repeating: shift)
+/// out[i] = activation((x[i] - mean) · scale + shift) over `count` elements. Subtracting the mean first (torch
+/// folds it into the shift) keeps the digits of a group whose mean is large against its spread.
+@inline(__always) private func normalize(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int, mean: Float,
+                                         scale: Float, shift: Float, _ activation: UNetConfig.Activation?) {
+    let m = Vector(repeating: mean), s = Vector(repeating: scale), t = Vector(repeating: shift)
     if let activation {
-        vectorMap(out, x, count) { activation.apply($0 * s + t) }
+        vectorMap(out, x, count) { activation.apply(($0 - m) * s + t) }
     } else {
-        vectorMap(out, x, count) { $0 * s + t }
+        vectorMap(out, x, count) { ($0 - m) * s + t }
     }
 }
 
@@ -89,7 +90,7 @@ func groupNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer
             for c in 0..<perGroup {
                 let channel = item % groups * perGroup + c, offset = start + c * spatial
                 let scale = w.value[channel] * inverseDeviation
-                affine(o.value + offset, x.value + offset, spatial, scale: scale, shift: b.value[channel] - mean * scale, activation)
+                normalize(o.value + offset, x.value + offset, spatial, mean: mean, scale: scale, shift: b.value[channel], activation)
             }
         }
     }
