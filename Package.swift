@@ -31,7 +31,7 @@ let package = Package(
 
         // MARK: Lua runtime
         .target(name: "LuaBridge", dependencies: ["CLua"]),
-        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor"], swiftSettings: hotPath),
+        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor", "KiriModels"], swiftSettings: hotPath),
 
         // MARK: Engine
         .target(name: "Kiri", dependencies: ["KiriLua", "KiriTensor"]),

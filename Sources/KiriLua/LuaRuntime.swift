@@ -41,6 +41,9 @@ public final class LuaRuntime {
     public internal(set) var loadedFiles: [String] = []
     /// Receives what the script prints.
     public let output: (String) -> Void
+    /// Networks `kiri.models.load` loaded, by handle (ModelBindings.swift); freed by `m:close()` or with the run.
+    var models: [Int: LoadedModel] = [:]
+    var nextModelHandle = 1
     /// Seed for random constructors called without one; advances on each such call.
     var nextSeed: UInt64 = 0
     private var state: OpaquePointer?
@@ -76,6 +79,7 @@ public final class LuaRuntime {
     public func close() {
         guard let state else { return }
         MemoryBudget.$current.withValue(budget) { kiri_state_close(state) }
+        models.removeAll()
         self.state = nil
     }
 

@@ -365,6 +365,7 @@ function api.register(kind, name, fn)
     resolved[domain][name] = fn
 end
 
+\#(modelsPrelude)
 local kiri = readonly(api, "kiri")
 env.kiri = kiri
 env._G = env

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Kiri
 import KiriLua
+import KiriModels
 
 /// The `kiri` command line.
 struct KiriCommand: ParsableCommand {
@@ -9,7 +10,7 @@ struct KiriCommand: ParsableCommand {
         commandName: "kiri",
         abstract: "Kiri: a diffusion engine with Lua recipes.",
         version: KiriVersion.string,
-        subcommands: [Run.self, List.self, Bench.self]
+        subcommands: [Run.self, List.self, Info.self, Bench.self]
     )
 }
 
@@ -115,6 +116,23 @@ extension KiriCommand {
                         : "user: \(entry.path)" + (entry.overridesBundled ? ", overrides bundled" : "")
                     print("  \(entry.name.padding(toLength: width, withPad: " ", startingAt: 0))  \(entry.description) [\(origin)]")
                 }
+            }
+        }
+    }
+
+    struct Info: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show what a model is: its files, architecture, parameters, dtype, prediction type and schedule.",
+            discussion: "The fields are those of `m.info` in Lua. The weights are not loaded, only their header.")
+        @Argument(help: "A .safetensors file with its config.json beside it, or a diffusers model or pipeline folder.")
+        var path: String
+
+        func run() throws {
+            do {
+                print(try ModelSummary(files: ModelFiles.locate(path)).text)
+            } catch {
+                FileHandle.standardError.write(Data("kiri: \(error)\n".utf8))
+                throw ExitCode(1)
             }
         }
     }
