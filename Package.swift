@@ -1,8 +1,8 @@
 // swift-tools-version:6.0
-// Layers, bottom to top. Arrows point down only:
+// Layers, top to bottom. Arrows point down (or sideways, KiriLua → KiriModels, for kiri.models) only:
 //   kiri (CLI) → Kiri (engine) → KiriLua (Lua runtime) → KiriTensor (tensor core) → COpenBLAS
 //                                KiriLua → LuaBridge (C; every longjmp lives here) → CLua
-//                Kiri (engine) → KiriModels (model files, networks) → KiriTensor
+//                                KiriLua → KiriModels (model files, networks) → KiriTensor
 import PackageDescription
 
 /// Kernels and the Lua call path run per element and per sampler step: dynamic exclusivity checks on
@@ -19,7 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // MARK: System libraries (Debian packages, installed by scripts/setup)
+        // MARK: System libraries (Debian packages, installed by setup.sh)
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
