@@ -53,10 +53,11 @@ final class KernelTests: XCTestCase {
         return out
     }
 
-    func runConvolution(_ s: ConvolutionShape, input: [Float], weight: [Float], bias: [Float], extraBias: [Float]? = nil,
+    func runConvolution(_ plan: ConvolutionPlan, input: [Float], weight: [Float], bias: [Float], extraBias: [Float]? = nil,
                         initial: [Float]? = nil) -> [Float] {
+        let s = plan.shape
         var out = initial ?? [Float](repeating: .nan, count: s.batch * s.outChannels * s.outHeight * s.outWidth)
-        var columns = [Float](repeating: .nan, count: max(1, s.columnsCount))
+        var columns = [Float](repeating: .nan, count: max(1, plan.columnsCount))
         input.withUnsafeBufferPointer { x in
             weight.withUnsafeBufferPointer { w in
                 bias.withUnsafeBufferPointer { b in
@@ -65,11 +66,11 @@ final class KernelTests: XCTestCase {
                             if let extraBias {
                                 extraBias.withUnsafeBufferPointer { e in
                                     conv2dForward(o.baseAddress!, x.baseAddress!, w.baseAddress!, b.baseAddress!, extraBias: e.baseAddress!,
-                                                  accumulate: initial != nil, columns: c.baseAddress!, s)
+                                                  accumulate: initial != nil, columns: c.baseAddress!, plan)
                                 }
                             } else {
                                 conv2dForward(o.baseAddress!, x.baseAddress!, w.baseAddress!, b.baseAddress!, accumulate: initial != nil,
-                                              columns: c.baseAddress!, s)
+                                              columns: c.baseAddress!, plan)
                             }
                         }
                     }
@@ -97,8 +98,12 @@ final class KernelTests: XCTestCase {
             let input = values(s.batch * s.inChannels * s.height * s.width, seed: 1)
             let weight = values(s.outChannels * s.inChannels * s.kernel * s.kernel, seed: 2)
             let bias = values(s.outChannels, seed: 3)
-            let out = runConvolution(s, input: input, weight: weight, bias: bias)
-            assertClose(out, directConvolution(input, weight, bias, s), 1e-5, "conv2d case \(index) \(s.kernel)×\(s.kernel) stride \(s.stride) padding (\(s.padding), \(s.paddingEnd)) → \(s.outHeight)×\(s.outWidth)")
+            let expected = directConvolution(input, weight, bias, s)
+            // One thread over whole images, and two threads over bands of two rows that straddle images.
+            for plan in [ConvolutionPlan(s, threads: 1), ConvolutionPlan(s, threads: 2, bandRows: 2)] {
+                let out = runConvolution(plan, input: input, weight: weight, bias: bias)
+                assertClose(out, expected, 1e-5, "conv2d case \(index) \(s.kernel)×\(s.kernel) stride \(s.stride) padding (\(s.padding), \(s.paddingEnd)) → \(s.outHeight)×\(s.outWidth), \(plan.threads) threads, bands of \(plan.bandRows)")
+            }
         }
     }
 
@@ -109,7 +114,8 @@ final class KernelTests: XCTestCase {
         let extra = values(2 * 4, seed: 7), initial = values(2 * 4 * 4 * 5, seed: 8)
         let direct = directConvolution(input, weight, bias, s)
         let expected = direct.indices.map { i in direct[i] + Double(extra[i / 20]) + Double(initial[i]) }
-        let out = runConvolution(s, input: input, weight: weight, bias: bias, extraBias: extra, initial: initial)
+        let out = runConvolution(ConvolutionPlan(s, threads: 2, bandRows: 3), input: input, weight: weight, bias: bias, extraBias: extra,
+                                 initial: initial)
         assertClose(out, expected, 1e-5, "conv2d + per-image bias, accumulated")
     }
 
@@ -298,7 +304,7 @@ final class KernelTests: XCTestCase {
     }
 
     func testAttentionMatchesNaiveSoftmax() {
-        // Self-attention on fused [q | k | v] rows, with a scores buffer small enough to need four query chunks.
+        // Self-attention on fused [q | k | v] rows, on two threads whose scores hold two rows each: seven chunks per head.
         let (batch, tokens, heads, d) = (2, 13, 3, 4)
         let inner = heads * d
         let qkv = values(batch * tokens * 3 * inner, seed: 22, scale: 2)
@@ -308,14 +314,15 @@ final class KernelTests: XCTestCase {
             let base = p.baseAddress!
             attentionForward(&out, outStride: inner, AttentionOperand(base: base, stride: 3 * inner),
                              AttentionOperand(base: base + inner, stride: 3 * inner),
-                             AttentionOperand(base: base + 2 * inner, stride: 3 * inner), scores: &scores, scoresCapacity: 4 * tokens,
-                             scale: 1 / Float(d).squareRoot(), batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: d)
+                             AttentionOperand(base: base + 2 * inner, stride: 3 * inner), scores: &scores, scoresPerThread: 2 * tokens,
+                             threads: 2, scale: 1 / Float(d).squareRoot(), batch: batch, queries: tokens, keys: tokens, heads: heads,
+                             headDimension: d)
         }
         let q = qkv, k = Array(qkv.dropFirst(inner)) + [Float](repeating: 0, count: inner),
             v = Array(qkv.dropFirst(2 * inner)) + [Float](repeating: 0, count: 2 * inner)
         assertClose(out, naiveAttention(q: q, k: k, v: v, batch: batch, queries: tokens, keys: tokens, heads: heads, d: d,
                                         qStride: 3 * inner, kStride: 3 * inner, vStride: 3 * inner), 2e-6,
-                    "self-attention 2×13 tokens, 3 heads of 4, 4 chunks")
+                    "self-attention 2×13 tokens, 3 heads of 4, chunks of 2 rows on 2 threads")
 
         // Cross-attention: 7 keys from a context, [k | v] fused.
         let keys = 7
@@ -325,8 +332,8 @@ final class KernelTests: XCTestCase {
                 attentionForward(&out, outStride: inner, AttentionOperand(base: qp.baseAddress!, stride: inner),
                                  AttentionOperand(base: p.baseAddress!, stride: 2 * inner),
                                  AttentionOperand(base: p.baseAddress! + inner, stride: 2 * inner), scores: &scores,
-                                 scoresCapacity: 4 * tokens, scale: 1 / Float(d).squareRoot(), batch: batch, queries: tokens,
-                                 keys: keys, heads: heads, headDimension: d)
+                                 scoresPerThread: 4 * tokens, threads: 1, scale: 1 / Float(d).squareRoot(), batch: batch,
+                                 queries: tokens, keys: keys, heads: heads, headDimension: d)
             }
         }
         assertClose(out, naiveAttention(q: query, k: keyValue, v: Array(keyValue.dropFirst(inner)) + [Float](repeating: 0, count: inner),

@@ -11,11 +11,11 @@ extension UNetConfig.Activation {
         // torch.nn.Mish: x · tanh(softplus(x)), with tanh(log(1 + e^x)) = e^x(e^x + 2) / (e^x(e^x + 2) + 2);
         // beyond x = 20 softplus is x (torch's threshold) and the product is x.
         case .mish:
-            let e = vectorExp(x.clamped(lowerBound: Vector(repeating: -88), upperBound: Vector(repeating: 20)))
+            let e = vectorExp(minimum(x, Vector(repeating: 20)))
             let n = e * (e + 2)
-            return (x * n / (n + 2)).replacing(with: x, where: x .> 20)
+            return select(x .> 20, x, x * n / (n + 2))
         // torch.nn.ReLU.
-        case .relu: return x.replacing(with: 0, where: x .< 0)
+        case .relu: return maximum(x, Vector())
         }
     }
 }

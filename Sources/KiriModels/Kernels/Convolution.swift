@@ -8,71 +8,119 @@ struct ConvolutionShape: Equatable {
     var outWidth: Int { (width + padding + paddingEnd - kernel) / stride + 1 }
     /// A 1×1 stride-1 unpadded conv is a matrix product on the input as it is.
     var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 && paddingEnd == 0 }
-    /// Floats of im2col scratch the conv needs (0 when pointwise).
-    var columnsCount: Int { isPointwise ? 0 : inChannels * kernel * kernel * outHeight * outWidth }
 }
 
-/// columns[I·k·k, Ho·Wo] from one image input[I, H, W]: row (c, ky, kx) holds the input pixel each output position
-/// sees through that kernel tap, or 0 in the padding.
-func im2col(_ columns: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape) {
+/// columns[I·k·k, rows·Wo] from one image input[I, H, W], for output rows `rows`: row (c, ky, kx) holds the
+/// input pixel each of those output positions sees through that kernel tap, or 0 in the padding.
+func im2col(_ columns: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape, rows: Range<Int>) {
     let (k, stride, pad) = (shape.kernel, shape.stride, shape.padding)
-    let (height, width, outHeight, outWidth) = (shape.height, shape.width, shape.outHeight, shape.outWidth)
-    let c = UncheckedSendable(value: columns), x = UncheckedSendable(value: input)
-    Parallel.forEach(shape.inChannels, grain: max(1, 16384 / max(k * k * outHeight * outWidth, 1))) { channels in
-        for channel in channels {
-            let image = x.value + channel * height * width
-            for ky in 0..<k {
-                for kx in 0..<k {
-                    let row = c.value + ((channel * k + ky) * k + kx) * outHeight * outWidth
-                    // Output columns whose input column ox·stride - pad + kx lies inside the image.
-                    let first = min(outWidth, max(0, -floorDivision(kx - pad, stride)))
-                    let last = max(first, min(outWidth, floorDivision(width - 1 + pad - kx, stride) + 1))
-                    for oy in 0..<outHeight {
-                        let target = row + oy * outWidth
-                        let iy = oy * stride - pad + ky
-                        guard iy >= 0, iy < height else {
-                            target.update(repeating: 0, count: outWidth)
-                            continue
-                        }
-                        let source = image + iy * width - pad + kx
-                        target.update(repeating: 0, count: first)
-                        if stride == 1 {
-                            (target + first).update(from: source + first, count: last - first)
-                        } else {
-                            for ox in first..<last { target[ox] = source[ox * stride] }
-                        }
-                        (target + last).update(repeating: 0, count: outWidth - last)
+    let (height, width, outWidth) = (shape.height, shape.width, shape.outWidth)
+    let length = rows.count * outWidth
+    for channel in 0..<shape.inChannels {
+        let image = input + channel * height * width
+        for ky in 0..<k {
+            for kx in 0..<k {
+                let row = columns + ((channel * k + ky) * k + kx) * length
+                // Output columns whose input column ox·stride - pad + kx lies inside the image.
+                let first = min(outWidth, max(0, -floorDivision(kx - pad, stride)))
+                let last = max(first, min(outWidth, floorDivision(width - 1 + pad - kx, stride) + 1))
+                for oy in rows {
+                    let target = row + (oy - rows.lowerBound) * outWidth
+                    let iy = oy * stride - pad + ky
+                    guard iy >= 0, iy < height else {
+                        target.update(repeating: 0, count: outWidth)
+                        continue
                     }
+                    let source = image + iy * width - pad + kx
+                    target.update(repeating: 0, count: first)
+                    if stride == 1 {
+                        (target + first).update(from: source + first, count: last - first)
+                    } else {
+                        for ox in first..<last { target[ox] = source[ox * stride] }
+                    }
+                    (target + last).update(repeating: 0, count: outWidth - last)
                 }
             }
         }
     }
 }
 
-/// out[B, O, Ho, Wo] = conv2d(input[B, I, H, W], weight[O, I, k, k]) + bias (out += … with `accumulate`) —
-/// torch.nn.functional.conv2d, by im2col and one sgemm per image. `bias` is [O], or [B, O] with `biasPerBatch`
-/// (ResnetBlock2D's conv1 bias plus its projected time embedding, added in one pass). `columns` holds
-/// `shape.columnsCount` floats of scratch.
+/// Floats of im2col scratch each thread may use: 16 MiB, so a large image's columns go in bands of output rows.
+let convolutionColumnsPerThread = 1 << 22
+
+/// How `conv2dForward` splits its work: the B·Ho output rows in one contiguous range per thread, each range done in
+/// bands of at most `bandRows` rows of one image.
+struct ConvolutionPlan {
+    let shape: ConvolutionShape
+    let threads: Int
+    let bandRows: Int
+
+    /// `threads` and `bandRows` override the choice (tests use them to exercise the splits on small images).
+    init(_ shape: ConvolutionShape, threads: Int? = nil, bandRows: Int? = nil) {
+        self.shape = shape
+        let rows = shape.batch * shape.outHeight
+        let flops = 2 * shape.outChannels * shape.inChannels * shape.kernel * shape.kernel * rows * shape.outWidth
+        self.threads = max(1, min(threads ?? Parallel.threads(flops: flops), rows))
+        let rowColumns = shape.inChannels * shape.kernel * shape.kernel * shape.outWidth
+        let band = bandRows ?? (shape.isPointwise ? shape.outHeight : convolutionColumnsPerThread / max(rowColumns, 1))
+        self.bandRows = max(1, min(shape.outHeight, band))
+    }
+
+    /// Scratch floats for all threads together.
+    var columnsCount: Int {
+        shape.isPointwise ? 0 : threads * shape.inChannels * shape.kernel * shape.kernel * bandRows * shape.outWidth
+    }
+}
+
+/// out[B, O, Ho, Wo] = conv2d(input[B, I, H, W], weight[O, I, k, k]) + bias[O] + extraBias[B, O] (out += … with
+/// `accumulate`) — torch.nn.functional.conv2d, by im2col and sgemm on bands of output rows, one thread per range
+/// of rows (OpenBLAS itself on one thread). `extraBias` carries ResnetBlock2D's projected time embedding, added
+/// with the bias in one pass. `columns` holds `plan.columnsCount` floats of scratch.
 func conv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                    _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
-                   columns: UnsafeMutablePointer<Float>?, _ shape: ConvolutionShape) {
-    let outSpatial = shape.outHeight * shape.outWidth
+                   columns: UnsafeMutablePointer<Float>?, _ plan: ConvolutionPlan) {
+    let shape = plan.shape
+    let (outHeight, outWidth, outSpatial) = (shape.outHeight, shape.outWidth, shape.outHeight * shape.outWidth)
     let inner = shape.inChannels * shape.kernel * shape.kernel
-    for b in 0..<shape.batch {
-        let target = out + b * shape.outChannels * outSpatial
-        let image = input + b * shape.inChannels * shape.height * shape.width
-        var beta: Float = accumulate ? 1 : 0
-        if bias != nil || extraBias != nil {
-            addChannelBias(target, bias, extraBias.map { $0 + b * shape.outChannels }, accumulate: accumulate,
-                           channels: shape.outChannels, spatial: outSpatial)
-            beta = 1
+    let perThread = inner * plan.bandRows * outWidth
+    let totalRows = shape.batch * outHeight
+    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), w = UncheckedSendable(value: weight)
+    let b = UncheckedSendable(value: bias), e = UncheckedSendable(value: extraBias), c = UncheckedSendable(value: columns)
+    Parallel.split(plan.threads, pieces: plan.threads) { threads in
+        for thread in threads {
+            let scratch = c.value.map { $0 + thread * perThread }
+            var row = totalRows * thread / plan.threads
+            let end = totalRows * (thread + 1) / plan.threads
+            while row < end {
+                let image = row / outHeight, first = row % outHeight
+                let rows = first..<min(outHeight, first + plan.bandRows, first + end - row)
+                let target = o.value + image * shape.outChannels * outSpatial + first * outWidth
+                let length = rows.count * outWidth
+                var beta: Float = accumulate ? 1 : 0
+                if b.value != nil || e.value != nil {
+                    for channel in 0..<shape.outChannels {
+                        let value = (b.value?[channel] ?? 0) + (e.value?[image * shape.outChannels + channel] ?? 0)
+                        let line = target + channel * outSpatial
+                        if accumulate {
+                            for i in 0..<length { line[i] += value }
+                        } else {
+                            line.update(repeating: value, count: length)
+                        }
+                    }
+                    beta = 1
+                }
+                let source = x.value + image * shape.inChannels * shape.height * shape.width
+                if shape.isPointwise {
+                    sgemm(m: shape.outChannels, n: length, k: inner, w.value, lda: inner, source + first * outWidth,
+                          ldb: outSpatial, beta: beta, target, ldc: outSpatial)
+                } else {
+                    im2col(scratch!, source, shape, rows: rows)
+                    sgemm(m: shape.outChannels, n: length, k: inner, w.value, lda: inner, scratch!, ldb: length, beta: beta,
+                          target, ldc: outSpatial)
+                }
+                row += rows.count
+            }
         }
-        var matrix = image
-        if !shape.isPointwise {
-            im2col(columns!, image, shape)
-            matrix = UnsafePointer(columns!)
-        }
-        sgemm(m: shape.outChannels, n: outSpatial, k: inner, weight, lda: inner, matrix, ldb: outSpatial, beta: beta, target, ldc: outSpatial)
     }
 }
 

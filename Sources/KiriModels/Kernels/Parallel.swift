@@ -13,7 +13,12 @@ enum Parallel {
     /// Runs `body(range)` over `0..<count` split into at most `threads` contiguous ranges, each at least `grain`
     /// long; below two grains it runs on the calling thread, where starting a thread would cost more than it saves.
     static func forEach(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
-        let pieces = min(threads, count / max(grain, 1))
+        split(count, pieces: count / max(grain, 1), body)
+    }
+
+    /// Runs `body(range)` on `pieces` (clamped to 1...threads and to `count`) contiguous ranges of `0..<count` at once.
+    static func split(_ count: Int, pieces: Int, _ body: (Range<Int>) -> Void) {
+        let pieces = min(threads, count, pieces)
         guard pieces > 1 else {
             if count > 0 { body(0..<count) }
             return
@@ -21,9 +26,11 @@ enum Parallel {
         withoutActuallyEscaping(body) { escapable in
             let box = UncheckedSendable(value: escapable)
             DispatchQueue.concurrentPerform(iterations: pieces) { piece in
-                let start = count * piece / pieces, end = count * (piece + 1) / pieces
-                box.value(start..<end)
+                box.value(count * piece / pieces..<count * (piece + 1) / pieces)
             }
         }
     }
+
+    /// Threads worth using for a matrix product of `flops`: below ~4 MFLOP a second thread costs more than it saves.
+    static func threads(flops: Int) -> Int { flops < 1 << 22 ? 1 : threads }
 }

@@ -1,44 +1,49 @@
 /// Each of `rows` rows of x[rows, columns] replaced by its softmax — torch.softmax(dim=-1), with the row maximum
-/// subtracted first.
+/// subtracted first. Rows are split over the cores.
 func softmaxForward(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
     let data = UncheckedSendable(value: x)
     Parallel.forEach(rows, grain: max(1, 8192 / max(columns, 1))) { range in
-        for row in range {
-            let p = data.value + row * columns
-            var maximum = -Float.infinity
-            var i = 0
-            if columns >= 8 {
-                var m = Vector.load(p)
-                i = 8
-                while i + 8 <= columns {
-                    m = pointwiseMax(m, Vector.load(p + i))
-                    i += 8
-                }
-                maximum = m.max()
-            }
-            while i < columns {
-                maximum = max(maximum, p[i])
-                i += 1
-            }
-            let shift = Vector(repeating: maximum)
-            var total = Vector()
-            i = 0
+        softmaxRows(data.value + range.lowerBound * columns, rows: range.count, columns: columns)
+    }
+}
+
+/// `softmaxForward` on the calling thread.
+func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+    for row in 0..<rows {
+        let p = x + row * columns
+        var largest = -Float.infinity
+        var i = 0
+        if columns >= 8 {
+            var m = Vector.load(p)
+            i = 8
             while i + 8 <= columns {
-                let e = vectorExp(Vector.load(p + i) - shift)
-                e.store(p + i)
-                total += e
+                m = maximum(m, Vector.load(p + i))
                 i += 8
             }
-            var sum = total.sum()
-            if i < columns {
-                let tail = columns - i
-                let e = vectorExp(Vector.load(p + i, count: tail) - shift)
-                e.store(p + i, count: tail)
-                for lane in 0..<tail { sum += e[lane] }
-            }
-            let inverse = Vector(repeating: 1 / sum)
-            vectorMap(p, p, columns) { $0 * inverse }
+            largest = m.max()
         }
+        while i < columns {
+            largest = max(largest, p[i])
+            i += 1
+        }
+        let shift = Vector(repeating: largest)
+        var total = Vector()
+        i = 0
+        while i + 8 <= columns {
+            let e = vectorExp(Vector.load(p + i) - shift)
+            e.store(p + i)
+            total += e
+            i += 8
+        }
+        var sum = total.sum()
+        if i < columns {
+            let tail = columns - i
+            let e = vectorExp(Vector.load(p + i, count: tail) - shift)
+            e.store(p + i, count: tail)
+            for lane in 0..<tail { sum += e[lane] }
+        }
+        let inverse = Vector(repeating: 1 / sum)
+        vectorMap(p, p, columns) { $0 * inverse }
     }
 }
 
@@ -51,26 +56,29 @@ struct AttentionOperand {
 
 /// out[B, Nq, H·D] = softmax(q·kᵀ · scale)·v for every batch element and head, over q[B, Nq, ·], k and v[B, Nk, ·]
 /// (strided as `AttentionOperand`) — F.scaled_dot_product_attention on [B, H, N, D] views, as diffusers'
-/// AttnProcessor2_0 calls it. Queries go in chunks that fill `scores` (`scoresCapacity` floats, at least Nk), so
-/// memory stays bounded however many tokens there are.
+/// AttnProcessor2_0 calls it. The work is (batch, head, chunk of queries) items, a contiguous run of them per
+/// thread; each thread's chunk of scores fills its own `scoresPerThread` floats of `scores` (at least Nk), so memory
+/// stays bounded however many tokens there are.
 func attentionForward(_ out: UnsafeMutablePointer<Float>, outStride: Int, _ q: AttentionOperand, _ k: AttentionOperand,
-                      _ v: AttentionOperand, scores: UnsafeMutablePointer<Float>, scoresCapacity: Int, scale: Float,
+                      _ v: AttentionOperand, scores: UnsafeMutablePointer<Float>, scoresPerThread: Int, threads: Int, scale: Float,
                       batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int) {
-    let chunk = max(1, min(queries, scoresCapacity / max(keys, 1)))
-    for b in 0..<batch {
-        for h in 0..<heads {
-            let column = h * headDimension
-            let keyBase = k.base + b * keys * k.stride + column, valueBase = v.base + b * keys * v.stride + column
-            var start = 0
-            while start < queries {
-                let rows = min(chunk, queries - start)
-                let query = q.base + (b * queries + start) * q.stride + column
-                sgemm(transposeB: true, m: rows, n: keys, k: headDimension, alpha: scale, query, lda: q.stride, keyBase,
-                      ldb: k.stride, beta: 0, scores, ldc: keys)
-                softmaxForward(scores, rows: rows, columns: keys)
-                sgemm(m: rows, n: headDimension, k: keys, scores, lda: keys, valueBase, ldb: v.stride, beta: 0,
-                      out + (b * queries + start) * outStride + column, ldc: outStride)
-                start += rows
+    let chunk = max(1, min(queries, scoresPerThread / max(keys, 1)))
+    let chunksPerHead = (queries + chunk - 1) / chunk
+    let items = batch * heads * chunksPerHead
+    let o = UncheckedSendable(value: out), s = UncheckedSendable(value: scores), operands = UncheckedSendable(value: (q, k, v))
+    Parallel.split(threads, pieces: threads) { pieces in
+        for piece in pieces {
+            let (q, k, v) = operands.value
+            let scores = s.value + piece * scoresPerThread
+            for item in items * piece / threads..<items * (piece + 1) / threads {
+                let b = item / (heads * chunksPerHead), h = item / chunksPerHead % heads, start = item % chunksPerHead * chunk
+                let rows = min(chunk, queries - start), column = h * headDimension
+                sgemm(transposeB: true, m: rows, n: keys, k: headDimension, alpha: scale,
+                      q.base + (b * queries + start) * q.stride + column, lda: q.stride,
+                      k.base + b * keys * k.stride + column, ldb: k.stride, beta: 0, scores, ldc: keys)
+                softmaxRows(scores, rows: rows, columns: keys)
+                sgemm(m: rows, n: headDimension, k: keys, scores, lda: keys, v.base + b * keys * v.stride + column, ldb: v.stride,
+                      beta: 0, o.value + (b * queries + start) * outStride + column, ldc: outStride)
             }
         }
     }

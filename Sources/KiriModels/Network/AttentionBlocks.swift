@@ -47,18 +47,19 @@ final class SpatialSelfAttention {
     }
 }
 
-/// Floats of attention scores a chunk of queries may use: 4 MiB, so a 64×64 latent's 4096×4096 scores per head go
-/// in 256-row chunks.
-let attentionScoresCapacity = 1 << 20
+/// Floats of attention scores a thread's chunk of queries may use: 4 MiB, so a 64×64 latent's 4096×4096 scores
+/// per head go in 256-row chunks.
+let attentionScoresPerThread = 1 << 20
 
-/// out[B, Nq, H·D] = SDPA over strided q, k, v with scale 1/√D.
+/// out[B, Nq, H·D] = SDPA over strided q, k, v with scale 1/√D, on every core when there is enough of it.
 func attend(_ out: UnsafeMutablePointer<Float>, query: AttentionOperand, key: AttentionOperand, value: AttentionOperand,
             batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int, _ workspace: Workspace) throws {
-    let capacity = max(attentionScoresCapacity, keys)
-    let scores = try workspace.scratch(.scores, min(capacity, queries * keys))
-    attentionForward(out, outStride: heads * headDimension, query, key, value, scores: scores,
-                     scoresCapacity: min(capacity, queries * keys), scale: 1 / Float(headDimension).squareRoot(),
-                     batch: batch, queries: queries, keys: keys, heads: heads, headDimension: headDimension)
+    let perThread = min(max(attentionScoresPerThread, keys), queries * keys)
+    let threads = min(Parallel.threads(flops: 4 * batch * heads * queries * keys * headDimension), batch * heads * queries)
+    let scores = try workspace.scratch(.scores, threads * perThread)
+    attentionForward(out, outStride: heads * headDimension, query, key, value, scores: scores, scoresPerThread: perThread,
+                     threads: threads, scale: 1 / Float(headDimension).squareRoot(), batch: batch, queries: queries, keys: keys,
+                     heads: heads, headDimension: headDimension)
 }
 
 /// diffusers' BasicTransformerBlock (models/attention.py) as SD1.x uses it: norm_type "layer_norm", no attention

@@ -44,8 +44,9 @@ struct Conv2d {
     /// [B, O] is added with the bias.
     func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape,
                  extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false, _ workspace: Workspace) throws {
-        let columns = shape.columnsCount > 0 ? try workspace.scratch(.columns, shape.columnsCount) : nil
-        conv2dForward(out, input, weight.data, bias.data, extraBias: extraBias, accumulate: accumulate, columns: columns, shape)
+        let plan = ConvolutionPlan(shape)
+        let columns = plan.columnsCount > 0 ? try workspace.scratch(.columns, plan.columnsCount) : nil
+        conv2dForward(out, input, weight.data, bias.data, extraBias: extraBias, accumulate: accumulate, columns: columns, plan)
     }
 
     func callAsFunction(_ x: Buffer, extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
