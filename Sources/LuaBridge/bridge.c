@@ -283,14 +283,7 @@ int kiri_table_push(lua_State *L, int index, int64_t i) {
     return lua_rawgeti(L, index, i);
 }
 
-int kiri_table_next(lua_State *L, int index) {
-    if (!lua_checkstack(L, 2)) return 0;
-    return lua_next(L, index);
-}
-
-void kiri_push_nil(lua_State *L) { lua_pushnil(L); }
 void kiri_pop(lua_State *L, int count) { lua_pop(L, count); }
-int kiri_top(lua_State *L) { return lua_gettop(L); }
 
 // MARK: - Describing results
 
@@ -525,9 +518,6 @@ void kiri_state_close(lua_State *L) {
 
 void *kiri_host(lua_State *L) { return state_of(L)->host; }
 int kiri_timed_out(lua_State *L) { return state_of(L)->timedOut; }
-size_t kiri_lua_bytes(lua_State *L) {
-    return (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
-}
 
 /// Copies the error at the top of the stack into `error`. The message handler made it a string.
 static void take_error(lua_State *L, char *error, size_t errorSize) {

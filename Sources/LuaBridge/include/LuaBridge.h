@@ -97,9 +97,6 @@ int kiri_register(lua_State *L, const KiriFunctionSpec *specs, int count, char *
 int kiri_run(lua_State *L, const char *source, size_t length, const char *chunkName,
              const char *const *arguments, int argumentCount, char *error, size_t errorSize);
 
-/// Lua's own allocation, in bytes (collectgarbage("count") * 1024).
-size_t kiri_lua_bytes(lua_State *L);
-
 // MARK: - Reading arguments (never raise)
 int kiri_arg_type(lua_State *L, int index);
 const char *kiri_arg_typename(lua_State *L, int index);   // "Tensor" for tensors
@@ -119,12 +116,7 @@ size_t kiri_table_length(lua_State *L, int index);
 /// Pushes t[i] (raw), returning its type. Pop it with kiri_pop. Returns KIRI_TNONE if the stack
 /// cannot grow.
 int kiri_table_push(lua_State *L, int index, int64_t i);
-/// lua_next: with a key on top, pops it and pushes the next key and value; 0 at the end.
-/// Start with kiri_push_nil. String keys read with kiri_arg_string need no conversion.
-int kiri_table_next(lua_State *L, int index);
-void kiri_push_nil(lua_State *L);
 void kiri_pop(lua_State *L, int count);
-int kiri_top(lua_State *L);
 
 // MARK: - Describing results (never raise)
 void kiri_result_nil(KiriCall *call);
