@@ -119,6 +119,39 @@ final class KernelTests: XCTestCase {
         assertClose(out, expected, 1e-5, "conv2d + per-image bias, accumulated")
     }
 
+    /// Winograd F(2×2, 3×3) for 3×3 stride-1 padding-1 convs: even and odd sides, tiles split into several passes,
+    /// more than eight tiles in a row, a 1×1 image, the per-image bias and accumulation.
+    func testWinogradConvolutionMatchesDirectConvolution() {
+        let cases: [(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int, passRows: Int?, accumulate: Bool)] = [
+            (2, 3, 8, 8, 5, nil, false), (1, 4, 7, 5, 3, nil, false), (2, 2, 5, 21, 4, 2, true), (3, 5, 6, 19, 2, 4, false),
+            (1, 3, 1, 1, 2, nil, true), (2, 6, 2, 3, 7, 1, false),
+        ]
+        for (index, c) in cases.enumerated() {
+            let s = ConvolutionShape(batch: c.batch, inChannels: c.inChannels, height: c.height, width: c.width,
+                                     outChannels: c.outChannels, kernel: 3, padding: 1, paddingEnd: 1)
+            let input = values(c.batch * c.inChannels * c.height * c.width, seed: 30)
+            let weight = values(c.outChannels * c.inChannels * 9, seed: 31), bias = values(c.outChannels, seed: 32)
+            let extra = values(c.batch * c.outChannels, seed: 33)
+            let initial = c.accumulate ? values(c.batch * c.outChannels * c.height * c.width, seed: 34)
+                                       : [Float](repeating: .nan, count: c.batch * c.outChannels * c.height * c.width)
+            var filters = [Float](repeating: .nan, count: 16 * c.outChannels * c.inChannels)
+            winogradFilterTransform(&filters, weight, outChannels: c.outChannels, inChannels: c.inChannels)
+            let tiling = WinogradTiling(batch: c.batch, height: c.height, width: c.width)
+            var scratch = [Float](repeating: .nan, count: winogradScratchCount(inChannels: c.inChannels, outChannels: c.outChannels,
+                                                                              tiling: tiling, tileRowsPerPass: c.passRows))
+            var out = initial
+            winogradConv2dForward(&out, input, filters, bias, extraBias: extra, accumulate: c.accumulate, scratch: &scratch,
+                                  tileRowsPerPass: c.passRows, batch: c.batch, inChannels: c.inChannels, height: c.height,
+                                  width: c.width, outChannels: c.outChannels)
+            let direct = directConvolution(input, weight, bias, s)
+            let plane = c.height * c.width
+            let expected = direct.indices.map { i in
+                direct[i] + Double(extra[i / plane]) + (c.accumulate ? Double(initial[i]) : 0)
+            }
+            assertClose(out, expected, 2e-5, "Winograd conv case \(index) [\(c.batch), \(c.inChannels), \(c.height), \(c.width)] → \(c.outChannels) channels\(c.passRows.map { ", passes of \($0) tile rows" } ?? "")\(c.accumulate ? ", accumulated" : "")")
+        }
+    }
+
     // MARK: Normalisation
 
     func testGroupNormMatchesTwoPassDouble() {

@@ -46,6 +46,13 @@ final class UNetParityTests: XCTestCase {
     func testUNet2DConditionFloat16Weights() throws { try check("unet2d_condition_f16") }
 
     func testUNet2DConditionBFloat16Weights() throws { try check("unet2d_condition_bf16") }
+
+    /// The same cases with every 3×3 conv by im2col instead of Winograd.
+    func testEveryCaseWithoutWinograd() throws {
+        Conv2d.winograd = false
+        defer { Conv2d.winograd = true }
+        for name in ["unet2d", "unet2d_attention_class", "unet2d_resnet_resampling", "unet2d_condition"] { try check(name) }
+    }
 }
 
 /// max |actual - expected| / max |expected|; infinite when the counts differ or a value is NaN.

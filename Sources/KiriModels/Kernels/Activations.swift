@@ -1,39 +1,43 @@
 // Pointwise nonlinearities: diffusers' get_activation (models/activations.py) and GEGLU.
 
-extension UNetConfig.Activation {
-    /// The activation of eight lanes, as torch computes it in float32.
-    @inline(__always) func apply(_ x: Vector) -> Vector {
-        switch self {
-        // torch.nn.SiLU: x · sigmoid(x).
-        case .silu, .swish: return x / (1 + vectorExp(-x))
-        // torch.nn.GELU() (approximate="none"): x/2 · (1 + erf(x/√2)).
-        case .gelu: return exactGelu(x)
-        // torch.nn.Mish: x · tanh(softplus(x)), with tanh(log(1 + e^x)) = e^x(e^x + 2) / (e^x(e^x + 2) + 2);
-        // beyond x = 20 softplus is x (torch's threshold) and the product is x.
-        case .mish:
-            let e = vectorExp(minimum(x, Vector(repeating: 20)))
-            let n = e * (e + 2)
-            return select(x .> 20, x, x * n / (n + 2))
-        // torch.nn.ReLU.
-        case .relu: return maximum(x, Vector())
-        }
+// torch.nn.SiLU: x · sigmoid(x).
+@inline(__always) func silu(_ x: Vector) -> Vector { x / (1 + vectorExp(-x)) }
+
+// torch.nn.GELU() (approximate="none"): x/2 · (1 + erf(x/√2)).
+@inline(__always) func exactGelu(_ x: Vector) -> Vector { x * 0.5 * (1 + vectorErf(x * 0.7071067811865476)) }
+
+// torch.nn.Mish: x · tanh(softplus(x)), with tanh(log(1 + e^x)) = e^x(e^x + 2) / (e^x(e^x + 2) + 2); beyond x = 20
+// softplus is x (torch's threshold) and the product is x.
+@inline(__always) func mish(_ x: Vector) -> Vector {
+    let e = vectorExp(minimum(x, Vector(repeating: 20)))
+    let n = e * (e + 2)
+    return select(x .> 20, x, x * n / (n + 2))
+}
+
+// torch.nn.ReLU.
+@inline(__always) func relu(_ x: Vector) -> Vector { maximum(x, Vector()) }
+
+/// out[i] = activation(f(input[i])) for `count` elements, eight at a time, with the choice of activation made once
+/// outside the loop so that each loop inlines its own formula.
+@inline(__always) func activationMap(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ count: Int,
+                                     _ activation: UNetConfig.Activation?, _ f: (Vector) -> Vector) {
+    switch activation {
+    case nil: vectorMap(out, input, count) { f($0) }
+    case .silu?, .swish?: vectorMap(out, input, count) { silu(f($0)) }
+    case .gelu?: vectorMap(out, input, count) { exactGelu(f($0)) }
+    case .mish?: vectorMap(out, input, count) { mish(f($0)) }
+    case .relu?: vectorMap(out, input, count) { relu(f($0)) }
     }
 }
 
-@inline(__always) func exactGelu(_ x: Vector) -> Vector {
-    x * 0.5 * (1 + vectorErf(x * 0.7071067811865476))
-}
-
-/// out[count] = activation(input[count]); `out` may be `input`.
+/// out[count] = activation(input[count]) — diffusers' get_activation (models/activations.py); `out` may be `input`.
 func activationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ activation: UNetConfig.Activation,
                        count: Int) {
     let outAddress = UncheckedSendable(value: out), inputAddress = UncheckedSendable(value: input)
-    Parallel.forEach(count / 8, grain: 4096) { blocks in
-        let start = blocks.lowerBound * 8
-        let end = blocks.upperBound == count / 8 ? count : blocks.upperBound * 8
-        vectorMap(outAddress.value + start, inputAddress.value + start, end - start) { activation.apply($0) }
+    Parallel.forEach((count + 7) / 8, grain: 4096) { blocks in
+        let start = blocks.lowerBound * 8, end = min(count, blocks.upperBound * 8)
+        activationMap(outAddress.value + start, inputAddress.value + start, end - start, activation) { $0 }
     }
-    if count < 8 { vectorMap(out, input, count) { activation.apply($0) } }
 }
 
 /// out[rows, features] = a · GELU(gate) where input[rows, 2·features] = [a | gate] along the last dimension:

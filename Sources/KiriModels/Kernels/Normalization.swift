@@ -68,11 +68,7 @@
 @inline(__always) private func normalize(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int, mean: Float,
                                          scale: Float, shift: Float, _ activation: UNetConfig.Activation?) {
     let m = Vector(repeating: mean), s = Vector(repeating: scale), t = Vector(repeating: shift)
-    if let activation {
-        vectorMap(out, x, count) { activation.apply(($0 - m) * s + t) }
-    } else {
-        vectorMap(out, x, count) { ($0 - m) * s + t }
-    }
+    activationMap(out, x, count, activation) { ($0 - m) * s + t }
 }
 
 /// out[B, C, S] = GroupNorm(groups, C, eps)(input[B, C, S]) with affine weight[C], bias[C], then `activation` if

@@ -20,17 +20,31 @@ final class WeightReader {
     func failure(_ message: String) -> ModelFileError { ModelFileError(file.path, message) }
 }
 
-/// torch.nn.Conv2d with a square kernel; keys `PREFIX.weight` [O, I, k, k] and `PREFIX.bias` [O].
+/// torch.nn.Conv2d with a square kernel; keys `PREFIX.weight` [O, I, k, k] and `PREFIX.bias` [O]. A 3×3 conv with
+/// stride 1 and padding 1 keeps only its Winograd transform and runs as F(2×2, 3×3); the rest run by im2col.
 struct Conv2d {
-    let weight: Tensor, bias: Tensor
+    /// [O, I, k, k], or the Winograd filters U[16, O, I].
+    let weight: Tensor
+    let bias: Tensor
+    let isWinograd: Bool
     let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, paddingEnd: Int
+
+    /// Whether eligible convs use Winograd (tests compare both paths).
+    nonisolated(unsafe) static var winograd = true
 
     init(_ weights: WeightReader, _ prefix: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
          padding: Int = 0, paddingEnd: Int? = nil) throws {
-        weight = try weights("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
+        let weight = try weights("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
         bias = try weights("\(prefix).bias", [outChannels])
         (self.inChannels, self.outChannels, self.kernel, self.stride) = (inChannels, outChannels, kernel, stride)
         (self.padding, self.paddingEnd) = (padding, paddingEnd ?? padding)
+        isWinograd = Conv2d.winograd && kernel == 3 && stride == 1 && padding == 1 && self.paddingEnd == 1
+        if isWinograd {
+            self.weight = try Tensor(shape: [winogradPoints, outChannels, inChannels])
+            winogradFilterTransform(self.weight.data, weight.data, outChannels: outChannels, inChannels: inChannels)
+        } else {
+            self.weight = weight
+        }
     }
 
     func shape(batch: Int, height: Int, width: Int) -> ConvolutionShape {
@@ -44,6 +58,14 @@ struct Conv2d {
     /// [B, O] is added with the bias.
     func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape,
                  extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false, _ workspace: Workspace) throws {
+        if isWinograd {
+            let tiling = WinogradTiling(batch: shape.batch, height: shape.height, width: shape.width)
+            let scratch = try workspace.scratch(.columns, winogradScratchCount(inChannels: inChannels, outChannels: outChannels, tiling: tiling))
+            winogradConv2dForward(out, input, weight.data, bias.data, extraBias: extraBias, accumulate: accumulate, scratch: scratch,
+                                  batch: shape.batch, inChannels: inChannels, height: shape.height, width: shape.width,
+                                  outChannels: outChannels)
+            return
+        }
         let plan = ConvolutionPlan(shape)
         let columns = plan.columnsCount > 0 ? try workspace.scratch(.columns, plan.columnsCount) : nil
         conv2dForward(out, input, weight.data, bias.data, extraBias: extraBias, accumulate: accumulate, columns: columns, plan)

@@ -1,0 +1,212 @@
+/// 3×3 convolutions with stride 1 and padding 1 by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast
+/// Algorithms for Convolutional Neural Networks", 2016): each 2×2 block of output ("tile") comes from the 4×4 input
+/// patch around it as Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, so the products become 16 matrix products
+/// M_ξ[O, tiles] = U_ξ[O, I] · V_ξ[I, tiles], with 2.25× fewer multiplications than im2col's. The transforms use
+/// only ±1 and ½, so the result stays within float32 rounding of the direct sum.
+
+/// Number of Winograd matrices: one per element of a 4×4 tile.
+let winogradPoints = 16
+
+/// U[16, O, I] = G g Gᵀ for each filter g = weight[o, i] (3×3), with G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]].
+func winogradFilterTransform(_ out: UnsafeMutablePointer<Float>, _ weight: UnsafePointer<Float>, outChannels: Int, inChannels: Int) {
+    let plane = outChannels * inChannels
+    for filter in 0..<plane {
+        let g = weight + filter * 9
+        // t = G g (4×3), then u = t Gᵀ (4×4).
+        var t = SIMD16<Float>()
+        for j in 0..<3 {
+            t[j] = g[j]
+            t[3 + j] = 0.5 * (g[j] + g[3 + j] + g[6 + j])
+            t[6 + j] = 0.5 * (g[j] - g[3 + j] + g[6 + j])
+            t[9 + j] = g[6 + j]
+        }
+        for i in 0..<4 {
+            let row = (t[3 * i], t[3 * i + 1], t[3 * i + 2])
+            out[(4 * i + 0) * plane + filter] = row.0
+            out[(4 * i + 1) * plane + filter] = 0.5 * (row.0 + row.1 + row.2)
+            out[(4 * i + 2) * plane + filter] = 0.5 * (row.0 - row.1 + row.2)
+            out[(4 * i + 3) * plane + filter] = row.2
+        }
+    }
+}
+
+/// Tiles of a batch: each image has `rows` × `columns` tiles (an odd side's last tile half outside). A pass covers
+/// a range of tile rows, numbered b·rows + ty across the batch, and its tiles are numbered row by row from 0.
+struct WinogradTiling {
+    let batch: Int, height: Int, width: Int
+    var rows: Int { (height + 1) / 2 }
+    var columns: Int { (width + 1) / 2 }
+    var tileRows: Int { batch * rows }
+}
+
+@inline(__always) private func store(_ v: Vector, _ p: UnsafeMutablePointer<Float>, _ count: Int) {
+    if count == 8 { v.store(p) } else { v.store(p, count: count) }
+}
+
+/// V[16, I, n] for the n tiles of tile rows `tileRows`: Bᵀ d B of each tile's 4×4 input patch d (zero outside the
+/// image), with Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]. Each input row of a tile row is
+/// split into its even and odd columns (shifted by the padding), so patch column j of eight neighbouring tiles is
+/// one contiguous load; the two stages go through a small buffer so that few vectors are live at once. Channels
+/// are split over the cores.
+func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ tiling: WinogradTiling,
+                            inChannels: Int, tileRows: Range<Int>) {
+    let (height, width, rows, columns) = (tiling.height, tiling.width, tiling.rows, tiling.columns)
+    let n = tileRows.count * columns, plane = inChannels * n
+    // Room for full-vector loads past the last tile.
+    let span = columns + 16
+    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
+    Parallel.forEach(inChannels, grain: max(1, 4096 / max(n, 1))) { channels in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span + 128) { buffer in
+            // split[2i] holds input columns 2k - 1 of patch row i, split[2i + 1] columns 2k, for k = 0...columns.
+            let split = buffer.baseAddress!, stage = split + 8 * span
+            split.update(repeating: 0, count: 8 * span)
+            for channel in channels {
+                for tileRow in tileRows {
+                    let image = x.value + (tileRow / rows * inChannels + channel) * height * width, ty = tileRow % rows
+                    for i in 0..<4 {
+                        let y = 2 * ty - 1 + i, even = split + 2 * i * span, odd = even + span
+                        guard y >= 0, y < height else {
+                            even.update(repeating: 0, count: columns + 1)
+                            odd.update(repeating: 0, count: columns + 1)
+                            continue
+                        }
+                        let line = image + y * width
+                        even[0] = 0
+                        for k in 1..<(width + 1) / 2 { even[k] = line[2 * k - 1] }
+                        for k in 0..<width / 2 { odd[k] = line[2 * k] }
+                        // The last pair: columns 2k - 1 and 2k with k = columns, partly past the right edge.
+                        for k in (width + 1) / 2...columns { even[k] = 2 * k - 1 < width ? line[2 * k - 1] : 0 }
+                        for k in width / 2...columns { odd[k] = 2 * k < width ? line[2 * k] : 0 }
+                    }
+                    let base = o.value + channel * n + (tileRow - tileRows.lowerBound) * columns
+                    var tx = 0
+                    while tx < columns {
+                        let count = min(8, columns - tx)
+                        // Stage 1, column by column: t = Bᵀ d.
+                        for j in 0..<4 {
+                            let offset = tx + j / 2, parity = j % 2
+                            let d0 = Vector.load(split + (0 + parity) * span + offset), d1 = Vector.load(split + (2 + parity) * span + offset)
+                            let d2 = Vector.load(split + (4 + parity) * span + offset), d3 = Vector.load(split + (6 + parity) * span + offset)
+                            (d0 - d2).store(stage + 8 * j)
+                            (d1 + d2).store(stage + 8 * (4 + j))
+                            (d2 - d1).store(stage + 8 * (8 + j))
+                            (d1 - d3).store(stage + 8 * (12 + j))
+                        }
+                        // Stage 2, row by row: v = t B.
+                        for i in 0..<4 {
+                            let t0 = Vector.load(stage + 8 * (4 * i)), t1 = Vector.load(stage + 8 * (4 * i + 1))
+                            let t2 = Vector.load(stage + 8 * (4 * i + 2)), t3 = Vector.load(stage + 8 * (4 * i + 3))
+                            let target = base + tx + 4 * i * plane
+                            store(t0 - t2, target, count)
+                            store(t1 + t2, target + plane, count)
+                            store(t2 - t1, target + 2 * plane, count)
+                            store(t1 - t3, target + 3 * plane, count)
+                        }
+                        tx += 8
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// out[B, O, H, W] (+)= Aᵀ m A + bias[O] + extraBias[B, O] for the tiles of tile rows `tileRows`, m gathered from
+/// M[16, O, n] (which has 8 floats of slack at its end), with Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]; the halves of
+/// edge tiles beyond an odd side are dropped. Eight neighbouring tiles at a time; output channels are split over
+/// the cores.
+func winogradOutputTransform(_ out: UnsafeMutablePointer<Float>, _ products: UnsafePointer<Float>, _ tiling: WinogradTiling,
+                             outChannels: Int, tileRows: Range<Int>, bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>?,
+                             accumulate: Bool) {
+    let (height, width, rows, columns) = (tiling.height, tiling.width, tiling.rows, tiling.columns)
+    let n = tileRows.count * columns, plane = outChannels * n
+    let o = UncheckedSendable(value: out), m = UncheckedSendable(value: products)
+    let b = UncheckedSendable(value: bias), e = UncheckedSendable(value: extraBias)
+    Parallel.forEach(outChannels, grain: max(1, 4096 / max(n, 1))) { channels in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { buffer in
+            let stage = buffer.baseAddress!
+            for channel in channels {
+                for tileRow in tileRows {
+                    let image = tileRow / rows, ty = tileRow % rows
+                    let offset = Vector(repeating: (b.value?[channel] ?? 0) + (e.value?[image * outChannels + channel] ?? 0))
+                    let target = o.value + (image * outChannels + channel) * height * width + 2 * ty * width
+                    let base = m.value + channel * n + (tileRow - tileRows.lowerBound) * columns
+                    var tx = 0
+                    while tx < columns {
+                        let count = min(8, columns - tx)
+                        // Stage 1, column by column: s = Aᵀ m.
+                        for j in 0..<4 {
+                            let p = base + tx + j * plane
+                            let m0 = Vector.load(p), m1 = Vector.load(p + 4 * plane), m2 = Vector.load(p + 8 * plane),
+                                m3 = Vector.load(p + 12 * plane)
+                            (m0 + m1 + m2).store(stage + 8 * j)
+                            (m1 - m2 - m3).store(stage + 8 * (4 + j))
+                        }
+                        // Stage 2, row by row: y = s A, interleaved into the two output rows of the tiles.
+                        for i in 0..<2 where 2 * ty + i < height {
+                            let s0 = Vector.load(stage + 8 * (4 * i)), s1 = Vector.load(stage + 8 * (4 * i + 1))
+                            let s2 = Vector.load(stage + 8 * (4 * i + 2)), s3 = Vector.load(stage + 8 * (4 * i + 3))
+                            let left = s0 + s1 + s2 + offset, right = s1 - s2 - s3 + offset
+                            let line = target + i * width + 2 * tx
+                            let pairs = min(count, (width - 2 * tx) / 2)
+                            if accumulate {
+                                for lane in 0..<pairs {
+                                    line[2 * lane] += left[lane]
+                                    line[2 * lane + 1] += right[lane]
+                                }
+                                if pairs < count { line[2 * pairs] += left[pairs] }
+                            } else {
+                                for lane in 0..<pairs {
+                                    line[2 * lane] = left[lane]
+                                    line[2 * lane + 1] = right[lane]
+                                }
+                                if pairs < count { line[2 * pairs] = left[pairs] }
+                            }
+                        }
+                        tx += 8
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tile rows per pass, so that V and M (16 floats per tile per channel) stay within 16 MiB each.
+func winogradTileRowsPerPass(inChannels: Int, outChannels: Int, tiling: WinogradTiling) -> Int {
+    max(1, min(tiling.tileRows, (1 << 22) / (winogradPoints * max(inChannels, outChannels) * tiling.columns)))
+}
+
+/// Floats of scratch `winogradConv2dForward` needs: V[16, I, n] and M[16, O, n] for a pass of n tiles, and 8 more
+/// for the output transform's full-vector loads at the end of M.
+func winogradScratchCount(inChannels: Int, outChannels: Int, tiling: WinogradTiling, tileRowsPerPass: Int? = nil) -> Int {
+    let rows = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: outChannels, tiling: tiling)
+    return winogradPoints * (inChannels + outChannels) * tiling.columns * rows + 8
+}
+
+/// out[B, O, H, W] = conv2d(input[B, I, H, W], weight, padding=1) + bias[O] + extraBias[B, O] (out += … with
+/// `accumulate`) — torch.nn.functional.conv2d for a 3×3 kernel, stride 1, padding 1 — from the transformed filters
+/// U[16, O, I] (`winogradFilterTransform`). The 16 products of a pass are shared out between the cores, each a
+/// one-thread sgemm. `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
+func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ filters: UnsafePointer<Float>,
+                           _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
+                           scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, inChannels: Int,
+                           height: Int, width: Int, outChannels: Int) {
+    let tiling = WinogradTiling(batch: batch, height: height, width: width)
+    let perPass = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: outChannels, tiling: tiling)
+    let transformed = scratch, products = scratch + winogradPoints * inChannels * perPass * tiling.columns
+    let v = UncheckedSendable(value: transformed), m = UncheckedSendable(value: products), u = UncheckedSendable(value: filters)
+    var first = 0
+    while first < tiling.tileRows {
+        let tileRows = first..<min(tiling.tileRows, first + perPass), n = tileRows.count * tiling.columns
+        winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows)
+        let flops = 2 * winogradPoints * outChannels * inChannels * n
+        Parallel.split(winogradPoints, pieces: Parallel.threads(flops: flops)) { points in
+            for point in points {
+                sgemm(m: outChannels, n: n, k: inChannels, u.value + point * outChannels * inChannels, lda: inChannels,
+                      v.value + point * inChannels * n, ldb: n, beta: 0, m.value + point * outChannels * n, ldc: n)
+            }
+        }
+        winogradOutputTransform(out, products, tiling, outChannels: outChannels, tileRows: tileRows, bias: bias,
+                                extraBias: extraBias, accumulate: accumulate)
+        first += tileRows.count
+    }
+}
