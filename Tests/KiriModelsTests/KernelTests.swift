@@ -342,12 +342,12 @@ final class KernelTests: XCTestCase {
         let inner = heads * d
         let qkv = values(batch * tokens * 3 * inner, seed: 22, scale: 2)
         var out = [Float](repeating: .nan, count: batch * tokens * inner)
-        var scores = [Float](repeating: .nan, count: 4 * tokens)
+        var scores = [Float](repeating: .nan, count: 4 * (tokens + 1))
         qkv.withUnsafeBufferPointer { p in
             let base = p.baseAddress!
             attentionForward(&out, outStride: inner, AttentionOperand(base: base, stride: 3 * inner),
                              AttentionOperand(base: base + inner, stride: 3 * inner),
-                             AttentionOperand(base: base + 2 * inner, stride: 3 * inner), scores: &scores, scoresPerThread: 2 * tokens,
+                             AttentionOperand(base: base + 2 * inner, stride: 3 * inner), scores: &scores, scoresPerThread: 2 * (tokens + 1),
                              threads: 2, scale: 1 / Float(d).squareRoot(), batch: batch, queries: tokens, keys: tokens, heads: heads,
                              headDimension: d)
         }
@@ -365,7 +365,7 @@ final class KernelTests: XCTestCase {
                 attentionForward(&out, outStride: inner, AttentionOperand(base: qp.baseAddress!, stride: inner),
                                  AttentionOperand(base: p.baseAddress!, stride: 2 * inner),
                                  AttentionOperand(base: p.baseAddress! + inner, stride: 2 * inner), scores: &scores,
-                                 scoresPerThread: 4 * tokens, threads: 1, scale: 1 / Float(d).squareRoot(), batch: batch,
+                                 scoresPerThread: 4 * (tokens + 1), threads: 1, scale: 1 / Float(d).squareRoot(), batch: batch,
                                  queries: tokens, keys: keys, heads: heads, headDimension: d)
             }
         }

@@ -7,8 +7,9 @@ func softmaxForward(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
     }
 }
 
-/// `softmaxForward` on the calling thread.
-func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
+/// `softmaxForward` on the calling thread. With `inverseSums`, the rows are left as e^(x - max) and 1/Σ of each
+/// is stored there instead, for a caller that can apply it to a smaller product later.
+func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, inverseSums: UnsafeMutablePointer<Float>? = nil) {
     for row in 0..<rows {
         let p = x + row * columns
         var largest = -Float.infinity
@@ -42,8 +43,12 @@ func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
             e.store(p + i, count: tail)
             for lane in 0..<tail { sum += e[lane] }
         }
-        let inverse = Vector(repeating: 1 / sum)
-        vectorMap(p, p, columns) { $0 * inverse }
+        if let inverseSums {
+            inverseSums[row] = 1 / sum
+        } else {
+            let inverse = Vector(repeating: 1 / sum)
+            vectorMap(p, p, columns) { $0 * inverse }
+        }
     }
 }
 
@@ -57,28 +62,34 @@ struct AttentionOperand {
 /// out[B, Nq, H·D] = softmax(q·kᵀ · scale)·v for every batch element and head, over q[B, Nq, ·], k and v[B, Nk, ·]
 /// (strided as `AttentionOperand`) — F.scaled_dot_product_attention on [B, H, N, D] views, as diffusers'
 /// AttnProcessor2_0 calls it. The work is (batch, head, chunk of queries) items, a contiguous run of them per
-/// thread; each thread's chunk of scores fills its own `scoresPerThread` floats of `scores` (at least Nk), so memory
-/// stays bounded however many tokens there are.
+/// thread; each thread's chunk of scores, and a float per row, fill its own `scoresPerThread` floats of `scores` (at
+/// least Nk + 1), so memory stays bounded however many tokens there are. The softmax's division is applied to the
+/// [rows, D] output rather than the [rows, Nk] weights.
 func attentionForward(_ out: UnsafeMutablePointer<Float>, outStride: Int, _ q: AttentionOperand, _ k: AttentionOperand,
                       _ v: AttentionOperand, scores: UnsafeMutablePointer<Float>, scoresPerThread: Int, threads: Int, scale: Float,
                       batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int) {
-    let chunk = max(1, min(queries, scoresPerThread / max(keys, 1)))
+    let chunk = max(1, min(queries, scoresPerThread / (keys + 1)))
     let chunksPerHead = (queries + chunk - 1) / chunk
     let items = batch * heads * chunksPerHead
     let o = UncheckedSendable(value: out), s = UncheckedSendable(value: scores), operands = UncheckedSendable(value: (q, k, v))
     Parallel.split(threads, pieces: threads) { pieces in
         for piece in pieces {
             let (q, k, v) = operands.value
-            let scores = s.value + piece * scoresPerThread
+            let scores = s.value + piece * scoresPerThread, inverseSums = scores + chunk * keys
             for item in items * piece / threads..<items * (piece + 1) / threads {
                 let b = item / (heads * chunksPerHead), h = item / chunksPerHead % heads, start = item % chunksPerHead * chunk
                 let rows = min(chunk, queries - start), column = h * headDimension
                 sgemm(transposeB: true, m: rows, n: keys, k: headDimension, alpha: scale,
                       q.base + (b * queries + start) * q.stride + column, lda: q.stride,
                       k.base + b * keys * k.stride + column, ldb: k.stride, beta: 0, scores, ldc: keys)
-                softmaxRows(scores, rows: rows, columns: keys)
+                softmaxRows(scores, rows: rows, columns: keys, inverseSums: inverseSums)
+                let target = o.value + (b * queries + start) * outStride + column
                 sgemm(m: rows, n: headDimension, k: keys, scores, lda: keys, v.base + b * keys * v.stride + column, ldb: v.stride,
-                      beta: 0, o.value + (b * queries + start) * outStride + column, ldc: outStride)
+                      beta: 0, target, ldc: outStride)
+                for row in 0..<rows {
+                    let line = target + row * outStride, inverse = inverseSums[row]
+                    for i in 0..<headDimension { line[i] *= inverse }
+                }
             }
         }
     }

@@ -54,7 +54,7 @@ let attentionScoresPerThread = 1 << 20
 /// out[B, Nq, H·D] = SDPA over strided q, k, v with scale 1/√D, on every core when there is enough of it.
 func attend(_ out: UnsafeMutablePointer<Float>, query: AttentionOperand, key: AttentionOperand, value: AttentionOperand,
             batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int, _ workspace: Workspace) throws {
-    let perThread = min(max(attentionScoresPerThread, keys), queries * keys)
+    let perThread = min(max(attentionScoresPerThread, keys + 1), queries * (keys + 1))
     let threads = min(Parallel.threads(flops: 4 * batch * heads * queries * keys * headDimension), batch * heads * queries)
     let scores = try workspace.scratch(.scores, threads * perThread)
     attentionForward(out, outStride: heads * headDimension, query, key, value, scores: scores, scoresPerThread: perThread,
