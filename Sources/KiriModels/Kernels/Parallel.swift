@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 
 /// Wraps a value the compiler cannot prove Sendable (a raw pointer, a non-escaping closure made escapable) for
@@ -33,4 +34,30 @@ enum Parallel {
 
     /// Threads worth using for a matrix product of `flops`: below ~4 MFLOP a second thread costs more than it saves.
     static func threads(flops: Int) -> Int { flops < 1 << 22 ? 1 : threads }
+}
+
+/// OpenBLAS's thread count is one process-wide setting. While any network runs its kernels (which split work over
+/// the cores themselves and call a one-thread sgemm from each), it is 1; the first to enter saves the old value and
+/// the last to leave restores it, so networks running at once on different threads do not undo each other.
+enum SingleThreadedBLAS {
+    nonisolated(unsafe) private static var depth = 0
+    nonisolated(unsafe) private static var saved: Int32 = 1
+    private static let lock = NSLock()
+
+    static func run<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        if depth == 0 {
+            saved = openblas_get_num_threads()
+            openblas_set_num_threads(1)
+        }
+        depth += 1
+        lock.unlock()
+        defer {
+            lock.lock()
+            depth -= 1
+            if depth == 0 { openblas_set_num_threads(saved) }
+            lock.unlock()
+        }
+        return try body()
+    }
 }

@@ -1,4 +1,3 @@
-import COpenBLAS
 import Foundation
 import KiriTensor
 
@@ -188,9 +187,10 @@ public final class UNet {
         try checkInputs(x, timesteps: timesteps, classLabels: classLabels, context: context)
         // The kernels split their work over the cores themselves, each thread calling a one-thread sgemm: OpenBLAS's
         // own threads would spin (sched_yield) against them between calls.
-        let blasThreads = openblas_get_num_threads()
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(blasThreads) }
+        return try SingleThreadedBLAS.run { try run(x, timesteps: timesteps, classLabels: classLabels, context: context) }
+    }
+
+    private func run(_ x: Tensor, timesteps: [Float], classLabels: [Int]?, context: Tensor?) throws -> Tensor {
         let (batch, height, width) = (x.shape[0], x.shape[2], x.shape[3])
         let times = timesteps.count == batch ? timesteps : Array(repeating: timesteps[0], count: batch)
 
