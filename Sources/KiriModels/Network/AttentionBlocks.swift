@@ -2,8 +2,9 @@
 /// `residual_connection=True`, biased projections, a group norm first), with AttnProcessor2_0's forward:
 ///   h = group_norm(x) viewed as tokens [B, H·W, C]
 ///   out = (to_out.0(SDPA(to_q(h), to_k(h), to_v(h))) as [B, C, H, W] + x) / rescale_output_factor
-/// Keys `PREFIX.group_norm`, `PREFIX.to_q`, `to_k`, `to_v`, `to_out.0`; checkpoints saved before diffusers 0.14
-/// name the projections `query`, `key`, `value`, `proj_attn`, which diffusers converts on load and so does this.
+/// Keys `PREFIX.group_norm`, `PREFIX.to_q`, `to_k`, `to_v`, `to_out.0`; checkpoints saved from diffusers' older
+/// AttentionBlock (google/ddpm-* among them) name the projections `query`, `key`, `value`, `proj_attn`, which
+/// diffusers renames on load (`_convert_deprecated_attention_blocks`) and so does this.
 final class SpatialSelfAttention {
     let groupNorm: GroupNorm
     /// to_q, to_k and to_v stacked: one product gives [q | k | v] per token.
@@ -48,7 +49,7 @@ final class SpatialSelfAttention {
 }
 
 /// Floats of attention scores a thread's chunk of queries may use: 4 MiB, so a 64×64 latent's 4096×4096 scores
-/// per head go in 256-row chunks.
+/// per head go in chunks of 255 rows.
 let attentionScoresPerThread = 1 << 20
 
 /// out[B, Nq, H·D] = SDPA over strided q, k, v with scale 1/√D, on every core when there is enough of it.

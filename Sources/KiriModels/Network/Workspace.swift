@@ -27,12 +27,18 @@ final class Buffer {
     var spatial: Int { shape[2] * shape[3] }
 }
 
-/// Free storage by element count, plus one growable scratch area per purpose (im2col columns, attention scores,
-/// feed-forward chunks). A sampling run calls the network with the same shapes at every step, so after the first
-/// step every request is met from the free lists. Not thread-safe: one forward pass at a time (UNet locks).
+/// Free storage by element count, plus one growable scratch area per purpose (a conv's im2col columns or Winograd
+/// tiles, attention scores, feed-forward chunks). A sampling run calls the network with the same shapes at every
+/// step, so after the first step every request is met from the free lists. Not thread-safe: one forward pass at a
+/// time (UNet locks).
 final class Workspace {
     enum Scratch: Int, CaseIterable {
-        case columns, scores, feedForward, gated
+        /// A conv's im2col columns or Winograd V and M.
+        case columns
+        /// Attention scores of each thread's chunk of queries.
+        case scores
+        /// The feed-forward's GEGLU input and output for a chunk of tokens.
+        case feedForward, gated
     }
 
     private var free: [Int: [TensorStorage]] = [:]
