@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor", "KiriModels"], swiftSettings: hotPath),
 
         // MARK: Engine
-        .target(name: "Kiri", dependencies: ["KiriLua", "KiriTensor"]),
+        .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriTensor"]),
 
         // MARK: CLI
         .executableTarget(

@@ -139,7 +139,15 @@ extension KiriCommand {
 
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Measure a Lua sampler step against a native Swift loop.")
+            abstract: "Benchmarks, each against a baseline measured in the same run.",
+            subcommands: [Step.self, Model.self], defaultSubcommand: Step.self)
+    }
+}
+
+extension KiriCommand.Bench {
+    struct Step: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A Lua sampler step against a native Swift loop.")
         @Option(help: "Timed repetitions; the median is reported.")
         var repetitions: Int = 51
         @Option(help: "Steps per repetition.")
@@ -147,6 +155,22 @@ extension KiriCommand {
 
         func run() throws {
             print(try EulerStepBenchmark.run(repetitions: repetitions, steps: steps))
+        }
+    }
+
+    struct Model: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A UNet's forward pass at batch 1 and 2, against PyTorch on the same weights.",
+            discussion: "Make the reference network with Tests/Fixtures/models/parity/make_parity.py --bench-weights DIR.")
+        @Argument(help: "A model folder or .safetensors file (with its config.json).")
+        var path: String
+        @Option(help: "Timed runs per batch size; the median is reported.")
+        var runs: Int = 30
+        @Option(help: "A Python with torch and diffusers, to time PyTorch in the same run.")
+        var python: String?
+
+        func run() throws {
+            print(try UNetBenchmark.run(model: path, runs: runs, python: python))
         }
     }
 }
