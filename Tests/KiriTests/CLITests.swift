@@ -207,6 +207,18 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// The model benchmark runs end to end on a parity fixture (its figures are for the benchmark README,
+    /// not for a test).
+    func testModelBenchmarkRuns() throws {
+        let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/models/parity/unet2d_attention_class").path
+        let result = try kiri(["bench", "model", model, "--runs", "2"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("UNet2DModel (0.25 M parameters)"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("batch 2: median"), result.stdout)
+        XCTAssertNotEqual(try kiri(["bench", "model", "nowhere"]).status, 0)
+    }
+
     func testBundledRecipeRuns() throws {
         let recipe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/gaussian_euler.lua").path
