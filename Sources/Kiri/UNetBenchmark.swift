@@ -24,13 +24,19 @@ public enum UNetBenchmark {
             kiri[batch] = times[times.count / 2] * 1e3
             lines.append(String(format: "batch %d: median %.2f ms (min %.2f)", batch, kiri[batch]!, times[0] * 1e3))
         }
-        lines.append(String(format: "OpenBLAS sgemm 1024³: %.0f GFLOP/s; peak RSS %.0f MiB", try sgemmRate(), peakResidentMiB()))
+        let peak = try sgemmRate()
+        lines.append(String(format: "OpenBLAS sgemm 1024³: %.0f GFLOP/s; peak RSS %.0f MiB", peak, peakResidentMiB()))
         if let python {
             let torch = try torchTimes(python: python, weights: (files.config as NSString).deletingLastPathComponent, runs: runs)
             lines.append(torch.banner)
             for batch in [1, 2] {
                 guard let reference = torch.medians[batch], let ours = kiri[batch] else { continue }
-                lines.append(String(format: "batch %d: PyTorch %.2f ms, Kiri %.2f ms: %.2f× PyTorch's time", batch, reference, ours, ours / reference))
+                var line = String(format: "batch %d: PyTorch %.2f ms, Kiri %.2f ms: %.2f× PyTorch's time", batch, reference, ours, ours / reference)
+                if let flops = torch.flops[batch] {
+                    let rate = flops / (ours / 1e3) / 1e9
+                    line += String(format: "; Kiri %.0f GFLOP/s (%.0f%% of sgemm)", rate, 100 * rate / peak)
+                }
+                lines.append(line)
             }
         }
         return lines.joined(separator: "\n")
@@ -56,7 +62,8 @@ public enum UNetBenchmark {
     }
 
     /// Runs the committed PyTorch script and reads its "batch N: median X ms" lines.
-    static func torchTimes(python: String, weights: String, runs: Int) throws -> (banner: String, medians: [Int: Double]) {
+    static func torchTimes(python: String, weights: String, runs: Int) throws
+        -> (banner: String, medians: [Int: Double], flops: [Int: Double]) {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Tests/Benchmarks/torch_unet_bench.py").path
         let process = Process()
@@ -70,12 +77,14 @@ public enum UNetBenchmark {
         guard process.terminationStatus == 0 else {
             throw BenchmarkError("\(python) \(script) failed with status \(process.terminationStatus)")
         }
-        var medians: [Int: Double] = [:]
+        var medians: [Int: Double] = [:], flops: [Int: Double] = [:]
         for line in text.split(separator: "\n") where line.hasPrefix("batch ") {
             let fields = line.split(separator: " ")
-            if fields.count > 3, let batch = Int(fields[1].dropLast()), let median = Double(fields[3]) { medians[batch] = median }
+            guard fields.count > 3, let batch = Int(fields[1].dropLast()) else { continue }
+            medians[batch] = Double(fields[3])
+            flops[batch] = fields.firstIndex(of: "flops").flatMap { $0 + 1 < fields.count ? Double(fields[$0 + 1]) : nil }
         }
-        return ("PyTorch: " + (text.split(separator: "\n").first.map(String.init) ?? ""), medians)
+        return ("PyTorch: " + (text.split(separator: "\n").first.map(String.init) ?? ""), medians, flops)
     }
 
     struct BenchmarkError: Error, CustomStringConvertible {
