@@ -53,11 +53,15 @@ public final class UNet {
                                               headDimension: config.attentionHeadDim?[block] ?? channels, groups: groups,
                                               eps: eps, rescale: rescale, field: "attention_head_dim"))
         }
-        /// UNet2DConditionModel's attention_head_dim is the number of heads (diffusers issue #2011).
-        func transformer(_ prefix: String, _ channels: Int, heads: Int, layers: Int, contextDimension: Int) throws -> AttentionLayer {
-            .transformer(try Transformer2D(weights, prefix, channels: channels, heads: heads, layers: layers,
-                                           contextDimension: contextDimension, groups: groups,
-                                           linearProjection: config.useLinearProjection))
+        var contextDimensions: Set<Int> = []
+        /// Block `block`'s Transformer2D. UNet2DConditionModel's attention_head_dim is the number of heads
+        /// (diffusers issue #2011).
+        func transformer(_ prefix: String, _ channels: Int, block: Int) throws -> AttentionLayer {
+            let context = config.crossAttentionDim![block]
+            contextDimensions.insert(context)
+            return .transformer(try Transformer2D(weights, prefix, channels: channels, heads: config.attentionHeadDim![block],
+                                                  layers: config.transformerLayersPerBlock[block], contextDimension: context,
+                                                  groups: groups, linearProjection: config.useLinearProjection))
         }
 
         convIn = try Conv2d(weights, "conv_in", config.inChannels, channels[0], kernel: 3, padding: 1)
@@ -65,7 +69,6 @@ public final class UNet {
         timeLinear2 = try Linear(weights, "time_embedding.linear_2", timeDimension, timeDimension)
         classEmbedding = try config.numClassEmbeds.map { try weights("class_embedding.weight", [$0, timeDimension]) }
 
-        var contextDimensions: Set<Int> = []
         var downBlocks: [DownBlock] = []
         var output = channels[0]
         for (i, type) in config.downBlockTypes.enumerated() {
@@ -80,12 +83,7 @@ public final class UNet {
             case .attentionDownBlock2D:
                 attentions = try resnets.indices.map { try spatialAttention("\(prefix).attentions.\($0)", output, block: i) }
             case .crossAttentionDownBlock2D:
-                let context = config.crossAttentionDim![i]
-                contextDimensions.insert(context)
-                attentions = try resnets.indices.map {
-                    try transformer("\(prefix).attentions.\($0)", output, heads: config.attentionHeadDim![i],
-                                    layers: config.transformerLayersPerBlock[i], contextDimension: context)
-                }
+                attentions = try resnets.indices.map { try transformer("\(prefix).attentions.\($0)", output, block: i) }
             }
             var downsampler: DownBlock.Downsampler?
             if i < blocks - 1 {
@@ -120,13 +118,10 @@ public final class UNet {
             }
             midBlock = MidBlock(resnets: resnets, attentions: attentions)
         case .midBlock2DCrossAttention?:
-            let context = config.crossAttentionDim![blocks - 1]
-            contextDimensions.insert(context)
             midBlock = MidBlock(
                 resnets: [try resnet("mid_block.resnets.0", last, last, scale: midScale),
                           try resnet("mid_block.resnets.1", last, last, scale: midScale)],
-                attentions: [try transformer("mid_block.attentions.0", last, heads: config.attentionHeadDim![blocks - 1],
-                                             layers: config.transformerLayersPerBlock[blocks - 1], contextDimension: context)])
+                attentions: [try transformer("mid_block.attentions.0", last, block: blocks - 1)])
         }
 
         var upBlocks: [UpBlock] = []
@@ -147,12 +142,7 @@ public final class UNet {
                 // diffusers passes attention_head_dim[i] here, not reversed.
                 attentions = try resnets.indices.map { try spatialAttention("\(prefix).attentions.\($0)", output, block: i) }
             case .crossAttentionUpBlock2D:
-                let context = config.crossAttentionDim![block]
-                contextDimensions.insert(context)
-                attentions = try resnets.indices.map {
-                    try transformer("\(prefix).attentions.\($0)", output, heads: config.attentionHeadDim![block],
-                                    layers: config.transformerLayersPerBlock[block], contextDimension: context)
-                }
+                attentions = try resnets.indices.map { try transformer("\(prefix).attentions.\($0)", output, block: block) }
             }
             var upsampler: UpBlock.Upsampler?
             if i < blocks - 1 {
