@@ -34,6 +34,17 @@ local function readonly(t, name)
     return proxy
 end
 
+-- The wrappers below call the real C functions, whose errors would point at the wrapper's own line
+-- ("sandbox:N:"). They call through `relay(pcall(f, ...))`, as a tail call, so errors point at the
+-- script's line instead.
+local rawGsub = string.gsub
+local function relay(ok, ...)
+    if ok then return ... end
+    local message = ...
+    if type(message) == "string" then message = (rawGsub(message, "^sandbox:%d+: ", "", 1)) end
+    error(message, 2)
+end
+
 -- Strings: no bytecode (dump goes from the real table too, since scripts reach it through the
 -- string metatable); rep and the pattern functions get caps, because C calls cannot be
 -- interrupted by the time limit.
@@ -61,7 +72,7 @@ function safeString.rep(s, n, sep)
         -- Lua's rep loops n times even when every piece is empty: ("").rep("", 2^62) would never return.
         if total == 0 and math.tointeger(count) then return "" end
     end
-    return rep(s, n, sep)
+    return relay(pcall(rep, s, n, sep))
 end
 
 -- Worst-case work of a backtracking match, as a power of ten. Each '*', '+' or '-' can try every
@@ -125,7 +136,7 @@ local function guardPattern(name, fn)
                     name, #text, cost), 2)
             end
         end
-        return fn(s, pattern, init, plain, ...)
+        return relay(pcall(fn, s, pattern, init, plain, ...))
     end
 end
 for _, name in next, {"find", "match", "gmatch", "gsub"} do safeString[name] = guardPattern(name, string[name]) end
@@ -163,29 +174,29 @@ local function checkShift(name, argument, count)
 end
 
 function safeTable.insert(t, ...)
-    if select("#", ...) ~= 2 or (type(t) ~= "table" and type(t) ~= "userdata") then return insert(t, ...) end
+    if select("#", ...) ~= 2 or (type(t) ~= "table" and type(t) ~= "userdata") then return relay(pcall(insert, t, ...)) end
     local target, length = measured(t)
     local position, n = toInteger((...)), toInteger(length)
     if position and n and position >= 1 and position <= n then
         checkShift("insert", 2, (n + 0.0) - position + 1)
     end
-    return insert(target, ...)
+    return relay(pcall(insert, target, ...))
 end
 
 function safeTable.remove(t, ...)
-    if type(t) ~= "table" and type(t) ~= "userdata" then return remove(t, ...) end
+    if type(t) ~= "table" and type(t) ~= "userdata" then return relay(pcall(remove, t, ...)) end
     local target, length = measured(t)
     local position, n = toInteger((...)), toInteger(length)
     if position and n and position >= 1 and position < n then
         checkShift("remove", 2, (n + 0.0) - position)
     end
-    return remove(target, ...)
+    return relay(pcall(remove, target, ...))
 end
 
 function safeTable.move(a1, f, e, t, a2)
     local first, last = toInteger(f), toInteger(e)
     if first and last and last >= first then checkShift("move", 3, (last + 0.0) - first + 1) end
-    return move(a1, f, e, t, a2)
+    return relay(pcall(move, a1, f, e, t, a2))
 end
 
 -- Lua 5.4.4 closes a coroutine without counting C levels, so __close handlers that each close

@@ -268,6 +268,10 @@ final class TensorAPITests: XCTestCase {
             ("kiri.zeros(2, 3):sum(3)", "dimension 3 out of range for a rank-2 tensor"),
             ("kiri.randn({2}, 0/0)", "bad argument #2 to 'randn' (number has no integer representation)"),
             ("kiri.zeros(-1)", "bad argument #1 to 'zeros' (size must be non-negative, got -1)"),
+            // The sandbox's wrappers around library functions report the script's line too.
+            ("local s = ('x'):rep({})", "bad argument #2 to 'string.rep' (number expected, got table)"),
+            ("local s = ('x'):find({})", "bad argument #2 to 'string.find' (string expected, got table)"),
+            ("table.insert(nil, 1)", "bad argument #1 to 'table.insert' (table expected, got nil)"),
             ("local u = kiri.zeros(2); do local v <close> = u end; return u + 1",
              "closed Tensor"),
         ]
