@@ -12,6 +12,7 @@
 --       the difference of two steps can be formed without float32 cancellation against x
 --   solver.evaluations                              model calls so far
 --   dpm_solver.controller(h, pcoeff, icoeff, dcoeff, order, accept_safety) -> {h =, propose(error) -> accept}
+--   dpm_solver.ancestral_times(t, t_next, t_end, eta) -> t_down, sigma_up: the ancestral split of a step
 local sampling = require "lib.sampling"
 local expm1, sigma_fn = sampling.expm1, sampling.sigma_fn
 
@@ -88,6 +89,15 @@ end
 
 -- The time range of dpm_fast and dpm_adaptive: opts.sigma_min and opts.sigma_max, else those of sigmas
 -- (as ComfyUI passes them: the smallest positive sigma and the first).
+-- The step t -> t_next split as sampling.ancestral_step does in sigma: solve down to t_down (at most
+-- t_end), then add fresh noise of size sigma_up. eta = 0 is the plain ODE step.
+function dpm_solver.ancestral_times(t, t_next, t_end, eta)
+    if eta <= 0 then return t_next, 0 end
+    local sigma_down = sampling.ancestral_step(sigma_fn(t), sigma_fn(t_next), eta)
+    local t_down = math.min(t_end, sampling.t_fn(sigma_down))
+    return t_down, (sigma_fn(t_next) ^ 2 - sigma_fn(t_down) ^ 2) ^ 0.5
+end
+
 function dpm_solver.range(sigmas, opts)
     local sigma_min, sigma_max = sampling.sigma_range(sigmas)
     sigma_min, sigma_max = opts.sigma_min or sigma_min, opts.sigma_max or sigma_max

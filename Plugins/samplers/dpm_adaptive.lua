@@ -25,12 +25,7 @@ return function(model, x, sigmas, opts)
     while (forward and s < t_end - 1e-5) or (not forward and s > t_end + 1e-5) do
         local cache = {}
         local t = forward and math.min(t_end, s + pid.h) or math.max(t_end, s + pid.h)
-        local t_down, sigma_up = t, 0
-        if eta > 0 then
-            local sigma_down = sampling.ancestral_step(sampling.sigma_fn(s), sampling.sigma_fn(t), eta)
-            t_down = math.min(t_end, sampling.t_fn(sigma_down))
-            sigma_up = (sampling.sigma_fn(t) ^ 2 - sampling.sigma_fn(t_down) ^ 2) ^ 0.5
-        end
+        local t_down, sigma_up = dpm_solver.ancestral_times(s, t, t_end, eta)
         local eps = solver.eps(cache, "eps", x, s)
         local denoised = x - eps * sampling.sigma_fn(s)
         local x_low, x_high, correction_low, correction_high

@@ -20,12 +20,7 @@ return function(model, x, sigmas, opts)
         local cache = {}
         local t = t_start + (t_end - t_start) * (i - 1) / steps
         local t_next = t_start + (t_end - t_start) * i / steps
-        local t_down, sigma_up = t_next, 0
-        if eta > 0 then
-            local sigma_down = sampling.ancestral_step(sampling.sigma_fn(t), sampling.sigma_fn(t_next), eta)
-            t_down = math.min(t_end, sampling.t_fn(sigma_down))
-            sigma_up = (sampling.sigma_fn(t_next) ^ 2 - sampling.sigma_fn(t_down) ^ 2) ^ 0.5
-        end
+        local t_down, sigma_up = dpm_solver.ancestral_times(t, t_next, t_end, eta)
         local eps = solver.eps(cache, "eps", x, t)
         local sigma = sampling.sigma_fn(t)
         sampling.callback(opts, i, x, sigma, sigma, x - eps * sigma, {t = t, t_up = t})
