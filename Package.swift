@@ -1,8 +1,11 @@
 // swift-tools-version:6.0
-// Layers, top to bottom. Arrows point down (or sideways, KiriLua → KiriModels, for kiri.models) only:
+// Layers, top to bottom. Arrows point down (or sideways, KiriLua → KiriModels and KiriImage, for kiri.models and
+// kiri.image) only:
 //   kiri (CLI) → Kiri (engine) → KiriLua (Lua runtime) → KiriTensor (tensor core) → COpenBLAS
-//                                KiriLua → LuaBridge (C; every longjmp lives here) → CLua
+//                                KiriLua → LuaBridge (C; every Lua longjmp lives here) → CLua
 //                                KiriLua → KiriModels (model files, networks) → KiriTensor
+//                                KiriLua → KiriImage (PNG files, tensors) → PNGBridge (C; every libpng longjmp lives here) → CPNG
+//                                          KiriImage → KiriTensor
 import PackageDescription
 
 /// Kernels and the Lua call path run per element and per sampler step: dynamic exclusivity checks on
@@ -22,6 +25,7 @@ let package = Package(
         // MARK: System libraries (Debian packages, installed by setup.sh)
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
 
         // MARK: Tensor core: pure Swift, no Lua
         .target(name: "KiriTensor", dependencies: ["COpenBLAS"], swiftSettings: hotPath),
@@ -29,12 +33,16 @@ let package = Package(
         // MARK: Model runtime: model files and networks, no Lua
         .target(name: "KiriModels", dependencies: ["KiriTensor", "COpenBLAS"], swiftSettings: hotPath),
 
+        // MARK: Image files: PNG through libpng, no Lua
+        .target(name: "PNGBridge", dependencies: ["CPNG"]),
+        .target(name: "KiriImage", dependencies: ["KiriTensor", "PNGBridge"], swiftSettings: hotPath),
+
         // MARK: Lua runtime
         .target(name: "LuaBridge", dependencies: ["CLua"]),
-        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor", "KiriModels"], swiftSettings: hotPath),
+        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor", "KiriModels", "KiriImage"], swiftSettings: hotPath),
 
         // MARK: Engine
-        .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriTensor"]),
+        .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"]),
 
         // MARK: CLI
         .executableTarget(
@@ -46,6 +54,7 @@ let package = Package(
         .testTarget(name: "KiriTensorTests", dependencies: ["KiriTensor"]),
         .testTarget(name: "KiriLuaTests", dependencies: ["KiriLua", "KiriTensor"]),
         .testTarget(name: "KiriModelsTests", dependencies: ["KiriModels", "KiriTensor"]),
+        .testTarget(name: "KiriImageTests", dependencies: ["KiriImage", "KiriTensor"]),
         .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri"]),
     ]
 )

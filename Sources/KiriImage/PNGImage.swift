@@ -1,0 +1,140 @@
+import PNGBridge
+
+/// A failed image read, write or conversion. The message names the file at fault, e.g.
+/// `'foo.png': not a PNG file`.
+public struct ImageError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    /// Set when a read was refused because the decoded pixels (one byte per channel value) would pass the
+    /// caller's byte limit: how many bytes they would have taken.
+    public var pixelBytes: Int?
+
+    public init(_ message: String, pixelBytes: Int? = nil) {
+        self.message = message
+        self.pixelBytes = pixelBytes
+    }
+
+    public var description: String { message }
+}
+
+/// An 8-bit image as a PNG holds it: `channels` interleaved bytes per pixel (1 grey, 2 grey+alpha, 3 RGB,
+/// 4 RGBA), rows top to bottom, and its text chunks in file order.
+public struct PNGImage: Sendable, Equatable {
+    /// A tEXt, zTXt or iTXt chunk, as UTF-8.
+    public struct TextChunk: Sendable, Equatable {
+        public var key: String
+        public var value: String
+
+        public init(key: String, value: String) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    public let width: Int
+    public let height: Int
+    public let channels: Int
+    /// height × width × channels bytes.
+    public let pixels: [UInt8]
+    public var text: [TextChunk]
+
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8], text: [TextChunk] = []) throws(ImageError) {
+        guard (1...4).contains(channels) else {
+            throw ImageError("an image has 1 to 4 channels (grey, grey+alpha, RGB, RGBA), got \(channels)")
+        }
+        let (area, overflow) = width.multipliedReportingOverflow(by: height)
+        guard width >= 0, height >= 0, !overflow, area.multipliedReportingOverflow(by: channels) == (pixels.count, false) else {
+            throw ImageError("\(pixels.count) bytes do not fill a \(width)x\(height) image with \(channels) channels")
+        }
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.pixels = pixels
+        self.text = text
+    }
+
+    /// Decodes the PNG at `path` to 8-bit channels. Palette images become RGB, tRNS an alpha channel, 16-bit
+    /// channels are scaled (libpng's png_set_scale_16: round(v × 255 / 65535)). Refuses, before decoding,
+    /// images over 65536 pixels a side or whose pixels would take more than `byteLimit` bytes. Messages call
+    /// the file `name` (by default `path`).
+    public static func read(path: String, byteLimit: Int = 1 << 30, name: String? = nil) throws(ImageError) -> PNGImage {
+        let name = name ?? path
+        var error = [CChar](repeating: 0, count: 512)
+        var header = KiriPNGHeader()
+        var opened: OpaquePointer?
+        let status = kiri_png_open(path, name, max(0, byteLimit), &opened, &header, &error, error.count)
+        guard status == KIRI_PNG_OK, let reader = opened else {
+            throw ImageError(message(error), pixelBytes: status == KIRI_PNG_TOO_LARGE ? header.byteCount : nil)
+        }
+        defer { kiri_png_close(reader) }
+        var chunks: UnsafePointer<KiriPNGText>?
+        var chunkCount = 0
+        var decoded = KIRI_PNG_ERROR
+        let pixels = [UInt8](unsafeUninitializedCapacity: header.byteCount) { buffer, initialized in
+            decoded = kiri_png_decode(reader, buffer.baseAddress, buffer.count, &chunks, &chunkCount, &error, error.count)
+            initialized = decoded == KIRI_PNG_OK ? header.byteCount : 0
+        }
+        guard decoded == KIRI_PNG_OK else { throw ImageError(message(error)) }
+        let text = UnsafeBufferPointer(start: chunks, count: chunkCount).map { chunk in
+            TextChunk(key: string(chunk.key, chunk.keyLength), value: string(chunk.value, chunk.valueLength))
+        }
+        return try PNGImage(width: Int(header.width), height: Int(header.height), channels: Int(header.channels),
+                            pixels: pixels, text: text)
+    }
+
+    /// Writes the image and its text chunks to `path` through a temporary file in the same folder, renamed over
+    /// `path` only once complete: a failure leaves no partial file and an existing file as it was. Messages call
+    /// the file `name` (by default `path`).
+    public func write(path: String, name: String? = nil) throws(ImageError) {
+        guard width <= Int(KIRI_PNG_MAX_SIDE), height <= Int(KIRI_PNG_MAX_SIDE) else {
+            throw ImageError("'\(name ?? path)': cannot write a \(width)x\(height) image (each side must be 1 to \(KIRI_PNG_MAX_SIDE) pixels)")
+        }
+        var error = [CChar](repeating: 0, count: 512)
+        let status = TextChunk.withC(text) { chunks in
+            kiri_png_write(path, name ?? path, pixels, UInt32(width), UInt32(height), Int32(channels), chunks.baseAddress,
+                           chunks.count, &error, error.count)
+        }
+        guard status == KIRI_PNG_OK else { throw ImageError(Self.message(error)) }
+    }
+
+    fileprivate static func message(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func string(_ bytes: UnsafePointer<CChar>?, _ count: Int) -> String {
+        guard let bytes, count > 0 else { return "" }
+        return bytes.withMemoryRebound(to: UInt8.self, capacity: count) {
+            String(decoding: UnsafeBufferPointer(start: $0, count: count), as: UTF8.self)
+        }
+    }
+}
+
+extension PNGImage.TextChunk {
+    /// Throws unless the chunk can be written: the key must be a PNG keyword (1 to 79 printable Latin-1
+    /// characters, without leading, trailing or double spaces) and the value must hold no NUL byte.
+    public func validate() throws(ImageError) {
+        var error = [CChar](repeating: 0, count: 256)
+        let problem = Self.withC([self]) { kiri_png_text_problem($0.baseAddress, &error, error.count) }
+        if problem != 0 { throw ImageError(PNGImage.message(error)) }
+    }
+
+    /// The chunks as C sees them: pointers into one block of their UTF-8, valid during `body`.
+    fileprivate static func withC<Result>(_ chunks: [Self], _ body: (UnsafeBufferPointer<KiriPNGText>) -> Result) -> Result {
+        var bytes: [UInt8] = []
+        for chunk in chunks {
+            bytes += chunk.key.utf8
+            bytes += chunk.value.utf8
+        }
+        bytes.append(0)     // keeps the block's address non-nil when every string is empty
+        return bytes.withUnsafeBufferPointer { block in
+            let base = UnsafeRawPointer(block.baseAddress!).assumingMemoryBound(to: CChar.self)
+            var offset = 0
+            let described = chunks.map { chunk in
+                let keyLength = chunk.key.utf8.count, valueLength = chunk.value.utf8.count
+                defer { offset += keyLength + valueLength }
+                return KiriPNGText(key: base + offset, keyLength: keyLength, value: base + offset + keyLength,
+                                   valueLength: valueLength)
+            }
+            return described.withUnsafeBufferPointer(body)
+        }
+    }
+}
