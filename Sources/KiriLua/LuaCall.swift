@@ -91,13 +91,8 @@ struct LuaCall {
     }
 
     func string(_ index: Int) throws -> String {
-        var length = 0
-        guard index <= count, let bytes = kiri_arg_string(state, Int32(index), &length) else {
-            throw expected("string", index)
-        }
-        return bytes.withMemoryRebound(to: UInt8.self, capacity: length) {
-            String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
-        }
+        guard index <= count, let string = stackString(Int32(index)) else { throw expected("string", index) }
+        return string
     }
 
     /// A 1-based dimension of a rank-`rank` tensor (negative counts from the end) as the tensor core's
@@ -169,6 +164,41 @@ struct LuaCall {
         }
     }
 
+    /// A table of string keys and string values, e.g. kiri.image.save's text chunks. Raw reads, so
+    /// metamethods never run; the pairs come in traversal order.
+    func stringTable(_ index: Int) throws -> [(key: String, value: String)] {
+        guard type(index) == KIRI_TTABLE else { throw expected("table of strings", index) }
+        guard kiri_push_nil(state) != 0 else { throw ScriptError("not enough memory") }
+        var pairs: [(key: String, value: String)] = []
+        while kiri_table_next(state, Int32(index)) != 0 {
+            defer { kiri_pop(state, 1) }    // the value; the key stays for the next step, or goes below
+            guard let key = stackString(-2) else {
+                var integer: Int64 = 0, number = 0.0
+                let problem = kiri_arg_integer(state, -2, &integer) != 0 ? "key \(integer) is a number"
+                    : kiri_arg_number(state, -2, &number) != 0 ? "key \(number) is a number"
+                    : "a key is a \(String(cString: kiri_arg_typename(state, -2)))"
+                kiri_pop(state, 1)
+                throw ScriptError(argument: index, "table of strings expected, \(problem)")
+            }
+            guard let value = stackString(-1) else {
+                let problem = "key '\(key)' has a \(String(cString: kiri_arg_typename(state, -1)))"
+                kiri_pop(state, 1)
+                throw ScriptError(argument: index, "table of strings expected, \(problem)")
+            }
+            pairs.append((key, value))
+        }
+        return pairs
+    }
+
+    /// The string at stack index `index` (no conversion from numbers), or nil.
+    private func stackString(_ index: Int32) -> String? {
+        var length = 0
+        guard let bytes = kiri_arg_string(state, index, &length) else { return nil }
+        return bytes.withMemoryRebound(to: UInt8.self, capacity: length) {
+            String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
+        }
+    }
+
     // MARK: Results
 
     func push(_ tensor: Tensor) throws {
@@ -193,6 +223,21 @@ struct LuaCall {
 
     func push(numbers: [Double]) throws {
         if kiri_result_numbers(state, call, numbers, numbers.count) == 0 { throw ScriptError("not enough memory") }
+    }
+
+    /// A table {key = value} of strings; a later pair wins over an earlier one with the same key.
+    func push(strings pairs: [(key: String, value: String)]) throws {
+        var bytes: [UInt8] = []
+        for (key, value) in pairs {
+            for part in [key, value] {
+                withUnsafeBytes(of: part.utf8.count) { bytes += $0 }    // the size_t length, then the bytes
+                bytes += part.utf8
+            }
+        }
+        let pushed = bytes.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: CChar.self) { kiri_result_string_table(state, call, $0.baseAddress, $0.count) }
+        }
+        if pushed == 0 { throw ScriptError("not enough memory") }
     }
 
     /// The tensor as nested tables; its data stays alive because it is an argument of this call.

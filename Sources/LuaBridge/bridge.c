@@ -167,6 +167,21 @@ static void push_nested(lua_State *L, const float *data, const int *shape, int r
     }
 }
 
+/// Pairs of (size_t length, bytes) strings, key then value, as one table.
+static void push_string_table(lua_State *L, const char *bytes, size_t length) {
+    lua_newtable(L);
+    const char *end = bytes + length;
+    while (bytes < end) {
+        for (int part = 0; part < 2; part++) {
+            size_t count;
+            memcpy(&count, bytes, sizeof count);
+            lua_pushlstring(L, bytes + sizeof count, count);
+            bytes += sizeof count + count;
+        }
+        lua_rawset(L, -3);
+    }
+}
+
 /// Upvalue 1 packs what a trampoline stands for, so one read serves every call.
 enum { TENSOR_INDEX_FLAG = 1, RESERVED_SHIFT = 1, RESERVED_MASK = 0x7f, FUNCTION_SHIFT = 8 };
 
@@ -222,6 +237,7 @@ static int trampoline(lua_State *L) {
             break;
         }
         case KIRI_RESULT_NESTED: push_nested(L, result->floats, result->shape, result->rank); break;
+        case KIRI_RESULT_STRING_TABLE: push_string_table(L, S->scratch + result->offset, result->length); break;
         }
     }
     // Tensor bytes live outside Lua's heap; adding them to the GC debt makes the collector keep pace.
@@ -281,6 +297,14 @@ size_t kiri_table_length(lua_State *L, int index) { return (size_t)lua_rawlen(L,
 int kiri_table_push(lua_State *L, int index, int64_t i) {
     if (!lua_checkstack(L, 1)) return KIRI_TNONE;
     return lua_rawgeti(L, index, i);
+}
+
+int kiri_table_next(lua_State *L, int index) { return lua_next(L, index); }
+
+int kiri_push_nil(lua_State *L) {
+    if (!lua_checkstack(L, 2)) return 0;
+    lua_pushnil(L);
+    return 1;
 }
 
 void kiri_pop(lua_State *L, int count) { lua_pop(L, count); }
@@ -347,30 +371,35 @@ static size_t scratch_used(KiriCall *call) {
     size_t end = 0;
     for (int r = 0; r < call->resultCount; r++) {
         KiriResult *result = &call->results[r];
-        if (result->kind == KIRI_RESULT_STRING) end = result->offset + result->length;
+        if (result->kind == KIRI_RESULT_STRING || result->kind == KIRI_RESULT_STRING_TABLE) end = result->offset + result->length;
         if (result->kind == KIRI_RESULT_NUMBERS) end = result->offset + result->length * sizeof(double);
     }
     return (end + 7) & ~(size_t)7;
 }
 
-int kiri_result_string(lua_State *L, KiriCall *call, const char *bytes, size_t length) {
+/// Copies `length` bytes after the previous results' into the scratch buffer, as a result of `kind`.
+static KiriResult *scratch_result(lua_State *L, KiriCall *call, KiriResultKind kind, const void *bytes, size_t length) {
     size_t offset = scratch_used(call);
-    if (call->resultCount >= KIRI_MAX_RESULTS || !scratch_reserve(L, offset + length)) return 0;
-    memcpy(state_of(L)->scratch + offset, bytes, length);
-    KiriResult *result = next_result(call, KIRI_RESULT_STRING);
+    if (call->resultCount >= KIRI_MAX_RESULTS || !scratch_reserve(L, offset + length)) return NULL;
+    if (length > 0) memcpy(state_of(L)->scratch + offset, bytes, length);
+    KiriResult *result = next_result(call, kind);
     result->offset = offset;
     result->length = length;
-    return 1;
+    return result;
+}
+
+int kiri_result_string(lua_State *L, KiriCall *call, const char *bytes, size_t length) {
+    return scratch_result(L, call, KIRI_RESULT_STRING, bytes, length) != NULL;
+}
+
+int kiri_result_string_table(lua_State *L, KiriCall *call, const char *bytes, size_t length) {
+    return scratch_result(L, call, KIRI_RESULT_STRING_TABLE, bytes, length) != NULL;
 }
 
 int kiri_result_numbers(lua_State *L, KiriCall *call, const double *values, size_t count) {
-    size_t offset = scratch_used(call);
-    if (call->resultCount >= KIRI_MAX_RESULTS || !scratch_reserve(L, offset + count * sizeof(double))) return 0;
-    memcpy(state_of(L)->scratch + offset, values, count * sizeof(double));
-    KiriResult *result = next_result(call, KIRI_RESULT_NUMBERS);
-    result->offset = offset;
-    result->length = count;
-    return 1;
+    KiriResult *result = scratch_result(L, call, KIRI_RESULT_NUMBERS, values, count * sizeof(double));
+    if (result) result->length = count;    // counted in values, not bytes
+    return result != NULL;
 }
 
 void kiri_result_nested(KiriCall *call, const float *data, const int *shape, int rank) {

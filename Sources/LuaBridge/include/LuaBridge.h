@@ -29,6 +29,7 @@ typedef enum {
     KIRI_RESULT_STRING,   // bytes copied into the state's scratch buffer
     KIRI_RESULT_NUMBERS,  // a flat list of numbers (from the scratch buffer) as a Lua sequence
     KIRI_RESULT_NESTED,   // float data shaped by `shape` as nested Lua tables (Tensor:totable)
+    KIRI_RESULT_STRING_TABLE,  // string pairs (from the scratch buffer) as a Lua table {key = value}
 } KiriResultKind;
 
 typedef struct {
@@ -116,6 +117,12 @@ size_t kiri_table_length(lua_State *L, int index);
 /// Pushes t[i] (raw), returning its type. Pop it with kiri_pop. Returns KIRI_TNONE if the stack
 /// cannot grow.
 int kiri_table_push(lua_State *L, int index, int64_t i);
+/// Raw traversal of the table at `index` (a positive stack index), as lua_next: push a nil key with
+/// kiri_push_nil to start; each call replaces the key on top with the next key and its value and returns
+/// 1, or pops the key and returns 0 at the end. Pop the value before the next call, and leave the table as it is.
+int kiri_table_next(lua_State *L, int index);
+/// Pushes nil; 0 if the stack cannot grow.
+int kiri_push_nil(lua_State *L);
 void kiri_pop(lua_State *L, int count);
 
 // MARK: - Describing results (never raise)
@@ -130,6 +137,9 @@ int kiri_result_tensor(lua_State *L, KiriCall *call, void *handle, size_t bytes)
 int kiri_result_string(lua_State *L, KiriCall *call, const char *bytes, size_t length);
 int kiri_result_numbers(lua_State *L, KiriCall *call, const double *values, size_t count);
 void kiri_result_nested(KiriCall *call, const float *data, const int *shape, int rank);
+/// `length` bytes of pairs, each a key then a value, each a size_t byte count followed by its bytes, as one
+/// table {key = value}. Copies the bytes; returns 0 if the scratch buffer cannot grow.
+int kiri_result_string_table(lua_State *L, KiriCall *call, const char *bytes, size_t length);
 void kiri_fail(KiriCall *call, int argument, const char *message);
 
 #endif
