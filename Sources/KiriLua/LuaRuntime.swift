@@ -46,6 +46,8 @@ public final class LuaRuntime {
     var nextModelHandle = 1
     /// Seed for random constructors called without one; advances on each such call.
     var nextSeed: UInt64 = 0
+    /// Text chunks `kiri.image.save` adds to every PNG after the script's own (whose keys win): provenance.
+    public var imageText: [(key: String, value: String)] = []
     private var state: OpaquePointer?
 
     public init(limits: SandboxLimits = SandboxLimits(), files: FileAccess = FileAccess(),

@@ -1,0 +1,65 @@
+import Foundation
+import KiriImage
+import KiriTensor
+
+/// `kiri.image`: PNG files as [C, H, W] tensors in [0, 1], and their text chunks as tables. Paths go through
+/// FileAccess like every other file: loads from the folders the run may read, saves under the output folder.
+extension Bindings {
+    static let image: [Binding] = [
+        /// (path) → the image as a [C, H, W] tensor (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) and its text chunks
+        /// as {key = value}.
+        Binding(name: "load", tables: ["kiri.image"], tensorResults: 1) { call in
+            let path = try call.string(1)
+            let runtime = call.runtime
+            let real = try runtime.files.resolveForReading(path)
+            // Each channel value takes a byte while decoding and four in the tensor: an image too large for
+            // what is left of the memory cap is refused from its header, before anything is allocated.
+            let left = max(0, runtime.budget.limit - runtime.budget.used)
+            let image: PNGImage
+            do throws(ImageError) {
+                image = try PNGImage.read(path: real, byteLimit: left / 5, name: path)
+            } catch {
+                guard let values = error.pixelBytes else { throw ScriptError(error.message) }
+                throw ScriptError("cannot load '\(path)': its \(values) channel values take \(byteSize(values * 5)) "
+                    + "(as bytes, then float32), but the run has \(byteSize(left)) left of its "
+                    + "\(byteSize(runtime.budget.limit)) memory cap (--memory)")
+            }
+            try call.push(image.tensor())
+            try call.push(strings: image.text.map { ($0.key, $0.value) })
+        },
+        /// (path, image, text): writes a [C, H, W] or [1, C, H, W] tensor in [0, 1] as an 8-bit PNG under the
+        /// output folder, with the text chunks `text` (string keys and values) and then the run's `imageText`
+        /// for keys `text` does not have.
+        Binding(name: "save", tables: ["kiri.image"], tensorResults: 0) { call in
+            let path = try call.string(1)
+            let tensor = try call.tensor(2)
+            // Sorted, so the same table always writes the same file.
+            let given = call.isNil(3) ? [] : try call.stringTable(3).sorted { $0.key < $1.key }
+            var text = try given.map { key, value in
+                let chunk = PNGImage.TextChunk(key: key, value: value)
+                do throws(ImageError) { try chunk.validate() } catch { throw ScriptError(argument: 3, error.message) }
+                return chunk
+            }
+            let runtime = call.runtime
+            let keys = Set(given.map(\.key))
+            text += runtime.imageText.filter { !keys.contains($0.key) }.map { PNGImage.TextChunk(key: $0.key, value: $0.value) }
+            let image: PNGImage
+            do throws(ImageError) {
+                image = try PNGImage(tensor: tensor, text: text)
+            } catch {
+                throw ScriptError(argument: 2, error.message)
+            }
+            let target = try runtime.files.resolveForWriting(path)
+            do throws(ImageError) {
+                try image.write(path: target, name: path)
+            } catch {
+                throw ScriptError(error.message)
+            }
+        },
+    ]
+
+    private static func byteSize(_ bytes: Int) -> String {
+        bytes >= 1 << 30 ? String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))
+            : bytes >= 1 << 20 ? String(format: "%.1f MiB", Double(bytes) / Double(1 << 20)) : "\(bytes) bytes"
+    }
+}
