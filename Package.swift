@@ -42,7 +42,8 @@ let package = Package(
         .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor", "KiriModels", "KiriImage"], swiftSettings: hotPath),
 
         // MARK: Engine
-        .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"]),
+        .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"],
+                resources: [.copy("Resources/models")]),
 
         // MARK: CLI
         .executableTarget(
@@ -55,6 +56,6 @@ let package = Package(
         .testTarget(name: "KiriLuaTests", dependencies: ["KiriLua", "KiriTensor"]),
         .testTarget(name: "KiriModelsTests", dependencies: ["KiriModels", "KiriTensor"]),
         .testTarget(name: "KiriImageTests", dependencies: ["KiriImage", "KiriTensor"]),
-        .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri"]),
+        .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri", "KiriLua", "KiriImage", "KiriModels", "KiriTensor"]),
     ]
 )

@@ -2,21 +2,29 @@ import Foundation
 import KiriLua
 
 /// What `kiri run` needs to run one recipe in the sandbox.
-public struct RunRequest: Sendable {
+public struct RunRequest {
     public var script: String
     public var arguments: [String]
     public var limits: SandboxLimits
     public var outputDirectory: String
     /// User plugin folders, searched before the bundled ones.
     public var pluginDirectories: [String]
+    /// The recipe's text, when it comes from somewhere other than `script` (a PNG's metadata); `script`
+    /// then only names it.
+    public var source: String?
+    /// Where the samplers' progress goes (nil: nowhere).
+    public var progress: KiriProgress?
 
     public init(script: String, arguments: [String] = [], limits: SandboxLimits = SandboxLimits(),
-                outputDirectory: String = "out", pluginDirectories: [String] = []) {
+                outputDirectory: String = "out", pluginDirectories: [String] = [], source: String? = nil,
+                progress: KiriProgress? = nil) {
         self.script = script
         self.arguments = arguments
         self.limits = limits
         self.outputDirectory = outputDirectory
         self.pluginDirectories = pluginDirectories
+        self.source = source
+        self.progress = progress
     }
 }
 
@@ -26,29 +34,46 @@ public enum RecipeRunner {
     /// files the run loaded (the recipe, its modules and plugins).
     @discardableResult
     public static func run(_ request: RunRequest, output: @escaping (String) -> Void = Self.standardOutput) throws -> [String] {
-        guard FileManager.default.isReadableFile(atPath: request.script) else {
-            let reason = FileManager.default.fileExists(atPath: request.script) ? "permission denied" : "no such file"
-            throw ScriptFailure(kind: .setup, message: "cannot read '\(request.script)': \(reason)")
+        let source: String
+        if let embedded = request.source {
+            source = embedded
+        } else {
+            do {
+                source = try String(contentsOfFile: request.script, encoding: .utf8)
+            } catch {
+                throw ScriptFailure(kind: .setup, message: "cannot read '\(request.script)': \(FileAccess.reason(error))")
+            }
         }
         let recipeFolder = (request.script as NSString).deletingLastPathComponent
         let recipeRoot = recipeFolder.isEmpty ? "." : recipeFolder
         let plugins = PluginPath.catalog(user: request.pluginDirectories)
         let pluginFolders = plugins.folders.map(\.path)
-        // Files named on the command line may be read, wherever they are.
-        let namedFiles = request.arguments.filter { FileManager.default.fileExists(atPath: $0) }
+        let models = BundledFiles.models
         let files = FileAccess(
-            readRoots: [recipeRoot] + pluginFolders + namedFiles,
+            readRoots: [recipeRoot] + pluginFolders + Array(models.values) + namedFiles(request.arguments),
             moduleRoots: [recipeRoot] + pluginFolders,
             outputDirectory: request.outputDirectory)
         let runtime = try LuaRuntime(limits: request.limits, files: files, plugins: plugins, output: output)
         defer { runtime.close() }
+        runtime.bundledModels = models
+        runtime.progress = request.progress
+        runtime.imageText = RecipeProvenance(recipe: request.script, source: source, arguments: request.arguments).text
         do {
-            try runtime.run(file: request.script, arguments: request.arguments)
+            try runtime.run(source: source, name: request.script, arguments: request.arguments)
         } catch var failure as ScriptFailure {
             failure.loadedFiles = [request.script] + runtime.loadedFiles
             throw failure
         }
         return [request.script] + runtime.loadedFiles
+    }
+
+    /// Files named on the command line may be read, wherever they are: an argument that is a file, or the
+    /// value of a `key=value` argument that is one (`init=photo.png`).
+    static func namedFiles(_ arguments: [String]) -> [String] {
+        arguments.flatMap { argument -> [String] in
+            let value = argument.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
+            return [argument] + (value.map { [$0] } ?? [])
+        }.filter { FileManager.default.fileExists(atPath: $0) }
     }
 
     public static func standardOutput(_ text: String) { FileHandle.standardOutput.write(Data(text.utf8)) }
@@ -61,23 +86,42 @@ public enum PluginPath {
         let environment = ProcessInfo.processInfo.environment["KIRI_PLUGIN_PATH"]?
             .split(separator: ":").map(String.init) ?? []
         let userFolders = (user + environment).map { PluginCatalog.Folder(path: $0, isBundled: false) }
-        return PluginCatalog(folders: userFolders + (bundled.map { [PluginCatalog.Folder(path: $0, isBundled: true)] } ?? []))
+        let bundled = BundledFiles.plugins.map { [PluginCatalog.Folder(path: $0, isBundled: true)] } ?? []
+        return PluginCatalog(folders: userFolders + bundled)
+    }
+}
+
+/// What ships with Kiri: plugins, recipes and models.
+public enum BundledFiles {
+    public static let plugins = folder("Plugins")
+    public static let scripts = folder("Scripts")
+
+    /// Bundled models by name: the package resources of this target (Sources/Kiri/Resources/models).
+    public static let models: [String: String] = {
+        guard let root = folder("models", resources: true) else { return [:] }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        let folders = names.sorted().map { ($0, root + "/" + $0) }.filter { isFolder($0.1) }
+        return Dictionary(uniqueKeysWithValues: folders)
+    }()
+
+    /// `$KIRI_HOME/NAME`, then `share/kiri/NAME` beside an installed binary's `bin/`, then (for
+    /// resources) the resource bundle SwiftPM copies beside the binary, then the checkout this binary
+    /// was built from. Bundle.module is not used because it stops the process when the bundle is missing.
+    static func folder(_ name: String, resources: Bool = false) -> String? {
+        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
+        let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        let candidates: [String?] = [
+            ProcessInfo.processInfo.environment["KIRI_HOME"].map { $0 + "/" + name },
+            executable.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("share/kiri/\(name)").path,
+            resources ? executable.deletingLastPathComponent().appendingPathComponent("Kiri_Kiri.resources/\(name)").path : nil,
+            resources ? checkout.appendingPathComponent("Resources/\(name)").path
+                : checkout.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(name).path,
+        ]
+        return candidates.compactMap { $0 }.first(where: isFolder)
     }
 
-    /// The bundled plugins: `$KIRI_HOME/Plugins`, then `share/kiri/Plugins` beside an installed
-    /// binary's `bin/`, then the checkout this binary was built from.
-    public static let bundled: String? = {
-        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath()
-        let candidates: [String?] = [
-            ProcessInfo.processInfo.environment["KIRI_HOME"].map { $0 + "/Plugins" },
-            executable.deletingLastPathComponent().deletingLastPathComponent()
-                .appendingPathComponent("share/kiri/Plugins").path,
-            URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                .deletingLastPathComponent().appendingPathComponent("Plugins").path,
-        ]
-        return candidates.compactMap { $0 }.first { path in
-            var isDirectory: ObjCBool = false
-            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
-        }
-    }()
+    private static func isFolder(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    }
 }

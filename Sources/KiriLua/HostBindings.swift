@@ -1,5 +1,6 @@
 import Foundation
 import KiriTensor
+import LuaBridge
 
 /// Host services: files (always through FileAccess), module lookup for `require`, and a clock.
 extension Bindings {
@@ -48,6 +49,23 @@ extension Bindings {
         Binding(name: "write_text", tables: ["kiri"], tensorResults: 0) { call in
             let path = try call.string(1), text = try call.string(2)
             try call.runtime.files.write(Data(text.utf8), to: path)
+        },
+        /// (step, total): the outermost sampler reached `step` of `total` (0 as it starts).
+        Binding(name: "progress", tables: ["host"], tensorResults: 0) { call in
+            call.runtime.progress?.step(try call.integer(1), of: try call.integer(2))
+        },
+        Binding(name: "progressEnd", tables: ["host"], tensorResults: 0) { call in
+            call.runtime.progress?.end()
+        },
+        /// (name) → the folder of a bundled model, or nothing and the names there are.
+        Binding(name: "bundledModel", tables: ["host"], tensorResults: 0) { call in
+            let models = call.runtime.bundledModels
+            if let path = models[try call.string(1)] {
+                try call.push(path)
+            } else {
+                kiri_result_nil(call.call)
+                try call.push(models.keys.sorted().joined(separator: ", "))
+            }
         },
         /// Monotonic wall-clock seconds, for timing inside recipes and benchmarks.
         Binding(name: "clock", tables: ["kiri"], tensorResults: 0) { call in

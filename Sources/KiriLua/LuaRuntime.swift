@@ -2,6 +2,13 @@ import Foundation
 import KiriTensor
 import LuaBridge
 
+/// Receives the progress of the outermost sampler call: `step(0, of: n)` as it starts, then each step.
+public protocol KiriProgress: AnyObject {
+    func step(_ index: Int, of total: Int)
+    /// The sampler returned or failed.
+    func end()
+}
+
 /// Limits of one sandboxed run (security-cases.md, section B).
 public struct SandboxLimits: Sendable {
     /// Wall-clock limit, enforced by an instruction hook; sticky once tripped.
@@ -46,6 +53,10 @@ public final class LuaRuntime {
     var nextModelHandle = 1
     /// Seed for random constructors called without one; advances on each such call.
     var nextSeed: UInt64 = 0
+    /// Models shipped with Kiri, by name (`kiri.models.bundled(name)`); their folders must be read roots.
+    public var bundledModels: [String: String] = [:]
+    /// Draws sampler progress; the samplers' wrapper in the prelude reports every step to it.
+    public var progress: KiriProgress?
     /// Text chunks `kiri.image.save` adds to every PNG after the script's own (whose keys win): provenance.
     public var imageText: [(key: String, value: String)] = []
     private var state: OpaquePointer?

@@ -298,5 +298,15 @@ do
         if not ok then error(handle, 2) end
         return model_object(handle)
     end
+
+    -- The folder of a model shipped with Kiri, for kiri.models.load.
+    api.models.bundled = function(name)
+        if type(name) ~= "string" then
+            error(format("bad argument #1 to 'bundled' (string expected, got %s)", type(name)), 2)
+        end
+        local path, names = host.bundledModel(name)
+        if path == nil then error(format("no bundled model '%s' (bundled: %s)", name, names), 2) end
+        return path
+    end
 end
 """#

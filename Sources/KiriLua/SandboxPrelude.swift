@@ -309,6 +309,36 @@ local function callable(value)
     return type(meta) == "table" and type(rawget(meta, "__call")) == "function"
 end
 
+-- Every sampler reports its steps to the engine's progress bar. Only the outermost call does, since
+-- some samplers run others inside; the to-be-closed guard ends the bar when the sampler returns or fails.
+local progress, progressEnd = host.progress, host.progressEnd
+local samplerDepth = 0
+local samplerExit = setmetatable({}, {__close = function()
+    samplerDepth = samplerDepth - 1
+    if samplerDepth == 0 then progressEnd() end
+end})
+
+local function with_progress(sampler)
+    return function(model, x, sigmas, opts)
+        if samplerDepth > 0 or (type(sigmas) ~= "userdata" and type(sigmas) ~= "table") or
+            (opts ~= nil and type(opts) ~= "table") then
+            return sampler(model, x, sigmas, opts)
+        end
+        local total = #sigmas - 1
+        local reporting = {}
+        if opts then for key, value in next, opts do reporting[key] = value end end
+        local callback = reporting.callback
+        reporting.callback = function(info)
+            progress(info.i, total)
+            if callback then return callback(info) end
+        end
+        samplerDepth = samplerDepth + 1
+        local exit <close> = samplerExit
+        progress(0, total)
+        return sampler(model, x, sigmas, reporting)
+    end
+end
+
 local function resolve(domain, name)
     local value = resolved[domain][name]
     if value ~= nil then return value end
@@ -325,6 +355,7 @@ local function resolve(domain, name)
             end
         end
     end
+    if value ~= nil and domain == "samplers" then value = with_progress(value) end
     if value == nil then
         local names = {}
         for line in host.listPlugins(domain):gmatch("[^\n]+") do names[#names + 1] = line end
@@ -373,7 +404,7 @@ function api.register(kind, name, fn)
     if not callable(fn) then
         error(format("bad argument #3 to 'register' (function expected, got %s)", type(fn)), 2)
     end
-    resolved[domain][name] = fn
+    resolved[domain][name] = domain == "samplers" and with_progress(fn) or fn
 end
 
 \#(modelsPrelude)

@@ -10,7 +10,7 @@ struct KiriCommand: ParsableCommand {
         commandName: "kiri",
         abstract: "Kiri: a diffusion engine with Lua recipes.",
         version: KiriVersion.string,
-        subcommands: [Run.self, List.self, Info.self, Bench.self]
+        subcommands: [Run.self, Sample.self, List.self, Info.self, Bench.self]
     )
 }
 
@@ -37,32 +37,78 @@ struct SandboxOptions: ParsableArguments {
     var output: String = "out"
     @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
     var pluginDirectories: [String] = []
+    @Flag(name: [.short, .long], help: "No progress bar (it is only drawn when stderr is a terminal anyway).")
+    var quiet = false
 
     func validate() throws {
         guard timeout.isFinite, timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds") }
     }
+
+    func request(script: String, arguments: [String], source: String? = nil, outputDirectory: String? = nil) -> RunRequest {
+        RunRequest(script: script, arguments: arguments, limits: SandboxLimits(timeout: timeout, memory: memory.bytes),
+                   outputDirectory: outputDirectory ?? output, pluginDirectories: pluginDirectories, source: source,
+                   progress: ProgressBar.standardError(quiet: quiet))
+    }
+}
+
+/// Runs a request once, printing a failure as `kiri: file:line: message`.
+func runOnce(_ request: RunRequest) -> Result<[String], ScriptFailure> {
+    do {
+        return .success(try RecipeRunner.run(request))
+    } catch let failure as ScriptFailure {
+        FileHandle.standardError.write(Data("kiri: \(failure.message)\n".utf8))
+        return .failure(failure)
+    } catch {
+        FileHandle.standardError.write(Data("kiri: \(error)\n".utf8))
+        return .failure(ScriptFailure(kind: .error, message: "\(error)"))
+    }
+}
+
+func fail(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data("kiri: \(message)\n".utf8))
+    return ExitCode(1)
 }
 
 extension KiriCommand {
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run a Lua recipe in the sandbox.",
-            discussion: "Arguments after FILE reach the script as `arg[1]`, `arg[2]`, ... and as `...`; arg[0] is FILE.")
+            discussion: """
+                Arguments after FILE reach the script as `arg[1]`, `arg[2]`, ... and as `...`; arg[0] is FILE.
+                With --from IMAGE.png, the recipe and arguments stored in a PNG Kiri wrote run again, and make \
+                the same image bit for bit (with the same plugins and model).
+                """)
 
         @OptionGroup var sandbox: SandboxOptions
-        @Argument(help: "The recipe, a .lua file.")
-        var file: String
+        @Option(name: .customLong("from"), help: "Run the recipe stored in a PNG Kiri wrote, with its arguments.")
+        var image: String?
         @Flag(help: "Run again whenever the recipe or a plugin or module it loaded changes.")
         var watch = false
+        @Argument(help: "The recipe, a .lua file.")
+        var file: String?
         @Argument(parsing: .captureForPassthrough, help: "Arguments for the script.")
         var arguments: [String] = []
 
+        func validate() throws {
+            if image != nil, file != nil { throw ValidationError("give a recipe FILE or --from IMAGE, not both") }
+            if image == nil, file == nil { throw ValidationError("missing the recipe: kiri run FILE.lua [ARGS...] or kiri run --from IMAGE.png") }
+            if image != nil, watch { throw ValidationError("--watch needs a recipe file, not --from") }
+        }
+
         func run() throws {
-            let request = RunRequest(
-                script: file, arguments: arguments,
-                limits: SandboxLimits(timeout: sandbox.timeout, memory: sandbox.memory.bytes),
-                outputDirectory: sandbox.output, pluginDirectories: sandbox.pluginDirectories)
-            guard watch else {
+            let request: RunRequest
+            if let image {
+                let provenance: RecipeProvenance
+                do {
+                    provenance = try RecipeProvenance(image: image)
+                } catch {
+                    throw fail("\(error)")
+                }
+                request = sandbox.request(script: provenance.recipe, arguments: provenance.arguments, source: provenance.source)
+            } else {
+                request = sandbox.request(script: file!, arguments: arguments)
+            }
+            guard watch, let file else {
                 if case .failure = runOnce(request) { throw ExitCode(1) }
                 return
             }
@@ -76,17 +122,46 @@ extension KiriCommand {
                 FileHandle.standardError.write(Data("kiri: \(changed) changed, running \(file) again\n".utf8))
             }
         }
+    }
 
-        func runOnce(_ request: RunRequest) -> Result<[String], ScriptFailure> {
-            do {
-                return .success(try RecipeRunner.run(request))
-            } catch let failure as ScriptFailure {
-                FileHandle.standardError.write(Data("kiri: \(failure.message)\n".utf8))
-                return .failure(failure)
-            } catch {
-                FileHandle.standardError.write(Data("kiri: \(error)\n".utf8))
-                return .failure(ScriptFailure(kind: .error, message: "\(error)"))
+    struct Sample: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make an image with the default model (Scripts/txt2img.lua).",
+            discussion: """
+                The default model draws Fashion-MNIST's classes: t-shirt, trouser, pullover, dress, coat, sandal, \
+                shirt, sneaker, bag and ankle boot (plurals and synonyms such as "boots" or "jeans" work too).
+                Example: kiri sample --prompt sneaker --steps 20 --cfg 4 --sampler dpmpp_2m --schedule karras --seed 7 -o sneaker.png
+                """)
+
+        @Option(help: "What to draw: a class name.") var prompt: String?
+        @Option(help: "What to steer away from: a class name, or empty for none.") var negative = ""
+        @Option(help: "Sampler steps.") var steps = 20
+        @Option(help: "Classifier-free guidance scale.") var cfg = 4.0
+        @Option(help: "A sampler plugin (kiri list samplers).") var sampler = "dpmpp_2m"
+        @Option(help: "A schedule plugin (kiri list schedules).") var schedule = "karras"
+        @Option(help: "Seed of the starting noise and of the sampler's noise.") var seed = 0
+        @Option(help: "Images to make at once; several are written as NAME-1.png, NAME-2.png, ...") var batch = 1
+        @Option(name: [.short, .long], help: "The PNG to write.") var output = "sample.png"
+        @Flag(name: [.short, .long], help: "No progress bar.") var quiet = false
+        @Option(help: "Stop after this many seconds.") var timeout: Double = 600
+
+        func run() throws {
+            guard let scripts = BundledFiles.scripts else { throw fail("cannot find Kiri's Scripts folder (set KIRI_HOME)") }
+            let folder = (output as NSString).deletingLastPathComponent
+            let arguments = [
+                "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
+                "sampler=\(sampler)", "schedule=\(schedule)", "seed=\(seed)", "batch=\(batch)",
+                "out=\((output as NSString).lastPathComponent)",
+            ]
+            let request = RunRequest(
+                script: scripts + "/txt2img.lua", arguments: arguments,
+                limits: SandboxLimits(timeout: timeout), outputDirectory: folder.isEmpty ? "." : folder,
+                progress: ProgressBar.standardError(quiet: quiet))
+            if prompt == nil {
+                print("kiri sample: no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
+                    + "CFG \(cfg), seed \(seed)). Try --prompt \"ankle boot\" or kiri sample --help.")
             }
+            if case .failure = runOnce(request) { throw ExitCode(1) }
         }
     }
 

@@ -1,8 +1,8 @@
 import Foundation
 import XCTest
 
-/// `kiri` as a user runs it: a separate process, its exit status, stdout and stderr.
-final class CLITests: XCTestCase {
+/// `kiri` as a user runs it: a separate process, its exit status, stdout and stderr, in a fresh folder.
+class CLITestCase: XCTestCase {
     struct Result {
         var status: Int32
         var stdout: String
@@ -11,7 +11,7 @@ final class CLITests: XCTestCase {
 
     /// The `kiri` binary built beside this test bundle.
     static let binary: URL = {
-        var folder = Bundle(for: CLITests.self).bundleURL
+        var folder = Bundle(for: CLITestCase.self).bundleURL
         while !FileManager.default.fileExists(atPath: folder.appendingPathComponent("kiri").path) && folder.path != "/" {
             folder.deleteLastPathComponent()
         }
@@ -53,7 +53,9 @@ final class CLITests: XCTestCase {
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
                       stderr: String(decoding: stderr, as: UTF8.self))
     }
+}
 
+final class CLITests: CLITestCase {
     func testVersionAndHelp() throws {
         let version = try kiri(["--version"])
         XCTAssertEqual(version.status, 0)

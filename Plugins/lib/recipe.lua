@@ -1,0 +1,157 @@
+-- What every recipe needs around its pipeline: parameters from the command line, and the PNG metadata
+--
+--   params(arg, defaults)     -> a table of parameters: the defaults, overridden by `key=value`
+--                                arguments. Each value takes the type of its default (number, integer,
+--                                boolean or string). An unknown key or a bad value is an error that lists
+--                                the valid keys.
+--   values(key, text, default) -> the comma-separated values of `text` as a list, each of the type of
+--                                `default` (for X/Y plots: "5,10,20" for steps)
+--   parameters_text(fields)   -> the A1111 "parameters" text: the prompt, "Negative prompt: ...", then
+--                                "Steps: 20, Sampler: ..., Schedule type: ..., CFG scale: ..., Seed: ...,
+--                                Size: WxH, Model: ..." (stable-diffusion-webui modules/processing.py
+--                                create_infotext), which A1111, ComfyUI and civitai read back.
+--   save(path, image, fields) saves an image in [0, 1] ([C, H, W] or [1, C, H, W]) as a PNG whose
+--                                "parameters" text is parameters_text(fields); fields.size defaults to
+--                                the image's. The engine adds the recipe's name, source and arguments.
+--   save_samples(path, x, fields)
+--                                each sample of x [batch, C, H, W] in [-1, 1] as a PNG: `path` itself
+--                                for one sample, else path-1.png, path-2.png, ... (Batch pos in fields)
+--   load_image(path, shape)   -> a PNG as a [1, C, H, W] sample in [-1, 1] for a model whose samples have
+--                                shape {C, H, W}: RGB becomes grey by Rec. 601 luma (as PIL's "L"), alpha
+--                                is dropped; the size must match
+--   load_mask(path, shape)    -> a PNG as a [1, 1, H, W] mask in [0, 1] (white = 1)
+local recipe = {}
+
+local format = string.format
+
+local function parse(key, text, default)
+    local kind = math.type(default) or type(default)
+    if kind == "string" then return text end
+    if kind == "boolean" then
+        if text == "true" or text == "1" or text == "yes" then return true end
+        if text == "false" or text == "0" or text == "no" then return false end
+        return nil, "true or false"
+    end
+    local number = tonumber(text)
+    if kind == "integer" then
+        if math.type(number) ~= "integer" then return nil, "an integer" end
+        return number
+    end
+    if number == nil then return nil, "a number" end
+    return number
+end
+
+function recipe.values(key, text, default)
+    local list = {}
+    for item in text:gmatch("[^,]+") do
+        item = item:match("^%s*(.-)%s*$")
+        local value, expected = parse(key, item, default)
+        if value == nil then error(format("%s: every value must be %s, got '%s'", key, expected, item), 2) end
+        list[#list + 1] = value
+    end
+    if #list == 0 then error(format("%s: no values in '%s'", key, text), 2) end
+    return list
+end
+
+function recipe.params(arguments, defaults)
+    local keys = {}
+    for key in pairs(defaults) do keys[#keys + 1] = key end
+    table.sort(keys)
+    local params = {}
+    for key, value in pairs(defaults) do params[key] = value end
+    for i = 1, #(arguments or {}) do
+        local key, text = arguments[i]:match("^([%w_]+)=(.*)$")
+        if not key then
+            error(format("argument %d ('%s'): key=value expected; keys: %s", i, arguments[i], table.concat(keys, ", ")), 2)
+        end
+        if defaults[key] == nil then
+            error(format("argument %d: unknown key '%s'; keys: %s", i, key, table.concat(keys, ", ")), 2)
+        end
+        local value, expected = parse(key, text, defaults[key])
+        if value == nil then error(format("argument %d: %s must be %s, got '%s'", i, key, expected, text), 2) end
+        params[key] = value
+    end
+    return params
+end
+
+-- The order A1111 writes them in; fields that are nil are left out.
+local ordered = {
+    {"steps", "Steps"}, {"sampler", "Sampler"}, {"schedule", "Schedule type"}, {"cfg", "CFG scale"},
+    {"seed", "Seed"}, {"size", "Size"}, {"model", "Model"}, {"strength", "Denoising strength"},
+    {"batch", "Batch size"}, {"position", "Batch pos"},
+}
+
+local function quoted(value)
+    value = tostring(value)
+    if value:find("[,:\"\n]") then return '"' .. value:gsub('[\\"]', "\\%0"):gsub("\n", "\\n") .. '"' end
+    return value
+end
+
+function recipe.parameters_text(fields)
+    local lines = {fields.prompt or ""}
+    if fields.negative and fields.negative ~= "" then lines[#lines + 1] = "Negative prompt: " .. fields.negative end
+    local settings = {}
+    for _, pair in ipairs(ordered) do
+        local value = fields[pair[1]]
+        if value ~= nil then settings[#settings + 1] = pair[2] .. ": " .. quoted(value) end
+    end
+    lines[#lines + 1] = table.concat(settings, ", ")
+    return table.concat(lines, "\n")
+end
+
+function recipe.save(path, image, fields)
+    local shape = image:shape()
+    fields.size = fields.size or format("%dx%d", shape[#shape], shape[#shape - 1])
+    return kiri.image.save(path, image, {parameters = recipe.parameters_text(fields)})
+end
+
+function recipe.save_samples(path, x, fields)
+    local count = x:size(1)
+    local paths = {}
+    for i = 1, count do
+        local position = {}
+        for key, value in pairs(fields) do position[key] = value end
+        position.batch, position.position = nil, nil
+        if count > 1 then position.batch, position.position = count, i end
+        paths[i] = count == 1 and path or path:gsub("%.png$", "") .. "-" .. i .. ".png"
+        recipe.save(paths[i], kiri.post.to_image(x:narrow(1, i, 1)), position)
+    end
+    return paths
+end
+
+-- Rec. 601 luma, as PIL's convert("L") weighs R, G and B.
+local LUMA = {0.299, 0.587, 0.114}
+
+local function grey(image)
+    if image:size(1) < 3 then return image:narrow(1, 1, 1) end
+    local sum = image:narrow(1, 1, 1) * LUMA[1]
+    for c = 2, 3 do sum = sum + image:narrow(1, c, 1) * LUMA[c] end
+    return sum
+end
+
+local function loaded(path, shape, what)
+    local image = kiri.image.load(path)
+    local size = image:shape()
+    if size[2] ~= shape[2] or size[3] ~= shape[3] then
+        error(format("%s '%s' is %dx%d, the model makes %dx%d", what, path, size[3], size[2], shape[3], shape[2]), 3)
+    end
+    return image
+end
+
+function recipe.load_image(path, shape)
+    local image = loaded(path, shape, "image")
+    if shape[1] == 1 then
+        image = grey(image)
+    elseif image:size(1) < 3 then
+        image = grey(image):expand({3, shape[2], shape[3]})
+    else
+        image = image:narrow(1, 1, 3)
+    end
+    return kiri.post.from_image(image:unsqueeze(1))
+end
+
+function recipe.load_mask(path, shape)
+    return grey(loaded(path, shape, "mask")):unsqueeze(1)
+end
+
+return recipe

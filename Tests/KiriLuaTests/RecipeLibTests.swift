@@ -1,0 +1,93 @@
+import XCTest
+@testable import KiriLua
+
+/// The Lua pieces the recipes are built from: parameters, A1111 metadata text, batched CFG and inpainting.
+final class RecipeLibTests: XCTestCase {
+    func testParamsTakeTheTypesOfTheirDefaults() {
+        let printed = runLua("""
+            local recipe = require "lib.recipe"
+            local p = recipe.params({"steps=12", "cfg=7.5", "prompt=ankle boot", "quiet=true", "negative="},
+                {steps = 20, cfg = 4.0, prompt = "sneaker", negative = "bag", quiet = false, seed = 3})
+            print(math.type(p.steps), p.steps, math.type(p.cfg), p.cfg, p.prompt, p.quiet, "[" .. p.negative .. "]", p.seed)
+            local list = recipe.values("steps", "5, 10,20", 1)
+            print(#list, list[1], list[2], list[3], math.type(list[3]))
+            """)
+        XCTAssertEqual(printed, "integer\t12\tfloat\t7.5\tankle boot\ttrue\t[]\t3\n3\t5\t10\t20\tinteger\n")
+    }
+
+    func testParamErrorsNameTheKeyAndListTheKeys() {
+        let defaults = "{steps = 20, cfg = 4.0, prompt = 'sneaker'}"
+        let cases: [(String, String)] = [
+            ("{'stpes=3'}", "test.lua:1: argument 1: unknown key 'stpes'; keys: cfg, prompt, steps"),
+            ("{'steps=2.5'}", "test.lua:1: argument 1: steps must be an integer, got '2.5'"),
+            ("{'cfg=high'}", "test.lua:1: argument 1: cfg must be a number, got 'high'"),
+            ("{'sneaker'}", "test.lua:1: argument 1 ('sneaker'): key=value expected; keys: cfg, prompt, steps"),
+        ]
+        for (arguments, expected) in cases {
+            let failure = luaError("require('lib.recipe').params(\(arguments), \(defaults))")
+            XCTAssertEqual(failure?.message.split(separator: "\n").first.map(String.init), expected)
+        }
+        XCTAssertTrue(luaError("require('lib.recipe').values('steps', '5,x', 1)")?.message
+            .contains("steps: every value must be an integer, got 'x'") ?? false)
+    }
+
+    /// The layout of stable-diffusion-webui's create_infotext, which A1111, ComfyUI and civitai parse.
+    func testParametersTextIsA1111s() {
+        let printed = runLua("""
+            local recipe = require "lib.recipe"
+            print(recipe.parameters_text{prompt = "sneaker", negative = "bag", steps = 20, sampler = "dpmpp_2m",
+                schedule = "karras", cfg = 4.0, seed = 7, size = "28x28", model = "default"})
+            print(recipe.parameters_text{prompt = "coat", negative = "", steps = 4, sampler = "euler,heun", seed = 1})
+            """)
+        XCTAssertEqual(printed, """
+            sneaker
+            Negative prompt: bag
+            Steps: 20, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 4.0, Seed: 7, Size: 28x28, Model: default
+            coat
+            Steps: 4, Sampler: "euler,heun", Seed: 1
+
+            """)
+    }
+
+    /// A stand-in network whose output is its class label, so cond, uncond and the batching are visible:
+    /// CFG must give uncond + scale * (cond - uncond) per sample, from one call on twice the batch.
+    func testCFGBatchesBothBranchesAndCombinesThem() {
+        let printed = runLua("""
+            local calls, batch = 0, nil
+            local function model(x, sigma, extra)
+                calls = calls + 1
+                batch = x:size(1)
+                local labels = {}
+                local classes = extra.class
+                if type(classes) == "number" then classes = {classes, classes} end
+                for i, label in ipairs(classes) do labels[i] = {{label + sigma}} end
+                return kiri.tensor(labels):reshape({#labels, 1, 1, 1}) + x * 0
+            end
+            local D = kiri.guidance.cfg(model, {cond = {class = {7, 2, 5}}, uncond = {class = 3}, scale = 2.5})
+            local out = D(kiri.zeros({3, 1, 1, 1}), 0.5)
+            print(calls, batch, out:reshape({3}):totable()[1], out:reshape({3}):totable()[2], out:reshape({3}):totable()[3])
+            calls = 0
+            local one = kiri.guidance.cfg(model, {cond = {class = 7}, uncond = {class = 3}, scale = 1})
+            print(calls, one(kiri.zeros({2, 1, 1, 1}), 0):sum())
+            print(calls)
+            """)
+        // 3.5 + 2.5 * (7.5 - 3.5) = 13.5; 3.5 + 2.5 * (2.5 - 3.5) = 1; 3.5 + 2.5 * (5.5 - 3.5) = 8.5.
+        XCTAssertEqual(printed, "1\t6\t13.5\t1.0\t8.5\n0\t14.0\n1\n")
+    }
+
+    /// KSamplerX0Inpaint: the model sees the known region re-noised to sigma, and its result there is the image.
+    func testInpaintBlendsTheKnownRegionAtEveryCall() {
+        let printed = runLua("""
+            local seen
+            local function model(x, sigma) seen = x:clone(); return x * 0 + 100 end
+            local image = kiri.tensor({{{{1, 2}}}})
+            local mask = kiri.tensor({{{{0, 1}}}})
+            local noise = kiri.tensor({{{{10, 20}}}})
+            local D = kiri.models.inpaint(model, {image = image, mask = mask, noise = noise})
+            local out = D(kiri.tensor({{{{-5, -6}}}}), 0.5)
+            print(table.concat(seen:reshape({2}):totable(), " "), table.concat(out:reshape({2}):totable(), " "))
+            """)
+        // known = image + noise * 0.5 = {6, 12}; x seen = {6, -6}; out = {1, 100}.
+        XCTAssertEqual(printed, "6.0 -6.0\t1.0 100.0\n")
+    }
+}

@@ -1,0 +1,136 @@
+import Foundation
+import Kiri
+import KiriImage
+import KiriTensor
+import XCTest
+
+/// The default model end to end, as a user runs it: `kiri sample`, the recipes in Scripts/, the metadata the
+/// PNGs carry, and `kiri run --from`.
+final class GenerationCLITests: CLITestCase {
+    static let scripts = BundledFiles.scripts ?? "Scripts"
+
+    func png(_ name: String) throws -> PNGImage {
+        try PNGImage.read(path: folder.appendingPathComponent(name).path)
+    }
+
+    func text(_ image: PNGImage, _ key: String) -> String? {
+        image.text.first { $0.key == key }?.value
+    }
+
+    func testSampleWritesAPNGWithItsParametersAndRunFromReproducesItBitForBit() throws {
+        let made = try kiri(["sample", "--prompt", "sneaker", "--negative", "", "--steps", "20", "--cfg", "4",
+                             "--sampler", "dpmpp_2m", "--schedule", "karras", "--seed", "7", "-o", "sneaker.png"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        XCTAssertFalse(made.stderr.contains("step "), "no progress bar when stderr is not a terminal: \(made.stderr)")
+        let image = try png("sneaker.png")
+        XCTAssertEqual([image.width, image.height, image.channels], [28, 28, 1])
+        XCTAssertEqual(text(image, "parameters"),
+                       "sneaker\nSteps: 20, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 4.0, Seed: 7, Size: 28x28, Model: default")
+        XCTAssertEqual(text(image, RecipeProvenance.recipeKey), Self.scripts + "/txt2img.lua")
+        XCTAssertEqual(text(image, RecipeProvenance.sourceKey), try String(contentsOfFile: Self.scripts + "/txt2img.lua", encoding: .utf8))
+
+        let again = try kiri(["run", "--from", "sneaker.png", "-o", "again"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        let original = try Data(contentsOf: folder.appendingPathComponent("sneaker.png"))
+        XCTAssertEqual(try Data(contentsOf: folder.appendingPathComponent("again/sneaker.png")), original)
+
+        // A different seed gives a different image, so the comparison above can fail.
+        XCTAssertEqual(try kiri(["sample", "--prompt", "sneaker", "--seed", "8", "-o", "other.png"]).status, 0)
+        XCTAssertNotEqual(try Data(contentsOf: folder.appendingPathComponent("other.png")), original)
+    }
+
+    func testSampleWithoutArgumentsSaysWhatItDid() throws {
+        let result = try kiri(["sample"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("no --prompt given, so drawing a sneaker"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("sample.png"), result.stdout)
+        XCTAssertEqual(try png("sample.png").width, 28)
+    }
+
+    func testUnknownPromptListsTheClasses() throws {
+        let result = try kiri(["sample", "--prompt", "giraffe"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("the default model knows no 'giraffe'"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("sample.png").path))
+    }
+
+    func testRunFromAPNGWithoutARecipeFails() throws {
+        try PNGImage(tensor: try Tensor(shape: [1, 2, 2]).fill(0.5), text: []).write(path: folder.appendingPathComponent("plain.png").path)
+        let result = try kiri(["run", "--from", "plain.png"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("'plain.png' has no 'kiri-recipe' text chunk"), result.stderr)
+        let missing = try kiri(["run", "--from", "missing.png"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.stderr.contains("missing.png"), missing.stderr)
+    }
+
+    func testProgressBarOnATerminalOnly() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { throw XCTSkip("no script(1) for a terminal") }
+        let command = "\(Self.binary.path) sample --prompt bag --steps 6 -o bag.png"
+        let terminal = try run("/usr/bin/script", ["-qec", command, "/dev/null"])
+        XCTAssertTrue(terminal.contains("step 6/6 [####################]"), terminal)
+        XCTAssertTrue(terminal.contains("it/s") || terminal.contains("s/it"), terminal)
+        let quiet = try run("/usr/bin/script", ["-qec", command + " --quiet", "/dev/null"])
+        XCTAssertFalse(quiet.contains("step "), quiet)
+    }
+
+    func testImg2ImgKeepsTheImageAtLowStrength() throws {
+        XCTAssertEqual(try kiri(["sample", "--prompt", "dress", "--seed", "3", "-o", "dress.png"]).status, 0)
+        func distance(_ strength: Double) throws -> Double {
+            let result = try kiri(["run", Self.scripts + "/img2img.lua", "init=dress.png", "strength=\(strength)",
+                                   "prompt=bag", "seed=5", "out=img2img-\(strength).png"])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let a = try png("dress.png").pixels, b = try png("out/img2img-\(strength).png").pixels
+            return zip(a, b).map { abs(Double($0) - Double($1)) }.reduce(0, +) / Double(a.count) / 255
+        }
+        let low = try distance(0.2), high = try distance(1.0)
+        print(String(format: "img2img mean |change| at strength 0.2: %.3f, at 1.0: %.3f", low, high))
+        XCTAssertLessThan(low, 0.08)
+        XCTAssertGreaterThan(high, 2 * low)
+    }
+
+    func testInpaintKeepsTheUnmaskedPixelsExactly() throws {
+        XCTAssertEqual(try kiri(["sample", "--prompt", "coat", "--seed", "4", "-o", "coat.png"]).status, 0)
+        // Repaint the right half.
+        let mask = try Tensor(shape: [1, 28, 28])
+        for y in 0..<28 { for x in 0..<28 { mask.data[y * 28 + x] = x < 14 ? 0 : 1 } }
+        try PNGImage(tensor: mask, text: []).write(path: folder.appendingPathComponent("mask.png").path)
+        let result = try kiri(["run", Self.scripts + "/inpaint.lua", "init=coat.png", "mask=mask.png", "prompt=bag", "seed=9"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let before = try png("coat.png").pixels, after = try png("out/inpaint.png").pixels
+        var keptEqual = true, paintedChanged = 0
+        for y in 0..<28 {
+            for x in 0..<28 {
+                let index = y * 28 + x
+                if x < 14 { keptEqual = keptEqual && before[index] == after[index] } else if before[index] != after[index] { paintedChanged += 1 }
+            }
+        }
+        XCTAssertTrue(keptEqual, "the black half of the mask must keep the image's pixels")
+        XCTAssertGreaterThan(paintedChanged, 28 * 14 / 4, "the white half must be repainted")
+    }
+
+    func testGridRecipeWritesOneLabelledImage() throws {
+        let result = try kiri(["run", Self.scripts + "/grid.lua", "x=sampler", "xs=euler,heun", "y=steps", "ys=4,8", "scale=1"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let image = try png("out/grid.png")
+        XCTAssertGreaterThan(image.width, 2 * 28)
+        XCTAssertGreaterThan(image.height, 2 * 28)
+        XCTAssertTrue(text(image, "parameters")?.contains("Steps: \"4,8\", Sampler: \"euler,heun\"") ?? false, "\(image.text)")
+    }
+
+    /// A process's combined output.
+    func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = folder
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
