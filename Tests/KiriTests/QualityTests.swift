@@ -73,9 +73,10 @@ final class QualityTests: XCTestCase {
         let unguided = try accuracy(cfg: 1, classifier: classifier, folder: folder)
         func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
         for (name, (a, b)) in zip(Self.classes, zip(guided, unguided)) {
-            print(String(format: "%-10@  CFG 4: %3.0f%%   CFG 1: %3.0f%%", name as NSString, a * 100, b * 100))
+            print(name.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: "CFG 4: %3.0f%%   CFG 1: %3.0f%%", a * 100, b * 100))
         }
-        print(String(format: "mean        CFG 4: %3.0f%%   CFG 1: %3.0f%%", mean(guided) * 100, mean(unguided) * 100))
+        print("mean".padding(toLength: 12, withPad: " ", startingAt: 0)
+            + String(format: "CFG 4: %3.0f%%   CFG 1: %3.0f%%", mean(guided) * 100, mean(unguided) * 100))
 
         // Chance is 10%. The classifier itself confuses shirts, t-shirts, pullovers and coats on real data.
         XCTAssertGreaterThanOrEqual(mean(guided), 0.75, "mean accuracy at CFG 4")
