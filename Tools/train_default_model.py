@@ -5,11 +5,13 @@ Data: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist). Images
 
   classifier  a 784-256-10 MLP on pixels in [0, 1], for Tests/Fixtures/fashion-classifier/ (seconds).
   train       a class-conditional diffusers UNet2DModel, v prediction (Salimans & Ho 2022) on the DDPM linear
-              schedule (1000 steps, betas 1e-4..0.02). Not eps: the linear schedule ends at sigma 157, where an
-              eps model's error is multiplied by sigma in its estimate of x0, and deterministic samplers
-              starting there drifted to noise or saturation for some seeds; v keeps that estimate bounded. Classes 0-9 are Fashion-MNIST's labels; class 10 is the null class, which
-              replaces the label 15% of the time so classifier-free guidance works. A checkpoint is written
-              every --checkpoint-every steps and a stopped run resumes from it.
+              schedule (1000 steps, betas 1e-4..0.02). Classes 0-9 are Fashion-MNIST's labels; class 10 is the
+              null class, which replaces the label 15% of the time so classifier-free guidance works. A
+              checkpoint is written every --checkpoint-every steps and a stopped run resumes from it.
+              Not eps: this schedule ends at sigma 157, where an eps model's error is multiplied by sigma in
+              its estimate of x0; deterministic samplers starting there drifted into noise or saturation for
+              some seeds. v keeps that estimate bounded.
+  parity      the shipped model's output in diffusers for a few inputs, for Kiri's parity test.
   export      the EMA weights as float16 safetensors with config.json and scheduler_config.json, plus
               training.json (data, class names, seed, steps), into the package resource folder.
 
@@ -18,9 +20,10 @@ The default model was made with (a venv with torch and diffusers from PyPI):
     python Tools/train_default_model.py classifier --out Tests/Fixtures/fashion-classifier
     python Tools/train_default_model.py train --checkpoint /work/train_v --steps 2500 --seed 1234
     python Tools/train_default_model.py export --checkpoint /work/train_v --out Sources/Kiri/Resources/models/fashion-mnist
+    python Tools/train_default_model.py parity --model Sources/Kiri/Resources/models/fashion-mnist \
+        --out Tests/Fixtures/fashion-mnist-parity.safetensors
 """
 import argparse
-import csv
 import gzip
 import json
 import math
@@ -156,6 +159,20 @@ def export(args):
     print(f"exported step {state['step']} to {args.out}")
 
 
+def parity(args):
+    """The shipped float16 model's output in diffusers (float32 compute), for Kiri's parity test."""
+    torch.manual_seed(0)
+    unet = UNet2DModel.from_pretrained(args.model).float().eval()
+    x = torch.randn(3, 1, 28, 28)
+    t = torch.tensor([999.0, 500.0, 3.0])
+    y = torch.tensor([7, 0, NULL_CLASS])
+    with torch.no_grad():
+        out = unet(x, t, class_labels=y).sample
+    save_file({"x": x, "timesteps": t, "class_labels": y.float(), "output": out.contiguous()}, args.out,
+              metadata={"model": "fashion-mnist (shipped float16 weights, computed in float32)",
+                        "torch": torch.__version__})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,8 +190,11 @@ def main():
     e = sub.add_parser("export")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--out", required=True)
+    p = sub.add_parser("parity")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"classifier": classifier, "train": train, "export": export}[args.command](args)
+    {"classifier": classifier, "train": train, "export": export, "parity": parity}[args.command](args)
 
 
 if __name__ == "__main__":

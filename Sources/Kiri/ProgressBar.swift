@@ -19,7 +19,9 @@ public final class ProgressBar: KiriProgress {
         self.write = write
     }
 
+    /// Adaptive samplers (dpm_adaptive) may take more steps than the schedule has; the count then grows.
     public func step(_ index: Int, of total: Int) {
+        let total = max(total, index)
         let now = Self.now()
         if index == 0 { started = now }
         guard index == 0 || index >= total || now - lastDrawn >= 0.1 else { return }

@@ -27,7 +27,8 @@ public enum UNetBenchmark {
         let peak = try sgemmRate()
         lines.append(String(format: "OpenBLAS sgemm 1024³: %.0f GFLOP/s; peak RSS %.0f MiB", peak, peakResidentMiB()))
         if let python {
-            let torch = try torchTimes(python: python, weights: (files.config as NSString).deletingLastPathComponent, runs: runs)
+            let torch = try torchTimes(python: python, script: "torch_unet_bench.py",
+                                       arguments: [(files.config as NSString).deletingLastPathComponent, "--runs", "\(runs)"])
             lines.append(torch.banner)
             for batch in [1, 2] {
                 guard let reference = torch.medians[batch], let ours = kiri[batch] else { continue }
@@ -61,14 +62,13 @@ public enum UNetBenchmark {
         return Double(usage.ru_maxrss) / 1024   // KiB on Linux
     }
 
-    /// Runs the committed PyTorch script and reads its "batch N: median X ms" lines.
-    static func torchTimes(python: String, weights: String, runs: Int) throws
+    /// Runs a committed PyTorch script of Tests/Benchmarks and reads its "batch N: median X ms" lines.
+    static func torchTimes(python: String, script name: String, arguments: [String]) throws
         -> (banner: String, medians: [Int: Double], flops: [Int: Double]) {
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("Tests/Benchmarks/torch_unet_bench.py").path
+        let script = benchmarks.appendingPathComponent(name).path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, weights, "--runs", "\(runs)"]
+        process.arguments = [script] + arguments
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -77,6 +77,16 @@ public enum UNetBenchmark {
         guard process.terminationStatus == 0 else {
             throw BenchmarkError("\(python) \(script) failed with status \(process.terminationStatus)")
         }
+        let (medians, flops) = batchTimes(text)
+        return ("PyTorch: " + (text.split(separator: "\n").first.map(String.init) ?? ""), medians, flops)
+    }
+
+    /// Tests/Benchmarks in the checkout this binary was built from.
+    static let benchmarks = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Tests/Benchmarks")
+
+    /// The "batch N: median X ms ... [flops F]" lines of a benchmark's output.
+    static func batchTimes(_ text: String) -> (medians: [Int: Double], flops: [Int: Double]) {
         var medians: [Int: Double] = [:], flops: [Int: Double] = [:]
         for line in text.split(separator: "\n") where line.hasPrefix("batch ") {
             let fields = line.split(separator: " ")
@@ -84,7 +94,7 @@ public enum UNetBenchmark {
             medians[batch] = Double(fields[3])
             flops[batch] = fields.firstIndex(of: "flops").flatMap { $0 + 1 < fields.count ? Double(fields[$0 + 1]) : nil }
         }
-        return ("PyTorch: " + (text.split(separator: "\n").first.map(String.init) ?? ""), medians, flops)
+        return (medians, flops)
     }
 
     struct BenchmarkError: Error, CustomStringConvertible {

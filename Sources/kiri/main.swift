@@ -215,7 +215,7 @@ extension KiriCommand {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks, each against a baseline measured in the same run.",
-            subcommands: [Step.self, Model.self], defaultSubcommand: Step.self)
+            subcommands: [Step.self, Model.self, Sample.self], defaultSubcommand: Step.self)
     }
 }
 
@@ -246,6 +246,19 @@ extension KiriCommand.Bench {
 
         func run() throws {
             print(try UNetBenchmark.run(model: path, runs: runs, python: python))
+        }
+    }
+
+    struct Sample: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The default model's txt2img loop in Lua at batch 1 and 8, against diffusers on the same weights.")
+        @Option(help: "Timed runs per batch size; the median is reported.")
+        var runs: Int = 10
+        @Option(help: "A Python with torch and diffusers, to time PyTorch in the same run.")
+        var python: String?
+
+        func run() throws {
+            print(try SampleBenchmark.run(runs: runs, python: python))
         }
     }
 }
