@@ -36,5 +36,4 @@ end
 
 local image = kiri.post.grid(rows, {row_labels = row_labels, column_labels = column_labels, scale = p.scale})
 p[p.x], p[p.y] = p.xs, p.ys
-recipe.save(p.out, image, p)
-print(string.format("wrote %s: %d x %d images (%s by %s)", p.out, #xs, #ys, p.x, p.y))
+print(string.format("wrote %s: %d x %d images (%s by %s)", recipe.save(p.out, image, p), #xs, #ys, p.x, p.y))

@@ -13,9 +13,11 @@
 --   save(path, image, fields) saves an image in [0, 1] ([C, H, W] or [1, C, H, W]) as a PNG whose
 --                                "parameters" text is parameters_text(fields); fields.size defaults to
 --                                the image's. The engine adds the recipe's name, source and arguments.
+--                                Returns the path written, with the output folder.
 --   save_samples(path, x, fields)
 --                                each sample of x [batch, C, H, W] in [-1, 1] as a PNG: `path` itself
---                                for one sample, else path-1.png, path-2.png, ... (Batch pos in fields)
+--                                for one sample, else path-1.png, path-2.png, ... (Batch pos in fields);
+--                                returns the paths written
 --   load_image(path, shape)   -> a PNG as a [1, C, H, W] sample in [-1, 1] for a model whose samples have
 --                                shape {C, H, W}: RGB becomes grey by Rec. 601 luma (as PIL's "L"), alpha
 --                                is dropped; the size must match
@@ -113,8 +115,8 @@ function recipe.save_samples(path, x, fields)
         for key, value in pairs(fields) do position[key] = value end
         position.batch, position.position = nil, nil
         if count > 1 then position.batch, position.position = count, i end
-        paths[i] = count == 1 and path or path:gsub("%.png$", "") .. "-" .. i .. ".png"
-        recipe.save(paths[i], kiri.post.to_image(x:narrow(1, i, 1)), position)
+        local name = count == 1 and path or path:gsub("%.png$", "") .. "-" .. i .. ".png"
+        paths[i] = recipe.save(name, kiri.post.to_image(x:narrow(1, i, 1)), position)
     end
     return paths
 end

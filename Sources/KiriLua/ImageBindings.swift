@@ -29,7 +29,7 @@ extension Bindings {
         },
         /// (path, image, text): writes a [C, H, W] or [1, C, H, W] tensor in [0, 1] as an 8-bit PNG under the
         /// output folder, with the text chunks `text` (string keys and values) and then the run's `imageText`
-        /// for keys `text` does not have.
+        /// for keys `text` does not have. Returns the file's path as the user knows it (with the output folder).
         Binding(name: "save", tables: ["kiri.image"], tensorResults: 0) { call in
             let path = try call.string(1)
             let tensor = try call.tensor(2)
@@ -55,6 +55,8 @@ extension Bindings {
             } catch {
                 throw ScriptError(error.message)
             }
+            let folder = runtime.files.outputDirectory ?? "."
+            try call.push(folder == "." ? path : (folder as NSString).appendingPathComponent(path))
         },
     ]
 

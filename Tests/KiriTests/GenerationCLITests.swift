@@ -21,6 +21,7 @@ final class GenerationCLITests: CLITestCase {
         let made = try kiri(["sample", "--prompt", "sneaker", "--negative", "", "--steps", "20", "--cfg", "4",
                              "--sampler", "dpmpp_2m", "--schedule", "karras", "--seed", "7", "-o", "sneaker.png"])
         XCTAssertEqual(made.status, 0, made.stderr)
+        XCTAssertEqual(made.stdout, "wrote sneaker.png\n")
         XCTAssertFalse(made.stderr.contains("step "), "no progress bar when stderr is not a terminal: \(made.stderr)")
         let image = try png("sneaker.png")
         XCTAssertEqual([image.width, image.height, image.channels], [28, 28, 1])
@@ -81,6 +82,7 @@ final class GenerationCLITests: CLITestCase {
             let result = try kiri(["run", Self.scripts + "/img2img.lua", "init=dress.png", "strength=\(strength)",
                                    "prompt=bag", "seed=5", "out=img2img-\(strength).png"])
             XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertEqual(result.stdout, "wrote out/img2img-\(strength).png\n")
             let a = try png("dress.png").pixels, b = try png("out/img2img-\(strength).png").pixels
             return zip(a, b).map { abs(Double($0) - Double($1)) }.reduce(0, +) / Double(a.count) / 255
         }
