@@ -22,10 +22,7 @@ final class QualityTests: XCTestCase {
 
         init(path: String) throws {
             let file = try SafetensorsFile(path: path)
-            func values(_ name: String) throws -> [Float] {
-                let tensor = try file.tensor(name)
-                return Array(UnsafeBufferPointer(start: tensor.data, count: tensor.count))
-            }
+            func values(_ name: String) throws -> [Float] { try file.tensor(name).values }
             w1 = try values("fc1.weight")
             b1 = try values("fc1.bias")
             w2 = try values("fc2.weight")
@@ -78,10 +75,11 @@ final class QualityTests: XCTestCase {
         print("mean".padding(toLength: 12, withPad: " ", startingAt: 0)
             + String(format: "CFG 4: %3.0f%%   CFG 1: %3.0f%%", mean(guided) * 100, mean(unguided) * 100))
 
-        // Chance is 10%. The classifier itself confuses shirts, t-shirts, pullovers and coats on real data.
-        XCTAssertGreaterThanOrEqual(mean(guided), 0.75, "mean accuracy at CFG 4")
+        // Chance is 10%. The shipped model scores 100% at CFG 4 and 80% at CFG 1 (55-95% per class). The classifier
+        // itself confuses shirts, t-shirts, pullovers and coats on real data, so a class may dip below 100%.
+        XCTAssertGreaterThanOrEqual(mean(guided), 0.9, "mean accuracy at CFG 4")
         for (name, value) in zip(Self.classes, guided) {
-            XCTAssertGreaterThanOrEqual(value, 0.4, "accuracy of '\(name)' at CFG 4")
+            XCTAssertGreaterThanOrEqual(value, 0.7, "accuracy of '\(name)' at CFG 4")
         }
         XCTAssertGreaterThan(mean(guided), mean(unguided), "guidance should make samples more recognisable")
     }
