@@ -325,13 +325,12 @@ local function with_progress(sampler)
             return sampler(model, x, sigmas, opts)
         end
         local total = #sigmas - 1
-        local reporting = {}
-        if opts then for key, value in next, opts do reporting[key] = value end end
-        local callback = reporting.callback
-        reporting.callback = function(info)
+        local callback = opts and opts.callback
+        -- Inherits rather than copies, so options the caller's table inherits (its __index) still reach the sampler.
+        local reporting = setmetatable({callback = function(info)
             progress(info.i, total)
             if callback then return callback(info) end
-        end
+        end}, {__index = opts})
         samplerDepth = samplerDepth + 1
         local exit <close> = samplerExit
         progress(0, total)
