@@ -21,7 +21,7 @@ The default model was made with (a venv with torch and diffusers from PyPI):
     python Tools/train_default_model.py train --checkpoint /work/train_v --steps 2500 --seed 1234
     python Tools/train_default_model.py export --checkpoint /work/train_v --out Sources/Kiri/Resources/models/fashion-mnist
     python Tools/train_default_model.py parity --model Sources/Kiri/Resources/models/fashion-mnist \
-        --out Tests/Fixtures/fashion-mnist-parity.safetensors
+        --out Tests/Fixtures/models/parity/fashion-mnist/io.safetensors
 """
 import argparse
 import gzip

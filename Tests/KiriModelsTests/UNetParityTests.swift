@@ -10,11 +10,13 @@ final class UNetParityTests: XCTestCase {
     static let parity = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/models/parity").path
 
-    /// Loads case `name`, runs it on the fixture's inputs, and returns (relative error, the network).
+    /// Loads case `name` (its model from `model` when the weights live elsewhere), runs it on the fixture's inputs,
+    /// and returns the network.
     @discardableResult
-    func check(_ name: String, tolerance: Float = 1e-4, file: StaticString = #filePath, line: UInt = #line) throws -> UNet {
+    func check(_ name: String, model: String? = nil, tolerance: Float = 1e-4,
+               file: StaticString = #filePath, line: UInt = #line) throws -> UNet {
         let folder = (Self.parity as NSString).appendingPathComponent(name)
-        let files = try ModelFiles.locate(folder)
+        let files = try ModelFiles.locate(model ?? folder)
         let config = try UNetConfig(path: files.config)
         let weights = try SafetensorsFile(path: files.weights)
         let network = try UNet(config: config, weights: weights)
@@ -46,6 +48,14 @@ final class UNetParityTests: XCTestCase {
     func testUNet2DConditionFloat16Weights() throws { try check("unet2d_condition_f16") }
 
     func testUNet2DConditionBFloat16Weights() throws { try check("unet2d_condition_bf16") }
+
+    /// The default model as shipped (Sources/Kiri/Resources/models/fashion-mnist, float16), at timesteps 999, 500
+    /// and 3 with a class and the null class (Tools/train_default_model.py parity).
+    func testShippedDefaultModel() throws {
+        let sources = URL(fileURLWithPath: Self.parity).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Sources")
+        try check("fashion-mnist", model: sources.appendingPathComponent("Kiri/Resources/models/fashion-mnist").path)
+    }
 
     /// The same cases with every 3×3 conv by im2col instead of Winograd.
     func testEveryCaseWithoutWinograd() throws {
