@@ -5,7 +5,41 @@
 --       calc_cond_batch does the same), so CFG costs one forward of twice the batch, not two forwards.
 --       Each extra is nil or a table of `class` (number, list or 1-D tensor of labels) and `context`
 --       (a [batch or 1, tokens, width] tensor); the entries are expanded to the batch and concatenated.
+--       extras.n, when set, is the count (the entries may be nil).
+--   rows(t)                -> t [N, ...] as [N, M], one row per sample, for per-sample statistics
+--   per_sample(values, t)  -> values (N numbers, any shape) as [N, 1, ..., 1], to broadcast against t
+--   capture_uncond(extra)  -> extra', uncond(): extra' inherits from extra and asks a guider (cfg.lua)
+--       for the unconditional branch at every scale and for a post_cfg hook that records it;
+--       uncond() returns the last one recorded, or errors when the model is not a guider. ComfyUI's
+--       CFG++ samplers do the same with set_model_options_post_cfg_function.
 local guidance = {}
+
+function guidance.rows(t)
+    return t:reshape({t:size(1), -1})
+end
+
+function guidance.per_sample(values, t)
+    local shape = {t:size(1)}
+    for d = 2, t:dim() do shape[d] = 1 end
+    return values:reshape(shape)
+end
+
+function guidance.capture_uncond(extra, sampler)
+    local recorded
+    local post_cfg = {}
+    for i, fn in ipairs(extra and extra.post_cfg or {}) do post_cfg[i] = fn end
+    post_cfg[#post_cfg + 1] = function(args)
+        recorded = args.uncond_denoised
+        return args.denoised
+    end
+    local captured = setmetatable({post_cfg = post_cfg, keep_uncond = true}, {__index = extra})
+    return captured, function()
+        if recorded == nil then
+            error(string.format("%s needs the unconditional prediction: sample through a guider (kiri.guidance.cfg)", sampler), 0)
+        end
+        return recorded
+    end
+end
 
 local function labels(class, batch)
     if type(class) == "number" then
@@ -47,7 +81,7 @@ local function merged(extras, batch)
 end
 
 function guidance.batched(model, x, sigma, extras)
-    local count, batch = #extras, x:size(1)
+    local count, batch = extras.n or #extras, x:size(1)
     if count == 1 then return {model(x, sigma, extras[1])} end
     local copies = {}
     for i = 1, count do copies[i] = x end

@@ -311,6 +311,9 @@ end
 
 -- Every sampler reports its steps to the engine's progress bar. Only the outermost call does, since
 -- some samplers run others inside; the to-be-closed guard ends the bar when the sampler returns or fails.
+-- The caller's callback gets info.steps too, and stops the run by returning "stop": the sampler then
+-- returns that step's denoised estimate (as A1111's interrupt keeps the last x0). The stop unwinds the
+-- sampler as an error only this wrapper catches; any other error passes through unchanged.
 local progress, progressEnd = host.progress, host.progressEnd
 local samplerDepth = 0
 local samplerExit = setmetatable({}, {__close = function()
@@ -326,15 +329,25 @@ local function with_progress(sampler)
         end
         local total = #sigmas - 1
         local callback = opts and opts.callback
+        local stop, stopped = {}, nil
         -- Inherits rather than copies, so options the caller's table inherits (its __index) still reach the sampler.
         local reporting = setmetatable({callback = function(info)
             progress(info.i, total)
-            if callback then return callback(info) end
+            if not callback then return end
+            info.steps = total
+            if callback(info) == "stop" then
+                stopped = info.denoised
+                error(stop, 0)
+            end
         end}, {__index = opts})
         samplerDepth = samplerDepth + 1
         local exit <close> = samplerExit
         progress(0, total)
-        return sampler(model, x, sigmas, reporting)
+        if not callback then return sampler(model, x, sigmas, reporting) end
+        local ok, result = pcall(sampler, model, x, sigmas, reporting)
+        if ok then return result end
+        if result == stop then return stopped end
+        error(result, 0)
     end
 end
 
