@@ -1,20 +1,21 @@
 -- X/Y plot: one image for each pair of values of two parameters, in one labelled PNG (A1111's X/Y/Z plot).
 -- Usage: kiri run Scripts/grid.lua [x=sampler xs=euler,heun,dpmpp_2m] [y=steps ys=5,10,20] [key=value ...]
--- x and y name any txt2img parameter (prompt, negative, steps, cfg, sampler, schedule, seed); xs and ys
+-- x and y name any txt2img parameter (prompt, negative, steps, cfg, sampler, schedule, guidance, seed); xs and ys
 -- list its values, comma-separated. ys=classes (or xs=classes) with prompt takes every class of the model.
--- Examples: x=cfg xs=1,2,4,8 y=seed ys=1,2,3  |  x=seed xs=1,2,3,4,5,6,7,8 y=prompt ys=classes
+-- Examples: x=cfg xs=1,2,4,8 y=seed ys=1,2,3  |  x=seed xs=1,2,3,4,5,6,7,8 y=prompt ys=classes  |
+-- x=guidance xs=none,rescale_cfg,apg,perp_neg y=cfg ys=2,4,8
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
 local p = recipe.params(arg, {
     x = "sampler", xs = "euler,euler_ancestral,heun,dpmpp_2m,dpmpp_2m_sde", y = "steps", ys = "4,8,16",
-    prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras",
+    prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras", guidance = "",
     seed = 0, model = "default", scale = 2, out = "grid.png",
 })
 
 local function axis(key, text)
     if p[key] == nil or key == "batch" or key == "out" or key == "model" then
-        error(string.format("cannot plot '%s'; choose prompt, negative, steps, cfg, sampler, schedule or seed", key), 0)
+        error(string.format("cannot plot '%s'; choose prompt, negative, steps, cfg, sampler, schedule, guidance or seed", key), 0)
     end
     if text == "classes" and (key == "prompt" or key == "negative") then return kiri.models[p.model]().classes end
     return recipe.values(key, text, p[key])

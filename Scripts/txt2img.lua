@@ -1,12 +1,13 @@
 -- Text to image: a prompt (and a negative prompt) to PNGs, with the default model unless model= says otherwise.
 -- Usage: kiri run Scripts/txt2img.lua [key=value ...]; keys and defaults below. With batch=4 the
--- files are txt2img-1.png ... txt2img-4.png in the output folder (-o, default out/).
+-- files are txt2img-1.png ... txt2img-4.png in the output folder (-o, default out/). guidance= names
+-- guidance patches applied with their defaults, comma-separated (guidance=rescale_cfg,dynamic_thresholding).
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
 local p = recipe.params(arg, {
     prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras",
-    seed = 0, batch = 1, model = "default", out = "txt2img.png",
+    guidance = "", seed = 0, batch = 1, model = "default", out = "txt2img.png",
 })
 
 local x = generate.sample(p)

@@ -1,15 +1,22 @@
 -- The pipeline the recipes share: prompt -> conditioning -> guided denoiser -> sigmas -> noise -> sampler
 --
---   generate.sample(p [, init]) -> samples [batch, C, H, W] in the model's [-1, 1] range
---     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model (a kiri.models name)
+--   generate.sample(p [, init [, hooks]]) -> samples [batch, C, H, W] in the model's [-1, 1] range
+--     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model (a kiri.models name), and
+--     optionally guidance: comma-separated names of guidance patches to apply with their defaults
+--     ("rescale_cfg,dynamic_thresholding"; "none" or "" for none)
 --     init, for img2img and inpainting: {image =, mask =, strength = 0..1}; image is a PNG's path or a
 --     [1 or batch, C, H, W] sample in [-1, 1], mask a PNG's path or a [1, 1, H, W] tensor, 1 where to
 --     paint (lib/recipe.lua load_image and load_mask read the PNGs)
+--     hooks: the guider's pre_cfg, cfg, post_cfg and patches (guidance/cfg.lua), and the sampler's
+--     on_step(info) (its callback: info.i, steps, x, sigma, denoised; returning "stop" ends the run with
+--     that step's denoised) and noise_sampler(sigma, sigma_next) -> noise
 --
--- The negative prompt is CFG's unconditional branch. img2img follows diffusers'
--- StableDiffusionImg2ImgPipeline (get_timesteps): of `steps` steps, the first steps * (1 - strength)
--- are skipped and sampling starts from the image noised to the next sigma.
+-- Prompts use A1111's syntax (lib/prompt.lua): [from:to:when], [a|b], "a :0.7 AND b :0.3". The negative
+-- prompt is CFG's unconditional branch. img2img follows diffusers' StableDiffusionImg2ImgPipeline
+-- (get_timesteps): of `steps` steps, the first steps * (1 - strength) are skipped and sampling starts
+-- from the image noised to the next sigma.
 local recipe = require "lib.recipe"
+local prompt = require "lib.prompt"
 
 local generate = {}
 
@@ -20,23 +27,51 @@ local function start_index(steps, strength)
     return math.min(steps - math.floor(steps * strength), steps - 1)
 end
 
-function generate.sample(p, init)
+-- The patches named in p.guidance, with their default options, after the hooks' own.
+local function patches(p, hooks)
+    local list = {}
+    for i, patch in ipairs(hooks.patches or {}) do list[i] = patch end
+    for name in (p.guidance or ""):gmatch("[^,%s]+") do
+        if name ~= "none" then
+            local ok, patch = pcall(kiri.guidance[name], {})
+            if not ok or type(patch) ~= "table" then
+                error(string.format("guidance '%s' is not a patch a recipe can apply by name (%s)", name,
+                    ok and "it returned a " .. type(patch) or tostring(patch)), 3)
+            end
+            list[#list + 1] = patch
+        end
+    end
+    return list
+end
+
+function generate.sample(p, init, hooks)
+    hooks = hooks or {}
     local model <close> = kiri.models[p.model]()
-    local denoiser = kiri.guidance.cfg(model:denoiser(),
-        {cond = model:encode(p.prompt), uncond = model:encode(p.negative), scale = p.cfg})
+    local denoiser = model:denoiser()
     local sigmas = kiri.schedules[p.schedule]{n = p.steps, sigmas = denoiser.sigmas}
     local noise = kiri.randn({p.batch, table.unpack(model.sample_shape)}, p.seed)
-    if not init then
-        return kiri.samplers[p.sampler](denoiser, noise * sigmas[1], sigmas, {seed = p.seed})
+    local image, mask = init and init.image, init and init.mask
+    if init then
+        if type(image) == "string" then image = recipe.load_image(image, model.sample_shape) end
+        if type(mask) == "string" then mask = recipe.load_mask(mask, model.sample_shape) end
+        local start = start_index(p.steps, init.strength)
+        sigmas = sigmas:narrow(1, start + 1, p.steps + 1 - start)
     end
 
-    local image, mask = init.image, init.mask
-    if type(image) == "string" then image = recipe.load_image(image, model.sample_shape) end
-    if type(mask) == "string" then mask = recipe.load_mask(mask, model.sample_shape) end
-    local start = start_index(p.steps, init.strength)
-    sigmas = sigmas:narrow(1, start + 1, p.steps + 1 - start)
-    if mask then denoiser = kiri.models.inpaint(denoiser, {image = image, mask = mask, noise = noise}) end
-    local x = kiri.samplers[p.sampler](denoiser, image + noise * sigmas[1], sigmas, {seed = p.seed})
+    local encode = function(text) return model:encode(text) end
+    local steps = #sigmas - 1
+    if #prompt.parts(p.negative) > 1 then error("the negative prompt cannot be composed with AND", 2) end
+    local negative = prompt.schedule(p.negative, steps, encode)
+    local guided = kiri.guidance.cfg(denoiser, {
+        cond = prompt.schedule(p.prompt, steps, encode), uncond = negative, scale = p.cfg, sigmas = sigmas,
+        encode = encode, pre_cfg = hooks.pre_cfg, cfg = hooks.cfg, post_cfg = hooks.post_cfg, patches = patches(p, hooks),
+    })
+    local opts = {seed = p.seed, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}
+    if not init then
+        return kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts)
+    end
+    if mask then guided = kiri.models.inpaint(guided, {image = image, mask = mask, noise = noise}) end
+    local x = kiri.samplers[p.sampler](guided, image + noise * sigmas[1], sigmas, opts)
     if mask then x = x * mask + image * (1 - mask) end
     return x
 end

@@ -76,9 +76,9 @@ function recipe.params(arguments, defaults)
     return params
 end
 
--- The order A1111 writes them in; fields that are nil are left out.
+-- The order A1111 writes them in; fields that are nil or empty are left out.
 local ordered = {
-    {"steps", "Steps"}, {"sampler", "Sampler"}, {"schedule", "Schedule type"}, {"cfg", "CFG scale"},
+    {"steps", "Steps"}, {"sampler", "Sampler"}, {"schedule", "Schedule type"}, {"cfg", "CFG scale"}, {"guidance", "Guidance"},
     {"seed", "Seed"}, {"size", "Size"}, {"model", "Model"}, {"strength", "Denoising strength"},
     {"batch", "Batch size"}, {"position", "Batch pos"},
 }
@@ -95,7 +95,7 @@ function recipe.parameters_text(fields)
     local settings = {}
     for _, pair in ipairs(ordered) do
         local value = fields[pair[1]]
-        if value ~= nil then settings[#settings + 1] = pair[2] .. ": " .. quoted(value) end
+        if value ~= nil and value ~= "" then settings[#settings + 1] = pair[2] .. ": " .. quoted(value) end
     end
     lines[#lines + 1] = table.concat(settings, ", ")
     return table.concat(lines, "\n")

@@ -369,9 +369,11 @@ local function resolve(domain, name)
     end
     if value ~= nil and domain == "samplers" then value = with_progress(value) end
     if value == nil then
-        local names = {}
-        for line in host.listPlugins(domain):gmatch("[^\n]+") do names[#names + 1] = line end
-        for registered in next, resolved[domain] do names[#names + 1] = registered end
+        local names, listed = {}, {}
+        for line in host.listPlugins(domain):gmatch("[^\n]+") do names[#names + 1] = line; listed[line] = true end
+        for registered in next, resolved[domain] do
+            if not listed[registered] then names[#names + 1] = registered end
+        end
         error(format("unknown %s '%s' (available: %s)", singular[domain], tostring(name), table.concat(names, ", ")), 3)
     end
     resolved[domain][name] = value
