@@ -4,15 +4,6 @@ import XCTest
 
 /// The default model's prompts: which class each names, and what an unknown one says.
 final class DefaultModelTests: XCTestCase {
-    func run(_ source: String) throws -> String {
-        let script = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-default-\(UUID().uuidString).lua")
-        try source.write(to: script, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: script) }
-        var printed = ""
-        try RecipeRunner.run(RunRequest(script: script.path), output: { printed += $0 })
-        return printed
-    }
-
     func testPromptsNameClassesByNamePluralOrSynonym() throws {
         // Fashion-MNIST's label numbers (its README), written out here independently of the plugin.
         let expected: [(String, Int)] = [
@@ -23,7 +14,7 @@ final class DefaultModelTests: XCTestCase {
             ("", 10), ("   ", 10),
         ]
         let prompts = expected.map { "\"\($0.0)\"" }.joined(separator: ", ")
-        let printed = try run("""
+        let printed = try runRecipe("""
             local m <close> = kiri.models.default()
             for _, prompt in ipairs({\(prompts)}) do print(m:encode(prompt).class) end
             print(table.concat(m.classes, ","), table.concat(m.sample_shape, ","))
@@ -34,12 +25,12 @@ final class DefaultModelTests: XCTestCase {
     }
 
     func testUnknownPromptIsAnErrorListingTheClasses() throws {
-        XCTAssertThrowsError(try run("local m = kiri.models.default()\nm:encode('giraffes')")) { error in
+        XCTAssertThrowsError(try runRecipe("local m = kiri.models.default()\nm:encode('giraffes')")) { error in
             let message = "\(error)"
             XCTAssertTrue(message.contains(".lua:2: the default model knows no 'giraffes'; prompts name one of its classes: "
                 + "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"), message)
         }
-        XCTAssertThrowsError(try run("kiri.models.bundled('nope')")) { error in
+        XCTAssertThrowsError(try runRecipe("kiri.models.bundled('nope')")) { error in
             XCTAssertTrue("\(error)".contains("no bundled model 'nope' (bundled: fashion-mnist)"), "\(error)")
         }
     }

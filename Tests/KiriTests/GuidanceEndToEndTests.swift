@@ -6,15 +6,6 @@ import XCTest
 /// lib/generate.lua as the recipes use it: each run stays finite, gives bit-identical samples when
 /// repeated, and changes the sample relative to plain CFG where the method should.
 final class GuidanceEndToEndTests: XCTestCase {
-    func run(_ source: String) throws -> String {
-        let script = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-guidance-\(UUID().uuidString).lua")
-        try source.write(to: script, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: script) }
-        var printed = ""
-        try RecipeRunner.run(RunRequest(script: script.path), output: { printed += $0 })
-        return printed
-    }
-
     static let prelude = #"""
     local generate = require "lib.generate"
     local function params(overrides)
@@ -32,7 +23,7 @@ final class GuidanceEndToEndTests: XCTestCase {
     """#
 
     func check(_ source: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let printed = try run(Self.prelude + source)
+        let printed = try runRecipe(Self.prelude + source)
         print(printed, terminator: "")
         for failure in printed.split(separator: "\n") where failure.hasPrefix("FAIL") {
             XCTFail(String(failure), file: file, line: line)
@@ -110,7 +101,7 @@ final class GuidanceEndToEndTests: XCTestCase {
             ("generate.sample(params{prompt = '[coat:sandal'})", "column"),
         ]
         for (source, message) in cases {
-            XCTAssertThrowsError(try run(Self.prelude + source)) { error in
+            XCTAssertThrowsError(try runRecipe(Self.prelude + source)) { error in
                 XCTAssertTrue("\(error)".contains(message), "\(source): \(error)")
             }
         }

@@ -1,0 +1,13 @@
+import Foundation
+import Kiri
+
+/// Runs Lua `source` as `kiri run` runs a recipe file (from a temporary file) and returns what it printed;
+/// a script error is thrown.
+func runRecipe(_ source: String) throws -> String {
+    let script = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-test-\(UUID().uuidString).lua")
+    try source.write(to: script, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: script) }
+    var printed = ""
+    try RecipeRunner.run(RunRequest(script: script.path), output: { printed += $0 })
+    return printed
+}
