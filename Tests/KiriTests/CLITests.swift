@@ -142,6 +142,19 @@ final class CLITests: CLITestCase {
         XCTAssertNotEqual(try kiri(["list", "nonsense"]).status, 0)
     }
 
+    /// Issue 6's list: every guidance method and post-processing step is a bundled plugin `kiri list` shows.
+    func testListShowsEveryGuidanceAndPostProcessingPlugin() throws {
+        let guidance = try kiri(["list", "guidance"]), post = try kiri(["list", "post"])
+        XCTAssertEqual(guidance.status, 0, guidance.stderr)
+        for name in ["cfg", "rescale_cfg", "dynamic_thresholding", "perp_neg", "apg", "cfg_pp", "interval", "dual_cfg",
+                     "scale_schedule"] {
+            XCTAssertNotNil(guidance.stdout.range(of: "\n  \(name) +\\S.*\\[bundled\\]\n", options: .regularExpression), name)
+        }
+        for name in ["clamp", "to_image", "from_image", "contrast", "levels", "sharpen", "resize", "grid", "upscale_nearest"] {
+            XCTAssertNotNil(post.stdout.range(of: "\n  \(name) +\\S.*\\[bundled\\]\n", options: .regularExpression), name)
+        }
+    }
+
     /// An installed layout, PREFIX/bin/kiri with PREFIX/share/kiri/Plugins, finds its bundled plugins.
     func testInstalledBinaryFindsItsBundledPlugins() throws {
         let prefix = folder.appendingPathComponent("prefix")
