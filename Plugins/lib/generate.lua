@@ -44,6 +44,13 @@ local function patches(p, hooks)
     return list
 end
 
+-- prompt.schedule, with a syntax error raised at the recipe's line (the parser's own errors carry none).
+local function schedule(text, steps, encode)
+    local ok, result = pcall(prompt.schedule, text, steps, encode)
+    if ok then return result end
+    error(result, type(result) == "string" and result:find("^prompt: ") and 3 or 0)
+end
+
 function generate.sample(p, init, hooks)
     hooks = hooks or {}
     local model <close> = kiri.models[p.model]()
@@ -60,10 +67,10 @@ function generate.sample(p, init, hooks)
 
     local encode = function(text) return model:encode(text) end
     local steps = #sigmas - 1
+    local negative = schedule(p.negative, steps, encode)
     if #prompt.parts(p.negative) > 1 then error("the negative prompt cannot be composed with AND", 2) end
-    local negative = prompt.schedule(p.negative, steps, encode)
     local guided = kiri.guidance.cfg(denoiser, {
-        cond = prompt.schedule(p.prompt, steps, encode), uncond = negative, scale = p.cfg, sigmas = sigmas,
+        cond = schedule(p.prompt, steps, encode), uncond = negative, scale = p.cfg, sigmas = sigmas,
         encode = encode, pre_cfg = hooks.pre_cfg, cfg = hooks.cfg, post_cfg = hooks.post_cfg, patches = patches(p, hooks),
     })
     local opts = {seed = p.seed, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}

@@ -133,12 +133,16 @@ extension KiriCommand {
                 Example: kiri sample --prompt sneaker --steps 20 --cfg 4 --sampler dpmpp_2m --schedule karras --seed 7 -o sneaker.png
                 """)
 
-        @Option(help: "What to draw: a class name.") var prompt: String?
+        @Option(help: "What to draw: a class name, with A1111's [from:to:when], [a|b] and AND if you like.") var prompt: String?
         @Option(help: "What to steer away from: a class name, or empty for none.") var negative = ""
         @Option(help: "Sampler steps.") var steps = 20
         @Option(help: "Classifier-free guidance scale.") var cfg = 4.0
         @Option(help: "A sampler plugin (kiri list samplers).") var sampler = "dpmpp_2m"
         @Option(help: "A schedule plugin (kiri list schedules).") var schedule = "karras"
+        @Option(help: "Guidance patches with their defaults, comma-separated (kiri list guidance), e.g. rescale_cfg,apg.")
+        var guidance = ""
+        @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
+        var pluginDirectories: [String] = []
         @Option(help: "Seed of the starting noise and of the sampler's noise.") var seed = 0
         @Option(help: "Images to make at once; several are written as NAME-1.png, NAME-2.png, ...") var batch = 1
         @Option(name: [.short, .long], help: "The PNG to write.") var output = "sample.png"
@@ -150,13 +154,13 @@ extension KiriCommand {
             let folder = (output as NSString).deletingLastPathComponent
             let arguments = [
                 "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
-                "sampler=\(sampler)", "schedule=\(schedule)", "seed=\(seed)", "batch=\(batch)",
+                "sampler=\(sampler)", "schedule=\(schedule)", "guidance=\(guidance)", "seed=\(seed)", "batch=\(batch)",
                 "out=\((output as NSString).lastPathComponent)",
             ]
             let request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
                 limits: SandboxLimits(timeout: timeout), outputDirectory: folder.isEmpty ? "." : folder,
-                progress: ProgressBar.standardError(quiet: quiet))
+                pluginDirectories: pluginDirectories, progress: ProgressBar.standardError(quiet: quiet))
             if prompt == nil {
                 print("kiri sample: no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
                     + "CFG \(cfg), seed \(seed)). Try --prompt \"ankle boot\" or kiri sample --help.")

@@ -40,6 +40,25 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertNotEqual(try Data(contentsOf: folder.appendingPathComponent("other.png")), original)
     }
 
+    func testSampleWithGuidancePatchesAndAPromptScheduleRecordsAndReproducesThem() throws {
+        let made = try kiri(["sample", "--prompt", "[coat:sandal:0.5]", "--guidance", "rescale_cfg,apg", "--steps", "8",
+                             "--cfg", "6", "--seed", "2", "-o", "styled.png"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        XCTAssertEqual(text(try png("styled.png"), "parameters"), "[coat:sandal:0.5]\nSteps: 8, Sampler: dpmpp_2m, "
+            + "Schedule type: karras, CFG scale: 6.0, Guidance: \"rescale_cfg,apg\", Seed: 2, Size: 28x28, Model: default")
+        XCTAssertEqual(try kiri(["run", "--from", "styled.png", "-o", "again"]).status, 0)
+        XCTAssertEqual(try Data(contentsOf: folder.appendingPathComponent("again/styled.png")),
+                       try Data(contentsOf: folder.appendingPathComponent("styled.png")))
+        XCTAssertEqual(try kiri(["sample", "--prompt", "[coat:sandal:0.5]", "--steps", "8", "--cfg", "6", "--seed", "2",
+                                 "-o", "plain.png"]).status, 0)
+        XCTAssertNotEqual(try png("plain.png").pixels, try png("styled.png").pixels, "the patches change the image")
+
+        let bad = try kiri(["sample", "--prompt", "coat AND [sandal", "-o", "bad.png"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("txt2img.lua:13: prompt: column 17: '[' at column 10 is never closed"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("bad.png").path))
+    }
+
     func testSampleWithoutArgumentsSaysWhatItDid() throws {
         let result = try kiri(["sample"])
         XCTAssertEqual(result.status, 0, result.stderr)
