@@ -34,7 +34,7 @@ local format = string.format
 local function list_option(value, key)
     if value == nil then return {} end
     if type(value) == "function" then return {value} end
-    if type(value) ~= "table" then error(format("cfg: %s must be a function or a list of functions, got %s", key, type(value)), 4) end
+    if type(value) ~= "table" then error(format("cfg: %s must be a function or a list of functions, got %s", key, type(value)), 5) end
     return value
 end
 
@@ -89,44 +89,51 @@ local function default_cfg(args)
     return args.uncond_denoised + (args.cond_denoised - args.uncond_denoised) * args.scale
 end
 
+-- Steps 2 and 3: one batched call on the cond parts, the uncond (when wanted) and the named conds; sets
+-- args.uncond_denoised, args.conds_denoised and the composed args.cond_denoised.
+local function evaluate(model, x, sigma, args, parts, with_uncond, hooks)
+    local extras, weight = {n = #parts}, 0
+    for i, part in ipairs(parts) do extras[i], weight = part.extra, weight + part.weight end
+    if with_uncond then extras.n = extras.n + 1; extras[extras.n] = args.uncond end
+    local first_named = extras.n
+    for i, name in ipairs(hooks.names) do extras[first_named + i] = hooks.conds[name] end
+    extras.n = first_named + #hooks.names
+    local outputs = batched(model, x, sigma, extras)
+    if with_uncond then args.uncond_denoised = outputs[#parts + 1] end
+    for i, name in ipairs(hooks.names) do args.conds_denoised[name] = outputs[first_named + i] end
+    if #parts == 1 then
+        args.cond_denoised = outputs[1]
+        return
+    end
+    local composed = args.uncond_denoised and args.uncond_denoised * (1 - weight)
+    for i, part in ipairs(parts) do
+        local term = outputs[i] * part.weight
+        composed = composed and composed + term or term
+    end
+    args.cond_denoised = composed
+end
+
+local function total_weight(parts)
+    local total = 0
+    for _, part in ipairs(parts) do total = total + part.weight end
+    return total
+end
+
 return function(model, opts)
     if type(opts) ~= "table" then error(format("bad argument #2 to 'cfg' (table expected, got %s)", type(opts)), 2) end
     local hooks = collect(opts)
     local sigmas = opts.sigmas
-    local guided = setmetatable({}, {
+    return setmetatable({}, {
         __index = type(model) == "table" and model or nil,
         __call = function(_, x, sigma, extra)
             local args = {x = x, sigma = sigma, scale = opts.scale or 1, conds = hooks.conds, conds_denoised = {}}
             if sigmas then args.step, args.steps = step_of(sigmas, sigma), #sigmas - 1 end
             for _, fn in ipairs(hooks.scale) do args.scale = fn(args) end
 
-            local parts, total_weight = parts_at(opts.cond, args), 0
-            for _, part in ipairs(parts) do total_weight = total_weight + part.weight end
-            args.cond, args.uncond = parts[1].extra, opts.uncond
-            if type(args.uncond) == "function" then args.uncond = parts_at(args.uncond, args)[1].extra end
+            local parts = parts_at(opts.cond, args)
+            args.cond, args.uncond = parts[1].extra, parts_at(opts.uncond, args)[1].extra
             local keep = hooks.keep_uncond or (extra and extra.keep_uncond)
-            local with_uncond = args.scale ~= 1 or keep or total_weight ~= 1
-
-            local extras = {n = #parts}
-            for i, part in ipairs(parts) do extras[i] = part.extra end
-            if with_uncond then extras.n = extras.n + 1; extras[extras.n] = args.uncond end
-            local first_named = extras.n
-            for i, name in ipairs(hooks.names) do extras[first_named + i] = hooks.conds[name] end
-            extras.n = first_named + #hooks.names
-            local outputs = batched(model, x, sigma, extras)
-            if with_uncond then args.uncond_denoised = outputs[#parts + 1] end
-            for i, name in ipairs(hooks.names) do args.conds_denoised[name] = outputs[first_named + i] end
-
-            if #parts == 1 then
-                args.cond_denoised = outputs[1]
-            else
-                local composed = args.uncond_denoised and args.uncond_denoised * (1 - total_weight) or nil
-                for i, part in ipairs(parts) do
-                    local term = outputs[i] * part.weight
-                    composed = composed and composed + term or term
-                end
-                args.cond_denoised = composed
-            end
+            evaluate(model, x, sigma, args, parts, args.scale ~= 1 or keep or total_weight(parts) ~= 1, hooks)
 
             if args.uncond_denoised then
                 for _, fn in ipairs(hooks.pre_cfg) do args.cond_denoised, args.uncond_denoised = fn(args) end
@@ -139,5 +146,4 @@ return function(model, opts)
             return args.denoised
         end,
     })
-    return guided
 end
