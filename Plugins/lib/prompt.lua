@@ -18,6 +18,7 @@
 --                   (default 1). A part with no text is an error, unless it is the whole prompt:
 --                   "" is the unconditional prompt.
 --   A1111's emphasis, (text), (text:1.2) and [text], is an error: no model here weights tokens.
+--   Brackets nest at most 64 deep.
 -- A parse error names the column (1-based, in characters of the whole prompt) and what is wrong:
 --   prompt: column 9: '[' at column 1 is never closed
 --
@@ -137,9 +138,14 @@ local function bracketed(text, open, segments, separators)
 end
 
 -- A [...] at reader.position.
+-- Deeper nesting than any prompt needs; it also keeps the parser's recursion bounded.
+local MAX_DEPTH = 64
+
 function group(reader)
     local text, open = reader.text, reader.position
     local segments, separators = {}, {}
+    reader.depth = (reader.depth or 0) + 1
+    if reader.depth > MAX_DEPTH then fail(text, open, "brackets nested more than %d deep", MAX_DEPTH) end
     repeat
         reader.position = reader.position + 1
         local first = reader.position
@@ -153,6 +159,7 @@ function group(reader)
         if character ~= "]" then separators[#separators + 1] = {character = character, position = reader.position} end
     until character == "]"
     reader.position = reader.position + 1
+    reader.depth = reader.depth - 1
     return bracketed(text, open, segments, separators)
 end
 

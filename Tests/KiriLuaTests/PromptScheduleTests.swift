@@ -109,6 +109,8 @@ final class PromptScheduleTests: XCTestCase {
     func testGoldenErrorsNameTheColumn() {
         let cases: [(String, String)] = [
             ("[sneaker", "column 9: '[' at column 1 is never closed"),
+            (String(repeating: "[a|", count: 65) + "b" + String(repeating: "]", count: 65),
+             "column 193: brackets nested more than 64 deep"),
             ("[a:[b|c]:3", "column 11: '[' at column 1 is never closed"),
             ("[a AND b:c:3]", "column 4: '[' at column 1 is never closed before AND"),
             ("靴 [a", "column 5: '[' at column 3 is never closed"),
