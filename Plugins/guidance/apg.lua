@@ -44,7 +44,7 @@ return function(opts)
         if norm_threshold > 0 then
             update = update * kiri.minimum(norm_threshold / norms(update), 1)
         end
-        local direction = cond / norms(cond)
+        local direction = cond / kiri.maximum(norms(cond), 1e-12)   -- torch's F.normalize, eps 1e-12
         local parallel = direction * guidance.per_sample(guidance.rows(update * direction):sum(2), update)
         update = (update - parallel) + parallel * eta
         return uncond + (cond - uncond + update * (scale - 1)) / scale, uncond

@@ -20,7 +20,8 @@ return function(opts)
         cfg = function(args)
             local empty = args.conds_denoised.empty
             local pos, neg = args.cond_denoised - empty, args.uncond_denoised - empty
-            local along = guidance.rows(neg * pos):sum(2) / guidance.rows(pos * pos):sum(2)
+            -- (+ 1e-12: a prompt that predicts what the empty one does has no direction, and no perpendicular)
+            local along = guidance.rows(neg * pos):sum(2) / (guidance.rows(pos * pos):sum(2) + 1e-12)
             local perpendicular = neg - pos * guidance.per_sample(along, pos)
             return empty + (pos - perpendicular * neg_scale) * args.scale
         end,
