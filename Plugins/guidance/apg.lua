@@ -6,10 +6,11 @@
 --   update = update * min(1, norm_threshold / |update|)          (norm_threshold > 0)
 --   update = orthogonal + eta * parallel                            (the parts along cond / |cond|)
 --   denoised = cond + (scale - 1) * update
--- kiri.guidance.apg{eta = 1, norm_threshold = 5, momentum = -0.75} -> a pre_cfg patch (ComfyUI
--- comfy_extras/nodes_apg.py's place and defaults). It hands CFG the cond c' = u + (c - u + (s - 1) update) / s,
--- so that CFG's u + s (c' - u) is the line above and later cfg hooks (rescale_cfg) still apply. The
--- momentum restarts when sigma rises (a new run), as in ComfyUI.
+-- kiri.guidance.apg{eta = 1, norm_threshold = 5, momentum = 0} -> a pre_cfg patch, in the place and with the
+-- defaults of ComfyUI comfy_extras/nodes_apg.py (the paper suggests eta 0 and a negative momentum). It hands
+-- CFG the cond c' = u + (c - u + (s - 1) update) / s, so that CFG's u + s (c' - u) is the line above and later
+-- cfg hooks (rescale_cfg) still apply. ComfyUI's node hands CFG c' = u + update + (c - u) / s instead, which
+-- is the paper's formula at scale s + 1. The momentum restarts when sigma rises (a new run), as in ComfyUI.
 local guidance = require "lib.guidance"
 
 local format = string.format
@@ -29,7 +30,7 @@ return function(opts)
     opts = opts or {}
     local eta = number_option(opts, "eta", 1)
     local norm_threshold = number_option(opts, "norm_threshold", 5)
-    local momentum = number_option(opts, "momentum", -0.75)
+    local momentum = number_option(opts, "momentum", 0)
     local average, previous_sigma
     return {pre_cfg = function(args)
         local cond, uncond, scale = args.cond_denoised, args.uncond_denoised, args.scale
