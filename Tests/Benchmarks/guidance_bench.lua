@@ -1,5 +1,6 @@
 -- The cost of each guidance method on the default model: 20 dpmpp_2m steps on Karras sigmas, CFG 4, batch 1,
--- the guider of Plugins/guidance/cfg.lua with one patch, as a ratio to plain CFG timed in the same run.
+-- the guider of Plugins/guidance/cfg.lua with one patch, as a ratio to plain CFG timed in the same run
+-- (round robin: each round times every method once; medians over the rounds).
 -- Usage: kiri run Tests/Benchmarks/guidance_bench.lua [runs=7]. Prints "NAME: median X ms, RATIO x plain CFG".
 local runs = tonumber(arg[1]) or 7
 local model <close> = kiri.models.default()
@@ -20,22 +21,29 @@ local methods = {
     {"euler_cfg_pp (sampler)", nil, "euler_cfg_pp"},
 }
 
-local function median(patches, sampler)
-    local guided = kiri.guidance.cfg(denoiser, {cond = cond, uncond = uncond, scale = 4, sigmas = sigmas,
-        encode = encode, patches = patches})
-    local times = {}
-    for run = 0, runs do
-        local start = kiri.clock()
-        kiri.samplers[sampler or "dpmpp_2m"](guided, kiri.randn({1, 1, 28, 28}, run) * sigmas[1], sigmas, {})
-        if run > 0 then times[#times + 1] = (kiri.clock() - start) * 1e3 end   -- run 0 warms up
-    end
-    table.sort(times)
-    return times[(#times + 1) // 2]
+-- One sampling run of a method, in ms.
+local function time(method, guided, run)
+    local start = kiri.clock()
+    kiri.samplers[method[3] or "dpmpp_2m"](guided, kiri.randn({1, 1, 28, 28}, run) * sigmas[1], sigmas, {})
+    return (kiri.clock() - start) * 1e3
+end
+
+-- Round robin, every method once per round, so that a slow spell of the machine hits them all alike.
+local guided, times = {}, {}
+for m, method in ipairs(methods) do
+    guided[m] = kiri.guidance.cfg(denoiser, {cond = cond, uncond = uncond, scale = 4, sigmas = sigmas,
+        encode = encode, patches = method[2]})
+    time(method, guided[m], 0)   -- warm-up
+    times[m] = {}
+end
+for run = 1, runs do
+    for m, method in ipairs(methods) do times[m][run] = time(method, guided[m], run) end
 end
 
 local plain
-for _, method in ipairs(methods) do
-    local time = median(method[2], method[3])
-    plain = plain or time
-    print(string.format("%-24s median %6.1f ms, %.2fx plain CFG", method[1], time, time / plain))
+for m, method in ipairs(methods) do
+    table.sort(times[m])
+    local median = times[m][(runs + 1) // 2]
+    plain = plain or median
+    print(string.format("%-24s median %6.1f ms, %.2fx plain CFG", method[1], median, median / plain))
 end
