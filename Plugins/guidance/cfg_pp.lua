@@ -4,6 +4,9 @@
 -- samplers/: kiri.guidance.cfg_pp("euler") is kiri.samplers.euler_cfg_pp (also "dpmpp_2m"). Use them
 -- with a guider (kiri.guidance.cfg) at a small scale (about 0.5 to 2), e.g. sampler=euler_cfg_pp cfg=1.
 return function(sampler)
+    if type(sampler) == "table" or sampler == nil then
+        error("cfg_pp is not a patch but samplers: choose sampler=euler_cfg_pp or sampler=dpmpp_2m_cfg_pp", 2)
+    end
     if type(sampler) ~= "string" then
         error(string.format("bad argument #1 to 'cfg_pp' (sampler name expected, got %s)", type(sampler)), 2)
     end

@@ -34,9 +34,9 @@ local function patches(p, hooks)
     for name in (p.guidance or ""):gmatch("[^,%s]+") do
         if name ~= "none" then
             local ok, patch = pcall(kiri.guidance[name], {})
-            if not ok or type(patch) ~= "table" then
-                error(string.format("guidance '%s' is not a patch a recipe can apply by name (%s)", name,
-                    ok and "it returned a " .. type(patch) or tostring(patch)), 3)
+            if not ok then error(string.format("guidance '%s' with its defaults: %s", name, tostring(patch)), 3) end
+            if type(patch) ~= "table" then
+                error(string.format("guidance '%s' is not a patch (it returns a %s)", name, type(patch)), 3)
             end
             list[#list + 1] = patch
         end

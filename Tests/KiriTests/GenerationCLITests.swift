@@ -131,6 +131,23 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertGreaterThan(paintedChanged, 28 * 14 / 4, "the white half must be repainted")
     }
 
+    /// Scripts/postprocess.lua: at neutral settings it writes the pixels it read; each step it is given
+    /// changes them; a resize to twice the width keeps the aspect ratio.
+    func testPostprocessRecipeChainsThePlugins() throws {
+        XCTAssertEqual(try kiri(["sample", "--prompt", "bag", "--seed", "5", "-o", "bag.png"]).status, 0)
+        let neutral = try kiri(["run", Self.scripts + "/postprocess.lua", "init=bag.png", "out=same.png"])
+        XCTAssertEqual(neutral.status, 0, neutral.stderr)
+        let original = try png("bag.png").pixels
+        XCTAssertEqual(try png("out/same.png").pixels, original)
+        for (step, name) in [("sharpen=0.8", "sharp.png"), ("contrast=1.5", "contrast.png"), ("black=0.1", "levels.png")] {
+            XCTAssertEqual(try kiri(["run", Self.scripts + "/postprocess.lua", "init=bag.png", step, "out=" + name]).status, 0)
+            XCTAssertNotEqual(try png("out/" + name).pixels, original, step)
+        }
+        let resized = try kiri(["run", Self.scripts + "/postprocess.lua", "init=bag.png", "width=56", "mode=bicubic", "out=big.png"])
+        XCTAssertEqual(resized.stdout, "wrote out/big.png (56x56)\n", resized.stderr)
+        XCTAssertEqual([try png("out/big.png").width, try png("out/big.png").height], [56, 56])
+    }
+
     func testGridRecipeWritesOneLabelledImage() throws {
         let result = try kiri(["run", Self.scripts + "/grid.lua", "x=sampler", "xs=euler,heun", "y=steps", "ys=4,8", "scale=1"])
         XCTAssertEqual(result.status, 0, result.stderr)

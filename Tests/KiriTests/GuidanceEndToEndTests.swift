@@ -95,8 +95,11 @@ final class GuidanceEndToEndTests: XCTestCase {
 
     func testBadGuidanceNamesAndPromptsSayWhatIsWrong() {
         let cases: [(String, String)] = [
-            ("generate.sample(params{guidance = 'cfg_pp'})",
-             ".lua:13: guidance 'cfg_pp' is not a patch a recipe can apply by name"),
+            ("generate.sample(params{guidance = 'cfg_pp'})", ".lua:13: guidance 'cfg_pp' with its defaults: cfg_pp is not "
+                + "a patch but samplers: choose sampler=euler_cfg_pp or sampler=dpmpp_2m_cfg_pp"),
+            ("generate.sample(params{guidance = 'dual_cfg'})",
+             "guidance 'dual_cfg' with its defaults: dual_cfg: middle (the second prompt, or its extra) is required"),
+            ("generate.sample(params{guidance = 'cfg'})", "guidance 'cfg' with its defaults: bad argument #2 to 'cfg'"),
             ("generate.sample(params{negative = 'coat AND sandal'})", "the negative prompt cannot be composed with AND"),
             ("generate.sample(params{prompt = '[coat:sandal'})", "column"),
         ]
