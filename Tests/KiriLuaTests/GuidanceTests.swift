@@ -233,6 +233,31 @@ final class GuidanceTests: XCTestCase {
         """#)
     }
 
+    /// The README's example user plugin (CFG-Zero*'s optimised scale), loaded from a user plugin folder as
+    /// `--plugins` does, against diffusers' ClassifierFreeZeroStarGuidance.
+    func testReadmeGuidancePluginMatchesDiffusersZeroStar() throws {
+        let readme = URL(fileURLWithPath: bundledPlugins).deletingLastPathComponent().appendingPathComponent("README.md")
+        let block = try XCTUnwrap(try String(contentsOf: readme, encoding: .utf8).components(separatedBy: "```lua\n")
+            .map { $0.components(separatedBy: "```")[0] }
+            .first { $0.hasPrefix("-- ~/kiri-plugins/guidance/cfg_zero_star.lua\n") })
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-zero-star-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder.appendingPathComponent("guidance"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try String(block.split(separator: "\n", maxSplits: 1)[1])
+            .write(to: folder.appendingPathComponent("guidance/cfg_zero_star.lua"), atomically: true, encoding: .utf8)
+
+        var printed = ""
+        let runtime = try makeRuntime(limits: Self.limits, userPlugins: [folder.path], output: { printed += $0 })
+        defer { runtime.close() }
+        try runtime.run(source: try Self.prelude() + #"""
+            local c = cases.cfg_zero_star
+            compare("README cfg_zero_star", guided(c, {patches = {kiri.guidance.cfg_zero_star()}})(T(c.x), c.sigma), c.expected)
+            """#, name: "test.lua")
+        print(printed, terminator: "")
+        XCTAssertTrue(printed.hasPrefix("README cfg_zero_star: max |error|"), printed)
+        XCTAssertFalse(printed.contains("FAIL"), printed)
+    }
+
     func testBadOptionsNameWhatIsWrong() {
         let cases: [(String, String)] = [
             ("kiri.guidance.rescale_cfg{space = 'x0'}", "rescale_cfg: unknown space 'x0' (v or eps)"),

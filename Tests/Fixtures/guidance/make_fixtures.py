@@ -22,7 +22,7 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
-from diffusers.guiders import ClassifierFreeGuidance
+from diffusers.guiders import ClassifierFreeGuidance, ClassifierFreeZeroStarGuidance
 from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
 
 torch.set_default_dtype(torch.float64)
@@ -129,6 +129,12 @@ def comfy_dual_cfg(neg, middle, pos, cfg1, cfg2, nested):
 for nested in (False, True):
     case("dual_cfg_nested" if nested else "dual_cfg", x=x, sigma=sigma, scale=SCALE, middle_scale=2.5,
          expected=comfy_dual_cfg(D(x, sigma, 1), D(x, sigma, 3), D(x, sigma, 0), SCALE, 2.5, nested))
+
+
+# --- CFG-Zero*'s optimised scale, the README's example user plugin: diffusers ClassifierFreeZeroStarGuidance ---
+zero_star = ClassifierFreeZeroStarGuidance(guidance_scale=SCALE, zero_init_steps=0)
+zero_star.set_state(step=5, num_inference_steps=20, timestep=torch.tensor(500))
+case("cfg_zero_star", x=x, sigma=sigma, scale=SCALE, expected=zero_star.forward(D(x, sigma, 0), D(x, sigma, 1)).pred)
 
 
 # --- composable prompts: AUTOMATIC1111 modules/sd_samplers_cfg_denoiser.py combine_denoised ---
