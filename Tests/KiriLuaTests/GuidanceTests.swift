@@ -171,6 +171,7 @@ final class GuidanceTests: XCTestCase {
             calls = {}
             kiri.samplers[name](guided(c, {scale = 1}), T(c.x), c.sigmas)
             expect(name .. " keeps the uncond at scale 1", calls[1] == "0,0,1,1", calls[1])
+            expect("kiri.guidance.cfg_pp names " .. name, kiri.guidance.cfg_pp((name:gsub("_cfg_pp$", ""))) == kiri.samplers[name])
             local ok, message = pcall(kiri.samplers[name], toy, T(c.x), c.sigmas, {extra = C})
             expect(name .. " refuses a plain model", not ok and message:find(name .. " needs the unconditional prediction", 1, true), message)
         end
