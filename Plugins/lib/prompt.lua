@@ -324,6 +324,9 @@ function prompt.schedule(value, steps, encode)
         if called_steps ~= nil and called_steps ~= steps then
             error(format("prompt schedule: made for %d steps, called for %s", steps, describe(called_steps)), 2)
         end
+        if step == nil then
+            error("prompt schedule: no step given (a guider knows it only from its sigmas: kiri.guidance.cfg{sigmas = ...})", 2)
+        end
         if not integer_in(step, 1, steps) then
             error(format("prompt schedule: the step must be an integer in 1..%d, got %s", steps, describe(step)), 2)
         end

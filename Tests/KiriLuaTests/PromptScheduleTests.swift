@@ -190,7 +190,7 @@ final class PromptScheduleTests: XCTestCase {
     func testScheduleChecksTheStepAndItsArguments() {
         let cond = "local cond = require('lib.prompt').schedule('[a:b:2]', 10, function(text) return {text = text} end)\n"
         let cases: [(String, String)] = [
-            ("cond()", "prompt schedule: the step must be an integer in 1..10, got nil"),
+            ("cond()", "prompt schedule: no step given (a guider knows it only from its sigmas: kiri.guidance.cfg{sigmas = ...})"),
             ("cond(0, 10)", "prompt schedule: the step must be an integer in 1..10, got 0"),
             ("cond(11, 10)", "prompt schedule: the step must be an integer in 1..10, got 11"),
             ("cond(2.5)", "prompt schedule: the step must be an integer in 1..10, got 2.5"),
