@@ -13,7 +13,19 @@
 --       r = floor(truncate * sigma + 0.5) (scipy.ndimage.gaussian_filter; truncate 4 by default)
 --   filter.gaussian_blur(image, sigma) -> image [..., H, W] blurred along H and W
 --       (scipy.ndimage.gaussian_filter(image, sigma=(0, ..., sigma, sigma), mode="nearest", truncate=4.0))
+--   filter.grey(image, dim) -> the grey of image along its channel dimension `dim` (kept, of size 1): Rec. 601
+--       luma 0.299 R + 0.587 G + 0.114 B of the first three channels (as PIL's convert("L")), or the first
+--       channel of an image with fewer than three (grey, grey + alpha)
 local filter = {}
+
+local LUMA = {0.299, 0.587, 0.114}
+
+function filter.grey(image, dim)
+    if image:size(dim) < 3 then return image:narrow(dim, 1, 1) end
+    local sum = image:narrow(dim, 1, 1) * LUMA[1]
+    for c = 2, 3 do sum = sum + image:narrow(dim, c, 1) * LUMA[c] end
+    return sum
+end
 
 function filter.separable(image, vertical, horizontal)
     local shape = image:shape()

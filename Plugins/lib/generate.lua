@@ -68,7 +68,7 @@ function generate.sample(p, init, hooks)
     local encode = function(text) return model:encode(text) end
     local steps = #sigmas - 1
     local negative = schedule(p.negative, steps, encode)
-    if #prompt.parts(p.negative) > 1 then error("the negative prompt cannot be composed with AND", 2) end
+    if #negative(1) > 1 then error("the negative prompt cannot be composed with AND", 2) end
     local guided = kiri.guidance.cfg(denoiser, {
         cond = schedule(p.prompt, steps, encode), uncond = negative, scale = p.cfg, sigmas = sigmas,
         encode = encode, pre_cfg = hooks.pre_cfg, cfg = hooks.cfg, post_cfg = hooks.post_cfg, patches = patches(p, hooks),

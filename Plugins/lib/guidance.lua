@@ -8,9 +8,10 @@
 --       extras.n, when set, is the count (the entries may be nil).
 --   rows(t)                -> t [N, ...] as [N, M], one row per sample, for per-sample statistics
 --   per_sample(values, t)  -> values (N numbers, any shape) as [N, 1, ..., 1], to broadcast against t
---   capture_uncond(extra)  -> extra', uncond(): extra' inherits from extra and asks a guider (cfg.lua)
+--   capture_uncond(extra, sampler)
+--                          -> extra', uncond(): extra' inherits from extra and asks a guider (cfg.lua)
 --       for the unconditional branch at every scale and for a post_cfg hook that records it;
---       uncond() returns the last one recorded, or errors when the model is not a guider. ComfyUI's
+--       uncond() returns the last one recorded, or errors naming `sampler` when the model is not a guider. ComfyUI's
 --       CFG++ samplers do the same with set_model_options_post_cfg_function.
 local guidance = {}
 

@@ -22,6 +22,8 @@
 --                                shape {C, H, W}: RGB becomes grey by Rec. 601 luma (as PIL's "L"), alpha
 --                                is dropped; the size must match
 --   load_mask(path, shape)    -> a PNG as a [1, 1, H, W] mask in [0, 1] (white = 1)
+local filter = require "lib.filter"
+
 local recipe = {}
 
 local format = string.format
@@ -121,16 +123,6 @@ function recipe.save_samples(path, x, fields)
     return paths
 end
 
--- Rec. 601 luma, as PIL's convert("L") weighs R, G and B.
-local LUMA = {0.299, 0.587, 0.114}
-
-local function grey(image)
-    if image:size(1) < 3 then return image:narrow(1, 1, 1) end
-    local sum = image:narrow(1, 1, 1) * LUMA[1]
-    for c = 2, 3 do sum = sum + image:narrow(1, c, 1) * LUMA[c] end
-    return sum
-end
-
 local function loaded(path, shape, what)
     local image = kiri.image.load(path)
     local size = image:shape()
@@ -143,9 +135,9 @@ end
 function recipe.load_image(path, shape)
     local image = loaded(path, shape, "image")
     if shape[1] == 1 then
-        image = grey(image)
+        image = filter.grey(image, 1)
     elseif image:size(1) < 3 then
-        image = grey(image):expand({3, shape[2], shape[3]})
+        image = filter.grey(image, 1):expand({3, shape[2], shape[3]})
     else
         image = image:narrow(1, 1, 3)
     end
@@ -153,7 +145,7 @@ function recipe.load_image(path, shape)
 end
 
 function recipe.load_mask(path, shape)
-    return grey(loaded(path, shape, "mask")):unsqueeze(1)
+    return filter.grey(loaded(path, shape, "mask"), 1):unsqueeze(1)
 end
 
 return recipe

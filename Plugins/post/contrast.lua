@@ -4,6 +4,7 @@
 -- kiri.post.contrast(image, factor): image [H, W], [C, H, W] or [N, C, H, W] with C = 1 or 3; factor 0 gives
 -- the flat mean, 1 the image, > 1 more contrast.
 local check = require "lib.check"
+local filter = require "lib.filter"
 
 return function(image, factor)
     check.image(image, 1, "contrast")
@@ -17,10 +18,6 @@ return function(image, factor)
         check.fail(1, "contrast", "1 or 3 channels expected, got shape " .. check.shape_text(shape), 3)
     end
     local batch = image:reshape({ -1, channels, shape[rank - 1], shape[rank] })   -- [N, C, H, W]
-    local grey = batch
-    if channels == 3 then
-        grey = batch:narrow(2, 1, 1) * 0.299 + batch:narrow(2, 2, 1) * 0.587 + batch:narrow(2, 3, 1) * 0.114
-    end
-    local mean = grey:reshape({ batch:size(1), -1 }):mean(2, true):reshape({ -1, 1, 1, 1 })
+    local mean = filter.grey(batch, 2):reshape({ batch:size(1), -1 }):mean(2, true):reshape({ -1, 1, 1, 1 })
     return ((batch - mean) * factor + mean):clamp_(0, 1):reshape(shape)
 end

@@ -17,15 +17,9 @@
 --           background, ink grey levels in [0, 1] (1, white, and 0, black)
 -- Rows are as tall as a cell or a row label, whichever is taller, with both centred in the row.
 local font = require "lib.font"
+local check = require "lib.check"
 local format = string.format
-
-local function kind(value)
-    return type(value) == "userdata" and "Tensor" or type(value)
-end
-
-local function shape_text(shape)
-    return "[" .. table.concat(shape, ",") .. "]"
-end
+local kind, shape_text = check.kind, check.shape_text
 
 -- The checks raise errors at grid's caller: level 3 is (check, grid, caller).
 

@@ -28,6 +28,12 @@ struct ByteCount: ExpressibleByArgument {
     }
 }
 
+/// `--plugins DIR`, repeatable: user plugin folders, searched before the bundled ones (run, sample, list).
+struct PluginOptions: ParsableArguments {
+    @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
+    var directories: [String] = []
+}
+
 struct SandboxOptions: ParsableArguments {
     @Option(help: "Stop the script after this many seconds.")
     var timeout: Double = 60
@@ -35,8 +41,7 @@ struct SandboxOptions: ParsableArguments {
     var memory: ByteCount = ByteCount(argument: "4G")!
     @Option(name: [.short, .long], help: "Folder the script may write into.")
     var output: String = "out"
-    @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
-    var pluginDirectories: [String] = []
+    @OptionGroup var plugins: PluginOptions
     @Flag(name: [.short, .long], help: "No progress bar (it is only drawn when stderr is a terminal anyway).")
     var quiet = false
 
@@ -46,7 +51,7 @@ struct SandboxOptions: ParsableArguments {
 
     func request(script: String, arguments: [String], source: String? = nil, outputDirectory: String? = nil) -> RunRequest {
         RunRequest(script: script, arguments: arguments, limits: SandboxLimits(timeout: timeout, memory: memory.bytes),
-                   outputDirectory: outputDirectory ?? output, pluginDirectories: pluginDirectories, source: source,
+                   outputDirectory: outputDirectory ?? output, pluginDirectories: plugins.directories, source: source,
                    progress: ProgressBar.standardError(quiet: quiet))
     }
 }
@@ -141,8 +146,7 @@ extension KiriCommand {
         @Option(help: "A schedule plugin (kiri list schedules).") var schedule = "karras"
         @Option(help: "Guidance patches with their defaults, comma-separated (kiri list guidance), e.g. rescale_cfg,apg.")
         var guidance = ""
-        @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
-        var pluginDirectories: [String] = []
+        @OptionGroup var plugins: PluginOptions
         @Option(help: "Seed of the starting noise and of the sampler's noise.") var seed = 0
         @Option(help: "Images to make at once; several are written as NAME-1.png, NAME-2.png, ...") var batch = 1
         @Option(name: [.short, .long], help: "The PNG to write.") var output = "sample.png"
@@ -160,7 +164,7 @@ extension KiriCommand {
             let request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
                 limits: SandboxLimits(timeout: timeout), outputDirectory: folder.isEmpty ? "." : folder,
-                pluginDirectories: pluginDirectories, progress: ProgressBar.standardError(quiet: quiet))
+                pluginDirectories: plugins.directories, progress: ProgressBar.standardError(quiet: quiet))
             if prompt == nil {
                 print("kiri sample: no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
                     + "CFG \(cfg), seed \(seed)). Try --prompt \"ankle boot\" or kiri sample --help.")
@@ -172,8 +176,7 @@ extension KiriCommand {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "List plugins with their descriptions and where each comes from.")
-        @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
-        var pluginDirectories: [String] = []
+        @OptionGroup var plugins: PluginOptions
         @Argument(help: "samplers, schedules, guidance, post, models or noise (all when omitted).")
         var domain: String?
 
@@ -184,7 +187,7 @@ extension KiriCommand {
         }
 
         func run() throws {
-            let catalog = PluginPath.catalog(user: pluginDirectories)
+            let catalog = PluginPath.catalog(user: plugins.directories)
             for domain in domain.map({ [$0] }) ?? PluginCatalog.domains {
                 let entries = catalog.entries(domain: domain)
                 guard !entries.isEmpty || self.domain != nil else { continue }
