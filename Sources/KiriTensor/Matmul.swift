@@ -53,12 +53,31 @@ extension Tensor {
     }
 }
 
-/// c[rows×columns] = a[rows×inner] · b[inner×columns], all row-major and dense.
+/// c[rows×columns] = a[rows×inner] · b[inner×columns], all row-major and dense. A product of more than
+/// `blockFlops` is computed in output blocks of about that size with the run's cancellation checked between them,
+/// because one sgemm call cannot be interrupted and an 8192² product takes seconds.
 private func gemm(rows: Int, inner: Int, columns: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                   _ c: UnsafeMutablePointer<Float>) throws {
     guard rows > 0, columns > 0 else { return }
-    guard let m = Int32(exactly: rows), let k = Int32(exactly: inner), let n = Int32(exactly: columns) else {
+    guard let k = Int32(exactly: inner), let ldc = Int32(exactly: columns), Int32(exactly: rows) != nil else {
         throw TensorError("matrix of \(rows)×\(inner)×\(columns) exceeds the 32-bit sizes BLAS accepts")
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1, a, k, b, n, 0, c, n)
+    let blockFlops = 1 << 31   // about 10 ms at this machine's sgemm rate
+    let flops = 2 * Double(rows) * Double(inner) * Double(columns)
+    let cancellation = Cancellation.current
+    guard let cancellation, flops > Double(blockFlops) else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), ldc, k, 1, a, k, b, ldc, 0, c, ldc)
+        return
+    }
+    // Blocks at least 256 on a side, where OpenBLAS still runs near its full rate.
+    let rowBlock = min(rows, max(256, Int((Double(blockFlops) / (2 * Double(inner))).squareRoot())))
+    let columnBlock = min(columns, max(256, blockFlops / (2 * inner * rowBlock)))
+    for row in stride(from: 0, to: rows, by: rowBlock) {
+        for column in stride(from: 0, to: columns, by: columnBlock) {
+            try cancellation.check()
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(min(rowBlock, rows - row)),
+                        Int32(min(columnBlock, columns - column)), k, 1, a + row * inner, k, b + column, ldc, 0,
+                        c + row * columns + column, ldc)
+        }
+    }
 }
