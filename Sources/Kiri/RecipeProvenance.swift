@@ -1,5 +1,6 @@
 import Foundation
 import KiriImage
+import KiriLua
 
 /// What a PNG carries so that `kiri run --from image.png` can make it again: the recipe's name, its
 /// whole source and its arguments, beside the A1111 `parameters` text the recipe writes itself.
@@ -52,6 +53,32 @@ public struct RecipeProvenance: Equatable, Sendable {
             throw ProvenanceError(message: "'\(file)': its '\(Self.argumentsKey)' text chunk is not a JSON list of strings")
         }
         self.arguments = arguments
+    }
+}
+
+extension RecipeProvenance {
+    /// The name the recipe runs and is shown by: the last part of the recorded path, so a PNG cannot point a run
+    /// at a folder.
+    public var recipeName: String {
+        let name = FileAccess.name(of: recipe)
+        return name.isEmpty || name == "." || name == ".." ? "recipe.lua" : name
+    }
+
+    /// What `kiri run --from` says before running: the recipe's name, where its source comes from and the source's
+    /// SHA-256 (as `sha256sum` prints it), and whether it differs from the bundled recipe of the same name.
+    public func announcement(image: String) -> String {
+        let hash = SHA256.hex(source.utf8)
+        var text: String
+        if let scripts = BundledFiles.scripts, let bundled = try? String(contentsOfFile: scripts + "/" + recipeName, encoding: .utf8) {
+            text = bundled == source
+                ? "running the bundled recipe \(recipeName) (sha256 \(hash), the source embedded in \(image))"
+                : "running \(recipeName) from the source embedded in \(image) (sha256 \(hash)); it DIFFERS from the "
+                    + "bundled \(recipeName) (sha256 \(SHA256.hex(bundled.utf8)))"
+        } else {
+            text = "running \(recipeName) from the source embedded in \(image) (sha256 \(hash)); no bundled recipe has its name"
+        }
+        if !arguments.isEmpty { text += "\n  with the arguments stored there: " + arguments.joined(separator: " ") }
+        return text
     }
 }
 

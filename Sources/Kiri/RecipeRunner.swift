@@ -10,20 +10,23 @@ public struct RunRequest {
     /// User plugin folders, searched before the bundled ones.
     public var pluginDirectories: [String]
     /// The recipe's text, when it comes from somewhere other than `script` (a PNG's metadata); `script`
-    /// then only names it.
+    /// then only names it, and the run gets no read or module root from it or from its arguments.
     public var source: String?
+    /// Files the user named for this run to read (`--allow`), besides those among its arguments.
+    public var allowedFiles: [String]
     /// Where the samplers' progress goes (nil: nowhere).
     public var progress: KiriProgress?
 
     public init(script: String, arguments: [String] = [], limits: SandboxLimits = SandboxLimits(),
                 outputDirectory: String = "out", pluginDirectories: [String] = [], source: String? = nil,
-                progress: KiriProgress? = nil) {
+                allowedFiles: [String] = [], progress: KiriProgress? = nil) {
         self.script = script
         self.arguments = arguments
         self.limits = limits
         self.outputDirectory = outputDirectory
         self.pluginDirectories = pluginDirectories
         self.source = source
+        self.allowedFiles = allowedFiles
         self.progress = progress
     }
 }
@@ -44,22 +47,27 @@ public enum RecipeRunner {
                 throw ScriptFailure(kind: .setup, message: "cannot read '\(request.script)': \(FileAccess.reason(error))")
             }
         }
-        let recipeFolder = (request.script as NSString).deletingLastPathComponent
-        let recipeRoot = recipeFolder.isEmpty ? "." : recipeFolder
+        // An embedded source is someone else's: it gets the plugin folders and the bundled models, and only the
+        // files this command line names. A recipe file also gets its folder and the files among its arguments.
+        let embedded = request.source != nil
+        let recipeFolder = embedded ? [] : [FileAccess.folder(of: request.script)]
         let plugins = PluginPath.catalog(user: request.pluginDirectories)
         let pluginFolders = plugins.folders.map(\.path)
         let models = BundledFiles.models
+        let namedFiles = regularFiles(request.allowedFiles + (embedded ? [] : filesIn(request.arguments)))
         let files = FileAccess(
-            readRoots: [recipeRoot] + pluginFolders + Array(models.values) + namedFiles(request.arguments),
-            moduleRoots: [recipeRoot] + pluginFolders,
+            readRoots: recipeFolder + pluginFolders + Array(models.values) + namedFiles,
+            moduleRoots: recipeFolder + pluginFolders,
             outputDirectory: request.outputDirectory)
         let runtime = try LuaRuntime(limits: request.limits, files: files, plugins: plugins, output: output)
         defer { runtime.close() }
         runtime.bundledModels = models
         runtime.progress = request.progress
-        runtime.imageText = RecipeProvenance(recipe: request.script, source: source, arguments: request.arguments).text
+        // Scripts and the PNGs they write see the recipe by its file name: no host folder is shown or shared.
+        let name = FileAccess.name(of: request.script)
+        runtime.imageText = RecipeProvenance(recipe: name, source: source, arguments: request.arguments).text
         do {
-            try runtime.run(source: source, name: request.script, arguments: request.arguments)
+            try runtime.run(source: source, name: name, arguments: request.arguments)
         } catch var failure as ScriptFailure {
             failure.loadedFiles = [request.script] + runtime.loadedFiles
             throw failure
@@ -67,16 +75,21 @@ public enum RecipeRunner {
         return [request.script] + runtime.loadedFiles
     }
 
-    /// Files named on the command line may be read, wherever they are: an argument that is a file, or the
-    /// value of a `key=value` argument that is one (`init=photo.png`).
-    static func namedFiles(_ arguments: [String]) -> [String] {
+    /// Files named on the command line may be read, wherever they are: an argument that names one, or the value
+    /// of a `key=value` argument that does (`init=photo.png`).
+    static func filesIn(_ arguments: [String]) -> [String] {
         arguments.flatMap { argument -> [String] in
             let value = argument.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
             return [argument] + (value.map { [$0] } ?? [])
-        }.filter { FileManager.default.fileExists(atPath: $0) }
+        }
     }
 
-    public static func standardOutput(_ text: String) { FileHandle.standardOutput.write(Data(text.utf8)) }
+    /// Only regular files are granted: a folder would open everything under it, a FIFO or device would block.
+    static func regularFiles(_ paths: [String]) -> [String] {
+        paths.filter { !$0.utf8.contains(0) && FileAccess.isRegularFile($0) }
+    }
+
+    public static func standardOutput(_ text: String) { TerminalText.write(text, to: .standardOutput) }
 }
 
 /// Where plugins are found: the user's folders (`--plugins`, then `KIRI_PLUGIN_PATH`), then the

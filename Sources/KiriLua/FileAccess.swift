@@ -4,7 +4,7 @@ import Foundation
 /// themselves; every Kiri API that touches a file resolves its path here first.
 /// - Reads: files under a read root (the recipe's folder, the plugin folders, the output folder)
 ///   or named on the command line.
-/// - Writes: relative paths under the output folder only.
+/// - Writes: relative paths under the output folder only, counted against the run's disk cap.
 /// Paths are compared after resolving symlinks, so neither `..` nor a link leads out.
 public struct FileAccess: Sendable {
     public var readRoots: [String]
@@ -18,67 +18,111 @@ public struct FileAccess: Sendable {
         self.outputDirectory = outputDirectory
     }
 
-    /// The real path of an existing file the script may read.
+    /// The real path of an existing file or folder (a model folder) the script may read.
     /// Whether a path is outside the roots is decided before whether it exists, so a script cannot
-    /// probe for files elsewhere.
+    /// probe for files elsewhere. Never a FIFO or a device: reading one would block or never end.
     public func resolveForReading(_ path: String) throws -> String {
+        try Self.checkName(path, "read")
         let real = Self.realPath(path)
-        let nearest = real ?? Self.realPath((path as NSString).deletingLastPathComponent.isEmpty
-            ? "." : (path as NSString).deletingLastPathComponent)
+        let nearest = real ?? Self.realPath(Self.folder(of: path))
         let roots = readRoots + (outputDirectory.map { [$0] } ?? [])
         guard let nearest, roots.contains(where: { root in Self.realPath(root).map { Self.isInside(nearest, $0) } ?? false }) else {
             throw ScriptError("cannot read '\(path)': outside the folders this run may read (the recipe's folder, plugin folders, the output folder, files named on the command line)")
         }
         guard let real else { throw ScriptError("cannot read '\(path)': no such file") }
+        guard let kind = Self.fileKind(real), kind == S_IFREG || kind == S_IFDIR else {
+            throw ScriptError("cannot read '\(path)': not a regular file or folder")
+        }
         return real
     }
 
-    /// A path under the output folder for a new or replaced file. Refuses absolute paths, `..`,
-    /// and parents that are symlinks out of the folder; creates missing parent folders.
-    public func resolveForWriting(_ path: String) throws -> String {
+    /// The longest path a script may write, in bytes: deep enough for any layout, short enough that walking it
+    /// costs nothing.
+    public static let maxWritePath = 1024
+
+    /// Writes `data` to `path` under the output folder, charging `disk` first. Refuses absolute paths, `..` and
+    /// folders that are symlinks; creates missing folders. The walk opens one folder at a time relative to the
+    /// last (linear in the depth, and no symlink swapped in later can redirect it); the file is written beside
+    /// its final name and renamed over it, so a failed write never leaves half a file and a symlink at the final
+    /// name is replaced, not followed.
+    public func write(_ data: Data, to path: String, disk: DiskBudget) throws {
         guard let outputDirectory else { throw ScriptError("cannot write '\(path)': this run has no output folder") }
-        let components = path.split(separator: "/", omittingEmptySubsequences: true)
-        guard !path.hasPrefix("/"), !components.isEmpty, !components.contains("..") else {
-            throw ScriptError("cannot write '\(path)': give a relative path inside the output folder, without '..'")
+        try Self.checkName(path, "write")
+        let components = path.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }.map(String.init)
+        guard !path.hasPrefix("/"), !components.isEmpty, !components.contains(".."), path.utf8.count <= Self.maxWritePath else {
+            throw ScriptError("cannot write '\(path)': give a relative path inside the output folder, without '..', "
+                + "of at most \(Self.maxWritePath) bytes")
+        }
+        guard disk.reserve(data.count) else {
+            throw ScriptError("cannot write '\(path)': its \(data.count) bytes would pass the run's disk cap of "
+                + "\(disk.limit) bytes (--disk); \(disk.used) already written")
+        }
+        func failure(_ what: String) -> ScriptError {
+            ScriptError("cannot write '\(path)': \(what): \(String(cString: strerror(errno)))")
         }
         try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
-        guard let root = Self.realPath(outputDirectory) else { throw ScriptError("cannot write '\(path)': no output folder") }
-        // One folder at a time, each checked before the next is made in it, so a symlinked folder
-        // cannot lead mkdir out of the output folder either.
-        var parent = root
+        var folder = open(outputDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard folder >= 0 else { throw failure("cannot open the output folder") }
+        defer { Foundation.close(folder) }
         for component in components.dropLast() {
-            let next = parent + "/" + component
-            if mkdir(next, 0o755) != 0 && errno != EEXIST {
-                throw ScriptError("cannot write '\(path)': cannot create folder '\(component)': \(String(cString: strerror(errno)))")
+            if mkdirat(folder, component, 0o755) != 0 && errno != EEXIST { throw failure("cannot create folder '\(component)'") }
+            let next = openat(folder, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard next >= 0 else {
+                guard errno == ELOOP || errno == ENOTDIR else { throw failure("cannot open folder '\(component)'") }
+                var status = stat()
+                let isLink = fstatat(folder, component, &status, AT_SYMLINK_NOFOLLOW) == 0 && status.st_mode & S_IFMT == S_IFLNK
+                throw ScriptError("cannot write '\(path)': "
+                    + (isLink ? "it leads out of the output folder ('\(component)' is a symlink)" : "'\(component)' is a file, not a folder"))
             }
-            guard let real = Self.realPath(next), Self.isInside(real, root) else {
-                throw ScriptError("cannot write '\(path)': it leads out of the output folder")
-            }
-            parent = real
+            Foundation.close(folder)
+            folder = next
         }
-        return parent + "/" + components.last!
+        let name = components.last!
+        let temporary = ".\(name).\(getpid()).partial"
+        let descriptor = openat(folder, temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw failure("cannot create it") }
+        var written = 0
+        data.withUnsafeBytes { bytes in
+            while written < bytes.count {
+                let count = Foundation.write(descriptor, bytes.baseAddress! + written, bytes.count - written)
+                guard count > 0 else { return }
+                written += count
+            }
+        }
+        let writeError = errno
+        Foundation.close(descriptor)
+        guard written == data.count, renameat(folder, temporary, folder, name) == 0 else {
+            if written != data.count { errno = writeError }
+            let error = failure(written == data.count ? "cannot replace it" : "write failed")
+            unlinkat(folder, temporary, 0)
+            throw error
+        }
     }
 
-    /// Writes bytes without following a symlink at the final component.
-    public func write(_ data: Data, to path: String) throws {
-        let target = try resolveForWriting(path)
-        let descriptor = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            throw ScriptError("cannot write '\(path)': \(String(cString: strerror(errno)))")
-        }
-        defer { Foundation.close(descriptor) }
-        try data.withUnsafeBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Foundation.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
-                guard written > 0 else { throw ScriptError("cannot write '\(path)': \(String(cString: strerror(errno)))") }
-                offset += written
-            }
-        }
+    /// How a script sees the file it wrote at `path`: with the output folder when that is a relative path (so a
+    /// recipe can print where to look), without it when the folder is absolute, a host path the script is not shown.
+    public func shownPath(_ path: String) -> String {
+        guard let outputDirectory, outputDirectory != ".", !outputDirectory.hasPrefix("/"),
+              !outputDirectory.split(separator: "/").contains("..") else { return path }
+        return outputDirectory + (outputDirectory.hasSuffix("/") ? "" : "/") + path
     }
 
-    /// Source and chunk name of module `name` ("a.b" is "a/b.lua") from the module roots.
-    public func findModule(_ name: String) throws -> (source: String, path: String) {
+    /// The folder part of `path` ("." for a bare name). Foundation's `deletingLastPathComponent` traps on a
+    /// one-character path on Linux, so no user-given path goes through it.
+    public static func folder(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let folder = path[..<slash]
+        return folder.isEmpty ? "/" : String(folder)
+    }
+
+    /// The last part of `path`, the name a recipe is shown and recorded by.
+    public static func name(of path: String) -> String {
+        path.split(separator: "/").last.map(String.init) ?? path
+    }
+
+    /// Source, chunk name and real path of module `name` ("a.b" is "a/b.lua") from the module roots. The
+    /// chunk name is the path inside its root, so error messages a script can catch show no host folder.
+    public func findModule(_ name: String) throws -> (source: String, chunkName: String, path: String) {
         let valid = !name.isEmpty && name.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { part in
             !part.isEmpty && part.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }
         }
@@ -86,18 +130,33 @@ public struct FileAccess: Sendable {
             throw ScriptError("invalid module name '\(name)' (letters, digits, '_' and '-', with '.' between folders)")
         }
         let relative = name.replacingOccurrences(of: ".", with: "/") + ".lua"
-        var tried: [String] = []
         for root in moduleRoots {
             let candidate = root + "/" + relative
-            tried.append(candidate)
-            guard let real = Self.realPath(candidate), let realRoot = Self.realPath(root), Self.isInside(real, realRoot) else { continue }
+            guard let real = Self.realPath(candidate), let realRoot = Self.realPath(root), Self.isInside(real, realRoot),
+                  Self.isRegularFile(real) else { continue }
             do {
-                return (try String(contentsOfFile: real, encoding: .utf8), candidate)
+                return (try String(contentsOfFile: real, encoding: .utf8), relative, real)
             } catch {
-                throw ScriptError("module '\(name)': cannot read '\(candidate)': \(Self.reason(error))")
+                throw ScriptError("module '\(name)': cannot read '\(relative)': \(Self.reason(error))")
             }
         }
-        throw ScriptError("module '\(name)' not found; tried:\n\t" + tried.joined(separator: "\n\t"))
+        throw ScriptError("module '\(name)' not found: no '\(relative)' in the recipe's folder or the plugin folders")
+    }
+
+    /// Names with a NUL byte would be cut short by the C calls below them, so the file touched would not be the
+    /// one named.
+    static func checkName(_ path: String, _ verb: String) throws {
+        guard !path.utf8.contains(0) else {
+            throw ScriptError("cannot \(verb) '\(path.replacingOccurrences(of: "\0", with: "\\0"))': the name contains a NUL byte")
+        }
+    }
+
+    public static func isRegularFile(_ path: String) -> Bool { fileKind(path) == S_IFREG }
+
+    /// S_IFREG, S_IFDIR, ... of what `path` leads to.
+    static func fileKind(_ path: String) -> mode_t? {
+        var status = stat()
+        return stat(path, &status) == 0 ? status.st_mode & S_IFMT : nil
     }
 
     static func realPath(_ path: String) -> String? {
@@ -119,5 +178,22 @@ public struct FileAccess: Sendable {
         case NSFileReadInapplicableStringEncodingError: return "not valid UTF-8 text"
         default: return error.localizedDescription
         }
+    }
+}
+
+/// Bytes a run has written, against its cap (`--disk`): every file counts, rewrites included.
+public final class DiskBudget {
+    public let limit: Int
+    public private(set) var used = 0
+
+    public init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Charges `bytes`, or returns false and charges nothing if that would pass the limit.
+    func reserve(_ bytes: Int) -> Bool {
+        guard bytes <= limit - used else { return false }
+        used += bytes
+        return true
     }
 }

@@ -10,21 +10,23 @@ extension Bindings {
             let module = try runtime.files.findModule(try call.string(1))
             runtime.loadedFiles.append(module.path)
             try call.push(module.source)
-            try call.push("@" + module.path)
+            try call.push("@" + module.chunkName)
         },
-        /// (domain, name) → source and chunk name of the plugin file, or nothing if there is none.
+        /// (domain, name) → source and chunk name (`DOMAIN/NAME.lua`, no host folder) of the plugin file, or nothing
+        /// if there is none.
         Binding(name: "findPlugin", tables: ["host"], tensorResults: 0) { call in
             let runtime = call.runtime
-            guard let path = runtime.plugins.file(domain: try call.string(1), name: try call.string(2)) else { return }
+            let domain = try call.string(1), name = try call.string(2)
+            guard let path = runtime.plugins.file(domain: domain, name: name) else { return }
             let source: String
             do {
                 source = try String(contentsOfFile: path, encoding: .utf8)
             } catch {
-                throw ScriptError("cannot read plugin '\(path)': \(FileAccess.reason(error))")
+                throw ScriptError("cannot read plugin '\(domain)/\(name).lua': \(FileAccess.reason(error))")
             }
             runtime.loadedFiles.append(path)
             try call.push(source)
-            try call.push("@" + path)
+            try call.push("@\(domain)/\(name).lua")
         },
         /// The names of a domain's plugin files, one per line.
         Binding(name: "listPlugins", tables: ["host"], tensorResults: 0) { call in
@@ -48,7 +50,7 @@ extension Bindings {
         },
         Binding(name: "write_text", tables: ["kiri"], tensorResults: 0) { call in
             let path = try call.string(1), text = try call.string(2)
-            try call.runtime.files.write(Data(text.utf8), to: path)
+            try call.runtime.files.write(Data(text.utf8), to: path, disk: call.runtime.disk)
         },
         /// (step, total): the outermost sampler reached `step` of `total` (0 as it starts).
         Binding(name: "progress", tables: ["host"], tensorResults: 0) { call in

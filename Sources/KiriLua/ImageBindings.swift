@@ -49,16 +49,23 @@ extension Bindings {
             } catch {
                 throw ScriptError(argument: 2, error.message)
             }
-            let target = try runtime.files.resolveForWriting(path)
+            let encoded: Data
             do throws(ImageError) {
-                try image.write(path: target, name: path)
+                encoded = try interimEncode(image)
             } catch {
                 throw ScriptError(error.message)
             }
-            let folder = runtime.files.outputDirectory ?? "."
-            try call.push(folder == "." ? path : (folder as NSString).appendingPathComponent(path))
+            try runtime.files.write(encoded, to: path, disk: runtime.disk)
+            try call.push(runtime.files.shownPath(path))
         },
     ]
+
+    private static func interimEncode(_ image: PNGImage) throws(ImageError) -> Data {
+        let temporary = NSTemporaryDirectory() + "/kiri-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).png"
+        defer { unlink(temporary) }
+        try image.write(path: temporary)
+        return (try? Data(contentsOf: URL(fileURLWithPath: temporary))) ?? Data()
+    }
 
     private static func byteSize(_ bytes: Int) -> String {
         bytes >= 1 << 30 ? String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))

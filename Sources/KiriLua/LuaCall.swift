@@ -91,7 +91,7 @@ struct LuaCall {
     }
 
     func string(_ index: Int) throws -> String {
-        guard index <= count, let string = stackString(Int32(index)) else { throw expected("string", index) }
+        guard index <= count, let string = try stackString(Int32(index)) else { throw expected("string", index) }
         return string
     }
 
@@ -172,7 +172,7 @@ struct LuaCall {
         var pairs: [(key: String, value: String)] = []
         while kiri_table_next(state, Int32(index)) != 0 {
             defer { kiri_pop(state, 1) }    // the value; the key stays for the next step, or goes below
-            guard let key = stackString(-2) else {
+            guard let key = try stackString(-2) else {
                 var integer: Int64 = 0, number = 0.0
                 let problem = kiri_arg_integer(state, -2, &integer) != 0 ? "key \(integer) is a number"
                     : kiri_arg_number(state, -2, &number) != 0 ? "key \(number) is a number"
@@ -180,7 +180,7 @@ struct LuaCall {
                 kiri_pop(state, 1)
                 throw ScriptError(argument: index, "table of strings expected, \(problem)")
             }
-            guard let value = stackString(-1) else {
+            guard let value = try stackString(-1) else {
                 let problem = "key '\(key)' has a \(String(cString: kiri_arg_typename(state, -1)))"
                 kiri_pop(state, 1)
                 throw ScriptError(argument: index, "table of strings expected, \(problem)")
@@ -190,10 +190,17 @@ struct LuaCall {
         return pairs
     }
 
-    /// The string at stack index `index` (no conversion from numbers), or nil.
-    private func stackString(_ index: Int32) -> String? {
+    /// The string at stack index `index` (no conversion from numbers), or nil. The copy counts against the run's
+    /// memory cap until the call returns: one big string handed to the host many times over (as every value of a
+    /// table) would otherwise multiply past it.
+    private func stackString(_ index: Int32) throws -> String? {
         var length = 0
         guard let bytes = kiri_arg_string(state, index, &length) else { return nil }
+        let runtime = self.runtime
+        guard runtime.budget.reserve(length) else {
+            throw ScriptError("not enough memory: a \(length)-byte string passes the run's memory cap (--memory)")
+        }
+        runtime.heldStringBytes += length
         return bytes.withMemoryRebound(to: UInt8.self, capacity: length) {
             String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
         }

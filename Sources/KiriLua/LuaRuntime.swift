@@ -15,16 +15,19 @@ public struct SandboxLimits: Sendable {
     public var timeout: Double
     /// One cap for Lua's allocations and tensor bytes together.
     public var memory: Int
+    /// Bytes the run may write, all files together.
+    public var disk: Int
 
-    public init(timeout: Double = 60, memory: Int = 4 << 30) {
+    public init(timeout: Double = 60, memory: Int = 4 << 30, disk: Int = 1 << 30) {
         self.timeout = timeout
         self.memory = memory
+        self.disk = disk
     }
 }
 
 /// How a run failed: the message carries `file:line:` and a traceback.
 public struct ScriptFailure: Error, CustomStringConvertible {
-    public enum Kind: Sendable { case error, timeout, memory, setup }
+    public enum Kind: Sendable { case error, timeout, cancelled, memory, setup }
     public var kind: Kind
     public var message: String
     /// The files the failed run had loaded, so `--watch` knows what to wait for.
@@ -41,6 +44,8 @@ public struct ScriptFailure: Error, CustomStringConvertible {
 /// another's globals, and everything it allocated goes when it is closed.
 public final class LuaRuntime {
     public let budget: MemoryBudget
+    /// Stops the run at its time limit, or when `cancel()` is called from any thread.
+    public let cancellation: Cancellation
     public let limits: SandboxLimits
     public let files: FileAccess
     public let plugins: PluginCatalog
@@ -48,6 +53,10 @@ public final class LuaRuntime {
     public internal(set) var loadedFiles: [String] = []
     /// Receives what the script prints.
     public let output: (String) -> Void
+    /// Bytes of Lua strings the current host call copied, charged to `budget` until it returns (LuaCall.string).
+    var heldStringBytes = 0
+    /// Bytes the run has written, against `limits.disk`.
+    public let disk: DiskBudget
     /// Networks `kiri.models.load` loaded, by handle (ModelBindings.swift); freed by `m:close()` or with the run.
     var models: [Int: LoadedModel] = [:]
     var nextModelHandle = 1
@@ -69,9 +78,11 @@ public final class LuaRuntime {
         self.plugins = plugins
         self.output = output
         budget = MemoryBudget(limit: limits.memory)
+        cancellation = Cancellation(timeout: limits.timeout)
+        disk = DiskBudget(limit: limits.disk)
         var options = KiriStateOptions(
-            memoryCounter: budget.counter, timeoutSeconds: limits.timeout,
-            host: nil, dispatch: dispatchBinding, releaseHandle: releaseTensorHandle, output: writeOutput)
+            memoryCounter: budget.counter, host: nil, dispatch: dispatchBinding, releaseHandle: releaseTensorHandle,
+            output: writeOutput, interrupt: interruptRun)
         options.host = Unmanaged.passUnretained(self).toOpaque()
         var error = [CChar](repeating: 0, count: 1024)
         guard let state = kiri_state_new(&options, &error, error.count) else {
@@ -125,19 +136,25 @@ public final class LuaRuntime {
         let argv = ([name] + arguments).map { strdup($0) }
         defer { argv.forEach { free($0) } }
         var error = [CChar](repeating: 0, count: 16384)
+        cancellation.start()
         let status = MemoryBudget.$current.withValue(budget) {
-            argv.withUnsafeBufferPointer { pointers in
-                pointers.withMemoryRebound(to: UnsafePointer<CChar>?.self) { argvPointers in
-                    kiri_run(state, source, source.utf8.count, chunkName, argvPointers.baseAddress,
-                             Int32(argv.count), &error, error.count)
+            Cancellation.$current.withValue(cancellation) {
+                argv.withUnsafeBufferPointer { pointers in
+                    pointers.withMemoryRebound(to: UnsafePointer<CChar>?.self) { argvPointers in
+                        kiri_run(state, source, source.utf8.count, chunkName, argvPointers.baseAddress,
+                                 Int32(argv.count), &error, error.count)
+                    }
                 }
             }
         }
+        // A stopped run fails even when the script caught the error and returned normally.
+        if let reason = cancellation.reason {
+            let message = status != 0 ? text(of: error) : "\(name): \(cancellation.error.message)"
+            throw ScriptFailure(kind: reason == .cancelled ? .cancelled : .timeout, message: message)
+        }
         guard status != 0 else { return }
-        let message = text(of: error)
-        let kind: ScriptFailure.Kind =
-            kiri_timed_out(state) != 0 ? .timeout : (status == 4 /* LUA_ERRMEM */ ? .memory : .error)
-        throw ScriptFailure(kind: kind, message: kind == .memory ? "\(name): not enough memory (limit \(limits.memory) bytes)" : message)
+        let kind: ScriptFailure.Kind = status == 4 /* LUA_ERRMEM */ ? .memory : .error
+        throw ScriptFailure(kind: kind, message: kind == .memory ? "\(name): not enough memory (limit \(limits.memory) bytes)" : text(of: error))
     }
 
     /// Runs a recipe file (it must be readable; its folder becomes a module and read root).
@@ -174,6 +191,26 @@ private func dispatchBinding(_ state: OpaquePointer?, _ call: UnsafeMutablePoint
     } catch {
         kiri_fail(call, 0, "\(error)")
     }
+    let runtime = LuaRuntime.from(state)
+    runtime.budget.release(runtime.heldStringBytes)
+    runtime.heldStringBytes = 0
+    // A kernel that noticed the stop skipped the rest of its work: the call fails, and so does all that follows.
+    let cancellation = runtime.cancellation
+    if cancellation.reason != nil {
+        let message = cancellation.error.message
+        kiri_stop(state, message)
+        kiri_fail(call, 0, message)
+    }
+}
+
+/// The instruction hook's question (every 1000 instructions, and between the pieces of a long parse).
+private func interruptRun(_ host: UnsafeMutableRawPointer?, _ message: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int32 {
+    guard let host, let message else { return 0 }
+    let cancellation = Unmanaged<LuaRuntime>.fromOpaque(host).takeUnretainedValue().cancellation
+    guard cancellation.isStopped else { return 0 }
+    _ = cancellation.error.message.withCString { strncpy(message, $0, size - 1) }
+    message[size - 1] = 0
+    return 1
 }
 
 private func releaseTensorHandle(_ handle: UnsafeMutableRawPointer?, _ closeNow: Int32) {

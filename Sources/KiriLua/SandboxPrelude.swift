@@ -209,7 +209,8 @@ local closingGuard = setmetatable({}, {__close = function() closing = closing - 
 -- A coroutine the time limit stopped is left with hooks off (see time_hook in bridge.c): its __close
 -- handlers would run out of the limit's reach, so once it has tripped nothing more is closed.
 function safeCoroutine.close(co)
-    if host.timedOut() then error("time limit exceeded", 2) end
+    local stop = host.stopped()
+    if stop then error(stop, 0) end
     if closing >= MAX_CLOSE_NESTING then
         error(format("coroutine.close nested more than %d deep", MAX_CLOSE_NESTING), 2)
     end
@@ -276,18 +277,25 @@ local xpcall = xpcall
 function env.xpcall(f, handler, ...)
     if type(handler) ~= "function" then return xpcall(f, handler, ...) end
     return xpcall(f, function(...)
-        if host.timedOut() then return ... end
+        if host.stopped() then return ... end
         return handler(...)
     end, ...)
 end
 
--- Text only, and in the sandbox unless told otherwise.
-local load = load
+-- Text only, and in the sandbox unless told otherwise. A string is parsed in pieces (host.loadText), so the
+-- time limit reaches a big one; a reader function is script code, which the hook reaches anyway.
+local load, loadText = load, host.loadText
+local function loadChunk(chunk, chunkName, environment)
+    if type(chunk) == "string" and (chunkName == nil or type(chunkName) == "string") then
+        return loadText(chunk, chunkName, environment)
+    end
+    return load(chunk, chunkName, "t", environment)
+end
 function env.load(chunk, chunkName, mode, environment)
     if mode ~= nil and mode ~= "t" then
         error("bad argument #3 to 'load' (only text chunks, mode \"t\", are allowed)", 2)
     end
-    return load(chunk, chunkName, "t", environment == nil and env or environment)
+    return loadChunk(chunk, chunkName, environment == nil and env or environment)
 end
 
 -- Plugins. kiri.samplers.NAME (and the other domains) resolve lazily, by file name, from the plugin
@@ -358,7 +366,7 @@ local function resolve(domain, name)
     if value == nil and type(name) == "string" then
         local source, chunkName = host.findPlugin(domain, name)
         if source then
-            local chunk, message = load(source, chunkName, "t", env)
+            local chunk, message = loadChunk(source, chunkName, env)
             if not chunk then error(message, 0) end
             value = chunk(name)
             if not callable(value) then
@@ -436,7 +444,7 @@ function env.require(name)
     if module ~= nil then return module end
     local found, source, chunkName = pcall(host.findModule, name)
     if not found then error(source, 2) end   -- at the script's line
-    local chunk, message = load(source, chunkName, "t", env)
+    local chunk, message = loadChunk(source, chunkName, env)
     if not chunk then error(message, 2) end
     module = chunk(name, chunkName)
     if module == nil then module = true end

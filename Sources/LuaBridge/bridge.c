@@ -16,12 +16,13 @@
 
 typedef struct {
     intptr_t *memory;               // [used, peak, limit]
-    double timeoutSeconds, deadline;
-    int timedOut;
+    int stopped;                    // sticky: the run's time limit passed or it was cancelled
+    char stopMessage[256];
     void *host;
     KiriDispatch dispatch;
     KiriHandleRelease releaseHandle;
     KiriOutput output;
+    KiriInterrupt interrupt;
     char *scratch;                  // result strings, reused between calls
     size_t scratchCapacity;
     size_t pendingTensorBytes;      // new tensor bytes not yet told to the collector
@@ -66,29 +67,33 @@ static void *kiri_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return grown;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 enum { HOOK_INTERVAL = 1000, GC_BATCH = 1 << 20 };   // GC_BATCH: 1 MiB was fastest of 64 KiB–4 MiB
 
-/// The time limit. Once tripped it is sticky: the hook then fires on every instruction and raises
-/// again, so `pcall` cannot swallow it. Hooks are inherited by coroutines.
+static void time_hook(lua_State *L, lua_Debug *ar);
+
+/// Whether the run must stop: sticky once the host's interrupt has said so.
+static int must_stop(KiriState *S, lua_State *L) {
+    if (S->stopped) return 1;
+    if (!S->interrupt(S->host, S->stopMessage, sizeof S->stopMessage)) return 0;
+    S->stopped = 1;
+    if (L) lua_sethook(L, time_hook, LUA_MASKCOUNT, 1);
+    return 1;
+}
+
+/// The time limit (and cancellation). Once tripped it is sticky: the hook then fires on every instruction and
+/// raises again, so `pcall` cannot swallow it. Hooks are inherited by coroutines.
 /// Raising from a hook leaves hooks off (Lua's internal `allowhook`) until a protected call restores
 /// them: for the message handler that error runs, and for the thread it kills, so the __close
-/// handlers that closing that coroutine would run. The prelude asks `host.timedOut` and runs
-/// neither once the limit has tripped.
+/// handlers that closing that coroutine would run. The prelude asks `host.stopped` and runs
+/// neither once the run has stopped. The message carries no position: the traceback says where.
+static int raise_stop(lua_State *L) {
+    lua_pushstring(L, state_of(L)->stopMessage);
+    return lua_error(L);
+}
+
 static void time_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
-    KiriState *S = state_of(L);
-    if (!S->timedOut && now_seconds() < S->deadline) return;
-    if (!S->timedOut) {
-        S->timedOut = 1;
-        lua_sethook(L, time_hook, LUA_MASKCOUNT, 1);
-    }
-    luaL_error(L, "time limit exceeded (%f s)", (lua_Number)S->timeoutSeconds);
+    if (must_stop(state_of(L), L)) raise_stop(L);
 }
 
 /// Warnings (errors in finalizers among them) go to stderr, capped so they cannot flood it.
@@ -194,6 +199,7 @@ static int trampoline(lua_State *L) {
         return 1;
     }
     KiriState *S = state_of(L);
+    if (S->stopped) return raise_stop(L);   // once stopped, no host call does anything more
     KiriCall call;
     call.argumentCount = lua_gettop(L);
     call.functionId = (int)(packed >> FUNCTION_SHIFT);
@@ -421,6 +427,7 @@ void kiri_fail(KiriCall *call, int argument, const char *message) {
 /// print, to the host's output instead of C's stdout, so a host can capture it.
 static int host_print(lua_State *L) {
     KiriState *S = state_of(L);
+    if (S->stopped) return raise_stop(L);
     int count = lua_gettop(L);
     luaL_Buffer buffer;
     luaL_buffinit(L, &buffer);
@@ -447,9 +454,70 @@ static int host_collectgarbage(lua_State *L) {
     return 1;
 }
 
-/// Whether the time limit has tripped: the prelude then runs no more script code where hooks may be off.
-static int host_timed_out(lua_State *L) {
-    lua_pushboolean(L, state_of(L)->timedOut);
+/// Why the run stopped, or nil: once stopped, the prelude runs no more script code where hooks may be off.
+static int host_stopped(lua_State *L) {
+    KiriState *S = state_of(L);
+    if (S->stopped) lua_pushstring(L, S->stopMessage);
+    else lua_pushnil(L);
+    return 1;
+}
+
+// MARK: - Parsing in pieces
+
+enum { LOAD_PIECE = 64 * 1024, LOAD_STOPPED = -1 };   // a piece parses in about a millisecond
+
+typedef struct {
+    KiriState *S;
+    lua_State *L;
+    const char *next;
+    size_t remaining;
+    int stopped;
+} PieceReader;
+
+static const char *read_piece(lua_State *L, void *data, size_t *size) {
+    (void)L;
+    PieceReader *reader = data;
+    *size = 0;
+    if (reader->remaining == 0) return NULL;
+    if (must_stop(reader->S, reader->L)) {
+        reader->stopped = 1;
+        return NULL;
+    }
+    const char *piece = reader->next;
+    *size = reader->remaining < LOAD_PIECE ? reader->remaining : LOAD_PIECE;
+    reader->next += *size;
+    reader->remaining -= *size;
+    return piece;
+}
+
+/// luaL_loadbufferx(..., "t") with the run's stop checked between 64 KiB pieces: the parser is C, out of the
+/// hook's reach, and a big chunk takes seconds. Returns a lua_load status (the chunk or its error pushed), or
+/// LOAD_STOPPED with nothing pushed.
+static int load_text(lua_State *L, const char *source, size_t length, const char *chunkName) {
+    PieceReader reader = {state_of(L), L, source, length, 0};
+    int status = lua_load(L, read_piece, &reader, chunkName, "t");
+    if (!reader.stopped) return status;
+    lua_pop(L, 1);
+    return LOAD_STOPPED;
+}
+
+/// load(text, chunkName, "t", env) for a string chunk, parsed by load_text.
+static int host_load_text(lua_State *L) {
+    size_t length = 0;
+    const char *source = luaL_checklstring(L, 1, &length);
+    const char *chunkName = luaL_optstring(L, 2, source);
+    int hasEnvironment = !lua_isnone(L, 3);
+    int status = load_text(L, source, length, chunkName);
+    if (status == LOAD_STOPPED) return raise_stop(L);
+    if (status != LUA_OK) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (hasEnvironment) {
+        lua_pushvalue(L, 3);
+        if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+    }
     return 1;
 }
 
@@ -485,8 +553,10 @@ static int open_protected(lua_State *L) {
     lua_setfield(L, -2, "print");
     lua_pushcfunction(L, host_collectgarbage);
     lua_setfield(L, -2, "collectgarbage");
-    lua_pushcfunction(L, host_timed_out);
-    lua_setfield(L, -2, "timedOut");
+    lua_pushcfunction(L, host_stopped);
+    lua_setfield(L, -2, "stopped");
+    lua_pushcfunction(L, host_load_text);
+    lua_setfield(L, -2, "loadText");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &HOST_KEY);
 
     lua_newtable(L);                                   // Tensor methods
@@ -511,12 +581,11 @@ lua_State *kiri_state_new(const KiriStateOptions *options, char *error, size_t e
         return NULL;
     }
     S->memory = options->memoryCounter;
-    S->timeoutSeconds = options->timeoutSeconds;
-    S->deadline = HUGE_VAL;   // the clock starts in kiri_run: setting up (the prelude) is not the script's time
     S->host = options->host;
     S->dispatch = options->dispatch;
     S->releaseHandle = options->releaseHandle;
     S->output = options->output;
+    S->interrupt = options->interrupt;
     lua_State *L = lua_newstate(kiri_alloc, S);
     if (!L) {
         free(S);
@@ -546,7 +615,15 @@ void kiri_state_close(lua_State *L) {
 }
 
 void *kiri_host(lua_State *L) { return state_of(L)->host; }
-int kiri_timed_out(lua_State *L) { return state_of(L)->timedOut; }
+int kiri_stopped(lua_State *L) { return state_of(L)->stopped; }
+
+void kiri_stop(lua_State *L, const char *message) {
+    KiriState *S = state_of(L);
+    if (S->stopped) return;
+    S->stopped = 1;
+    snprintf(S->stopMessage, sizeof S->stopMessage, "%s", message);
+    lua_sethook(L, time_hook, LUA_MASKCOUNT, 1);
+}
 
 /// Copies the error at the top of the stack into `error`. The message handler made it a string.
 static void take_error(lua_State *L, char *error, size_t errorSize) {
@@ -628,6 +705,63 @@ int kiri_seal(lua_State *L, const char *prelude, size_t length, char *error, siz
 
 // MARK: - Running a script
 
+/// Where the script is: "chunk:line: " of the innermost frame outside the sandbox prelude, pushed ("" if none).
+static void push_script_position(lua_State *L) {
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0 || strcmp(ar.source, "=sandbox") == 0) continue;
+        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+        return;
+    }
+    lua_pushliteral(L, "");
+}
+
+/// The traceback without the sandbox prelude's frames: its chunk and lines are Kiri's internals, not the script's.
+static void push_script_traceback(lua_State *L, const char *message) {
+    luaL_traceback(L, L, message, 1);
+    const char *text = lua_tostring(L, -1);
+    luaL_Buffer buffer;
+    luaL_buffinit(L, &buffer);
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t length = end ? (size_t)(end - line + 1) : strlen(line);
+        if (strncmp(line, "\tsandbox:", 9) != 0) luaL_addlstring(&buffer, line, length);
+        line += length;
+    }
+    luaL_pushresult(&buffer);
+    lua_remove(L, -2);
+}
+
+/// Length of a "sandbox:N: " position at `text`, or 0.
+static size_t prelude_position(const char *text) {
+    if (strncmp(text, "sandbox:", 8) != 0) return 0;
+    const char *rest = text + 8;
+    while (*rest >= '0' && *rest <= '9') rest++;
+    return rest > text + 8 && rest[0] == ':' && rest[1] == ' ' ? (size_t)(rest + 2 - text) : 0;
+}
+
+/// `message` without the prelude's positions (an error raised inside one of its wrappers, such as a C stack
+/// overflow, carries one, and errors passed up through coroutine.wrap keep it): a leading one becomes the script's
+/// position, the others go.
+static const char *push_script_message(lua_State *L, const char *message) {
+    luaL_Buffer buffer;
+    luaL_buffinit(L, &buffer);
+    for (const char *text = message; *text;) {
+        size_t skip = prelude_position(text);
+        if (skip == 0) {
+            luaL_addchar(&buffer, *text++);
+            continue;
+        }
+        if (text == message) {
+            push_script_position(L);
+            luaL_addvalue(&buffer);
+        }
+        text += skip;
+    }
+    luaL_pushresult(&buffer);
+    return lua_tostring(L, -1);
+}
+
 /// Message handler: the error as a string plus a traceback. Never called for memory errors.
 static int traceback_handler(lua_State *L) {
     const char *message = lua_tostring(L, 1);
@@ -635,7 +769,7 @@ static int traceback_handler(lua_State *L) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) message = lua_tostring(L, -1);
         else message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, message, 1);
+    push_script_traceback(L, push_script_message(L, message));
     return 1;
 }
 
@@ -650,7 +784,9 @@ typedef struct {
 static int run_protected(lua_State *L) {
     RunArguments *run = lua_touserdata(L, 1);
     lua_settop(L, 0);
-    if (luaL_loadbufferx(L, run->source, run->length, run->chunkName, "t") != LUA_OK) return lua_error(L);
+    int status = load_text(L, run->source, run->length, run->chunkName);
+    if (status == LOAD_STOPPED) return raise_stop(L);
+    if (status != LUA_OK) return lua_error(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &ENV_KEY);
     lua_createtable(L, run->argumentCount, 1);         // arg: the arguments, arg[0] = the script
     for (int i = 0; i < run->argumentCount; i++) {
@@ -666,8 +802,6 @@ static int run_protected(lua_State *L) {
 
 int kiri_run(lua_State *L, const char *source, size_t length, const char *chunkName,
              const char *const *arguments, int argumentCount, char *error, size_t errorSize) {
-    KiriState *S = state_of(L);
-    if (!S->timedOut) S->deadline = now_seconds() + S->timeoutSeconds;
     RunArguments run = {source, length, chunkName, arguments, argumentCount};
     lua_settop(L, 0);
     lua_pushcfunction(L, traceback_handler);

@@ -39,6 +39,10 @@ struct SandboxOptions: ParsableArguments {
     var timeout: Double = 60
     @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M.")
     var memory: ByteCount = ByteCount(argument: "4G")!
+    @Option(help: "Cap on the bytes the script may write, all files together, e.g. 1G or 200M.")
+    var disk: ByteCount = ByteCount(argument: "1G")!
+    @Option(name: .customLong("allow"), help: "A file the script may read (repeatable); with --from, the only files it may read.")
+    var allowedFiles: [String] = []
     @Option(name: [.short, .long], help: "Folder the script may write into.")
     var output: String = "out"
     @OptionGroup var plugins: PluginOptions
@@ -50,9 +54,10 @@ struct SandboxOptions: ParsableArguments {
     }
 
     func request(script: String, arguments: [String], source: String? = nil, outputDirectory: String? = nil) -> RunRequest {
-        RunRequest(script: script, arguments: arguments, limits: SandboxLimits(timeout: timeout, memory: memory.bytes),
+        RunRequest(script: script, arguments: arguments,
+                   limits: SandboxLimits(timeout: timeout, memory: memory.bytes, disk: disk.bytes),
                    outputDirectory: outputDirectory ?? output, pluginDirectories: plugins.directories, source: source,
-                   progress: ProgressBar.standardError(quiet: quiet))
+                   allowedFiles: allowedFiles, progress: ProgressBar.standardError(quiet: quiet))
     }
 }
 
@@ -61,16 +66,21 @@ func runOnce(_ request: RunRequest) -> Result<[String], ScriptFailure> {
     do {
         return .success(try RecipeRunner.run(request))
     } catch let failure as ScriptFailure {
-        FileHandle.standardError.write(Data("kiri: \(failure.message)\n".utf8))
+        report(failure.message)
         return .failure(failure)
     } catch {
-        FileHandle.standardError.write(Data("kiri: \(error)\n".utf8))
+        report("\(error)")
         return .failure(ScriptFailure(kind: .error, message: "\(error)"))
     }
 }
 
+/// `kiri: message` on standard error; messages quote scripts and PNGs, so control characters are escaped there.
+func report(_ message: String) {
+    TerminalText.write("kiri: \(message)\n", to: .standardError)
+}
+
 func fail(_ message: String) -> ExitCode {
-    FileHandle.standardError.write(Data("kiri: \(message)\n".utf8))
+    report(message)
     return ExitCode(1)
 }
 
@@ -81,7 +91,10 @@ extension KiriCommand {
             discussion: """
                 Arguments after FILE reach the script as `arg[1]`, `arg[2]`, ... and as `...`; arg[0] is FILE.
                 With --from IMAGE.png, the recipe and arguments stored in a PNG Kiri wrote run again, and make \
-                the same image bit for bit (with the same plugins and model).
+                the same image bit for bit (with the same plugins and model). Kiri first says which recipe that is, \
+                its source's SHA-256 and whether it differs from the bundled recipe of that name. Nothing in the PNG \
+                grants access to a file: the run reads only the plugins, the bundled models, the output folder and \
+                the files named with --allow.
                 """)
 
         @OptionGroup var sandbox: SandboxOptions
@@ -109,7 +122,8 @@ extension KiriCommand {
                 } catch {
                     throw fail("\(error)")
                 }
-                request = sandbox.request(script: provenance.recipe, arguments: provenance.arguments, source: provenance.source)
+                report(provenance.announcement(image: image))
+                request = sandbox.request(script: provenance.recipeName, arguments: provenance.arguments, source: provenance.source)
             } else {
                 request = sandbox.request(script: file!, arguments: arguments)
             }
@@ -124,7 +138,7 @@ extension KiriCommand {
                 case .failure(let failure): files = failure.loadedFiles.isEmpty ? [file] : failure.loadedFiles
                 }
                 let changed = FileWatcher.waitForChange(files)
-                FileHandle.standardError.write(Data("kiri: \(changed) changed, running \(file) again\n".utf8))
+                report("\(changed) changed, running \(file) again")
             }
         }
     }
@@ -155,15 +169,15 @@ extension KiriCommand {
 
         func run() throws {
             guard let scripts = BundledFiles.scripts else { throw fail("cannot find Kiri's Scripts folder (set KIRI_HOME)") }
-            let folder = (output as NSString).deletingLastPathComponent
+            let folder = FileAccess.folder(of: output)
             let arguments = [
                 "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
                 "sampler=\(sampler)", "schedule=\(schedule)", "guidance=\(guidance)", "seed=\(seed)", "batch=\(batch)",
-                "out=\((output as NSString).lastPathComponent)",
+                "out=\(FileAccess.name(of: output))",
             ]
             let request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
-                limits: SandboxLimits(timeout: timeout), outputDirectory: folder.isEmpty ? "." : folder,
+                limits: SandboxLimits(timeout: timeout), outputDirectory: folder,
                 pluginDirectories: plugins.directories, progress: ProgressBar.standardError(quiet: quiet))
             if prompt == nil {
                 print("kiri sample: no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
@@ -213,8 +227,7 @@ extension KiriCommand {
             do {
                 print(try ModelSummary(files: ModelFiles.locate(path)).text)
             } catch {
-                FileHandle.standardError.write(Data("kiri: \(error)\n".utf8))
-                throw ExitCode(1)
+                throw fail("\(error)")
             }
         }
     }

@@ -78,9 +78,10 @@ final class PluginTests: XCTestCase {
 
     func testBadPluginsGetErrorsNamingTheirFile() {
         let syntax = failure("return kiri.samplers.syntax")
-        XCTAssertTrue(syntax.contains("/user/samplers/syntax.lua:2:"), syntax)   // Lua shortens long chunk names from the left
+        // Named inside their plugin folder: messages a script can catch show no host folder.
+        XCTAssertTrue(syntax.hasPrefix("samplers/syntax.lua:2:"), syntax)
         let number = failure("return kiri.samplers.number")
-        XCTAssertTrue(number.contains("/user/samplers/number.lua: a sampler plugin must return a function, got number"), number)
+        XCTAssertTrue(number.hasPrefix("samplers/number.lua: a sampler plugin must return a function, got number"), number)
         let unknown = failure("return kiri.samplers.nosuch")
         XCTAssertTrue(unknown.contains("recipe.lua:1: unknown sampler 'nosuch' (available: keep, number, scale, syntax)"), unknown)
     }

@@ -63,16 +63,19 @@ typedef void (*KiriDispatch)(lua_State *L, KiriCall *call);
 typedef void (*KiriHandleRelease)(void *handle, int closeNow);
 /// Receives text the script prints.
 typedef void (*KiriOutput)(void *host, const char *bytes, size_t length);
+/// Whether the run must stop now (its time limit passed, or it was cancelled); if so it writes why into `message`.
+/// Asked by the instruction hook and between the pieces of a long parse. Must not raise.
+typedef int (*KiriInterrupt)(void *host, char *message, size_t messageSize);
 
 // MARK: - State
 
 typedef struct {
     intptr_t *memoryCounter;        // [used, peak, limit], shared with Swift's MemoryBudget
-    double timeoutSeconds;          // wall-clock limit of the run, checked by the instruction hook
     void *host;                     // handed back to Swift by kiri_host
     KiriDispatch dispatch;
     KiriHandleRelease releaseHandle;
     KiriOutput output;
+    KiriInterrupt interrupt;
 } KiriStateOptions;
 
 /// A new state with the allowed libraries open and empty API tables, ready for kiri_register and
@@ -83,8 +86,11 @@ lua_State *kiri_state_new(const KiriStateOptions *options, char *error, size_t e
 int kiri_seal(lua_State *L, const char *prelude, size_t length, char *error, size_t errorSize);
 void kiri_state_close(lua_State *L);
 void *kiri_host(lua_State *L);
-/// Whether the time limit has tripped (it stays tripped for the state's life).
-int kiri_timed_out(lua_State *L);
+/// Whether the run was stopped (time limit or cancellation; it stays stopped for the state's life).
+int kiri_stopped(lua_State *L);
+/// Stops the run for good with `message`, as the hook does when `interrupt` answers yes: from now on every
+/// instruction and every host call raises it. For a host call that noticed the stop itself. Never raises.
+void kiri_stop(lua_State *L, const char *message);
 
 /// Registers Swift function `functionId` as `table.name` in the API table `table`: "kiri",
 /// "kiri.NAME" (a sub-table), "Tensor" (methods), "meta" (the Tensor metatable) or "host" (given
