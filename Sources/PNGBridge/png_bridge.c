@@ -249,17 +249,17 @@ static int walk(FILE *file, const char *name, KiriPNGTextList *list, char *error
         uint32_t length = big_endian(head);
         char type[5] = {0};
         memcpy(type, head + 4, 4);
-        long long left = (long long)status.st_size - offset - 12;     // after this chunk's length, type and CRC
-        if (length > PNG_UINT_31_MAX || length > left) {
-            say(error, errorSize, name, "truncated or corrupt: its %s chunk at byte %lld declares %u bytes, but only "
-                "%lld are left in the file", type, offset, length, left < 0 ? 0 : left);
-            return 0;
-        }
         int letters = 1;
         for (int i = 0; i < 4; i++) letters &= (head[4 + i] | 0x20) >= 'a' && (head[4 + i] | 0x20) <= 'z';
         if (!letters || (offset == 8 && (strcmp(type, "IHDR") != 0 || length != 13))) {
             say(error, errorSize, name, "truncated or corrupt: %s at byte %lld",
                 letters ? "it does not start with a 13-byte IHDR chunk" : "an invalid chunk type", offset);
+            return 0;
+        }
+        long long left = (long long)status.st_size - offset - 12;     // after this chunk's length, type and CRC
+        if (length > PNG_UINT_31_MAX || length > left) {
+            say(error, errorSize, name, "truncated or corrupt: its %s chunk at byte %lld declares %u bytes, but only "
+                "%lld are left in the file", type, offset, length, left < 0 ? 0 : left);
             return 0;
         }
         int isText = strcmp(type, "tEXt") == 0 || strcmp(type, "zTXt") == 0 || strcmp(type, "iTXt") == 0;
