@@ -18,8 +18,10 @@ extension PNGImage {
     }
 
     /// An image from a [C, H, W] or [1, C, H, W] tensor with C from 1 to 4 and values in [0, 1], each mapped as
-    /// torchvision's `save_image`: clamp(x × 255 + 0.5, 0, 255) truncated to a byte, NaN to 0.
+    /// torchvision's `save_image`: clamp(x × 255 + 0.5, 0, 255) truncated to a byte, NaN to 0. Refuses more than
+    /// `maxTextBytes` of text before converting any pixel.
     public init(tensor: Tensor, text: [TextChunk] = []) throws(ImageError) {
+        try Self.checkTextTotal(text)
         var shape = tensor.shape
         if shape.count == 4 && shape[0] == 1 { shape.removeFirst() }
         guard !tensor.isReleased, shape.count == 3, (1...4).contains(shape[0]), shape[1] > 0, shape[2] > 0 else {

@@ -30,6 +30,12 @@ public struct PNGImage: Sendable, Equatable {
         }
     }
 
+    /// The most text, keys and values in UTF-8, that `encoded()` writes. Kiri's own text (the recipe, its source
+    /// and arguments, the A1111 parameters) takes kilobytes; 16 MiB leaves ample room, while bounding what a
+    /// write copies and compresses (libpng holds a few copies of the text) and what a reader of Kiri's PNGs must
+    /// allow to read them back.
+    public static let maxTextBytes = 16 << 20
+
     public let width: Int
     public let height: Int
     public let channels: Int
@@ -53,9 +59,10 @@ public struct PNGImage: Sendable, Equatable {
     }
 
     /// Decodes the PNG at `path` to 8-bit channels. Palette images become RGB, tRNS an alpha channel, 16-bit
-    /// channels are scaled (libpng's png_set_scale_16: round(v × 255 / 65535)). Refuses, before decoding,
-    /// images over 65536 pixels a side or whose pixels would take more than `byteLimit` bytes. Messages call
-    /// the file `name` (by default `path`).
+    /// channels are scaled (libpng's png_set_scale_16: round(v × 255 / 65535)). The text chunks (as `readText`
+    /// reads them) and the pixels share `byteLimit`: refuses text past it as it is read, then, before decoding,
+    /// images over 65536 pixels a side or whose pixels would take more than the text leaves. Messages call the
+    /// file `name` (by default `path`).
     public static func read(path: String, byteLimit: Int = 1 << 30, name: String? = nil) throws(ImageError) -> PNGImage {
         let name = name ?? path
         var error = [CChar](repeating: 0, count: 512)
@@ -74,30 +81,85 @@ public struct PNGImage: Sendable, Equatable {
             initialized = decoded == KIRI_PNG_OK ? header.byteCount : 0
         }
         guard decoded == KIRI_PNG_OK else { throw ImageError(message(error)) }
-        let text = UnsafeBufferPointer(start: chunks, count: chunkCount).map { chunk in
-            TextChunk(key: string(chunk.key, chunk.keyLength), value: string(chunk.value, chunk.valueLength))
-        }
         return try PNGImage(width: Int(header.width), height: Int(header.height), channels: Int(header.channels),
-                            pixels: pixels, text: text)
+                            pixels: pixels, text: textChunks(chunks, chunkCount))
     }
 
-    /// Writes the image and its text chunks to `path` through a temporary file in the same folder, renamed over
-    /// `path` only once complete: a failure leaves no partial file and an existing file as it was. Messages call
-    /// the file `name` (by default `path`).
-    public func write(path: String, name: String? = nil) throws(ImageError) {
-        guard width <= Int(KIRI_PNG_MAX_SIDE), height <= Int(KIRI_PNG_MAX_SIDE) else {
-            throw ImageError("'\(name ?? path)': cannot write a \(width)x\(height) image (each side must be 1 to \(KIRI_PNG_MAX_SIDE) pixels)")
+    /// The text chunks (tEXt, zTXt and iTXt, compressed or not) of the PNG at `path`, without decoding its image:
+    /// `kiri run --from` needs only these. Takes time in proportion to the file's size, holds no more than
+    /// `byteLimit` bytes of text at once (as read and as inflated), and never allocates for a chunk longer than
+    /// what is left of the file. Checks CRCs as libpng does (a bad one drops a text chunk, fails on a critical
+    /// chunk) and stops at IEND. Messages call the file `name` (by default `path`).
+    public static func readText(path: String, byteLimit: Int, name: String? = nil) throws(ImageError) -> [TextChunk] {
+        var error = [CChar](repeating: 0, count: 512)
+        var list: OpaquePointer?
+        var chunks: UnsafePointer<KiriPNGText>?
+        var chunkCount = 0
+        guard kiri_png_read_text(path, name ?? path, max(0, byteLimit), &list, &chunks, &chunkCount, &error,
+                                 error.count) == KIRI_PNG_OK else {
+            throw ImageError(message(error))
+        }
+        defer { kiri_png_free_text(list) }
+        return textChunks(chunks, chunkCount)
+    }
+
+    /// The image and its text chunks as a PNG file's bytes, so a caller can count them before writing them where
+    /// it wants. Refuses more than `maxTextBytes` of text, keys that are not PNG keywords (see
+    /// `TextChunk.validate`), and sides outside 1 to 65536 pixels.
+    public func encoded() throws(ImageError) -> [UInt8] {
+        try Self.checkTextTotal(text)
+        guard (1...Int(KIRI_PNG_MAX_SIDE)).contains(width), (1...Int(KIRI_PNG_MAX_SIDE)).contains(height) else {
+            throw ImageError("cannot write a \(width)x\(height) image (each side must be 1 to \(KIRI_PNG_MAX_SIDE) pixels)")
         }
         var error = [CChar](repeating: 0, count: 512)
+        var bytes: UnsafeMutablePointer<UInt8>?
+        var size = 0
         let status = TextChunk.withC(text) { chunks in
-            kiri_png_write(path, name ?? path, pixels, UInt32(width), UInt32(height), Int32(channels), chunks.baseAddress,
-                           chunks.count, &error, error.count)
+            kiri_png_encode(pixels, UInt32(width), UInt32(height), Int32(channels), chunks.baseAddress, chunks.count,
+                            &bytes, &size, &error, error.count)
         }
         guard status == KIRI_PNG_OK else { throw ImageError(Self.message(error)) }
+        defer { kiri_png_free(bytes) }
+        return Array(UnsafeBufferPointer(start: bytes, count: size))
+    }
+
+    /// Writes `encoded()` to `path` through a temporary file in the same folder, renamed over `path` only once
+    /// complete: a failure leaves no partial file and an existing file as it was. Messages call the file `name`
+    /// (by default `path`).
+    public func write(path: String, name: String? = nil) throws(ImageError) {
+        let name = name ?? path
+        let bytes: [UInt8]
+        do throws(ImageError) {
+            bytes = try encoded()
+        } catch {
+            throw ImageError("'\(name)': \(error.message)")
+        }
+        var error = [CChar](repeating: 0, count: 512)
+        guard kiri_png_write(path, name, bytes, bytes.count, &error, error.count) == KIRI_PNG_OK else {
+            throw ImageError(Self.message(error))
+        }
+    }
+
+    /// Throws, naming the key that crosses it, if the text's keys and values take more than `maxTextBytes` in UTF-8.
+    static func checkTextTotal(_ text: [TextChunk]) throws(ImageError) {
+        var total = 0
+        for chunk in text {
+            total += chunk.key.utf8.count + chunk.value.utf8.count
+            if total > maxTextBytes {
+                throw ImageError("text key '\(chunk.key)' brings the text to \(total) bytes, over the \(maxTextBytes >> 20) MiB "
+                    + "(\(maxTextBytes) bytes) a written PNG may carry")
+            }
+        }
     }
 
     fileprivate static func message(_ buffer: [CChar]) -> String {
         String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func textChunks(_ chunks: UnsafePointer<KiriPNGText>?, _ count: Int) -> [TextChunk] {
+        UnsafeBufferPointer(start: chunks, count: count).map { chunk in
+            TextChunk(key: string(chunk.key, chunk.keyLength), value: string(chunk.value, chunk.valueLength))
+        }
     }
 
     private static func string(_ bytes: UnsafePointer<CChar>?, _ count: Int) -> String {

@@ -1,10 +1,12 @@
 // Every libpng call is made here, in a function that has called setjmp first: libpng's error function
 // copies the message and longjmps back to that setjmp, so no longjmp ever crosses a Swift frame. State
 // that must survive a longjmp lives on the heap (a reader or writer), never in locals set after setjmp.
-// See PNGBridge.h.
+// Text chunks are read by a walk of our own over the file, with zlib, so that every byte they take is counted
+// against the caller's limit; libpng only decodes pixels. See PNGBridge.h.
 #include "PNGBridge.h"
 
 #include <png.h>
+#include <zlib.h>
 
 #include <errno.h>
 #include <setjmp.h>
@@ -17,20 +19,16 @@
 
 /// Text values longer than this are compressed (zTXt, or compressed iTXt).
 enum { COMPRESS_ABOVE = 1024 };
-/// The most libpng may allocate for one ancillary chunk, decompressed text included: a zTXt bomb stops here.
-enum { CHUNK_MALLOC_MAX = 8 << 20 };
 /// PNG keywords are 1 to 79 Latin-1 bytes (PNG specification, 11.3.4.3).
 enum { KEYWORD_MAX = 79 };
 
 typedef struct {
     jmp_buf jump;
     char message[256];      // libpng's, copied by on_error
-    int savedErrno;         // errno when libpng failed, for write errors
 } Failure;
 
 static void on_error(png_structp png, png_const_charp message) {
     Failure *failure = png_get_error_ptr(png);
-    failure->savedErrno = errno;
     snprintf(failure->message, sizeof failure->message, "%s", message);
     longjmp(failure->jump, 1);
 }
@@ -97,6 +95,248 @@ static int is_keyword(const char *key, size_t length) {
     return 1;
 }
 
+// MARK: - Text chunks
+
+/// Text chunks as UTF-8, and what they hold of the caller's byte limit.
+struct KiriPNGTextList {
+    KiriPNGText *chunks;    // each chunk's key and value share one block, which starts at its key
+    size_t capacity;        // bytes allocated for `chunks`
+    size_t count;
+    size_t limit, held;     // held: bytes allocated for text now (chunk data as read, values as inflated, this list)
+    int outOfMemory;        // set when malloc failed below the limit, for the message
+};
+
+/// Grows `*block` to at least `wanted` bytes, doubling as far as the limit allows; 0 if `wanted` would pass the
+/// limit or memory runs out.
+static int grow(KiriPNGTextList *list, void **block, size_t *capacity, size_t wanted) {
+    if (wanted <= *capacity) return 1;
+    size_t room = list->limit - list->held, step = wanted - *capacity;
+    if (step > room) return 0;
+    if (step < *capacity) step = *capacity < room ? *capacity : room;
+    void *grown = realloc(*block, *capacity + step);
+    if (!grown) {
+        list->outOfMemory = 1;
+        return 0;
+    }
+    list->held += step;
+    *block = grown;
+    *capacity += step;
+    return 1;
+}
+
+/// One chunk's key and value while they are read: the key, then the value as it is copied or inflated.
+typedef struct {
+    char *bytes;
+    size_t size, capacity;
+} Text;
+
+/// Appends `count` bytes to `text` as UTF-8, converted from Latin-1 when `latin1`; 0 if they would pass the limit.
+static int append(KiriPNGTextList *list, Text *text, const unsigned char *bytes, size_t count, int latin1) {
+    size_t needed = count;
+    if (latin1) {
+        for (size_t i = 0; i < count; i++) needed += bytes[i] >> 7;
+    }
+    if (!grow(list, (void **)&text->bytes, &text->capacity, text->size + needed)) return 0;
+    if (latin1) {
+        text->size += latin1_to_utf8((const char *)bytes, count, text->bytes + text->size);
+    } else {
+        memcpy(text->bytes + text->size, bytes, count);
+        text->size += count;
+    }
+    return 1;
+}
+
+/// Inflates the zlib stream `data` onto `text` a window at a time, so a zip bomb stops at the limit having
+/// allocated no more than it. 1 when the stream is complete, 0 when it is corrupt or cut short, -1 when its
+/// output would pass the limit.
+static int inflate_onto(KiriPNGTextList *list, Text *text, const unsigned char *data, size_t length, int latin1) {
+    z_stream stream = {0};
+    if (inflateInit(&stream) != Z_OK) {
+        list->outOfMemory = 1;
+        return -1;
+    }
+    stream.next_in = (Bytef *)data;
+    stream.avail_in = (uInt)length;     // below 2^31, as every chunk length
+    unsigned char window[1 << 14];
+    int status, fits;
+    do {
+        stream.next_out = window;
+        stream.avail_out = sizeof window;
+        status = inflate(&stream, Z_NO_FLUSH);
+        fits = append(list, text, window, sizeof window - stream.avail_out, latin1);
+    } while (status == Z_OK && fits);
+    inflateEnd(&stream);
+    return !fits ? -1 : status == Z_STREAM_END;
+}
+
+/// Adds a tEXt, zTXt or iTXt chunk's key and value (`length` > 0 bytes of `data`) to `list`, as PNG specification
+/// 11.3.4 lays them out. A malformed chunk is dropped, as libpng drops it (with a warning, which a library does
+/// not print). 0 if the text would pass the limit.
+static int add_text(KiriPNGTextList *list, const char *type, const unsigned char *data, size_t length) {
+    const unsigned char *nul = memchr(data, 0, length < KEYWORD_MAX + 1 ? length : KEYWORD_MAX + 1);
+    if (!nul || nul == data) return 1;
+    size_t at = (size_t)(nul - data) + 1;
+    int compressed = 0, latin1 = 1;
+    if (strcmp(type, "zTXt") == 0) {
+        if (at >= length || data[at] != 0) return 1;    // compression method 0 (deflate) is the only one
+        compressed = 1;
+        at++;
+    } else if (strcmp(type, "iTXt") == 0) {
+        if (at + 2 > length || data[at] > 1 || (data[at] == 1 && data[at + 1] != 0)) return 1;
+        compressed = data[at];
+        latin1 = 0;
+        at += 2;
+        for (int field = 0; field < 2; field++) {       // the language tag, then the translated key
+            const unsigned char *end = memchr(data + at, 0, length - at);
+            if (!end) return 1;
+            at = (size_t)(end - data) + 1;
+        }
+    }
+    Text text = {0};
+    int fits = append(list, &text, data, (size_t)(nul - data), 1), complete = 1;
+    size_t keyLength = text.size;
+    if (fits && compressed) {
+        complete = inflate_onto(list, &text, data + at, length - at, latin1);
+        fits = complete >= 0;
+    } else if (fits) {
+        fits = append(list, &text, data + at, length - at, latin1);
+    }
+    fits = fits && grow(list, (void **)&list->chunks, &list->capacity, (list->count + 1) * sizeof *list->chunks);
+    if (!fits || !complete) {
+        list->held -= text.capacity;
+        free(text.bytes);
+        return fits;
+    }
+    char *fitted = realloc(text.bytes, text.size);     // gives back what doubling left unused
+    if (fitted) {
+        list->held -= text.capacity - text.size;
+        text.bytes = fitted;
+    }
+    list->chunks[list->count++] = (KiriPNGText){text.bytes, keyLength, text.bytes + keyLength, text.size - keyLength};
+    return 1;
+}
+
+static void free_text(KiriPNGTextList *list) {
+    for (size_t i = 0; i < list->count; i++) free((void *)list->chunks[i].key);
+    free(list->chunks);
+}
+
+static uint32_t big_endian(const unsigned char *bytes) {
+    return (uint32_t)bytes[0] << 24 | (uint32_t)bytes[1] << 16 | (uint32_t)bytes[2] << 8 | bytes[3];
+}
+
+/// Walks `file` from its signature to IEND and collects its text chunks into `list`. Each chunk's length is
+/// checked against the bytes left in the file before the chunk is read, and only text chunks are held: the
+/// others, IDAT included, are read a buffer at a time for their CRC and never inflated. So the walk takes time
+/// in proportion to the file's size, and memory within the limit.
+static int walk(FILE *file, const char *name, KiriPNGTextList *list, char *error, size_t errorSize) {
+    unsigned char head[8];
+    size_t got = fread(head, 1, sizeof head, file);
+    struct stat status;
+    if ((got < sizeof head && ferror(file)) || fstat(fileno(file), &status) != 0) {
+        say(error, errorSize, name, "cannot read: %s", strerror(errno));
+        return 0;
+    }
+    if (got < sizeof head || png_sig_cmp(head, 0, 8) != 0) {
+        say(error, errorSize, name, "not a PNG file");
+        return 0;
+    }
+    for (long long offset = 8;;) {
+        if (fread(head, 1, sizeof head, file) != sizeof head) {
+            say(error, errorSize, name, "truncated or corrupt: it ends without an IEND chunk");
+            return 0;
+        }
+        uint32_t length = big_endian(head);
+        char type[5] = {0};
+        memcpy(type, head + 4, 4);
+        int letters = 1;
+        for (int i = 0; i < 4; i++) letters &= (head[4 + i] | 0x20) >= 'a' && (head[4 + i] | 0x20) <= 'z';
+        if (!letters || (offset == 8 && (strcmp(type, "IHDR") != 0 || length != 13))) {
+            say(error, errorSize, name, "truncated or corrupt: %s at byte %lld",
+                letters ? "it does not start with a 13-byte IHDR chunk" : "an invalid chunk type", offset);
+            return 0;
+        }
+        long long left = (long long)status.st_size - offset - 12;     // after this chunk's length, type and CRC
+        if (length > PNG_UINT_31_MAX || length > left) {
+            say(error, errorSize, name, "truncated or corrupt: its %s chunk at byte %lld declares %u bytes, but only "
+                "%lld are left in the file", type, offset, length, left < 0 ? 0 : left);
+            return 0;
+        }
+        int isText = strcmp(type, "tEXt") == 0 || strcmp(type, "zTXt") == 0 || strcmp(type, "iTXt") == 0;
+        void *data = NULL;
+        size_t held = 0;
+        int fits = !isText || grow(list, &data, &held, length), read = fits;
+        uLong crc = crc32(0, head + 4, 4);
+        if (data) {
+            read = fread(data, 1, length, file) == length;
+            crc = crc32(crc, data, length);
+        } else {
+            unsigned char buffer[1 << 14];
+            size_t part;
+            for (size_t rest = length; read && rest > 0; rest -= part) {
+                part = rest < sizeof buffer ? rest : sizeof buffer;
+                read = fread(buffer, 1, part, file) == part;
+                crc = crc32(crc, buffer, (uInt)part);
+            }
+        }
+        unsigned char stored[4];
+        read = read && fread(stored, 1, sizeof stored, file) == sizeof stored;
+        int intact = read && big_endian(stored) == crc, critical = !(head[4] & 0x20);
+        if (fits && intact && data) fits = add_text(list, type, data, length);
+        free(data);
+        list->held -= held;
+        if (!fits) {
+            if (list->outOfMemory) say(error, errorSize, name, "not enough memory for its text chunks");
+            else say(error, errorSize, name, "its text chunks take more than the limit of %zu bytes (as read and as "
+                     "inflated), at the %s chunk at byte %lld", list->limit, type, offset);
+            return 0;
+        }
+        if (!read) {
+            say(error, errorSize, name, "cannot read its %s chunk at byte %lld: %s", type, offset,
+                ferror(file) ? strerror(errno) : "the file is shorter than it was");
+            return 0;
+        }
+        // libpng drops an ancillary chunk with a bad CRC and fails on a critical one.
+        if (!intact && critical) {
+            say(error, errorSize, name, "truncated or corrupt: its %s chunk at byte %lld has a CRC error", type, offset);
+            return 0;
+        }
+        if (strcmp(type, "IEND") == 0) return 1;
+        offset += 12 + (long long)length;
+    }
+}
+
+KiriPNGStatus kiri_png_read_text(const char *path, const char *name, size_t byteLimit, KiriPNGTextList **out,
+                                 const KiriPNGText **text, size_t *textCount, char *error, size_t errorSize) {
+    *out = NULL;
+    *text = NULL;
+    *textCount = 0;
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        say(error, errorSize, name, "cannot open: %s", strerror(errno));
+        return KIRI_PNG_ERROR;
+    }
+    KiriPNGTextList *list = calloc(1, sizeof *list);
+    if (!list) say(error, errorSize, name, "not enough memory");
+    else list->limit = byteLimit;
+    int walked = list && walk(file, name, list, error, errorSize);
+    fclose(file);
+    if (!walked) {
+        kiri_png_free_text(list);
+        return KIRI_PNG_ERROR;
+    }
+    *out = list;
+    *text = list->chunks;
+    *textCount = list->count;
+    return KIRI_PNG_OK;
+}
+
+void kiri_png_free_text(KiriPNGTextList *list) {
+    if (!list) return;
+    free_text(list);
+    free(list);
+}
+
 // MARK: - Reading
 
 struct KiriPNGReader {
@@ -107,14 +347,8 @@ struct KiriPNGReader {
     png_infop info;
     KiriPNGHeader header;
     int passes;
-    KiriPNGText *text;
-    char *textBytes;        // the UTF-8 keys and values `text` points into
-    size_t textCount;
+    KiriPNGTextList text;
 };
-
-static uint32_t big_endian(const unsigned char *bytes) {
-    return (uint32_t)bytes[0] << 24 | (uint32_t)bytes[1] << 16 | (uint32_t)bytes[2] << 8 | bytes[3];
-}
 
 KiriPNGStatus kiri_png_open(const char *path, const char *name, size_t byteLimit, KiriPNGReader **out,
                             KiriPNGHeader *header, char *error, size_t errorSize) {
@@ -125,28 +359,6 @@ KiriPNGStatus kiri_png_open(const char *path, const char *name, size_t byteLimit
         say(error, errorSize, name, "cannot open: %s", strerror(errno));
         return KIRI_PNG_ERROR;
     }
-    // The signature, then IHDR's length, type, width and height: the side limit is checked here, before
-    // libpng, so the message can give the size (png_set_user_limits below would only say "Invalid IHDR").
-    unsigned char start[24];
-    size_t got = fread(start, 1, sizeof start, file);
-    if (got < 8 && ferror(file)) {
-        say(error, errorSize, name, "cannot read: %s", strerror(errno));
-        fclose(file);
-        return KIRI_PNG_ERROR;
-    }
-    if (got < 8 || png_sig_cmp(start, 0, 8) != 0) {
-        say(error, errorSize, name, "not a PNG file");
-        fclose(file);
-        return KIRI_PNG_ERROR;
-    }
-    if (got == sizeof start && memcmp(start + 12, "IHDR", 4) == 0) {
-        uint32_t width = big_endian(start + 16), height = big_endian(start + 20);
-        if (width > KIRI_PNG_MAX_SIDE || height > KIRI_PNG_MAX_SIDE) {
-            say(error, errorSize, name, "%ux%u exceeds the %d-pixel side limit", width, height, KIRI_PNG_MAX_SIDE);
-            fclose(file);
-            return KIRI_PNG_ERROR;
-        }
-    }
     KiriPNGReader *reader = calloc(1, sizeof *reader);
     if (reader) reader->name = strdup(name);
     if (!reader || !reader->name) {
@@ -156,8 +368,22 @@ KiriPNGStatus kiri_png_open(const char *path, const char *name, size_t byteLimit
         return KIRI_PNG_ERROR;
     }
     reader->file = file;
-    if (fseek(file, 8, SEEK_SET) != 0) {
+    reader->text.limit = byteLimit;
+    if (!walk(file, name, &reader->text, error, errorSize)) {
+        kiri_png_close(reader);
+        return KIRI_PNG_ERROR;
+    }
+    // IHDR's width and height (the walk found IHDR first): the side limit is checked here, before libpng, so the
+    // message can give the size (png_set_user_limits below would only say "Invalid IHDR").
+    unsigned char size[8];
+    if (fseek(file, 16, SEEK_SET) != 0 || fread(size, 1, sizeof size, file) != sizeof size || fseek(file, 8, SEEK_SET) != 0) {
         say(error, errorSize, name, "cannot read: %s", strerror(errno));
+        kiri_png_close(reader);
+        return KIRI_PNG_ERROR;
+    }
+    uint32_t width = big_endian(size), height = big_endian(size + 4);
+    if (width > KIRI_PNG_MAX_SIDE || height > KIRI_PNG_MAX_SIDE) {
+        say(error, errorSize, name, "%ux%u exceeds the %d-pixel side limit", width, height, KIRI_PNG_MAX_SIDE);
         kiri_png_close(reader);
         return KIRI_PNG_ERROR;
     }
@@ -178,7 +404,12 @@ KiriPNGStatus kiri_png_open(const char *path, const char *name, size_t byteLimit
     png_init_io(png, file);
     png_set_sig_bytes(png, 8);
     png_set_user_limits(png, KIRI_PNG_MAX_SIDE, KIRI_PNG_MAX_SIDE);
-    png_set_chunk_malloc_max(png, CHUNK_MALLOC_MAX);
+    // The walk has read the text within the limit: libpng skips every ancillary chunk but tRNS, which the pixels
+    // need, so it neither copies the text again nor keeps chunks (sPLT, unknown ones) that the limit never saw.
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
+    // Nor does libpng's own 8 MB cap on a chunk's length apply: it would refuse a long text chunk that libpng only
+    // skips, and the walk has checked every length against the file.
+    png_set_chunk_malloc_max(png, 0);
     png_read_info(png, info);
     png_set_expand(png);        // palette to RGB, grey below 8 bits to 8, tRNS to an alpha channel
     png_set_scale_16(png);      // 16 bits to 8 as round(v * 255 / 65535), not just the high byte
@@ -197,49 +428,21 @@ KiriPNGStatus kiri_png_open(const char *path, const char *name, size_t byteLimit
         return KIRI_PNG_ERROR;
     }
     *header = *decoded;
-    if (decoded->byteCount > byteLimit) {
-        say(error, errorSize, name, "%ux%u with %d channels needs %zu bytes, over the limit of %zu", decoded->width,
-            decoded->height, decoded->channels, decoded->byteCount, byteLimit);
+    size_t textBytes = reader->text.held;
+    if (decoded->byteCount > byteLimit - textBytes) {
+        if (textBytes == 0) {
+            say(error, errorSize, name, "%ux%u with %d channels needs %zu bytes, over the limit of %zu", decoded->width,
+                decoded->height, decoded->channels, decoded->byteCount, byteLimit);
+        } else {
+            say(error, errorSize, name, "%ux%u with %d channels needs %zu bytes, over the %zu its %zu bytes of text "
+                "leave of the limit of %zu", decoded->width, decoded->height, decoded->channels, decoded->byteCount,
+                byteLimit - textBytes, textBytes, byteLimit);
+        }
         kiri_png_close(reader);
         return KIRI_PNG_TOO_LARGE;
     }
     *out = reader;
     return KIRI_PNG_OK;
-}
-
-/// The text chunks libpng has read so far, converted to UTF-8 into one block the reader owns.
-static int collect_text(KiriPNGReader *reader) {
-    png_textp chunks = NULL;
-    int count = png_get_text(reader->png, reader->info, &chunks, NULL);
-    if (count <= 0 || !chunks) return 1;
-    size_t bytes = 0;
-    for (int i = 0; i < count; i++) {
-        bytes += 2 * strlen(chunks[i].key) + 1;
-        bytes += chunks[i].compression > 0 ? chunks[i].itxt_length : 2 * chunks[i].text_length;
-    }
-    reader->text = calloc((size_t)count, sizeof *reader->text);
-    reader->textBytes = malloc(bytes + 1);
-    if (!reader->text || !reader->textBytes) return 0;
-    char *cursor = reader->textBytes;
-    for (int i = 0; i < count; i++) {
-        const png_text *chunk = &chunks[i];
-        KiriPNGText *text = &reader->text[i];
-        text->key = cursor;
-        text->keyLength = latin1_to_utf8(chunk->key, strlen(chunk->key), cursor);
-        cursor += text->keyLength;
-        text->value = cursor;
-        if (!chunk->text) {
-            text->valueLength = 0;
-        } else if (chunk->compression > 0) {    // iTXt, compressed or not: UTF-8 already
-            memcpy(cursor, chunk->text, chunk->itxt_length);
-            text->valueLength = chunk->itxt_length;
-        } else {                                // tEXt or zTXt: Latin-1
-            text->valueLength = latin1_to_utf8(chunk->text, chunk->text_length, cursor);
-        }
-        cursor += text->valueLength;
-    }
-    reader->textCount = (size_t)count;
-    return 1;
 }
 
 KiriPNGStatus kiri_png_decode(KiriPNGReader *reader, uint8_t *pixels, size_t size, const KiriPNGText **text,
@@ -260,13 +463,9 @@ KiriPNGStatus kiri_png_decode(KiriPNGReader *reader, uint8_t *pixels, size_t siz
     for (int pass = 0; pass < reader->passes; pass++) {
         for (uint32_t row = 0; row < reader->header.height; row++) png_read_row(reader->png, pixels + row * rowBytes, NULL);
     }
-    png_read_end(reader->png, reader->info);    // text chunks after the pixels join those before
-    if (!collect_text(reader)) {
-        say(error, errorSize, reader->name, "not enough memory for its text chunks");
-        return KIRI_PNG_ERROR;
-    }
-    *text = reader->text;
-    *textCount = reader->textCount;
+    png_read_end(reader->png, NULL);    // checks the rest of the image data
+    *text = reader->text.chunks;
+    *textCount = reader->text.count;
     return KIRI_PNG_OK;
 }
 
@@ -275,8 +474,7 @@ void kiri_png_close(KiriPNGReader *reader) {
     if (reader->png) png_destroy_read_struct(&reader->png, reader->info ? &reader->info : NULL, NULL);
     if (reader->file) fclose(reader->file);
     free(reader->name);
-    free(reader->text);
-    free(reader->textBytes);
+    free_text(&reader->text);
     free(reader);
 }
 
@@ -287,10 +485,10 @@ typedef struct {
     png_text *chunks;
     size_t chunkCount;
     char *chunkBytes;       // NUL-terminated keys and values `chunks` points into
-    char *temporary;        // the temporary file's path, while it exists
-    FILE *file;
     png_structp png;
     png_infop info;
+    uint8_t *bytes;         // the encoded file so far
+    size_t size, capacity;
 } Writer;
 
 int kiri_png_text_problem(const KiriPNGText *text, char *error, size_t errorSize) {
@@ -309,26 +507,21 @@ int kiri_png_text_problem(const KiriPNGText *text, char *error, size_t errorSize
 }
 
 /// Checks and converts the text chunks into `writer->chunks`; 0 with a message if one is unusable.
-static int prepare_text(Writer *writer, const KiriPNGText *text, size_t count, const char *name, char *error,
-                        size_t errorSize) {
+static int prepare_text(Writer *writer, const KiriPNGText *text, size_t count, char *error, size_t errorSize) {
     if (count == 0) return 1;
     size_t bytes = 0;
     for (size_t i = 0; i < count; i++) bytes += text[i].keyLength + text[i].valueLength + 2;
     writer->chunks = calloc(count, sizeof *writer->chunks);
     writer->chunkBytes = malloc(bytes);
     if (!writer->chunks || !writer->chunkBytes) {
-        say(error, errorSize, name, "not enough memory for its text chunks");
+        snprintf(error, errorSize, "not enough memory for its text chunks");
         return 0;
     }
     char *cursor = writer->chunkBytes;
     for (size_t i = 0; i < count; i++) {
         const KiriPNGText *item = &text[i];
         png_text *chunk = &writer->chunks[i];
-        char reason[256];
-        if (kiri_png_text_problem(item, reason, sizeof reason)) {
-            say(error, errorSize, name, "%s", reason);
-            return 0;
-        }
+        if (kiri_png_text_problem(item, error, errorSize)) return 0;
         chunk->key = cursor;
         cursor += utf8_to_latin1(item->key, item->keyLength, cursor);
         *cursor++ = 0;
@@ -351,89 +544,74 @@ static int prepare_text(Writer *writer, const KiriPNGText *text, size_t count, c
     return 1;
 }
 
-/// Frees what the writer holds and removes its temporary file if it is still there.
+/// libpng's output, appended to the writer's buffer.
+static void on_write(png_structp png, png_bytep data, size_t length) {
+    Writer *writer = png_get_io_ptr(png);
+    if (length > writer->capacity - writer->size) {
+        size_t capacity = writer->size + length > 2 * writer->capacity ? writer->size + length : 2 * writer->capacity;
+        uint8_t *grown = realloc(writer->bytes, capacity);
+        if (!grown) png_error(png, "not enough memory");
+        writer->bytes = grown;
+        writer->capacity = capacity;
+    }
+    memcpy(writer->bytes + writer->size, data, length);
+    writer->size += length;
+}
+
+/// Memory needs no flushing; libpng's default flush would take the writer for a FILE.
+static void on_flush(png_structp png) {
+    (void)png;
+}
+
+/// Frees what the writer holds.
 static void finish(Writer *writer) {
     if (writer->png) png_destroy_write_struct(&writer->png, writer->info ? &writer->info : NULL);
-    if (writer->file) fclose(writer->file);
-    if (writer->temporary) unlink(writer->temporary);
-    free(writer->temporary);
     free(writer->chunks);
     free(writer->chunkBytes);
+    free(writer->bytes);
     free(writer);
 }
 
-/// Opens a new temporary file in `path`'s folder (so the final rename stays on one file system).
-static int open_temporary(Writer *writer, const char *path, const char *name, char *error, size_t errorSize) {
-    const char *slash = strrchr(path, '/');
-    size_t folderLength = slash ? (size_t)(slash - path) + 1 : 0;
-    static const char pattern[] = ".kiri-png-XXXXXX";
-    writer->temporary = malloc(folderLength + sizeof pattern);
-    if (!writer->temporary) {
-        say(error, errorSize, name, "not enough memory");
-        return 0;
-    }
-    memcpy(writer->temporary, path, folderLength);
-    memcpy(writer->temporary + folderLength, pattern, sizeof pattern);
-    int descriptor = mkstemp(writer->temporary);
-    if (descriptor < 0) {
-        say(error, errorSize, name, "cannot create a file in its folder: %s", strerror(errno));
-        free(writer->temporary);
-        writer->temporary = NULL;
-        return 0;
-    }
-    fchmod(descriptor, 0644);
-    writer->file = fdopen(descriptor, "wb");
-    if (!writer->file) {
-        say(error, errorSize, name, "cannot write: %s", strerror(errno));
-        close(descriptor);
-        return 0;
-    }
-    return 1;
-}
-
-KiriPNGStatus kiri_png_write(const char *path, const char *name, const uint8_t *pixels, uint32_t width,
-                             uint32_t height, int channels, const KiriPNGText *text, size_t textCount, char *error,
-                             size_t errorSize) {
+KiriPNGStatus kiri_png_encode(const uint8_t *pixels, uint32_t width, uint32_t height, int channels,
+                              const KiriPNGText *text, size_t textCount, uint8_t **bytes, size_t *size, char *error,
+                              size_t errorSize) {
     static const int colorTypes[] = {PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
                                      PNG_COLOR_TYPE_RGB_ALPHA};
+    *bytes = NULL;
+    *size = 0;
     if (channels < 1 || channels > 4) {
-        say(error, errorSize, name, "cannot write %d channels (1 grey, 2 grey+alpha, 3 RGB or 4 RGBA)", channels);
+        snprintf(error, errorSize, "cannot write %d channels (1 grey, 2 grey+alpha, 3 RGB or 4 RGBA)", channels);
         return KIRI_PNG_ERROR;
     }
     if (width < 1 || height < 1 || width > KIRI_PNG_MAX_SIDE || height > KIRI_PNG_MAX_SIDE) {
-        say(error, errorSize, name, "cannot write a %ux%u image (each side must be 1 to %d pixels)", width, height,
-            KIRI_PNG_MAX_SIDE);
+        snprintf(error, errorSize, "cannot write a %ux%u image (each side must be 1 to %d pixels)", width, height,
+                 KIRI_PNG_MAX_SIDE);
         return KIRI_PNG_ERROR;
     }
     Writer *writer = calloc(1, sizeof *writer);
     if (!writer) {
-        say(error, errorSize, name, "not enough memory");
+        snprintf(error, errorSize, "not enough memory");
         return KIRI_PNG_ERROR;
     }
-    if (!prepare_text(writer, text, textCount, name, error, errorSize) ||
-        !open_temporary(writer, path, name, error, errorSize)) {
+    if (!prepare_text(writer, text, textCount, error, errorSize)) {
         finish(writer);
         return KIRI_PNG_ERROR;
     }
     if (setjmp(writer->failure.jump)) {
-        // libpng's own fwrite failure says only "Write Error"; errno says why (no space, ...).
-        int saved = strcmp(writer->failure.message, "Write Error") == 0 ? writer->failure.savedErrno : 0;
-        say(error, errorSize, name, "cannot write (libpng: %s%s%s)", writer->failure.message, saved ? ": " : "",
-            saved ? strerror(saved) : "");
+        snprintf(error, errorSize, "cannot write (libpng: %s)", writer->failure.message);
         finish(writer);
         return KIRI_PNG_ERROR;
     }
-    errno = 0;
     writer->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &writer->failure, on_error, on_warning);
     if (writer->png) writer->info = png_create_info_struct(writer->png);
     if (!writer->info) {
-        say(error, errorSize, name, "not enough memory");
+        snprintf(error, errorSize, "not enough memory");
         finish(writer);
         return KIRI_PNG_ERROR;
     }
     png_structp png = writer->png;
     png_infop info = writer->info;
-    png_init_io(png, writer->file);
+    png_set_write_fn(png, writer, on_write, on_flush);
     png_set_user_limits(png, KIRI_PNG_MAX_SIDE, KIRI_PNG_MAX_SIDE);
     png_set_IHDR(png, info, width, height, 8, colorTypes[channels - 1], PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -442,21 +620,62 @@ KiriPNGStatus kiri_png_write(const char *path, const char *name, const uint8_t *
     size_t rowBytes = (size_t)width * (size_t)channels;
     for (uint32_t row = 0; row < height; row++) png_write_row(png, pixels + row * rowBytes);
     png_write_end(png, NULL);
-    png_destroy_write_struct(&writer->png, &writer->info);
-
-    // Flushed and synced before the rename, so the name never points at a partly written file.
-    FILE *file = writer->file;
-    writer->file = NULL;
-    int failed = fflush(file) != 0 || fsync(fileno(file)) != 0;
-    int savedErrno = errno;
-    failed |= fclose(file) != 0;
-    if (failed || rename(writer->temporary, path) != 0) {
-        say(error, errorSize, name, "cannot write: %s", strerror(failed && savedErrno ? savedErrno : errno));
-        finish(writer);
-        return KIRI_PNG_ERROR;
-    }
-    free(writer->temporary);
-    writer->temporary = NULL;
+    *bytes = writer->bytes;
+    *size = writer->size;
+    writer->bytes = NULL;
     finish(writer);
     return KIRI_PNG_OK;
+}
+
+void kiri_png_free(uint8_t *bytes) {
+    free(bytes);
+}
+
+/// Creates a new temporary file in `path`'s folder (so the final rename stays on one file system); its path goes
+/// to *temporary, to be freed.
+static FILE *open_temporary(const char *path, const char *name, char **temporary, char *error, size_t errorSize) {
+    const char *slash = strrchr(path, '/');
+    size_t folderLength = slash ? (size_t)(slash - path) + 1 : 0;
+    static const char pattern[] = ".kiri-png-XXXXXX";
+    *temporary = malloc(folderLength + sizeof pattern);
+    if (!*temporary) {
+        say(error, errorSize, name, "not enough memory");
+        return NULL;
+    }
+    memcpy(*temporary, path, folderLength);
+    memcpy(*temporary + folderLength, pattern, sizeof pattern);
+    int descriptor = mkstemp(*temporary);
+    if (descriptor < 0) {
+        say(error, errorSize, name, "cannot create a file in its folder: %s", strerror(errno));
+        free(*temporary);
+        return NULL;
+    }
+    fchmod(descriptor, 0644);
+    FILE *file = fdopen(descriptor, "wb");
+    if (!file) {
+        say(error, errorSize, name, "cannot write: %s", strerror(errno));
+        close(descriptor);
+        unlink(*temporary);
+        free(*temporary);
+    }
+    return file;
+}
+
+KiriPNGStatus kiri_png_write(const char *path, const char *name, const uint8_t *bytes, size_t size, char *error,
+                             size_t errorSize) {
+    char *temporary;
+    FILE *file = open_temporary(path, name, &temporary, error, errorSize);
+    if (!file) return KIRI_PNG_ERROR;
+    // Flushed and synced before the rename, so the name never points at a partly written file.
+    errno = 0;
+    int failed = fwrite(bytes, 1, size, file) != size || fflush(file) != 0 || fsync(fileno(file)) != 0;
+    int savedErrno = errno;
+    failed |= fclose(file) != 0;
+    int renamed = !failed && rename(temporary, path) == 0;
+    if (!renamed) {
+        say(error, errorSize, name, "cannot write: %s", strerror(failed && savedErrno ? savedErrno : errno));
+        unlink(temporary);
+    }
+    free(temporary);
+    return renamed ? KIRI_PNG_OK : KIRI_PNG_ERROR;
 }

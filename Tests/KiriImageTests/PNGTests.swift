@@ -101,18 +101,25 @@ final class PNGTests: XCTestCase {
         .init(key: "long utf8", value: String(repeating: "雪だるま ☃ ", count: 600)),       // 10.2 KB of UTF-8
     ]
 
-    /// The chunk types of a PNG in file order, read by hand; iTXt as "iTXt+z" when compressed.
-    func chunkTypes(_ path: String) throws -> [String] {
-        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        var types: [String] = [], offset = 8
-        while offset + 8 <= bytes.count {
-            let length = bytes[offset..<offset + 4].reduce(0) { $0 << 8 | Int($1) }
-            var type = String(decoding: bytes[offset + 4..<offset + 8], as: UTF8.self)
-            if type == "iTXt", let end = bytes[(offset + 8)...].firstIndex(of: 0), bytes[end + 1] == 1 { type += "+z" }
-            types.append(type)
+    /// The chunks of a PNG file in order, read by hand, each whole: length, type, data and CRC.
+    static func chunks(_ file: [UInt8]) -> [(type: String, bytes: [UInt8])] {
+        var chunks: [(type: String, bytes: [UInt8])] = [], offset = 8
+        while offset + 12 <= file.count {
+            let length = file[offset..<offset + 4].reduce(0) { $0 << 8 | Int($1) }
+            chunks.append((String(decoding: file[offset + 4..<offset + 8], as: UTF8.self), Array(file[offset..<offset + 12 + length])))
             offset += 12 + length
         }
-        return types
+        return chunks
+    }
+
+    /// The chunk types of a PNG in file order; iTXt as "iTXt+z" when compressed (the flag after its keyword's NUL).
+    func chunkTypes(_ path: String) throws -> [String] {
+        Self.chunks([UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))).map { chunk in
+            guard chunk.type == "iTXt", let end = chunk.bytes.dropFirst(8).firstIndex(of: 0), chunk.bytes[end + 1] == 1 else {
+                return chunk.type
+            }
+            return "iTXt+z"
+        }
     }
 
     func testWrittenImagesReadBackWithTheirText() throws {
