@@ -34,9 +34,9 @@ public final class UNet {
     /// misshapen tensor is a ModelFileError naming its key. A network too large for the run's memory cap is refused
     /// before anything is converted (security case 36).
     public init(config: UNetConfig, weights file: SafetensorsFile) throws {
-        let bytes = Self.loadedBytes(file)
+        let bytes = Self.loadingBytes(file)
         if let left = memoryLeft(ifShortOf: bytes) {
-            throw ModelFileError(file.path, "the network's weights take \(describeBytes(bytes)) as float32, but the run has \(left)")
+            throw ModelFileError(file.path, "loading the network takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
         }
         self.config = config
         let weights = WeightReader(file)
@@ -171,15 +171,19 @@ public final class UNet {
         parameterCount = weights.parameterCount
     }
 
-    /// Bytes the parameters in `file` take once loaded, at most: float32, and a 3×3 conv's [O, I, 3, 3] as its
-    /// Winograd filters U[16, O, I]. From the header alone; the data section holds every element in at least two
-    /// bytes, so the sum cannot overflow.
-    public static func loadedBytes(_ file: SafetensorsFile) -> Int {
-        file.names.reduce(0) { total, name in
+    /// Bytes loading the parameters in `file` takes at most: each as float32, a 3×3 conv's [O, I, 3, 3] as its
+    /// Winograd filters U[16, O, I], plus three of the largest tensor for the originals a conversion holds while it
+    /// makes one conv's filters or stacks q, k and v. From the header alone; the data section holds every element in
+    /// at least two bytes, so no sum here can overflow.
+    public static func loadingBytes(_ file: SafetensorsFile) -> Int {
+        var total = 0, largest = 0
+        for name in file.names {
             let info = file.info(name)!
             let isFilter = info.shape.count == 4 && info.shape[2] == 3 && info.shape[3] == 3
-            return total + (isFilter ? info.count / 9 * winogradPoints : info.count) * MemoryLayout<Float>.stride
+            total += isFilter ? info.count / 9 * winogradPoints : info.count
+            largest = max(largest, info.count)
         }
+        return (total + 3 * largest) * MemoryLayout<Float>.stride
     }
 
     /// The UNet's output for noisy input `x` [B, C, H, W] at `timesteps` (one per batch element, or one for all;
@@ -209,13 +213,13 @@ public final class UNet {
             workspace.trim()
             guard error as? TensorError == .outOfMemory else { throw error }
             throw TensorError(argument: 1, "x of shape \(shapeString(x.shape)) needs more memory for the network's activations "
-                + "than the run has left of its memory cap")
+                + "than the run has: \(memoryLeft(ifShortOf: Int.max) ?? "the system refused it")")
         }
     }
 
     /// Bytes of the activations a forward pass holds all at once, at least (Int.max if they overflow): the skip
     /// connections the down path keeps for the up path, and the output.
-    private func skipBytes(batch: Int, height: Int, width: Int) -> Int {
+    func skipBytes(batch: Int, height: Int, width: Int) -> Int {
         var shapes = [[batch, config.outChannels, height, width], [batch, convIn.outChannels, height, width]]
         var (height, width) = (height, width)
         for block in downBlocks {
