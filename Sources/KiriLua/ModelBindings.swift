@@ -18,7 +18,7 @@ final class LoadedModel {
     /// Loads the model at `path`: a `.safetensors` file with its `config.json`, or a diffusers folder
     /// (ModelFiles.locate). Every file it reads must be readable by the script, so the sandbox's read roots apply
     /// to the config and scheduler config found beside the weights too.
-    static func load(_ path: String, files access: FileAccess, budget: MemoryBudget) throws -> LoadedModel {
+    static func load(_ path: String, files access: FileAccess) throws -> LoadedModel {
         let real = try access.resolveForReading(path)
         do {
             let files = try ModelFiles.locate(real)
@@ -27,12 +27,7 @@ final class LoadedModel {
             }
             let weights = try SafetensorsFile(path: files.weights)
             let summary = try ModelSummary(files: files, weights: weights)
-            // Checked before converting, so a model too large for --memory fails at once and says why.
-            let bytes = summary.parameterCount * MemoryLayout<Float>.stride
-            guard bytes <= budget.limit - budget.used else {
-                throw ScriptError("cannot load '\(path)': its weights take \(mebibytes(bytes)) as float32 but the run has "
-                    + "\(mebibytes(max(0, budget.limit - budget.used))) left of its \(mebibytes(budget.limit)) memory cap (--memory)")
-            }
+            // UNet refuses a network too large for the run's memory cap (MemoryBudget.current) before converting.
             return LoadedModel(summary: summary, network: try UNet(config: summary.config, weights: weights))
         } catch let error as ModelFileError {
             throw ScriptError(error.description)   // it starts with the file at fault
@@ -43,10 +38,6 @@ final class LoadedModel {
         } catch {
             throw ScriptError("cannot load '\(path)': \(error)")
         }
-    }
-
-    private static func mebibytes(_ bytes: Int) -> String {
-        bytes < 1 << 20 ? "\(bytes >> 10) KiB" : String(format: bytes < 10 << 20 ? "%.1f MiB" : "%.0f MiB", Double(bytes) / 1048576)
     }
 }
 
@@ -60,7 +51,7 @@ extension Bindings {
             try named("load") {
                 let path = try call.string(1)
                 let runtime = call.runtime
-                let model = try LoadedModel.load(path, files: runtime.files, budget: runtime.budget)
+                let model = try LoadedModel.load(path, files: runtime.files)
                 let handle = runtime.nextModelHandle
                 runtime.nextModelHandle += 1
                 runtime.models[handle] = model

@@ -56,22 +56,25 @@ struct ConfigFields {
         return integer
     }
 
-    func requiredInteger(_ field: String, minimum: Int = 1) throws(ModelFileError) -> Int {
-        try atLeast(minimum, integer(required(field), field), field)
+    /// Every integer field has a range, its maximum far above any published model's value, so that no size the
+    /// network computes from it overflows and no array it sizes is large (security case 36).
+    func requiredInteger(_ field: String, _ range: ClosedRange<Int>) throws(ModelFileError) -> Int {
+        try within(range, integer(required(field), field), field)
     }
 
-    func integer(_ field: String, default fallback: Int, minimum: Int = Int.min) throws(ModelFileError) -> Int {
+    func integer(_ field: String, default fallback: Int, _ range: ClosedRange<Int>) throws(ModelFileError) -> Int {
         guard let value = value(field) else { return fallback }
-        return try atLeast(minimum, integer(value, field), field)
+        return try within(range, integer(value, field), field)
     }
 
-    func optionalInteger(_ field: String, minimum: Int = 1) throws(ModelFileError) -> Int? {
+    func optionalInteger(_ field: String, _ range: ClosedRange<Int>) throws(ModelFileError) -> Int? {
         guard let value = value(field) else { return nil }
-        return try atLeast(minimum, integer(value, field), field)
+        return try within(range, integer(value, field), field)
     }
 
-    private func atLeast(_ minimum: Int, _ value: Int, _ field: String) throws(ModelFileError) -> Int {
-        guard value >= minimum else { throw failure(field, "must be at least \(minimum), got \(value)") }
+    func within(_ range: ClosedRange<Int>, _ value: Int, _ field: String) throws(ModelFileError) -> Int {
+        guard value >= range.lowerBound else { throw failure(field, "must be at least \(range.lowerBound), got \(value)") }
+        guard value <= range.upperBound else { throw failure(field, "is \(value), above the maximum of \(range.upperBound)") }
         return value
     }
 
@@ -131,10 +134,15 @@ struct ConfigFields {
         return result
     }
 
-    func requiredIntegers(_ field: String, minimum: Int = 1) throws(ModelFileError) -> [Int] {
+    /// At most `maximumCount` elements, each in `range`.
+    func requiredIntegers(_ field: String, _ range: ClosedRange<Int>, maximumCount: Int) throws(ModelFileError) -> [Int] {
+        let elements = try array(required(field), field)
+        guard elements.count <= maximumCount else {
+            throw failure(field, "has \(elements.count) values, above the maximum of \(maximumCount)")
+        }
         var result: [Int] = []
-        for (index, element) in try array(required(field), field).enumerated() {
-            result.append(try atLeast(minimum, integer(element, "\(field)[\(index)]"), "\(field)[\(index)]"))
+        for (index, element) in elements.enumerated() {
+            result.append(try within(range, integer(element, "\(field)[\(index)]"), "\(field)[\(index)]"))
         }
         guard !result.isEmpty else { throw failure(field, "is empty") }
         return result
@@ -154,7 +162,9 @@ struct ConfigFields {
 
     /// diffusers' "int or one per block" fields (`layers_per_block`, `attention_head_dim`, ...), expanded to one
     /// value per block; nil when absent or null and there is no default.
-    func perBlock(_ field: String, blocks: Int, default fallback: Int?, allowList: Bool = true) throws(ModelFileError) -> [Int]? {
+    func perBlock(_ field: String, blocks: Int, default fallback: Int?, _ range: ClosedRange<Int>, allowList: Bool = true)
+        throws(ModelFileError) -> [Int]?
+    {
         guard let value = value(field) else { return fallback.map { Array(repeating: $0, count: blocks) } }
         if case .array(let elements) = value, allowList {
             guard elements.count == blocks else {
@@ -162,7 +172,7 @@ struct ConfigFields {
             }
             var result: [Int] = []
             for (index, element) in elements.enumerated() {
-                result.append(try atLeast(1, integer(element, "\(field)[\(index)]"), "\(field)[\(index)]"))
+                result.append(try within(range, integer(element, "\(field)[\(index)]"), "\(field)[\(index)]"))
             }
             return result
         }
@@ -170,7 +180,7 @@ struct ConfigFields {
             throw failure(field, allowList ? "must be an integer or a list of \(blocks) integers, got \(Self.describe(value))"
                                            : "must be an integer, got \(Self.describe(value))")
         }
-        return Array(repeating: try atLeast(1, integer(value, field), field), count: blocks)
+        return Array(repeating: try within(range, integer(value, field), field), count: blocks)
     }
 
     // MARK: Features Kiri does not run

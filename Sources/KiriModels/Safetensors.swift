@@ -75,6 +75,9 @@ public final class SafetensorsFile {
             throw ModelFileError(path, "tensor '\(name)': \(error)")
         }
         Self.convert(info.dtype, base + dataStart + info.dataOffsets.lowerBound, count: info.count, into: tensor.data)
+        if let cancellation = Cancellation.current, cancellation.isStopped {
+            throw ModelFileError(path, "tensor '\(name)': \(cancellation.error.message)")
+        }
         return tensor
     }
 
@@ -87,19 +90,15 @@ public final class SafetensorsFile {
         return try tensor(name)
     }
 
-    /// Large tensors convert on every core: an SD UNet holds 860 M elements.
+    /// Large tensors convert on every core (an SD UNet holds 860 M elements), in pieces that stop with the run
+    /// (Parallel.split): converting a multi-GB file takes seconds.
     private static func convert(_ dtype: DType, _ source: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
-        let threads = count >= 1 << 18 ? ProcessInfo.processInfo.activeProcessorCount : 1
-        guard threads > 1 else { return dtype.convert(source, count: count, into: out) }
-        let chunk = (count + threads - 1) / threads
         // Sendable stand-ins for the pointers.
         let sourceAddress = UInt(bitPattern: source), outAddress = UInt(bitPattern: out)
-        DispatchQueue.concurrentPerform(iterations: threads) { index in
-            let start = index * chunk, end = min(count, start + chunk)
-            guard start < end else { return }
-            dtype.convert(UnsafeRawPointer(bitPattern: sourceAddress).unsafelyUnwrapped + start * dtype.byteSize,
-                          count: end - start,
-                          into: UnsafeMutablePointer<Float>(bitPattern: outAddress).unsafelyUnwrapped + start)
+        Parallel.forEach(count, grain: 1 << 18) { range in
+            dtype.convert(UnsafeRawPointer(bitPattern: sourceAddress).unsafelyUnwrapped + range.lowerBound * dtype.byteSize,
+                          count: range.count,
+                          into: UnsafeMutablePointer<Float>(bitPattern: outAddress).unsafelyUnwrapped + range.lowerBound)
         }
     }
 }
@@ -208,12 +207,7 @@ private struct Header {
             guard size >= 0 else { throw failure("shape has negative dimension \(size)") }
             shape.append(size)
         }
-        var count = 1
-        for size in shape {
-            let (product, overflow) = count.multipliedReportingOverflow(by: size)
-            guard !overflow else { throw failure("element count of shape \(shapeString(shape)) overflows") }
-            count = product
-        }
+        guard let count = elementCount(shape) else { throw failure("element count of shape \(shapeString(shape)) overflows") }
         let (byteCount, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
         guard !overflow else { throw failure("byte size of shape \(shapeString(shape)) × \(dtype.rawValue) overflows") }
 

@@ -36,6 +36,10 @@ public struct SchedulerConfig: Sendable, Equatable {
     public var stepsOffset: Int
     public var rescaleBetasZeroSNR: Bool
 
+    /// Bound on num_train_timesteps and steps_offset (security case 36): 100× the 1000 every published model uses,
+    /// so that a schedule of that length stays a small array.
+    public static let maximumTrainTimesteps = 100_000
+
     /// diffusers' defaults, for a model that ships no scheduler config.
     public init() {
         className = nil
@@ -61,7 +65,7 @@ public struct SchedulerConfig: Sendable, Equatable {
     init(_ fields: ConfigFields) throws(ModelFileError) {
         self.init()
         className = try fields.optionalString("_class_name")
-        numTrainTimesteps = try fields.integer("num_train_timesteps", default: 1000, minimum: 1)
+        numTrainTimesteps = try fields.integer("num_train_timesteps", default: 1000, 1...Self.maximumTrainTimesteps)
         betaStart = try fields.double("beta_start", default: 0.0001)
         betaEnd = try fields.double("beta_end", default: 0.02)
         for (field, beta) in [("beta_start", betaStart), ("beta_end", betaEnd)] where !(0..<1).contains(beta) {
@@ -80,7 +84,7 @@ public struct SchedulerConfig: Sendable, Equatable {
         predictionType = try fields.choice("prediction_type", default: .epsilon)
         let spacing: TimestepSpacing = (className.map { Self.leadingByDefault.contains($0) } ?? true) ? .leading : .linspace
         timestepSpacing = try fields.choice("timestep_spacing", default: spacing)
-        stepsOffset = try fields.integer("steps_offset", default: 0, minimum: 0)
+        stepsOffset = try fields.integer("steps_offset", default: 0, 0...Self.maximumTrainTimesteps)
         rescaleBetasZeroSNR = try fields.bool("rescale_betas_zero_snr", default: false)
     }
 }

@@ -52,6 +52,8 @@ public struct UNetConfig: Sendable, Equatable {
     public var blockOutChannels: [Int]
     /// One per down block; each up block has one more layer (diffusers).
     public var layersPerBlock: [Int]
+    /// 1, or 0 for Downsample2D's one-sided pad: both halve a side. A wider pad would make the down path's sizes
+    /// differ from those the up path rebuilds, which diffusers' torch.cat refuses too.
     public var downsamplePadding: Int
     public var downsampleType: Resampling
     public var upsampleType: Resampling
@@ -76,6 +78,21 @@ public struct UNetConfig: Sendable, Equatable {
     public var useLinearProjection: Bool
     public var upcastAttention: Bool
 
+    // Bounds on every size a config sets (security case 36), far above published UNets (SD 1.x/2.x: 4 blocks of at
+    // most 1280 channels and 2 layers; SDXL: 10 transformer layers, cross_attention_dim 2048; pixel UNets:
+    // sample_size 256, 1000 classes) and low enough that nothing the network derives from them — 4 × channels,
+    // blocks × layers modules, 2^(blocks - 1) — overflows or sizes a large array before the weights are checked.
+
+    /// Channels of any kind: in, out, block_out_channels, cross_attention_dim, attention heads or head size, groups.
+    public static let maximumChannels = 1 << 16
+    /// Entries of block_out_channels (and so of the block type lists).
+    public static let maximumBlocks = 8
+    /// layers_per_block and transformer_layers_per_block.
+    public static let maximumLayers = 64
+    /// Each side of sample_size, in latent pixels.
+    public static let maximumSampleSize = 1 << 16
+    public static let maximumClasses = 100_000
+
     /// Reads and checks `path` (a `config.json`).
     public init(path: String) throws(ModelFileError) {
         try self.init(ConfigFields(path: path))
@@ -89,10 +106,11 @@ public struct UNetConfig: Sendable, Equatable {
     init(_ fields: ConfigFields) throws(ModelFileError) {
         architecture = try fields.choice(fields.required("_class_name"), "_class_name", "model class")
         let conditional = architecture == .unet2DCondition
+        let channels = 1...Self.maximumChannels, layers = 1...Self.maximumLayers
 
-        inChannels = try fields.requiredInteger("in_channels")
-        outChannels = try fields.requiredInteger("out_channels")
-        blockOutChannels = try fields.requiredIntegers("block_out_channels")
+        inChannels = try fields.requiredInteger("in_channels", channels)
+        outChannels = try fields.requiredInteger("out_channels", channels)
+        blockOutChannels = try fields.requiredIntegers("block_out_channels", channels, maximumCount: Self.maximumBlocks)
         downBlockTypes = try fields.requiredChoices("down_block_types", "block type")
         upBlockTypes = try fields.requiredChoices("up_block_types", "block type")
         let blocks = blockOutChannels.count
@@ -100,7 +118,7 @@ public struct UNetConfig: Sendable, Equatable {
             throw fields.failure(field, "has \(count) blocks but 'block_out_channels' has \(blocks)")
         }
         _ = try fields.required("layers_per_block")
-        layersPerBlock = try fields.perBlock("layers_per_block", blocks: blocks, default: nil, allowList: conditional)!
+        layersPerBlock = try fields.perBlock("layers_per_block", blocks: blocks, default: nil, layers, allowList: conditional)!
 
         if let value = fields.value("mid_block_type") {
             midBlockType = try fields.choice(value, "mid_block_type", "block type")
@@ -112,40 +130,40 @@ public struct UNetConfig: Sendable, Equatable {
             guard dimensions.count == 2 else { throw fields.failure("sample_size", "must be an integer or [height, width]") }
             var size: [Int] = []
             for (index, value) in dimensions.enumerated() {
-                let side = try fields.integer(value, "sample_size[\(index)]")
-                guard side > 0 else { throw fields.failure("sample_size[\(index)]", "must be at least 1, got \(side)") }
-                size.append(side)
+                let field = "sample_size[\(index)]"
+                size.append(try fields.within(1...Self.maximumSampleSize, fields.integer(value, field), field))
             }
             sampleSize = size
         } else {
-            sampleSize = try fields.optionalInteger("sample_size").map { [$0, $0] }
+            sampleSize = try fields.optionalInteger("sample_size", 1...Self.maximumSampleSize).map { [$0, $0] }
         }
 
         centerInputSample = try fields.bool("center_input_sample", default: false)
         flipSinToCos = try fields.bool("flip_sin_to_cos", default: true)
         freqShift = try fields.double("freq_shift", default: 0)
-        downsamplePadding = try fields.integer("downsample_padding", default: 1, minimum: 0)
+        downsamplePadding = try fields.integer("downsample_padding", default: 1, 0...1)
         downsampleType = try fields.choice("downsample_type", default: .conv)
         upsampleType = try fields.choice("upsample_type", default: .conv)
         midBlockScaleFactor = try fields.double("mid_block_scale_factor", default: 1)
         activation = try fields.choice("act_fn", default: .silu)
-        normNumGroups = try fields.integer("norm_num_groups", default: 32, minimum: 1)
-        attentionNormNumGroups = try fields.optionalInteger("attn_norm_num_groups")
+        normNumGroups = try fields.integer("norm_num_groups", default: 32, channels)
+        attentionNormNumGroups = try fields.optionalInteger("attn_norm_num_groups", channels)
         normEps = try fields.double("norm_eps", default: 1e-5)
         addAttention = try fields.bool("add_attention", default: true)
-        numClassEmbeds = try fields.optionalInteger("num_class_embeds")
+        numClassEmbeds = try fields.optionalInteger("num_class_embeds", 1...Self.maximumClasses)
         useLinearProjection = try fields.bool("use_linear_projection", default: false)
         upcastAttention = try fields.bool("upcast_attention", default: false)
 
         if conditional {
-            attentionHeadDim = try fields.perBlock("attention_head_dim", blocks: blocks, default: 8)
+            attentionHeadDim = try fields.perBlock("attention_head_dim", blocks: blocks, default: 8, channels)
             if fields.isPresent("attention_head_dim"), fields.value("attention_head_dim") == nil {
                 throw fields.failure("attention_head_dim", "is null, but UNet2DConditionModel needs it (it is the number of heads)")
             }
-            crossAttentionDim = try fields.perBlock("cross_attention_dim", blocks: blocks, default: 1280)
-            transformerLayersPerBlock = try fields.perBlock("transformer_layers_per_block", blocks: blocks, default: 1)!
+            crossAttentionDim = try fields.perBlock("cross_attention_dim", blocks: blocks, default: 1280, channels)
+            transformerLayersPerBlock = try fields.perBlock("transformer_layers_per_block", blocks: blocks, default: 1, layers)!
         } else {
-            attentionHeadDim = try fields.perBlock("attention_head_dim", blocks: blocks, default: fields.isPresent("attention_head_dim") ? nil : 8, allowList: false)
+            attentionHeadDim = try fields.perBlock("attention_head_dim", blocks: blocks, default: fields.isPresent("attention_head_dim") ? nil : 8,
+                                                 channels, allowList: false)
             crossAttentionDim = nil
             transformerLayersPerBlock = Array(repeating: 1, count: blocks)
         }

@@ -273,6 +273,39 @@ final class ModelAPITests: XCTestCase {
             """, memory: 4 << 20)
     }
 
+    /// Security case 36 through `kiri.models.load`: sizes past a config field's maximum are refused naming the file
+    /// and the field, under a --memory-like cap, where they used to trap, abort or allocate gigabytes.
+    func testOversizedConfigsAreRefused() throws {
+        let cases: [(String, Any, String)] = [
+            ("downsample_padding", 1 << 31, "'downsample_padding' is 2147483648, above the maximum of 1"),
+            ("block_out_channels", [1 << 62, 32], "'block_out_channels[0]' is 4611686018427387904, above the maximum of 65536"),
+            ("layers_per_block", 1 << 40, "'layers_per_block' is 1099511627776, above the maximum of 64"),
+            ("layers_per_block", 1 << 31, "'layers_per_block' is 2147483648, above the maximum of 64"),
+        ]
+        for (field, value, expected) in cases {
+            let folder = scratch + "/oversized"
+            try? FileManager.default.removeItem(atPath: folder)
+            try FileManager.default.copyItem(atPath: "\(Self.parity)/unet2d", toPath: folder)
+            let url = URL(fileURLWithPath: folder + "/config.json")
+            var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+            config[field] = value
+            try JSONSerialization.data(withJSONObject: config).write(to: url)
+            let message = failure("kiri.models.load(\(quoted(folder)))", memory: 64 << 20)
+            XCTAssertTrue(message?.contains("oversized/config.json: field \(expected)") ?? false, message ?? "loaded")
+        }
+    }
+
+    /// An input too large for the memory cap is refused before the forward pass runs, naming its shape and the cap.
+    func testForwardOverTheMemoryCapIsRefused() throws {
+        let message = failure("""
+            local m = kiri.models.load(\(quoted("\(Self.parity)/unet2d")))
+            m:forward(kiri.zeros(1, 3, 1024, 1024), 1)
+            """, memory: 64 << 20)
+        XCTAssertTrue(message?.contains("test.lua:2: bad argument #1 to 'forward' (x of shape [1, 3, 1024, 1024] needs at least") ?? false,
+                      message ?? "ran")
+        XCTAssertTrue(message?.contains("left of its 64 MiB memory cap") ?? false, message ?? "ran")
+    }
+
     // MARK: - Bad input
 
     func testMissingPathAndPickleNameTheFile() throws {

@@ -47,4 +47,19 @@ extension CLITests {
         XCTAssertEqual(config.status, 1)
         XCTAssertTrue(config.stderr.contains("broken/config.json: config is not valid JSON"), config.stderr)
     }
+
+    /// Security case 36: `kiri info` refuses the sizes `kiri.models.load` refuses, with the same message.
+    func testInfoRefusesOversizedConfigs() throws {
+        let weights = try Data(contentsOf: URL(fileURLWithPath: "\(Self.parity)/unet2d/diffusion_pytorch_model.safetensors"))
+        let config = try String(contentsOfFile: "\(Self.parity)/unet2d/config.json", encoding: .utf8)
+        for (field, value, message) in [("downsample_padding", "2147483648", "above the maximum of 1"),
+                                        ("layers_per_block", "1099511627776", "above the maximum of 64")] {
+            _ = try write("\(field)/config.json", config.replacingOccurrences(
+                of: #"("\#(field)": )[^,\n]+"#, with: "$1\(value)", options: .regularExpression))
+            try weights.write(to: folder.appendingPathComponent(field).appendingPathComponent("diffusion_pytorch_model.safetensors"))
+            let result = try kiri(["info", field])
+            XCTAssertEqual(result.status, 1)
+            XCTAssertTrue(result.stderr.contains("\(field)/config.json: field '\(field)' is \(value), \(message)"), result.stderr)
+        }
+    }
 }

@@ -1,3 +1,5 @@
+import KiriTensor
+
 /// Geometry of a square-kernel 2-D convolution over [B, I, H, W] with zero padding `padding` before and
 /// `paddingEnd` after each spatial dimension (diffusers' Downsample2D with padding 0 pads (0, 1, 0, 1) first).
 struct ConvolutionShape: Equatable {
@@ -55,14 +57,16 @@ struct ConvolutionPlan {
     let threads: Int
     let bandRows: Int
 
-    /// `threads` and `bandRows` override the choice (tests use them to exercise the splits on small images).
+    /// `threads` and `bandRows` override the choice (tests use them to exercise the splits on small images). A
+    /// run that can be stopped checks between bands, so its bands are at most `Parallel.stoppableFlops`.
     init(_ shape: ConvolutionShape, threads: Int? = nil, bandRows: Int? = nil) {
         self.shape = shape
         let rows = shape.batch * shape.outHeight
-        let flops = 2 * shape.outChannels * shape.inChannels * shape.kernel * shape.kernel * rows * shape.outWidth
-        self.threads = max(1, min(threads ?? Parallel.threads(flops: flops), rows))
         let rowColumns = shape.inChannels * shape.kernel * shape.kernel * shape.outWidth
-        let band = bandRows ?? (shape.isPointwise ? shape.outHeight : convolutionColumnsPerThread / max(rowColumns, 1))
+        let rowFlops = 2 * shape.outChannels * rowColumns
+        self.threads = max(1, min(threads ?? Parallel.threads(flops: rowFlops * rows), rows))
+        var band = bandRows ?? (shape.isPointwise ? shape.outHeight : convolutionColumnsPerThread / max(rowColumns, 1))
+        if bandRows == nil, Cancellation.current != nil { band = min(band, Parallel.stoppableFlops / max(rowFlops, 1)) }
         self.bandRows = max(1, min(shape.outHeight, band))
     }
 
@@ -74,8 +78,9 @@ struct ConvolutionPlan {
 
 /// out[B, O, Ho, Wo] = conv2d(input[B, I, H, W], weight[O, I, k, k]) + bias[O] + extraBias[B, O] (out += … with
 /// `accumulate`) — torch.nn.functional.conv2d, by im2col and sgemm on bands of output rows, one thread per range
-/// of rows (OpenBLAS itself on one thread). `extraBias` carries ResnetBlock2D's projected time embedding, added
-/// with the bias in one pass. `columns` holds `plan.columnsCount` floats of scratch.
+/// of rows (OpenBLAS itself on one thread), stopping between bands once the run is. `extraBias` carries
+/// ResnetBlock2D's projected time embedding, added with the bias in one pass. `columns` holds `plan.columnsCount`
+/// floats of scratch.
 func conv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                    _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
                    columns: UnsafeMutablePointer<Float>?, _ plan: ConvolutionPlan) {
@@ -86,12 +91,13 @@ func conv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Fl
     let totalRows = shape.batch * outHeight
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), w = UncheckedSendable(value: weight)
     let b = UncheckedSendable(value: bias), e = UncheckedSendable(value: extraBias), c = UncheckedSendable(value: columns)
+    let cancellation = Cancellation.current
     Parallel.split(plan.threads, pieces: plan.threads) { threads in
         for thread in threads {
             let scratch = c.value.map { $0 + thread * perThread }
             var row = totalRows * thread / plan.threads
             let end = totalRows * (thread + 1) / plan.threads
-            while row < end {
+            while row < end, !(cancellation?.isStopped ?? false) {
                 let image = row / outHeight, first = row % outHeight
                 let rows = first..<min(outHeight, first + plan.bandRows, first + end - row)
                 let target = o.value + image * shape.outChannels * outSpatial + first * outWidth

@@ -27,12 +27,12 @@ import COpenBLAS
 }
 
 /// out[rows, O] = input[rows, I] · weight[O, I]ᵀ + bias[O] (out += … with `accumulate`) — torch.nn.functional.linear.
-/// Rows are split over the cores, each share one single-threaded sgemm.
+/// Rows are split over the cores (Parallel.pieces), each share one single-threaded sgemm.
 func linearForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                    _ bias: UnsafePointer<Float>?, accumulate: Bool = false, rows: Int, inFeatures: Int, outFeatures: Int) {
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), w = UncheckedSendable(value: weight)
     let b = UncheckedSendable(value: bias)
-    Parallel.split(rows, pieces: Parallel.threads(flops: 2 * rows * inFeatures * outFeatures)) { range in
+    Parallel.split(rows, pieces: Parallel.pieces(flops: 2 * rows * inFeatures * outFeatures)) { range in
         let target = o.value + range.lowerBound * outFeatures
         let beta = prepareRows(target, b.value, accumulate: accumulate, rows: range.count, length: outFeatures)
         sgemm(transposeB: true, m: range.count, n: outFeatures, k: inFeatures, x.value + range.lowerBound * inFeatures,
@@ -47,7 +47,7 @@ func linearFromChannelsForward(_ out: UnsafeMutablePointer<Float>, _ input: Unsa
                                _ bias: UnsafePointer<Float>?, batch: Int, tokens: Int, inFeatures: Int, outFeatures: Int) {
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), w = UncheckedSendable(value: weight)
     let b = UncheckedSendable(value: bias)
-    Parallel.split(tokens, pieces: Parallel.threads(flops: 2 * batch * tokens * inFeatures * outFeatures)) { range in
+    Parallel.split(tokens, pieces: Parallel.pieces(flops: 2 * batch * tokens * inFeatures * outFeatures)) { range in
         for image in 0..<batch {
             let target = o.value + (image * tokens + range.lowerBound) * outFeatures
             let beta = prepareRows(target, b.value, accumulate: false, rows: range.count, length: outFeatures)
@@ -66,7 +66,7 @@ func linearToChannelsForward(_ out: UnsafeMutablePointer<Float>, _ input: Unsafe
                              outFeatures: Int) {
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), w = UncheckedSendable(value: weight)
     let b = UncheckedSendable(value: bias)
-    Parallel.split(tokens, pieces: Parallel.threads(flops: 2 * batch * tokens * inFeatures * outFeatures)) { range in
+    Parallel.split(tokens, pieces: Parallel.pieces(flops: 2 * batch * tokens * inFeatures * outFeatures)) { range in
         for image in 0..<batch {
             let target = o.value + image * outFeatures * tokens + range.lowerBound
             var beta: Float = accumulate ? 1 : 0

@@ -1,3 +1,5 @@
+import KiriTensor
+
 /// Each of `rows` rows of x[rows, columns] replaced by its softmax — torch.softmax(dim=-1), with the row maximum
 /// subtracted first. Rows are split over the cores.
 func softmaxForward(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
@@ -64,7 +66,7 @@ struct AttentionOperand {
 /// AttnProcessor2_0 calls it. The work is (batch, head, chunk of queries) items, a contiguous run of them per
 /// thread; each thread's chunk of scores, and a float per row, fill its own `scoresPerThread` floats of `scores` (at
 /// least Nk + 1), so memory stays bounded however many tokens there are. The softmax's division is applied to the
-/// [rows, D] output rather than the [rows, Nk] weights.
+/// [rows, D] output rather than the [rows, Nk] weights. A stopped run skips the items left.
 func attentionForward(_ out: UnsafeMutablePointer<Float>, outStride: Int, _ q: AttentionOperand, _ k: AttentionOperand,
                       _ v: AttentionOperand, scores: UnsafeMutablePointer<Float>, scoresPerThread: Int, threads: Int, scale: Float,
                       batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int) {
@@ -72,11 +74,13 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, outStride: Int, _ q: A
     let chunksPerHead = (queries + chunk - 1) / chunk
     let items = batch * heads * chunksPerHead
     let o = UncheckedSendable(value: out), s = UncheckedSendable(value: scores), operands = UncheckedSendable(value: (q, k, v))
+    let cancellation = Cancellation.current
     Parallel.split(threads, pieces: threads) { pieces in
         for piece in pieces {
             let (q, k, v) = operands.value
             let scores = s.value + piece * scoresPerThread, inverseSums = scores + chunk * keys
             for item in items * piece / threads..<items * (piece + 1) / threads {
+                if cancellation?.isStopped ?? false { return }
                 let b = item / (heads * chunksPerHead), h = item / chunksPerHead % heads, start = item % chunksPerHead * chunk
                 let rows = min(chunk, queries - start), column = h * headDimension
                 sgemm(transposeB: true, m: rows, n: keys, k: headDimension, alpha: scale,

@@ -1,3 +1,5 @@
+import KiriTensor
+
 /// 3×3 convolutions with stride 1 and padding 1 by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast
 /// Algorithms for Convolutional Neural Networks", 2016): each 2×2 block of output ("tile") comes from the 4×4 input
 /// patch around it as Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A, so the products become 16 matrix products
@@ -185,7 +187,8 @@ func winogradScratchCount(inChannels: Int, outChannels: Int, tiling: WinogradTil
 /// out[B, O, H, W] = conv2d(input[B, I, H, W], weight, padding=1) + bias[O] + extraBias[B, O] (out += … with
 /// `accumulate`) — torch.nn.functional.conv2d for a 3×3 kernel, stride 1, padding 1 — from the transformed filters
 /// U[16, O, I] (`winogradFilterTransform`). The 16 products of a pass are shared out between the cores, each a
-/// one-thread sgemm. `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
+/// one-thread sgemm; a stopped run skips the passes left. `tileRowsPerPass` overrides the pass size (tests use it
+/// to make several passes).
 func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ filters: UnsafePointer<Float>,
                            _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
                            scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, inChannels: Int,
@@ -194,12 +197,13 @@ func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePo
     let perPass = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: outChannels, tiling: tiling)
     let transformed = scratch, products = scratch + winogradPoints * inChannels * perPass * tiling.columns
     let v = UncheckedSendable(value: transformed), m = UncheckedSendable(value: products), u = UncheckedSendable(value: filters)
+    let cancellation = Cancellation.current
     var first = 0
-    while first < tiling.tileRows {
+    while first < tiling.tileRows, !(cancellation?.isStopped ?? false) {
         let tileRows = first..<min(tiling.tileRows, first + perPass), n = tileRows.count * tiling.columns
         winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows)
         let flops = 2 * winogradPoints * outChannels * inChannels * n
-        Parallel.split(winogradPoints, pieces: Parallel.threads(flops: flops)) { points in
+        Parallel.split(winogradPoints, pieces: Parallel.pieces(flops: flops)) { points in
             for point in points {
                 sgemm(m: outChannels, n: n, k: inChannels, u.value + point * outChannels * inChannels, lda: inChannels,
                       v.value + point * inChannels * n, ldb: n, beta: 0, m.value + point * outChannels * n, ldc: n)

@@ -56,7 +56,9 @@ let attentionScoresPerThread = 1 << 20
 func attend(_ out: UnsafeMutablePointer<Float>, query: AttentionOperand, key: AttentionOperand, value: AttentionOperand,
             batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int, _ workspace: Workspace) throws {
     let perThread = min(max(attentionScoresPerThread, keys + 1), queries * (keys + 1))
-    let threads = min(Parallel.threads(flops: 4 * batch * heads * queries * keys * headDimension), batch * heads * queries)
+    // Keys times the output's size may pass Int.max for inputs the memory cap refuses later.
+    let (flops, overflow) = (4 * batch * queries * heads * headDimension).multipliedReportingOverflow(by: keys)
+    let threads = min(overflow ? Parallel.threads : Parallel.threads(flops: flops), batch * heads * queries)
     let scores = try workspace.scratch(.scores, threads * perThread)
     attentionForward(out, outStride: heads * headDimension, query, key, value, scores: scores, scoresPerThread: perThread,
                      threads: threads, scale: 1 / Float(headDimension).squareRoot(), batch: batch, queries: queries, keys: keys,

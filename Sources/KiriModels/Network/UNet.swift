@@ -31,8 +31,13 @@ public final class UNet {
     private let lock = NSLock()
 
     /// Reads every tensor the config implies from `weights` with its exact shape (security case 31); a missing or
-    /// misshapen tensor is a ModelFileError naming its key.
+    /// misshapen tensor is a ModelFileError naming its key. A network too large for the run's memory cap is refused
+    /// before anything is converted (security case 36).
     public init(config: UNetConfig, weights file: SafetensorsFile) throws {
+        let bytes = Self.loadingBytes(file)
+        if let left = memoryLeft(ifShortOf: bytes) {
+            throw ModelFileError(file.path, "loading the network takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
+        }
         self.config = config
         let weights = WeightReader(file)
         let conditional = config.architecture == .unet2DCondition
@@ -166,18 +171,77 @@ public final class UNet {
         parameterCount = weights.parameterCount
     }
 
+    /// Bytes loading the parameters in `file` takes at most: each as float32, a 3×3 conv's [O, I, 3, 3] as its
+    /// Winograd filters U[16, O, I], plus three of the largest tensor for the originals a conversion holds while it
+    /// makes one conv's filters or stacks q, k and v. From the header alone; the data section holds every element in
+    /// at least two bytes, so no sum here can overflow.
+    public static func loadingBytes(_ file: SafetensorsFile) -> Int {
+        var total = 0, largest = 0
+        for name in file.names {
+            let info = file.info(name)!
+            let isFilter = info.shape.count == 4 && info.shape[2] == 3 && info.shape[3] == 3
+            total += isFilter ? info.count / 9 * winogradPoints : info.count
+            largest = max(largest, info.count)
+        }
+        return (total + 3 * largest) * MemoryLayout<Float>.stride
+    }
+
     /// The UNet's output for noisy input `x` [B, C, H, W] at `timesteps` (one per batch element, or one for all;
     /// fractional values are used as they are, as diffusers does with a float tensor). `classLabels` [B] are indices
     /// into the class embedding (UNet2DModel with num_class_embeds); `context` is encoder_hidden_states
     /// [B, S, cross_attention_dim] (UNet2DConditionModel). Errors are TensorErrors counting x as argument 1,
     /// timesteps 2 and the conditioning 3, as the Lua call `m:forward(x, t, {...})` numbers them.
+    ///
+    /// An input whose activations do not fit in the run's memory cap is refused before any work, and one that runs
+    /// out of it midway fails naming its shape; a stopped run (`Cancellation.current`) fails with the cancellation's
+    /// error within milliseconds. Either way the pooled storage is freed.
     public func forward(_ x: Tensor, timesteps: [Float], classLabels: [Int]? = nil, context: Tensor? = nil) throws -> Tensor {
         lock.lock()
         defer { lock.unlock() }
         try checkInputs(x, timesteps: timesteps, classLabels: classLabels, context: context)
-        // The kernels split their work over the cores themselves, each thread calling a one-thread sgemm: OpenBLAS's
-        // own threads would spin (sched_yield) against them between calls.
-        return try SingleThreadedBLAS.run { try run(x, timesteps: timesteps, classLabels: classLabels, context: context) }
+        let (batch, height, width) = (x.shape[0], x.shape[2], x.shape[3])
+        let skips = skipBytes(batch: batch, height: height, width: width)
+        if let left = memoryLeft(ifShortOf: skips, reusable: workspace.freeBytes) {
+            throw TensorError(argument: 1, "x of shape \(shapeString(x.shape)) needs at least \(describeBytes(skips)) for the "
+                + "network's activations, but the run has \(left)")
+        }
+        do {
+            // The kernels split their work over the cores themselves, each thread calling a one-thread sgemm:
+            // OpenBLAS's own threads would spin (sched_yield) against them between calls.
+            return try SingleThreadedBLAS.run { try run(x, timesteps: timesteps, classLabels: classLabels, context: context) }
+        } catch {
+            workspace.trim()
+            guard error as? TensorError == .outOfMemory else { throw error }
+            throw TensorError(argument: 1, "x of shape \(shapeString(x.shape)) needs more memory for the network's activations "
+                + "than the run has: \(memoryLeft(ifShortOf: Int.max) ?? "the system refused it")")
+        }
+    }
+
+    /// Bytes of the activations a forward pass holds all at once, at least (Int.max if they overflow): the skip
+    /// connections the down path keeps for the up path, and the output.
+    func skipBytes(batch: Int, height: Int, width: Int) -> Int {
+        var shapes = [[batch, config.outChannels, height, width], [batch, convIn.outChannels, height, width]]
+        var (height, width) = (height, width)
+        for block in downBlocks {
+            let channels = block.resnets[0].conv2.outChannels
+            shapes += Array(repeating: [batch, channels, height, width], count: block.resnets.count)
+            switch block.downsampler {
+            case nil: continue
+            case .conv(let conv)?:
+                let shape = conv.shape(batch: batch, height: height, width: width)
+                (height, width) = (shape.outHeight, shape.outWidth)
+            case .resnet?: (height, width) = (height / 2, width / 2)
+            }
+            shapes.append([batch, channels, height, width])
+        }
+        var total = 0
+        for shape in shapes {
+            guard let count = elementCount(shape + [MemoryLayout<Float>.stride]) else { return Int.max }
+            let (sum, overflow) = total.addingReportingOverflow(count)
+            guard !overflow else { return Int.max }
+            total = sum
+        }
+        return total
     }
 
     private func run(_ x: Tensor, timesteps: [Float], classLabels: [Int]?, context: Tensor?) throws -> Tensor {
@@ -211,11 +275,17 @@ public final class UNet {
         try convIn.forward(into: h.data, UnsafePointer(centered?.data ?? x.data), convIn.shape(batch: batch, height: height, width: width),
                            workspace)
 
-        // 3. down, 4. mid, 5. up.
+        // 3. down, 4. mid, 5. up; a stopped run's kernels skip their work, and it ends at the next block.
+        let cancellation = Cancellation.current
         var skips = [h]
-        for block in downBlocks { h = try block(h, conditioning, skips: &skips, workspace) }
+        for block in downBlocks {
+            try cancellation?.check()
+            h = try block(h, conditioning, skips: &skips, workspace)
+        }
+        try cancellation?.check()
         if let midBlock { h = try midBlock(h, conditioning, workspace) }
         for block in upBlocks {
+            try cancellation?.check()
             let remaining = skips.count - block.resnets.count
             let size = remaining > 0 ? (skips[remaining - 1].height, skips[remaining - 1].width) : nil
             h = try block(h, conditioning, skips: &skips, size: size, workspace)
@@ -225,6 +295,7 @@ public final class UNet {
         h = try normOut(h, activation: outerActivation, workspace)
         let result = try Tensor(shape: [batch, config.outChannels, height, width])
         try convOut.forward(into: result.data, h.data, convOut.shape(h), workspace)
+        try cancellation?.check()
         return result
     }
 

@@ -46,8 +46,13 @@ final class Workspace {
     /// Storage allocated since creation (a test checks that a warmed-up pass allocates none).
     private(set) var allocations = 0
 
+    /// Elements one buffer may hold: BLAS takes 32-bit sizes and offsets.
+    static let maximumCount = Int(Int32.max)
+
     func take(_ shape: [Int]) throws -> Buffer {
-        let count = shape.reduce(1, *)
+        guard let count = elementCount(shape), count <= Self.maximumCount else {
+            throw TensorError("an activation of shape \(shapeString(shape)) is over the \(Self.maximumCount) elements a buffer may hold")
+        }
         if let storage = free[count]?.popLast() {
             return Buffer(shape: shape, storage: storage, workspace: self)
         }
@@ -62,11 +67,20 @@ final class Workspace {
     /// At least `count` floats, valid until the next request for the same purpose.
     func scratch(_ purpose: Scratch, _ count: Int) throws -> UnsafeMutablePointer<Float> {
         if let storage = scratch[purpose.rawValue], storage.count >= count { return storage.pointer }
+        guard count <= Self.maximumCount else {
+            throw TensorError("\(count) floats of \(purpose) scratch are over the \(Self.maximumCount) a buffer may hold")
+        }
         allocations += 1
         scratch[purpose.rawValue] = nil
         let storage = try TensorStorage(count: count)
         scratch[purpose.rawValue] = storage
         return storage.pointer
+    }
+
+    /// Bytes of free storage and scratch, which the next forward pass reuses before it allocates.
+    var freeBytes: Int {
+        let counts = free.values.joined().map(\.count) + scratch.compactMap { $0?.count }
+        return counts.reduce(0, +) * MemoryLayout<Float>.stride
     }
 
     /// Returns every free storage to the system (the scratch areas too).

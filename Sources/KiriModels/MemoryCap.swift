@@ -1,0 +1,35 @@
+import Foundation
+import KiriTensor
+
+/// Elements in a tensor of `shape`, or nil if the product overflows: every size a config, a header or an input
+/// implies is multiplied this way before anything is allocated for it (security case 36).
+func elementCount(_ shape: [Int]) -> Int? {
+    var count = 1
+    for size in shape {
+        let (product, overflow) = count.multipliedReportingOverflow(by: size)
+        guard !overflow else { return nil }
+        count = product
+    }
+    return count
+}
+
+/// nil when `bytes` fit in what the run's budget (`MemoryBudget.current`) has left, counting `reusable` bytes the
+/// caller holds already; else what is left, as "600 KiB left of its 1.0 GiB memory cap". Checked before the
+/// allocations it is about, which then charge the budget one by one (TensorStorage); the budget has one owner
+/// thread, so nothing else spends it in between.
+func memoryLeft(ifShortOf bytes: Int, reusable: Int = 0) -> String? {
+    guard let budget = MemoryBudget.current else { return nil }
+    let left = max(0, budget.limit - budget.used) + reusable
+    return bytes <= left ? nil : "\(describeBytes(left)) left of its \(describeBytes(budget.limit)) memory cap"
+}
+
+/// "640 KiB", "3.2 MiB", "12 GiB".
+func describeBytes(_ bytes: Int) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) bytes" : String(format: value < 10 ? "%.1f " : "%.0f ", value) + units[unit]
+}
