@@ -22,8 +22,10 @@ final class SoakTests: XCTestCase {
         let expected: ScriptFailure.Kind?
     }
 
-    /// One cycle of 20 runs; each run gets the run index as its argument.
-    static let cycle: [Kind] = {
+    /// One cycle of 20 slots, each slot taking its kinds in turn from cycle to cycle (so the time limit is hit by a
+    /// plain loop and a loop in pcall alternately, the memory cap by each bomb in turn), and the bundled model every
+    /// 200th run (a load costs as much as ten other runs). Each run gets the run index as its argument.
+    static let cycle: [[Kind]] = {
         let maths = Kind(name: "maths", source: """
             local i = tonumber(...)
             local a = kiri.randn({32, 32}, i)
@@ -42,10 +44,6 @@ final class SoakTests: XCTestCase {
             local i = tonumber(...)
             kiri.write_text(string.format("soak/%d.txt", i % 16), string.rep("line\\n", 64))
             """, expected: nil)
-        let model = Kind(name: "model", source: """
-            local m <close> = kiri.models.default()
-            assert(m.info.parameters > 0)
-            """, expected: nil)
         let error = Kind(name: "error", source: "local t = setmetatable({}, {__index = function() error('boom') end}) return t.x",
                          expected: .error)
         let shapes = Kind(name: "shape error", source: "return kiri.zeros({2, 3}) + kiri.ones({4})", expected: .error)
@@ -59,9 +57,20 @@ final class SoakTests: XCTestCase {
                           limits: SandboxLimits(timeout: 10, memory: 16 << 20), expected: .memory)
         let tensor = Kind(name: "tensor bomb", source: "local t = {} for i = 1, 100 do t[i] = kiri.zeros({1024, 1024}) end",
                           limits: SandboxLimits(timeout: 10, memory: 16 << 20), expected: nil)
-        return [maths, sampler, write, error, maths, busy, sampler, table, write, shapes,
-                maths, string, sampler, tensor, write, busyPcall, maths, error, sampler, model]
+        return [[maths], [sampler], [write], [error], [maths], [busy, busyPcall], [sampler], [maths], [write], [shapes],
+                [maths], [table, string, tensor], [sampler], [maths], [write], [error], [maths], [shapes], [error], [maths]]
     }()
+
+    static let model = Kind(name: "model", source: """
+        local m <close> = kiri.models.default()
+        assert(m.info.parameters > 0)
+        """, expected: nil)
+
+    static func kind(_ index: Int) -> Kind {
+        if index % 200 == 199 { return model }
+        let slot = cycle[index % cycle.count]
+        return slot[index / cycle.count % slot.count]
+    }
 
     func testTenThousandRunsKeepMemoryAndDescriptorsFlat() throws {
         let runs = ProcessInfo.processInfo.environment["KIRI_SOAK_RUNS"].flatMap(Int.init) ?? 10_000
@@ -76,7 +85,7 @@ final class SoakTests: XCTestCase {
         let start = Date()
         for index in 0..<runs {
             if index == warmUp { baseline = (Self.residentBytes(), Self.openDescriptors()) }
-            let kind = Self.cycle[index % Self.cycle.count]
+            let kind = Self.kind(index)
             let request = RunRequest(script: folder + "/soak.lua", arguments: [String(index)], limits: kind.limits,
                                      outputDirectory: folder + "/out", source: kind.source)
             var failure: ScriptFailure?

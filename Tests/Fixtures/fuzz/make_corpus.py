@@ -198,6 +198,12 @@ def make_regressions():
         write(os.path.join(out, "png_%s_length_2gib.png" % kind.decode()),
               b"\x89PNG\r\n\x1a\n" + header + struct.pack(">I", 0x7FFFFFFF) + kind)
 
+    # block_out_channels[0] = 2^62: UNet.init's time-embedding width, channels[0] * 4, overflows and traps
+    # (UNet.swift:41), ending the process from kiri.models.load. ConfigFields bounds no channel count.
+    config = {"_class_name": "UNet2DModel", "in_channels": 1, "out_channels": 1, "block_out_channels": [1 << 62],
+              "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"], "layers_per_block": 1}
+    write(os.path.join(out, "config_block_out_channels_2pow62.json"), json.dumps(config, separators=(",", ":")))
+
 
 if __name__ == "__main__":
     make_safetensors()
