@@ -248,7 +248,7 @@ func fuzz(_ target: FuzzTarget, file: StaticString = #filePath, line: UInt = #li
         }
         guard let finding else { return }
         let path = findingsFolder + "/\(target.name)-\(report.findings.count).bin"
-        FileManager.default.createFile(atPath: path, contents: Data(input))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(input))
         let text = "\(target.name): \(finding) on input \(report.executions - 1) (\(input.count) bytes, saved to \(path)); outcome: \(outcome)"
         report.findings.append(text)
         XCTFail(text, file: file, line: line)
@@ -282,30 +282,31 @@ func fuzz(_ target: FuzzTarget, file: StaticString = #filePath, line: UInt = #li
     return report
 }
 
-/// The error with what varies per input masked (numbers, quoted names, paths), so that messages differing only in
-/// those count as one: `tensor '…': shape [N] × F32 is N bytes ...`.
+/// The error with what varies per input masked, so that messages differing only in numbers, quoted names or the
+/// bytes a message quotes count as one: its first 14 words after the file name, without a Lua traceback, with quoted text and numbers
+/// masked (`tensor '…': shape [N] × F32 is N bytes ...` → "tensor shape N F is N bytes but data offsets span").
 func mask(_ message: String) -> String {
-    var result = ""
+    var text = Substring(message)
+    if let colon = text.range(of: ": "), text[..<colon.lowerBound].hasPrefix("/") { text = text[colon.upperBound...] }
+    if let traceback = text.range(of: "\nstack traceback") { text = text[..<traceback.lowerBound] }
+    var masked = ""
     var quote: Character?
-    var lastWasDigit = false
-    for character in message.prefix(400) {
+    for character in text.prefix(400) {
         if let open = quote {
-            if character == open { quote = nil; result.append(character) }
+            if character == open { quote = nil }
             continue
         }
         if character == "'" || character == "\"" {
             quote = character
-            result += "\(character)…"
-            lastWasDigit = false
+            masked += " Q "
         } else if character.isNumber {
-            if !lastWasDigit { result.append("N") }
-            lastWasDigit = true
+            masked.append("N")
         } else {
-            result.append(character)
-            lastWasDigit = false
+            masked.append(character)
         }
     }
-    return result
+    let words = masked.split { !($0.isASCII && $0.isLetter) }.prefix(14)
+    return words.map { $0.count > 20 ? "W" : $0.allSatisfy { $0 == "N" } ? "N" : String($0) }.joined(separator: " ")
 }
 
 /// FNV-1a, to give each target its own default seed.
@@ -374,7 +375,7 @@ final class Watchdog: @unchecked Sendable {
                 lock.lock()
                 if let current, Date().timeIntervalSince(current.began) > seconds {
                     let path = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-fuzz-findings/\(current.name)-hang.bin").path
-                    FileManager.default.createFile(atPath: path, contents: Data(current.input))
+                    _ = FileManager.default.createFile(atPath: path, contents: Data(current.input))
                     FileHandle.standardError.write(Data("kiri fuzz: \(current.name) input still running after \(seconds) s; saved to \(path)\n".utf8))
                     exit(3)
                 }

@@ -198,6 +198,13 @@ def make_regressions():
         write(os.path.join(out, "png_%s_length_2gib.png" % kind.decode()),
               b"\x89PNG\r\n\x1a\n" + header + struct.pack(">I", 0x7FFFFFFF) + kind)
 
+    # Case 37, totals: 16 zTXt chunks, each under the 8 MiB chunk limit, inflate to 112 MiB of text from a 115 KB
+    # file; PNGImage.read holds all of it (and its UTF-8 copies) before any caller's cap can refuse it.
+    bomb = chunk(b"zTXt", b"kiri.recipe\0\0" + zlib.compress(b"-" * (7 << 20), 9))
+    idat = chunk(b"IDAT", zlib.compress(b"\0\0"))
+    write(os.path.join(out, "png_ztxt_total_112mib.png"),
+          b"\x89PNG\r\n\x1a\n" + header + bomb * 16 + idat + chunk(b"IEND", b""))
+
     # block_out_channels[0] = 2^62: UNet.init's time-embedding width, channels[0] * 4, overflows and traps
     # (UNet.swift:41), ending the process from kiri.models.load. ConfigFields bounds no channel count.
     config = {"_class_name": "UNet2DModel", "in_channels": 1, "out_channels": 1, "block_out_channels": [1 << 62],
