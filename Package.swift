@@ -57,5 +57,8 @@ let package = Package(
         .testTarget(name: "KiriModelsTests", dependencies: ["KiriModels", "KiriTensor"]),
         .testTarget(name: "KiriImageTests", dependencies: ["KiriImage", "KiriTensor"]),
         .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri", "KiriLua", "KiriImage", "KiriModels", "KiriTensor"]),
+
+        // MARK: Fuzzing: seeded mutation of every parser of untrusted bytes, a time budget per target (KIRI_FUZZ_SECONDS)
+        .testTarget(name: "KiriFuzzTests", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"]),
     ]
 )
