@@ -27,15 +27,16 @@ public struct RecipeProvenance: Equatable, Sendable {
                 (Self.sourceKey, source)]
     }
 
-    /// Reads them back from a PNG Kiri wrote.
+    /// Reads them back from a PNG Kiri wrote: its text chunks only, never its pixels, within what a PNG Kiri
+    /// writes may carry (inflating can take twice the text).
     public init(image path: String) throws {
-        let image: PNGImage
+        let text: [PNGImage.TextChunk]
         do {
-            image = try PNGImage.read(path: path)
+            text = try PNGImage.readText(path: path, byteLimit: 4 * PNGImage.maxTextBytes)
         } catch {
             throw ProvenanceError(message: "\(error)")
         }
-        try self.init(text: image.text.map { ($0.key, $0.value) }, file: path)
+        try self.init(text: text.map { ($0.key, $0.value) }, file: path)
     }
 
     /// Reads them back from a PNG's text chunks; `file` names the image in errors.

@@ -22,7 +22,8 @@ enum SHA256 {
         // Padding: a 1 bit, zeros to 56 mod 64 bytes, then the message length in bits, big-endian.
         var padded = message + [0x80]
         padded += [UInt8](repeating: 0, count: (56 - padded.count % 64 + 64) % 64)
-        padded += (0..<8).reversed().map { UInt8(truncatingIfNeeded: UInt64(message.count) &* 8 >> (8 * UInt64($0))) }
+        let bits = UInt64(message.count) &* 8
+        padded += (0..<8).reversed().map { UInt8(truncatingIfNeeded: bits >> (8 * UInt64($0))) }
         var schedule = [UInt32](repeating: 0, count: 64)
         for block in stride(from: 0, to: padded.count, by: 64) {
             for t in 0..<16 {

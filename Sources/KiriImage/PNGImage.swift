@@ -123,25 +123,8 @@ public struct PNGImage: Sendable, Equatable {
         return Array(UnsafeBufferPointer(start: bytes, count: size))
     }
 
-    /// Writes `encoded()` to `path` through a temporary file in the same folder, renamed over `path` only once
-    /// complete: a failure leaves no partial file and an existing file as it was. Messages call the file `name`
-    /// (by default `path`).
-    public func write(path: String, name: String? = nil) throws(ImageError) {
-        let name = name ?? path
-        let bytes: [UInt8]
-        do throws(ImageError) {
-            bytes = try encoded()
-        } catch {
-            throw ImageError("'\(name)': \(error.message)")
-        }
-        var error = [CChar](repeating: 0, count: 512)
-        guard kiri_png_write(path, name, bytes, bytes.count, &error, error.count) == KIRI_PNG_OK else {
-            throw ImageError(Self.message(error))
-        }
-    }
-
     /// Throws, naming the key that crosses it, if the text's keys and values take more than `maxTextBytes` in UTF-8.
-    static func checkTextTotal(_ text: [TextChunk]) throws(ImageError) {
+    public static func checkTextTotal(_ text: [TextChunk]) throws(ImageError) {
         var total = 0
         for chunk in text {
             total += chunk.key.utf8.count + chunk.value.utf8.count

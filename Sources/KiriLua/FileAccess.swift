@@ -48,10 +48,12 @@ public struct FileAccess: Sendable {
     public func write(_ data: Data, to path: String, disk: DiskBudget) throws {
         guard let outputDirectory else { throw ScriptError("cannot write '\(path)': this run has no output folder") }
         try Self.checkName(path, "write")
+        guard path.utf8.count <= Self.maxWritePath else {
+            throw ScriptError("cannot write a path of \(path.utf8.count) bytes: give at most \(Self.maxWritePath)")
+        }
         let components = path.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }.map(String.init)
-        guard !path.hasPrefix("/"), !components.isEmpty, !components.contains(".."), path.utf8.count <= Self.maxWritePath else {
-            throw ScriptError("cannot write '\(path)': give a relative path inside the output folder, without '..', "
-                + "of at most \(Self.maxWritePath) bytes")
+        guard !path.hasPrefix("/"), !components.isEmpty, !components.contains("..") else {
+            throw ScriptError("cannot write '\(path)': give a relative path inside the output folder, without '..'")
         }
         guard disk.reserve(data.count) else {
             throw ScriptError("cannot write '\(path)': its \(data.count) bytes would pass the run's disk cap of "

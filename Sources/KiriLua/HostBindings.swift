@@ -59,11 +59,11 @@ extension Bindings {
         Binding(name: "progressEnd", tables: ["host"], tensorResults: 0) { call in
             call.runtime.progress?.end()
         },
-        /// (name) → the folder of a bundled model, or nothing and the names there are.
+        /// (name) → `bundled:NAME` for kiri.models.load, or nothing and the names there are.
         Binding(name: "bundledModel", tables: ["host"], tensorResults: 0) { call in
-            let models = call.runtime.bundledModels
-            if let path = models[try call.string(1)] {
-                try call.push(path)
+            let models = call.runtime.bundledModels, name = try call.string(1)
+            if models[name] != nil {
+                try call.push("bundled:" + name)
             } else {
                 kiri_result_nil(call.call)
                 try call.push(models.keys.sorted().joined(separator: ", "))

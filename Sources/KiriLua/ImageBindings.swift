@@ -43,29 +43,26 @@ extension Bindings {
             let runtime = call.runtime
             let keys = Set(given.map(\.key))
             text += runtime.imageText.filter { !keys.contains($0.key) }.map { PNGImage.TextChunk(key: $0.key, value: $0.value) }
-            let image: PNGImage
+            let encoded: [UInt8]
             do throws(ImageError) {
-                image = try PNGImage(tensor: tensor, text: text)
+                try PNGImage.checkTextTotal(text)
+            } catch {
+                throw ScriptError(argument: 3, error.message)
+            }
+            do throws(ImageError) {
+                encoded = try PNGImage(tensor: tensor, text: text).encoded()
             } catch {
                 throw ScriptError(argument: 2, error.message)
             }
-            let encoded: Data
-            do throws(ImageError) {
-                encoded = try interimEncode(image)
-            } catch {
-                throw ScriptError(error.message)
+            // The file's bytes are held while written: they count against the memory cap, then the disk cap.
+            guard runtime.budget.reserve(encoded.count) else {
+                throw ScriptError("not enough memory to write '\(path)' (\(byteSize(encoded.count)); --memory)")
             }
-            try runtime.files.write(encoded, to: path, disk: runtime.disk)
+            defer { runtime.budget.release(encoded.count) }
+            try runtime.files.write(Data(encoded), to: path, disk: runtime.disk)
             try call.push(runtime.files.shownPath(path))
         },
     ]
-
-    private static func interimEncode(_ image: PNGImage) throws(ImageError) -> Data {
-        let temporary = NSTemporaryDirectory() + "/kiri-\(getpid())-\(UInt64.random(in: 0...UInt64.max)).png"
-        defer { unlink(temporary) }
-        try image.write(path: temporary)
-        return (try? Data(contentsOf: URL(fileURLWithPath: temporary))) ?? Data()
-    }
 
     private static func byteSize(_ bytes: Int) -> String {
         bytes >= 1 << 30 ? String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))

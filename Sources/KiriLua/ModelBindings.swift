@@ -16,12 +16,20 @@ final class LoadedModel {
     }
 
     /// Loads the model at `path`: a `.safetensors` file with its `config.json`, or a diffusers folder
-    /// (ModelFiles.locate). Every file it reads must be readable by the script, so the sandbox's read roots apply
-    /// to the config and scheduler config found beside the weights too.
-    static func load(_ path: String, files access: FileAccess) throws -> LoadedModel {
-        let real = try access.resolveForReading(path)
+    /// (ModelFiles.locate), or `bundled:NAME` for a model shipped with Kiri (`bundled`, by name). Every file it reads
+    /// must be readable by the script, so the sandbox's read roots apply to the config and scheduler config found
+    /// beside the weights too. Messages show the path as the script gave it, never a bundled model's host folder.
+    static func load(_ path: String, files access: FileAccess, bundled: [String: String]) throws -> LoadedModel {
+        var located = path, hostFolder: String?
+        if path.hasPrefix("bundled:") {
+            guard let folder = bundled[String(path.dropFirst("bundled:".count))] else {
+                throw ScriptError("no bundled model '\(path)' (bundled: \(bundled.keys.sorted().joined(separator: ", ")))")
+            }
+            (located, hostFolder) = (folder, folder)
+        }
+        _ = try access.resolveForReading(located)
         do {
-            let files = try ModelFiles.locate(real)
+            let files = try ModelFiles.locate(located)
             for file in [files.weights, files.config] + (files.schedulerConfig.map { [$0] } ?? []) {
                 _ = try access.resolveForReading(file)
             }
@@ -30,7 +38,8 @@ final class LoadedModel {
             // UNet refuses a network too large for the run's memory cap (MemoryBudget.current) before converting.
             return LoadedModel(summary: summary, network: try UNet(config: summary.config, weights: weights))
         } catch let error as ModelFileError {
-            throw ScriptError(error.description)   // it starts with the file at fault
+            // It starts with the file at fault.
+            throw ScriptError(hostFolder.map { error.description.replacingOccurrences(of: $0, with: path) } ?? error.description)
         } catch let error as ScriptError {
             throw error
         } catch let error as TensorError {
@@ -51,7 +60,7 @@ extension Bindings {
             try named("load") {
                 let path = try call.string(1)
                 let runtime = call.runtime
-                let model = try LoadedModel.load(path, files: runtime.files)
+                let model = try LoadedModel.load(path, files: runtime.files, bundled: runtime.bundledModels)
                 let handle = runtime.nextModelHandle
                 runtime.nextModelHandle += 1
                 runtime.models[handle] = model
@@ -290,7 +299,7 @@ do
         return model_object(handle)
     end
 
-    -- The folder of a model shipped with Kiri, for kiri.models.load.
+    -- The name kiri.models.load knows a model shipped with Kiri by ("bundled:NAME"; its folder stays the host's).
     api.models.bundled = function(name)
         if type(name) ~= "string" then
             error(format("bad argument #1 to 'bundled' (string expected, got %s)", type(name)), 2)

@@ -30,18 +30,8 @@ struct FuzzTarget {
     /// Per input; the timeout of the prompt harness's Lua runs is well below it.
     var slowSeconds = 2.0
     var allocationLimit = 512 << 20
-    /// Recognises inputs of a finding already reported and not yet fixed (named by its file in
-    /// Tests/Fixtures/fuzz/regressions), which are then counted and not run, so the harness stays green and keeps
-    /// its time for new findings. Remove the check with the fix.
-    var knownIssue: (([UInt8]) -> String?)?
     /// Parses one input; throws for a malformed one.
     let execute: ([UInt8]) throws -> Void
-}
-
-/// Thrown by a harness for an input that reaches a finding already reported (see `FuzzTarget.knownIssue`) at a
-/// stage past the point where a `knownIssue` check could see it.
-struct KnownIssue: Error {
-    let name: String
 }
 
 /// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", 2014): one 64-bit state, so
@@ -178,8 +168,6 @@ struct FuzzReport {
     var slowest = 0.0
     var peakGrowth = 0
     var findings: [String] = []
-    /// Inputs not run, by the known issue they hit.
-    var skipped: [String: Int] = [:]
 }
 
 let fuzzFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -214,19 +202,12 @@ func fuzz(_ target: FuzzTarget, file: StaticString = #filePath, line: UInt = #li
     let start = Date()
 
     func runOne(_ input: [UInt8]) {
-        if let known = target.knownIssue?(input) {
-            report.skipped[known, default: 0] += 1
-            return
-        }
         CrashRecorder.record(input, iteration: report.executions)
         watchdog.begin(target.name, input)
         let began = Date()
         var outcome = "ok"
         do {
             try target.execute(input)
-        } catch let known as KnownIssue {
-            outcome = "known issue " + known.name
-            report.skipped[known.name, default: 0] += 1
         } catch {
             outcome = mask("\(error)")
         }
@@ -273,9 +254,6 @@ func fuzz(_ target: FuzzTarget, file: StaticString = #filePath, line: UInt = #li
     print(String(format: "fuzz %@: seed %@, %d executions in %.1f s (%.0f/s), %d distinct errors, %d parsed, corpus %d → %d, slowest %.1f ms, peak RSS +%d MiB, %d findings",
                  target.name, String(seed, radix: 16), report.executions, report.seconds, rate, errors, report.outcomes["ok"] ?? 0,
                  seeds.count, corpus.count, report.slowest * 1000, report.peakGrowth >> 20, report.findings.count))
-    for (known, count) in report.skipped.sorted(by: { $0.key < $1.key }) {
-        print("fuzz \(target.name): \(count) inputs not run: known issue \(known)")
-    }
     if verbose {
         for (outcome, count) in report.outcomes.sorted(by: { $0.value > $1.value }) { print(String(format: "%8d  %@", count, outcome)) }
     }

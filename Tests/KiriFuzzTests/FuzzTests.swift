@@ -116,13 +116,7 @@ final class FuzzTests: XCTestCase {
             let weights = try SafetensorsFile(path: files.weights)
             let summary = try ModelSummary(files: files, weights: weights)
             _ = (summary.text, summary.info.count, summary.schedule.count)
-            // regressions/config_block_out_channels_2pow62.json: UNet.init multiplies config sizes unchecked.
-            let config = summary.config
-            let sizes = [config.inChannels, config.outChannels, config.normNumGroups] + config.blockOutChannels
-                + config.layersPerBlock + config.transformerLayersPerBlock + (config.attentionHeadDim ?? [])
-                + (config.crossAttentionDim ?? []) + (config.sampleSize ?? []) + (config.numClassEmbeds.map { [$0] } ?? [])
-            if sizes.contains(where: { $0 > 1 << 31 }) { throw KnownIssue(name: "config_block_out_channels_2pow62.json") }
-            _ = try UNet(config: config, weights: weights)
+            _ = try UNet(config: summary.config, weights: weights)
         }
         _ = fuzz(target)
     }
@@ -142,15 +136,40 @@ final class FuzzTests: XCTestCase {
             structural: [PNGMutations.corruptLength, PNGMutations.duplicateChunk, PNGMutations.dropChunk,
                          PNGMutations.insertText, PNGMutations.corruptHeader],
             repair: { bytes, random in if random.chance(0.9) { PNGMutations.fixCRCs(&bytes) } },
-            maximumLength: 1 << 20,
-            knownIssue: PNGMutations.declaresHugeBufferedChunk
+            maximumLength: 1 << 20
         ) { bytes in
             try writeFile(path, bytes)
-            // TODO: switch the text side to PNGImage.readText(path:byteLimit:name:) once it lands.
+            // As `kiri run --from` reads a PNG (text only), then as `kiri.image.load` does (pixels and text).
+            let text = try PNGImage.readText(path: path, byteLimit: 64 << 20)
             let image = try PNGImage.read(path: path, byteLimit: 64 << 20)
-            _ = image.text.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+            XCTAssertEqual(image.text, text, "the two readers disagree on the text")
         }
         _ = fuzz(target)
+    }
+
+    /// Tests/Fixtures/fuzz/regressions: the minimised findings of earlier runs now fail at once, with an error
+    /// naming what is wrong and without the memory they once took.
+    func testRegressionsFailAtOnce() throws {
+        let folder = fuzzFixtures + "/regressions"
+        for kind in ["tEXt", "zTXt", "iTXt", "sPLT", "pCAL", "sCAL"] {
+            let path = folder + "/png_\(kind)_length_2gib.png"
+            let baseline = PeakMemory.resetAndRead()
+            for read in [{ _ = try PNGImage.read(path: path, byteLimit: 64 << 20) },
+                         { _ = try PNGImage.readText(path: path, byteLimit: 64 << 20) }] as [() throws -> Void] {
+                XCTAssertThrowsError(try read()) { XCTAssertTrue("\($0)".contains("but only"), "\($0)") }
+            }
+            XCTAssertLessThan(PeakMemory.read() - baseline, 16 << 20, kind)
+        }
+        XCTAssertThrowsError(try PNGImage.readText(path: folder + "/png_ztxt_total_112mib.png", byteLimit: 64 << 20)) {
+            XCTAssertTrue("\($0)".contains("text chunks take more than the limit of 67108864 bytes"), "\($0)")
+        }
+        let model = scratch + "/model"
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: folder + "/config_block_out_channels_2pow62.json", toPath: model + "/config.json")
+        try writeFile(model + "/diffusion_pytorch_model.safetensors", [2, 0, 0, 0, 0, 0, 0, 0] + Array("{}".utf8))
+        XCTAssertThrowsError(try ModelSummary(files: ModelFiles.locate(model))) {
+            XCTAssertTrue("\($0)".contains("field 'block_out_channels[0]' is 4611686018427387904, above the maximum"), "\($0)")
+        }
     }
 
     // MARK: - Prompt parser (Plugins/lib/prompt.lua)
@@ -218,20 +237,6 @@ enum PNGMutations {
             offset += 12 + length
         }
         return result
-    }
-
-    /// regressions/png_*_length_2gib.png: a tEXt, zTXt, iTXt, sPLT, pCAL or sCAL chunk declaring more than the
-    /// bridge's 8 MiB chunk limit, for which libpng allocates and zeroes the declared length before reading.
-    static func declaresHugeBufferedChunk(_ bytes: [UInt8]) -> String? {
-        let buffered: Set<String> = ["tEXt", "zTXt", "iTXt", "sPLT", "pCAL", "sCAL"]
-        var offset = 8
-        while offset + 8 <= bytes.count {
-            let length = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
-            let kind = String(decoding: bytes[offset + 4..<offset + 8], as: UTF8.self)
-            if buffered.contains(kind), length > 8 << 20 { return "png_\(kind)_length_2gib.png" }
-            offset += 12 + length
-        }
-        return nil
     }
 
     static func corruptLength(_ bytes: inout [UInt8], _ random: inout FuzzRandom) {

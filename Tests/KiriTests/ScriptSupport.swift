@@ -1,4 +1,5 @@
 import Foundation
+import KiriImage
 import Kiri
 
 /// Runs Lua `source` as `kiri run` runs a recipe file (from a temporary file) and returns what it printed;
@@ -10,4 +11,9 @@ func runRecipe(_ source: String) throws -> String {
     var printed = ""
     try RecipeRunner.run(RunRequest(script: script.path), output: { printed += $0 })
     return printed
+}
+
+extension PNGImage {
+    /// Writes the encoded image to `path`, for fixtures made inside a test.
+    func save(to path: String) throws { try Data(encoded()).write(to: URL(fileURLWithPath: path)) }
 }

@@ -73,11 +73,6 @@ KiriPNGStatus kiri_png_encode(const uint8_t *pixels, uint32_t width, uint32_t he
 
 void kiri_png_free(uint8_t *bytes);
 
-/// Writes `size` bytes to a temporary file beside `path`, then renames it over `path`: a failure leaves no
-/// partial file and an existing file untouched.
-KiriPNGStatus kiri_png_write(const char *path, const char *name, const uint8_t *bytes, size_t size, char *error,
-                             size_t errorSize);
-
 /// 0 if `text` can be written as a text chunk; else 1, with the reason in `error` (no file name).
 int kiri_png_text_problem(const KiriPNGText *text, char *error, size_t errorSize);
 
