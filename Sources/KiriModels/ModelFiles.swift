@@ -37,12 +37,12 @@ public struct ModelFiles: Sendable, Equatable {
         guard URL(fileURLWithPath: path).pathExtension.lowercased() == "safetensors" else {
             throw ModelFileError(path, "not a .safetensors file (Kiri reads safetensors weights with a diffusers config.json)")
         }
-        let folder = (path as NSString).deletingLastPathComponent
-        let config = join(folder.isEmpty ? "." : folder, "config.json")
+        let folder = Self.folder(of: path)
+        let config = join(folder, "config.json")
         guard FileManager.default.fileExists(atPath: config) else {
             throw ModelFileError(path, "no config.json beside the weights; Kiri needs the model's diffusers config.json in the same folder to know its architecture")
         }
-        return ModelFiles(weights: path, config: config, schedulerConfig: scheduler(near: folder.isEmpty ? "." : folder))
+        return ModelFiles(weights: path, config: config, schedulerConfig: scheduler(near: folder))
     }
 
     private static func folder(_ folder: String) throws(ModelFileError) -> ModelFiles {
@@ -73,8 +73,7 @@ public struct ModelFiles: Sendable, Equatable {
     }
 
     private static func scheduler(near folder: String) -> String? {
-        let parent = (folder as NSString).deletingLastPathComponent
-        let candidates = [join(folder, "scheduler_config.json"), join(join(parent.isEmpty ? "." : parent, "scheduler"), "scheduler_config.json")]
+        let candidates = [join(folder, "scheduler_config.json"), join(join(Self.folder(of: folder), "scheduler"), "scheduler_config.json")]
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 
@@ -84,4 +83,11 @@ public struct ModelFiles: Sendable, Equatable {
     }
 
     private static func join(_ folder: String, _ name: String) -> String { (folder as NSString).appendingPathComponent(name) }
+
+    /// The folder part of `path` ("." for a bare name). Foundation's `deletingLastPathComponent` traps on a
+    /// one-character path on Linux (a model folder named `m`).
+    private static func folder(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return path[..<slash].isEmpty ? "/" : String(path[..<slash])
+    }
 }

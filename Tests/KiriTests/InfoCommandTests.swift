@@ -29,6 +29,14 @@ extension CLITests {
         }
     }
 
+    /// A one-character folder name (Foundation's deletingLastPathComponent traps on one on Linux).
+    func testInfoOfAOneLetterFolder() throws {
+        try FileManager.default.copyItem(atPath: "\(Self.parity)/unet2d_condition_bf16", toPath: folder.appendingPathComponent("m").path)
+        let result = try kiri(["info", "m"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("architecture: UNet2DConditionModel\n"), result.stdout)
+    }
+
     func testInfoOfBadPaths() throws {
         let missing = try kiri(["info", "absent/model.safetensors"])
         XCTAssertEqual(missing.status, 1)
