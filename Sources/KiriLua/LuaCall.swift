@@ -200,7 +200,7 @@ struct LuaCall {
         guard runtime.budget.reserve(length) else {
             throw ScriptError("not enough memory: a \(length)-byte string passes the run's memory cap (--memory)")
         }
-        runtime.heldStringBytes += length
+        call.pointee.heldStringBytes += length
         return bytes.withMemoryRebound(to: UInt8.self, capacity: length) {
             String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
         }

@@ -53,8 +53,6 @@ public final class LuaRuntime {
     public internal(set) var loadedFiles: [String] = []
     /// Receives what the script prints.
     public let output: (String) -> Void
-    /// Bytes of Lua strings the current host call copied, charged to `budget` until it returns (LuaCall.string).
-    var heldStringBytes = 0
     /// Bytes the run has written, against `limits.disk`.
     public let disk: DiskBudget
     /// Networks `kiri.models.load` loaded, by handle (ModelBindings.swift); freed by `m:close()` or with the run.
@@ -184,22 +182,26 @@ private func dispatchBinding(_ state: OpaquePointer?, _ call: UnsafeMutablePoint
     guard let state, let call else { return }
     do {
         try Bindings.bodies[Int(call.pointee.functionId)](LuaCall(state: state, call: call))
-    } catch let error as ScriptError {
-        kiri_fail(call, Int32(error.argument ?? 0), error.message)
-    } catch let error as TensorError {
-        kiri_fail(call, Int32(error.argument ?? 0), error.message)
     } catch {
-        kiri_fail(call, 0, "\(error)")
+        fail(call, state: state, error)
     }
-    let runtime = LuaRuntime.from(state)
-    runtime.budget.release(runtime.heldStringBytes)
-    runtime.heldStringBytes = 0
-    // A kernel that noticed the stop skipped the rest of its work: the call fails, and so does all that follows.
-    let cancellation = runtime.cancellation
+    if call.pointee.heldStringBytes > 0 { LuaRuntime.from(state).budget.release(call.pointee.heldStringBytes) }
+}
+
+/// Reports a binding's error to Lua. A kernel that noticed the run's stop throws too (every stop path throws, so
+/// the fast path of a call that succeeds asks nothing); the run then stops for good, whatever the error said.
+private func fail(_ call: UnsafeMutablePointer<KiriCall>, state: OpaquePointer, _ error: Error) {
+    let cancellation = LuaRuntime.from(state).cancellation
     if cancellation.reason != nil {
         let message = cancellation.error.message
         kiri_stop(state, message)
         kiri_fail(call, 0, message)
+        return
+    }
+    switch error {
+    case let error as ScriptError: kiri_fail(call, Int32(error.argument ?? 0), error.message)
+    case let error as TensorError: kiri_fail(call, Int32(error.argument ?? 0), error.message)
+    default: kiri_fail(call, 0, "\(error)")
     }
 }
 

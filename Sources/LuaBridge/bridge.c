@@ -210,6 +210,7 @@ static int trampoline(lua_State *L) {
     call.reservedTensors = (int)((packed >> RESERVED_SHIFT) & RESERVED_MASK);
     call.usedTensors = 0;
     call.newTensorBytes = 0;
+    call.heldStringBytes = 0;
     luaL_checkstack(L, call.reservedTensors + 32, "too many arguments");
     // Userdata for new tensors exist before Swift runs, so a failed allocation here cannot leak one.
     for (int i = 0; i < call.reservedTensors; i++) push_empty_tensor(L);

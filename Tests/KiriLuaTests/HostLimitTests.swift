@@ -22,6 +22,19 @@ extension SandboxTests {
         assertHostHealthy()
     }
 
+    /// Self-attention over a 256² latent's 65 536 tokens takes minutes; the kernels check the stop between tiles.
+    func testF38_AModelForwardStopsAtTheDeadline() {
+        let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/models/parity/unet2d_condition").path
+        let outcome = expectFailure("""
+            local m = kiri.models.load("\(model)")
+            local y = m:forward(kiri.randn({1, 4, 256, 256}, 1), 500, {context = kiri.randn({1, 7, 24}, 2)})
+            print("finished")
+            """, [.timeout], ["time limit exceeded"], timeout: 0.5, memory: 2 << 30, files: FileAccess(readRoots: [model]))
+        XCTAssertLessThan(outcome.seconds, 1.5)
+        XCTAssertEqual(outcome.output, "")
+    }
+
     /// Parsing is C: a 60 MB chunk is parsed in pieces with the stop checked between them.
     func testF38_LoadingABigChunkStopsAtTheDeadline() {
         let outcome = expectFailure("""

@@ -55,6 +55,7 @@ typedef struct KiriCall {
     int reservedTensors;            // userdata slots pushed before the call, used in order
     int usedTensors;
     size_t newTensorBytes;          // bytes of new tensors, told to the GC so it sees them
+    size_t heldStringBytes;         // bytes of Lua strings Swift copied, charged to the memory cap during the call
 } KiriCall;
 
 /// One function for every Swift binding: `call->functionId` says which.
