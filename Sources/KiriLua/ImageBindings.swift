@@ -20,9 +20,9 @@ extension Bindings {
                 image = try PNGImage.read(path: real, byteLimit: left / 5, name: path)
             } catch {
                 guard let values = error.pixelBytes else { throw ScriptError(error.message) }
-                throw ScriptError("cannot load '\(path)': its \(values) channel values take \(byteSize(values * 5)) "
-                    + "(as bytes, then float32), but the run has \(byteSize(left)) left of its "
-                    + "\(byteSize(runtime.budget.limit)) memory cap (--memory)")
+                throw ScriptError("cannot load '\(path)': its \(values) channel values take \(describeBytes(values * 5)) "
+                    + "(as bytes, then float32), but the run has \(describeBytes(left)) left of its "
+                    + "\(describeBytes(runtime.budget.limit)) memory cap (--memory)")
             }
             try call.push(image.tensor())
             try call.push(strings: image.text.map { ($0.key, $0.value) })
@@ -56,16 +56,11 @@ extension Bindings {
             }
             // The file's bytes are held while written: they count against the memory cap, then the disk cap.
             guard runtime.budget.reserve(encoded.count) else {
-                throw ScriptError("not enough memory to write '\(path)' (\(byteSize(encoded.count)); --memory)")
+                throw ScriptError("not enough memory to write '\(path)' (\(describeBytes(encoded.count)); --memory)")
             }
             defer { runtime.budget.release(encoded.count) }
             try runtime.files.write(Data(encoded), to: path, disk: runtime.disk)
             try call.push(runtime.files.shownPath(path))
         },
     ]
-
-    private static func byteSize(_ bytes: Int) -> String {
-        bytes >= 1 << 30 ? String(format: "%.1f GiB", Double(bytes) / Double(1 << 30))
-            : bytes >= 1 << 20 ? String(format: "%.1f MiB", Double(bytes) / Double(1 << 20)) : "\(bytes) bytes"
-    }
 }

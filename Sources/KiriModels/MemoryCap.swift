@@ -22,14 +22,3 @@ func memoryLeft(ifShortOf bytes: Int, reusable: Int = 0) -> String? {
     let left = max(0, budget.limit - budget.used) + reusable
     return bytes <= left ? nil : "\(describeBytes(left)) left of its \(describeBytes(budget.limit)) memory cap"
 }
-
-/// "640 KiB", "3.2 MiB", "12 GiB".
-func describeBytes(_ bytes: Int) -> String {
-    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    var value = Double(bytes), unit = 0
-    while value >= 1024, unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) bytes" : String(format: value < 10 ? "%.1f " : "%.0f ", value) + units[unit]
-}

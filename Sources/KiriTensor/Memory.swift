@@ -45,6 +45,17 @@ public final class MemoryBudget: @unchecked Sendable {
     @TaskLocal public static var current: MemoryBudget?
 }
 
+/// "640 KiB", "3.2 MiB", "12 GiB": every byte count in a message reads alike.
+public func describeBytes(_ bytes: Int) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) bytes" : String(format: value < 10 ? "%.1f " : "%.0f ", value) + units[unit]
+}
+
 /// What a released storage points at: never read (operations check `isReleased` first), but a valid address
 /// rather than a dangling one should a caller forget.
 nonisolated(unsafe) private let releasedPointer = UnsafeMutablePointer<Float>.allocate(capacity: 16)

@@ -89,7 +89,7 @@ extension KiriCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run a Lua recipe in the sandbox.",
             discussion: """
-                Arguments after FILE reach the script as `arg[1]`, `arg[2]`, ... and as `...`; arg[0] is FILE.
+                Arguments after FILE reach the script as `arg[1]`, `arg[2]`, ... and as `...`; arg[0] is FILE's name (no folder).
                 With --from IMAGE.png, the recipe and arguments stored in a PNG Kiri wrote run again, and make \
                 the same image bit for bit (with the same plugins and model). Kiri first says which recipe that is, \
                 its source's SHA-256 and whether it differs from the bundled recipe of that name. Nothing in the PNG \
