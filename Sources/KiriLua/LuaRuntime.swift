@@ -11,7 +11,7 @@ public protocol KiriProgress: AnyObject {
 
 /// Limits of one sandboxed run (security-cases.md, section B).
 public struct SandboxLimits: Sendable {
-    /// Wall-clock limit, enforced by an instruction hook; sticky once tripped.
+    /// Wall-clock limit, enforced by an instruction hook and by long host kernels (Cancellation); sticky once tripped.
     public var timeout: Double
     /// One cap for Lua's allocations and tensor bytes together.
     public var memory: Int
@@ -153,17 +153,6 @@ public final class LuaRuntime {
         guard status != 0 else { return }
         let kind: ScriptFailure.Kind = status == 4 /* LUA_ERRMEM */ ? .memory : .error
         throw ScriptFailure(kind: kind, message: kind == .memory ? "\(name): not enough memory (limit \(limits.memory) bytes)" : text(of: error))
-    }
-
-    /// Runs a recipe file (it must be readable; its folder becomes a module and read root).
-    public func run(file path: String, arguments: [String] = []) throws {
-        let source: String
-        do {
-            source = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ScriptFailure(kind: .setup, message: "cannot read '\(path)': \(FileAccess.reason(error))")
-        }
-        try run(source: source, name: path, arguments: arguments)
     }
 
     static func from(_ state: OpaquePointer?) -> LuaRuntime {

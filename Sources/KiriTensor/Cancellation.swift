@@ -64,12 +64,9 @@ public final class Cancellation: Sendable {
         }
     }
 
-    /// The cancellation of the run on this task or thread (nil: none, nothing stops).
+    /// The cancellation of the run on this task or thread (nil: none, nothing stops). Kernels read it once, on the
+    /// calling thread: task locals are not seen by DispatchQueue's worker threads.
     @TaskLocal public static var current: Cancellation?
-
-    /// `Cancellation.current?.isStopped ?? false`, for kernels: read `current` once, on the calling thread, before
-    /// splitting work over threads (task locals are not seen by DispatchQueue's worker threads).
-    public static var currentIsStopped: Bool { current?.isStopped ?? false }
 
     static func now() -> Int {
         var time = timespec()
