@@ -53,25 +53,28 @@ extension Tensor {
     }
 }
 
-/// c[rows×columns] = a[rows×inner] · b[inner×columns], all row-major and dense. A product of more than
-/// `blockFlops` is computed in output blocks of about that size with the run's cancellation checked between them,
-/// because one sgemm call cannot be interrupted and an 8192² product takes seconds.
+/// c[rows×columns] = a[rows×inner] · b[inner×columns], all row-major and dense. One sgemm call cannot be
+/// interrupted and an 8192² product takes seconds, so a product of more than `blockFlops` is computed in panels of
+/// rows (and columns, when a row is itself too big) with the run's cancellation checked between them. 2^35 FLOP is
+/// about 0.2 s here: each panel repacks the other operand, and smaller panels (2^31, 2^33) cost 15–25% of the
+/// 4096² rate, this size none measurable.
 private func gemm(rows: Int, inner: Int, columns: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                   _ c: UnsafeMutablePointer<Float>) throws {
     guard rows > 0, columns > 0 else { return }
     guard let k = Int32(exactly: inner), let ldc = Int32(exactly: columns), Int32(exactly: rows) != nil else {
         throw TensorError("matrix of \(rows)×\(inner)×\(columns) exceeds the 32-bit sizes BLAS accepts")
     }
-    let blockFlops = 1 << 31   // about 10 ms at this machine's sgemm rate
+    let blockFlops = Double(1 << 35)
     let flops = 2 * Double(rows) * Double(inner) * Double(columns)
     let cancellation = Cancellation.current
-    guard let cancellation, flops > Double(blockFlops) else {
+    guard let cancellation, flops > blockFlops else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), ldc, k, 1, a, k, b, ldc, 0, c, ldc)
         return
     }
-    // Blocks at least 256 on a side, where OpenBLAS still runs near its full rate.
-    let rowBlock = min(rows, max(256, Int((Double(blockFlops) / (2 * Double(inner))).squareRoot())))
-    let columnBlock = min(columns, max(256, blockFlops / (2 * inner * rowBlock)))
+    // Panels at least 256 on a side, where OpenBLAS still runs near its full rate. In Double: the sizes' products
+    // can pass Int.max.
+    let rowBlock = min(rows, max(256, Int(blockFlops / (2 * Double(inner) * Double(columns)))))
+    let columnBlock = min(columns, max(256, Int(blockFlops / (2 * Double(inner) * Double(rowBlock)))))
     for row in stride(from: 0, to: rows, by: rowBlock) {
         for column in stride(from: 0, to: columns, by: columnBlock) {
             try cancellation.check()

@@ -17,7 +17,7 @@ extension SandboxTests {
             local c = a:matmul(b)
             print("finished", c:size(1))
             """, [.timeout], ["time limit exceeded"], timeout: 0.3, memory: 1 << 30)
-        XCTAssertLessThan(outcome.seconds, 0.8)
+        XCTAssertLessThan(outcome.seconds, 1.0)   // the whole product takes 2–3 s
         XCTAssertEqual(outcome.output, "")
         assertHostHealthy()
     }
