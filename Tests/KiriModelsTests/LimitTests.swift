@@ -7,6 +7,12 @@ import KiriTensor
 /// large for the run's memory cap is refused before it allocates, and a forward pass stops with its run.
 final class LimitTests: ModelFileTestCase {
     /// A copy of the parity fixture `name` in the temporary folder, its config.json edited by `edit`.
+    /// The tiny UNet2DConditionModel of the parity fixtures, loaded.
+    func conditionNetwork() throws -> UNet {
+        let files = try model("unet2d_condition")
+        return try UNet(config: try UNetConfig(path: files.config), weights: try SafetensorsFile(path: files.weights))
+    }
+
     func model(_ name: String, _ edit: (inout [String: Any]) -> Void = { _ in }) throws -> ModelFiles {
         let source = (UNetParityTests.parity as NSString).appendingPathComponent(name)
         let target = (folder as NSString).appendingPathComponent(name)
@@ -127,8 +133,7 @@ final class LimitTests: ModelFileTestCase {
     /// Self-attention over the 65 536 tokens of a 256² input takes minutes (130 s measured on two busy cores); a
     /// stop 0.2 s in ends the forward pass within a second of it, with the cancellation's error.
     func testCase38ForwardStopsSoonAfterTheDeadline() throws {
-        let files = try model("unet2d_condition")
-        let network = try UNet(config: try UNetConfig(path: files.config), weights: try SafetensorsFile(path: files.weights))
+        let network = try conditionNetwork()
         let x = try Tensor.randn([1, 4, 256, 256], seed: 1), context = try Tensor.randn([1, 7, 24], seed: 2)
         let cancellation = Cancellation(timeout: 0.2)
         cancellation.start()
@@ -146,8 +151,7 @@ final class LimitTests: ModelFileTestCase {
 
     /// A run that can be stopped splits its kernels into more pieces; the output stays the same.
     func testCase38ForwardUnderALiveCancellationGivesTheSameOutput() throws {
-        let files = try model("unet2d_condition")
-        let network = try UNet(config: try UNetConfig(path: files.config), weights: try SafetensorsFile(path: files.weights))
+        let network = try conditionNetwork()
         let x = try Tensor.randn([2, 4, 96, 80], seed: 3), context = try Tensor.randn([2, 7, 24], seed: 4)
         let cancellation = Cancellation(timeout: 600)
         cancellation.start()
@@ -162,8 +166,7 @@ final class LimitTests: ModelFileTestCase {
     /// The cost of stoppable pieces: the best times of a small forward pass with and without a cancellation,
     /// taken in turns so that the machine's other load falls on both alike.
     func testCase38CancellationCostsLittle() throws {
-        let files = try model("unet2d_condition")
-        let network = try UNet(config: try UNetConfig(path: files.config), weights: try SafetensorsFile(path: files.weights))
+        let network = try conditionNetwork()
         let x = try Tensor.randn([1, 4, 64, 64], seed: 5), context = try Tensor.randn([1, 7, 24], seed: 6)
         let cancellation = Cancellation(timeout: 600)
         cancellation.start()
