@@ -10,14 +10,15 @@ extension SandboxTests {
 
     // MARK: - F.38 Host calls and the time limit
 
-    /// One sgemm of 6144² takes seconds; the product is computed in blocks that check the stop between them.
+    /// One sgemm of 8192² takes 5–8 s; the product is computed in panels (about 0.3 s each) that check the stop
+    /// between them. The limit leaves room for allocating the operands, which takes 0.4–1.3 s on this VM.
     func testF38_ALongMatmulStopsAtTheDeadline() {
         let outcome = expectFailure("""
-            local a, b = kiri.zeros(6144, 6144), kiri.zeros(6144, 6144)
+            local a, b = kiri.zeros(8192, 8192), kiri.zeros(8192, 8192)
             local c = a:matmul(b)
             print("finished", c:size(1))
-            """, [.timeout], ["time limit exceeded"], timeout: 0.3, memory: 1 << 30)
-        XCTAssertLessThan(outcome.seconds, 1.0)   // the whole product takes 2–3 s
+            """, [.timeout], ["time limit exceeded"], timeout: 2, memory: 1 << 30)
+        XCTAssertLessThan(outcome.seconds, 3.5)
         XCTAssertEqual(outcome.output, "")
         assertHostHealthy()
     }
@@ -42,7 +43,7 @@ extension SandboxTests {
             local chunk = load(source)
             print("parsed")
             """, [.timeout], ["time limit exceeded"], timeout: 0.3, memory: 2 << 30)
-        XCTAssertLessThan(outcome.seconds, 0.8)
+        XCTAssertLessThan(outcome.seconds, 1.0)
         XCTAssertEqual(outcome.output, "")
     }
 
