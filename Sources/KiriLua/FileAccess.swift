@@ -45,7 +45,8 @@ public struct FileAccess: Sendable {
     /// last (linear in the depth, and no symlink swapped in later can redirect it); the file is written beside
     /// its final name and renamed over it, so a failed write never leaves half a file and a symlink at the final
     /// name is replaced, not followed.
-    public func write(_ data: Data, to path: String, disk: DiskBudget) throws {
+    public func write(_ data: some ContiguousBytes, to path: String, disk: DiskBudget) throws {
+        let count = data.withUnsafeBytes(\.count)
         guard let outputDirectory else { throw ScriptError("cannot write '\(path)': this run has no output folder") }
         try Self.checkName(path, "write")
         guard path.utf8.count <= Self.maxWritePath else {
@@ -55,8 +56,8 @@ public struct FileAccess: Sendable {
         guard !path.hasPrefix("/"), !components.isEmpty, !components.contains("..") else {
             throw ScriptError("cannot write '\(path)': give a relative path inside the output folder, without '..'")
         }
-        guard disk.reserve(data.count) else {
-            throw ScriptError("cannot write '\(path)': its \(data.count) bytes would pass the run's disk cap of "
+        guard disk.reserve(count) else {
+            throw ScriptError("cannot write '\(path)': its \(count) bytes would pass the run's disk cap of "
                 + "\(disk.limit) bytes (--disk); \(disk.used) already written")
         }
         func failure(_ what: String) -> ScriptError {
@@ -93,9 +94,9 @@ public struct FileAccess: Sendable {
         }
         let writeError = errno
         Foundation.close(descriptor)
-        guard written == data.count, renameat(folder, temporary, folder, name) == 0 else {
-            if written != data.count { errno = writeError }
-            let error = failure(written == data.count ? "cannot replace it" : "write failed")
+        guard written == count, renameat(folder, temporary, folder, name) == 0 else {
+            if written != count { errno = writeError }
+            let error = failure(written == count ? "cannot replace it" : "write failed")
             unlinkat(folder, temporary, 0)
             throw error
         }

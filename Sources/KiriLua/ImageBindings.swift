@@ -59,7 +59,7 @@ extension Bindings {
                 throw ScriptError("not enough memory to write '\(path)' (\(describeBytes(encoded.count)); --memory)")
             }
             defer { runtime.budget.release(encoded.count) }
-            try runtime.files.write(Data(encoded), to: path, disk: runtime.disk)
+            try runtime.files.write(encoded, to: path, disk: runtime.disk)
             try call.push(runtime.files.shownPath(path))
         },
     ]

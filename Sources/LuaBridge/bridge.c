@@ -72,12 +72,19 @@ enum { HOOK_INTERVAL = 1000, GC_BATCH = 1 << 20 };   // GC_BATCH: 1 MiB was fast
 static void time_hook(lua_State *L, lua_Debug *ar);
 
 /// Whether the run must stop: sticky once the host's interrupt has said so.
-static int must_stop(KiriState *S, lua_State *L) {
+static int must_stop(lua_State *L) {
+    KiriState *S = state_of(L);
     if (S->stopped) return 1;
     if (!S->interrupt(S->host, S->stopMessage, sizeof S->stopMessage)) return 0;
     S->stopped = 1;
-    if (L) lua_sethook(L, time_hook, LUA_MASKCOUNT, 1);
+    lua_sethook(L, time_hook, LUA_MASKCOUNT, 1);
     return 1;
+}
+
+/// Raises the stop's message, which carries no position: the traceback says where.
+static int raise_stop(lua_State *L) {
+    lua_pushstring(L, state_of(L)->stopMessage);
+    return lua_error(L);
 }
 
 /// The time limit (and cancellation). Once tripped it is sticky: the hook then fires on every instruction and
@@ -85,15 +92,10 @@ static int must_stop(KiriState *S, lua_State *L) {
 /// Raising from a hook leaves hooks off (Lua's internal `allowhook`) until a protected call restores
 /// them: for the message handler that error runs, and for the thread it kills, so the __close
 /// handlers that closing that coroutine would run. The prelude asks `host.stopped` and runs
-/// neither once the run has stopped. The message carries no position: the traceback says where.
-static int raise_stop(lua_State *L) {
-    lua_pushstring(L, state_of(L)->stopMessage);
-    return lua_error(L);
-}
-
+/// neither once the run has stopped.
 static void time_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
-    if (must_stop(state_of(L), L)) raise_stop(L);
+    if (must_stop(L)) raise_stop(L);
 }
 
 /// Warnings (errors in finalizers among them) go to stderr, capped so they cannot flood it.
@@ -468,19 +470,16 @@ static int host_stopped(lua_State *L) {
 enum { LOAD_PIECE = 64 * 1024, LOAD_STOPPED = -1 };   // a piece parses in about a millisecond
 
 typedef struct {
-    KiriState *S;
-    lua_State *L;
     const char *next;
     size_t remaining;
     int stopped;
 } PieceReader;
 
 static const char *read_piece(lua_State *L, void *data, size_t *size) {
-    (void)L;
     PieceReader *reader = data;
     *size = 0;
     if (reader->remaining == 0) return NULL;
-    if (must_stop(reader->S, reader->L)) {
+    if (must_stop(L)) {
         reader->stopped = 1;
         return NULL;
     }
@@ -495,7 +494,7 @@ static const char *read_piece(lua_State *L, void *data, size_t *size) {
 /// hook's reach, and a big chunk takes seconds. Returns a lua_load status (the chunk or its error pushed), or
 /// LOAD_STOPPED with nothing pushed.
 static int load_text(lua_State *L, const char *source, size_t length, const char *chunkName) {
-    PieceReader reader = {state_of(L), L, source, length, 0};
+    PieceReader reader = {source, length, 0};
     int status = lua_load(L, read_piece, &reader, chunkName, "t");
     if (!reader.stopped) return status;
     lua_pop(L, 1);
