@@ -1,11 +1,10 @@
 // swift-tools-version:6.0
-// Layers, top to bottom. Arrows point down (or sideways, KiriLua → KiriModels and KiriImage, for kiri.models and
-// kiri.image) only:
-//   kiri (CLI) → Kiri (engine) → KiriLua (Lua runtime) → KiriTensor (tensor core) → COpenBLAS
-//                                KiriLua → LuaBridge (C; every Lua longjmp lives here) → CLua
-//                                KiriLua → KiriModels (model files, networks) → KiriTensor
-//                                KiriLua → KiriImage (PNG files, tensors) → PNGBridge (C; every libpng longjmp lives here) → CPNG
-//                                          KiriImage → KiriTensor
+// Layers, top to bottom. Arrows point down only:
+//   kiri (CLI) → Kiri (engine: model and image bindings) → KiriLua (Lua runtime) → KiriTensor (tensor core) → COpenBLAS
+//                                                          KiriLua → LuaBridge (C; every Lua longjmp lives here) → CLua
+//                Kiri → KiriModels (model files, networks) → KiriTensor
+//                Kiri → KiriImage (PNG files, tensors) → PNGBridge (C; every libpng longjmp lives here) → CPNG
+//                       KiriImage → KiriTensor
 import PackageDescription
 
 /// Kernels and the Lua call path run per element and per sampler step: dynamic exclusivity checks on
@@ -39,11 +38,13 @@ let package = Package(
 
         // MARK: Lua runtime
         .target(name: "LuaBridge", dependencies: ["CLua"]),
-        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor", "KiriModels", "KiriImage"], swiftSettings: hotPath),
+        // Knows only the tensor core; the engine registers its bindings and preludes into it (LuaLibrary).
+        .target(name: "KiriLua", dependencies: ["LuaBridge", "KiriTensor"],
+                resources: [.embedInCode("Preludes/sandbox.lua")], swiftSettings: hotPath),
 
         // MARK: Engine
         .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"],
-                resources: [.copy("Resources/models")]),
+                resources: [.copy("Resources/models"), .embedInCode("Bindings/Preludes/models.lua")]),
 
         // MARK: CLI
         .executableTarget(

@@ -59,13 +59,13 @@ public enum RecipeRunner {
             readRoots: recipeFolder + pluginFolders + Array(models.values) + namedFiles,
             moduleRoots: recipeFolder + pluginFolders,
             outputDirectory: request.outputDirectory)
-        let runtime = try LuaRuntime(limits: request.limits, files: files, plugins: plugins, output: output)
-        defer { runtime.close() }
-        runtime.bundledModels = models
-        runtime.progress = request.progress
         // Scripts and the PNGs they write see the recipe by its file name: no host folder is shown or shared.
         let name = FileAccess.name(of: request.script)
-        runtime.imageText = RecipeProvenance(recipe: name, source: source, arguments: request.arguments).text
+        let provenance = RecipeProvenance(recipe: name, source: source, arguments: request.arguments).text
+        let runtime = try LuaRuntime.engine(limits: request.limits, files: files, plugins: plugins,
+                                            bundledModels: models, imageText: provenance, output: output)
+        defer { runtime.close() }
+        runtime.progress = request.progress
         do {
             try runtime.run(source: source, name: name, arguments: request.arguments)
         } catch var failure as ScriptFailure {

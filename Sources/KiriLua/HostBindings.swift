@@ -59,16 +59,6 @@ extension Bindings {
         Binding(name: "progressEnd", tables: ["host"], tensorResults: 0) { call in
             call.runtime.progress?.end()
         },
-        /// (name) → `bundled:NAME` for kiri.models.load, or nothing and the names there are.
-        Binding(name: "bundledModel", tables: ["host"], tensorResults: 0) { call in
-            let models = call.runtime.bundledModels, name = try call.string(1)
-            if models[name] != nil {
-                try call.push("bundled:" + name)
-            } else {
-                kiri_result_nil(call.call)
-                try call.push(models.keys.sorted().joined(separator: ", "))
-            }
-        },
         /// Monotonic wall-clock seconds, for timing inside recipes and benchmarks.
         Binding(name: "clock", tables: ["kiri"], tensorResults: 0) { call in
             var time = timespec()

@@ -3,78 +3,85 @@ import LuaBridge
 
 /// An error a binding reports to Lua. With `argument`, it reads like lauxlib's
 /// "bad argument #2 to 'add' (Tensor expected, got nil)"; the C trampoline adds that frame.
-struct ScriptError: Error {
-    var argument: Int?
-    var message: String
+public struct ScriptError: Error {
+    public var argument: Int?
+    public var message: String
 
-    init(argument: Int? = nil, _ message: String) {
+    public init(argument: Int? = nil, _ message: String) {
         self.argument = argument
         self.message = message
     }
 }
 
 /// A Swift function exposed to Lua, under `name` in each of `tables` ("kiri", "Tensor", "meta", ...).
-struct Binding: @unchecked Sendable {  // immutable after start-up
-    var name: String
-    var tables: [String]
+public struct Binding: @unchecked Sendable {  // immutable after start-up
+    public var name: String
+    public var tables: [String]
     /// How many new tensors it may return: the C side reserves their userdata before the call.
-    var tensorResults: Int
-    var body: (LuaCall) throws -> Void
+    public var tensorResults: Int
+    public var body: (LuaCall) throws -> Void
+
+    public init(name: String, tables: [String], tensorResults: Int, body: @escaping (LuaCall) throws -> Void) {
+        self.name = name
+        self.tables = tables
+        self.tensorResults = tensorResults
+        self.body = body
+    }
 }
 
 /// The arguments of one call from Lua, and the place to put its results. Reads use only
 /// non-raising bridge calls; results are pushed by C after the Swift function returns.
-struct LuaCall {
+public struct LuaCall {
     let state: OpaquePointer
     let call: UnsafeMutablePointer<KiriCall>
 
     /// Looked up only by the bindings that need it: most calls are tensor maths on the hot path.
-    var runtime: LuaRuntime { LuaRuntime.from(state) }
+    public var runtime: LuaRuntime { LuaRuntime.from(state) }
 
-    var count: Int { Int(call.pointee.argumentCount) }
+    public var count: Int { Int(call.pointee.argumentCount) }
 
-    func type(_ index: Int) -> Int { index <= count ? Int(kiri_arg_type(state, Int32(index))) : KIRI_TNONE }
-    func isNil(_ index: Int) -> Bool { type(index) <= KIRI_TNIL }
-    func isTensor(_ index: Int) -> Bool { index <= count && kiri_arg_tensor(state, Int32(index)) != nil }
-    func isNumber(_ index: Int) -> Bool { type(index) == KIRI_TNUMBER }
+    public func type(_ index: Int) -> Int { index <= count ? Int(kiri_arg_type(state, Int32(index))) : KIRI_TNONE }
+    public func isNil(_ index: Int) -> Bool { type(index) <= KIRI_TNIL }
+    public func isTensor(_ index: Int) -> Bool { index <= count && kiri_arg_tensor(state, Int32(index)) != nil }
+    public func isNumber(_ index: Int) -> Bool { type(index) == KIRI_TNUMBER }
 
-    func typeName(_ index: Int) -> String {
+    public func typeName(_ index: Int) -> String {
         if index > count { return "no value" }
         if kiri_arg_is_closed_tensor(state, Int32(index)) != 0 { return "closed Tensor" }
         return String(cString: kiri_arg_typename(state, Int32(index)))
     }
 
-    func expected(_ what: String, _ index: Int) -> ScriptError {
+    public func expected(_ what: String, _ index: Int) -> ScriptError {
         ScriptError(argument: index, "\(what) expected, got \(typeName(index))")
     }
 
     // MARK: Arguments
 
-    func tensor(_ index: Int) throws -> Tensor {
+    public func tensor(_ index: Int) throws -> Tensor {
         guard index <= count, let handle = kiri_arg_tensor(state, Int32(index)) else { throw expected("Tensor", index) }
         let tensor = Unmanaged<Tensor>.fromOpaque(handle).takeUnretainedValue()
         if tensor.isReleased { throw ScriptError(argument: index, "Tensor expected, got closed Tensor") }
         return tensor
     }
 
-    func number(_ index: Int) throws -> Double {
+    public func number(_ index: Int) throws -> Double {
         var value = 0.0
         guard index <= count, kiri_arg_number(state, Int32(index), &value) != 0 else { throw expected("number", index) }
         return value
     }
 
-    func optionalNumber(_ index: Int) throws -> Double? { isNil(index) ? nil : try number(index) }
+    public func optionalNumber(_ index: Int) throws -> Double? { isNil(index) ? nil : try number(index) }
 
     /// A finite float32 value: NaN and ±inf are refused where a value parameter is expected.
-    func float(_ index: Int) throws -> Float {
+    public func float(_ index: Int) throws -> Float {
         let value = try number(index)
         guard value.isFinite else { throw ScriptError(argument: index, "finite number expected, got \(value)") }
         return Float(value)
     }
 
-    func optionalFloat(_ index: Int) throws -> Float? { isNil(index) ? nil : try float(index) }
+    public func optionalFloat(_ index: Int) throws -> Float? { isNil(index) ? nil : try float(index) }
 
-    func integer(_ index: Int) throws -> Int {
+    public func integer(_ index: Int) throws -> Int {
         guard index <= count else { throw expected("integer", index) }
         var value: Int64 = 0
         if kiri_arg_integer(state, Int32(index), &value) != 0 { return Int(value) }
@@ -84,20 +91,20 @@ struct LuaCall {
         throw expected("integer", index)
     }
 
-    func optionalInteger(_ index: Int) throws -> Int? { isNil(index) ? nil : try integer(index) }
+    public func optionalInteger(_ index: Int) throws -> Int? { isNil(index) ? nil : try integer(index) }
 
-    func boolean(_ index: Int, default value: Bool) -> Bool {
+    public func boolean(_ index: Int, default value: Bool) -> Bool {
         isNil(index) ? value : kiri_arg_boolean(state, Int32(index)) != 0
     }
 
-    func string(_ index: Int) throws -> String {
+    public func string(_ index: Int) throws -> String {
         guard index <= count, let string = try stackString(Int32(index)) else { throw expected("string", index) }
         return string
     }
 
     /// A 1-based dimension of a rank-`rank` tensor (negative counts from the end) as the tensor core's
     /// 0-based axis. Checked here, so messages show the script's own numbers.
-    func dimension(_ index: Int, rank: Int) throws -> Int {
+    public func dimension(_ index: Int, rank: Int) throws -> Int {
         let dim = try integer(index)
         let axis = dim > 0 ? dim - 1 : dim + rank
         guard dim != 0, (0..<rank).contains(axis) else {
@@ -107,10 +114,10 @@ struct LuaCall {
         return axis
     }
 
-    func optionalDimension(_ index: Int, rank: Int) throws -> Int? { isNil(index) ? nil : try dimension(index, rank: rank) }
+    public func optionalDimension(_ index: Int, rank: Int) throws -> Int? { isNil(index) ? nil : try dimension(index, rank: rank) }
 
     /// Integers given as one table `{2, 3}` or as the remaining arguments `2, 3`.
-    func integers(from index: Int, allowNegativeOne: Bool = false) throws -> [Int] {
+    public func integers(from index: Int, allowNegativeOne: Bool = false) throws -> [Int] {
         if type(index) == KIRI_TTABLE {
             let length = kiri_table_length(state, Int32(index))
             guard length <= Tensor.maxRank else {
@@ -149,8 +156,27 @@ struct LuaCall {
         return Int(value)
     }
 
+    public func isTable(_ index: Int) -> Bool { type(index) == KIRI_TTABLE }
+
+    /// The numbers of the list at `index` (raw reads, at most `limit`); a wrong entry is reported as Lua argument
+    /// `argument`, named `name[position]`.
+    public func numbers(_ index: Int, argument: Int, name: String, limit: Int) throws -> [Double] {
+        guard isTable(index) else { throw ScriptError(argument: argument, "\(name): table expected, got \(typeName(index))") }
+        let length = kiri_table_length(state, Int32(index))
+        guard length <= limit else { throw ScriptError(argument: argument, "\(name) has \(length) values, at most \(limit) expected") }
+        return try (0..<length).map { position in
+            _ = kiri_table_push(state, Int32(index), Int64(position + 1))
+            defer { kiri_pop(state, 1) }
+            var value = 0.0
+            guard kiri_arg_number(state, -1, &value) != 0 else {
+                throw ScriptError(argument: argument, "\(name)[\(position + 1)] must be a number, got \(String(cString: kiri_arg_typename(state, -1)))")
+            }
+            return value
+        }
+    }
+
     /// A sequence of tensors, e.g. the first argument of kiri.cat.
-    func tensors(_ index: Int) throws -> [Tensor] {
+    public func tensors(_ index: Int) throws -> [Tensor] {
         guard type(index) == KIRI_TTABLE else { throw expected("table of Tensors", index) }
         let length = kiri_table_length(state, Int32(index))
         guard length <= 4096 else { throw ScriptError(argument: index, "at most 4096 Tensors expected") }
@@ -166,7 +192,7 @@ struct LuaCall {
 
     /// A table of string keys and string values, e.g. kiri.image.save's text chunks. Raw reads, so
     /// metamethods never run; the pairs come in traversal order.
-    func stringTable(_ index: Int) throws -> [(key: String, value: String)] {
+    public func stringTable(_ index: Int) throws -> [(key: String, value: String)] {
         guard type(index) == KIRI_TTABLE else { throw expected("table of strings", index) }
         guard kiri_push_nil(state) != 0 else { throw ScriptError("not enough memory") }
         var pairs: [(key: String, value: String)] = []
@@ -208,7 +234,7 @@ struct LuaCall {
 
     // MARK: Results
 
-    func push(_ tensor: Tensor) throws {
+    public func push(_ tensor: Tensor) throws {
         let handle = Unmanaged.passRetained(tensor).toOpaque()
         guard kiri_result_tensor(state, call, handle, tensor.count * MemoryLayout<Float>.stride) != 0 else {
             Unmanaged<Tensor>.fromOpaque(handle).release()
@@ -216,11 +242,11 @@ struct LuaCall {
         }
     }
 
-    func push(_ number: Double) { kiri_result_number(call, number) }
-    func push(integer: Int) { kiri_result_integer(call, Int64(integer)) }
-    func pushArgument(_ index: Int) { kiri_result_stack(call, Int32(index)) }
+    public func push(_ number: Double) { kiri_result_number(call, number) }
+    public func push(integer: Int) { kiri_result_integer(call, Int64(integer)) }
+    public func pushArgument(_ index: Int) { kiri_result_stack(call, Int32(index)) }
 
-    func push(_ string: String) throws {
+    public func push(_ string: String) throws {
         var string = string
         let pushed = string.withUTF8 { bytes in
             bytes.withMemoryRebound(to: CChar.self) { kiri_result_string(state, call, $0.baseAddress, $0.count) }
@@ -228,12 +254,15 @@ struct LuaCall {
         if pushed == 0 { throw ScriptError("not enough memory") }
     }
 
-    func push(numbers: [Double]) throws {
+    public func pushNil() { kiri_result_nil(call) }
+    public func push(boolean: Bool) { kiri_result_boolean(call, boolean ? 1 : 0) }
+
+    public func push(numbers: [Double]) throws {
         if kiri_result_numbers(state, call, numbers, numbers.count) == 0 { throw ScriptError("not enough memory") }
     }
 
     /// A table {key = value} of strings; a later pair wins over an earlier one with the same key.
-    func push(strings pairs: [(key: String, value: String)]) throws {
+    public func push(strings pairs: [(key: String, value: String)]) throws {
         var bytes: [UInt8] = []
         for (key, value) in pairs {
             for part in [key, value] {
@@ -248,7 +277,7 @@ struct LuaCall {
     }
 
     /// The tensor as nested tables; its data stays alive because it is an argument of this call.
-    func pushNested(_ tensor: Tensor) {
+    public func pushNested(_ tensor: Tensor) {
         let shape = tensor.shape.map { Int32($0) }
         kiri_result_nested(call, tensor.data, shape, Int32(shape.count))
     }

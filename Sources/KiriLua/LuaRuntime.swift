@@ -40,6 +40,18 @@ public struct ScriptFailure: Error, CustomStringConvertible {
     }
 }
 
+/// Host functions and the Lua prelude that wraps them, registered into a runtime from above (the engine's models
+/// and images), so the Lua runtime knows nothing but the tensor core. The prelude runs inside the sandbox's, with
+/// `(api, host, resolve)`: the API tables before they are sealed read-only, the functions registered under "host"
+/// (which scripts never see), and the plugin lookup `resolve(domain, name)`.
+public protocol LuaLibrary: AnyObject {
+    var bindings: [Binding] { get }
+    /// Lua source, or nil.
+    var prelude: [UInt8]? { get }
+    /// The run ended: free what the library holds for it.
+    func close()
+}
+
 /// One Lua state, used for one run: a fresh environment each time, so one script never sees
 /// another's globals, and everything it allocated goes when it is closed.
 public final class LuaRuntime {
@@ -55,21 +67,17 @@ public final class LuaRuntime {
     public let output: (String) -> Void
     /// Bytes the run has written, against `limits.disk`.
     public let disk: DiskBudget
-    /// Networks `kiri.models.load` loaded, by handle (ModelBindings.swift); freed by `m:close()` or with the run.
-    var models: [Int: LoadedModel] = [:]
-    var nextModelHandle = 1
+    /// What was registered from above (the engine's models and images): their functions follow the core's.
+    private let libraries: [LuaLibrary]
+    private let libraryBodies: ContiguousArray<(LuaCall) throws -> Void>
     /// Seed for random constructors called without one; advances on each such call.
     var nextSeed: UInt64 = 0
-    /// Models shipped with Kiri, by name (`kiri.models.bundled(name)`); their folders must be read roots.
-    public var bundledModels: [String: String] = [:]
     /// Draws sampler progress; the samplers' wrapper in the prelude reports every step to it.
     public var progress: KiriProgress?
-    /// Text chunks `kiri.image.save` adds to every PNG after the script's own (whose keys win): provenance.
-    public var imageText: [(key: String, value: String)] = []
     private var state: OpaquePointer?
 
     public init(limits: SandboxLimits = SandboxLimits(), files: FileAccess = FileAccess(),
-                plugins: PluginCatalog = PluginCatalog(),
+                plugins: PluginCatalog = PluginCatalog(), libraries: [LuaLibrary] = [],
                 output: @escaping (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }) throws {
         self.limits = limits
         self.files = files
@@ -78,6 +86,9 @@ public final class LuaRuntime {
         budget = MemoryBudget(limit: limits.memory)
         cancellation = Cancellation(timeout: limits.timeout)
         disk = DiskBudget(limit: limits.disk)
+        self.libraries = libraries
+        let libraryBindings = libraries.flatMap(\.bindings)
+        libraryBodies = ContiguousArray(libraryBindings.map(\.body))
         var options = KiriStateOptions(
             memoryCounter: budget.counter, host: nil, dispatch: dispatchBinding, releaseHandle: releaseTensorHandle,
             output: writeOutput, interrupt: interruptRun)
@@ -88,10 +99,8 @@ public final class LuaRuntime {
         }
         self.state = state
         try MemoryBudget.$current.withValue(budget) {
-            try register(Bindings.all)
-            if kiri_seal(state, sandboxPrelude, sandboxPrelude.utf8.count, &error, error.count) != 0 {
-                throw ScriptFailure(kind: .setup, message: text(of: error))
-            }
+            try register(Bindings.all + libraryBindings)
+            try seal([sandboxPrelude] + libraries.compactMap(\.prelude))
         }
     }
 
@@ -101,7 +110,7 @@ public final class LuaRuntime {
     public func close() {
         guard let state else { return }
         MemoryBudget.$current.withValue(budget) { kiri_state_close(state) }
-        models.removeAll()
+        libraries.forEach { $0.close() }
         self.state = nil
     }
 
@@ -124,6 +133,17 @@ public final class LuaRuntime {
         if kiri_register(state, specs, Int32(specs.count), &error, error.count) != 0 {
             throw ScriptFailure(kind: .setup, message: text(of: error))
         }
+    }
+
+    private func seal(_ preludes: [[UInt8]]) throws {
+        var error = [CChar](repeating: 0, count: 1024)
+        let status = withChunks(preludes[...], []) { chunks in kiri_seal(state, chunks, Int32(chunks.count), &error, error.count) }
+        if status != 0 { throw ScriptFailure(kind: .setup, message: text(of: error)) }
+    }
+
+    /// A library's function: its ids follow the core's.
+    fileprivate func libraryBody(_ functionId: Int) -> (LuaCall) throws -> Void {
+        libraryBodies[functionId - Bindings.bodies.count]
     }
 
     /// Runs Lua source as chunk `name` (shown in errors as `name:line:`), with `arguments` as `arg`
@@ -160,6 +180,19 @@ public final class LuaRuntime {
     }
 }
 
+/// The sandbox's own prelude (Preludes/sandbox.lua, embedded at build time).
+private let sandboxPrelude = PackageResources.sandbox_lua
+
+/// `body` with `chunks` then `rest` as C chunks, their bytes pinned for the call.
+private func withChunks<T>(_ rest: ArraySlice<[UInt8]>, _ chunks: [KiriChunk], _ body: ([KiriChunk]) -> T) -> T {
+    guard let first = rest.first else { return body(chunks) }
+    return first.withUnsafeBufferPointer { bytes in
+        bytes.withMemoryRebound(to: CChar.self) {
+            withChunks(rest.dropFirst(), chunks + [KiriChunk(source: $0.baseAddress, length: $0.count)], body)
+        }
+    }
+}
+
 /// The NUL-terminated message C wrote into `buffer`.
 private func text(of buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -170,7 +203,10 @@ private func text(of buffer: [CChar]) -> String {
 private func dispatchBinding(_ state: OpaquePointer?, _ call: UnsafeMutablePointer<KiriCall>?) {
     guard let state, let call else { return }
     do {
-        try Bindings.bodies[Int(call.pointee.functionId)](LuaCall(state: state, call: call))
+        // The core's functions (by far the most calls) without looking up the runtime.
+        let id = Int(call.pointee.functionId)
+        let body = id < Bindings.bodies.count ? Bindings.bodies[id] : LuaRuntime.from(state).libraryBody(id)
+        try body(LuaCall(state: state, call: call))
     } catch {
         fail(call, state: state, error)
     }

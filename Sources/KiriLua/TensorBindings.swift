@@ -6,7 +6,7 @@ import LuaBridge
 /// optional result tensor first (`kiri.add(result, a, b)`). Dimensions and indices are 1-based;
 /// negative dimensions count from the end.
 enum Bindings {
-    static let all: [Binding] = constructors + elementwise + reductions + shapes + metamethods + host + models + image
+    static let all: [Binding] = constructors + elementwise + reductions + shapes + metamethods + host
     /// The functions alone, indexed like `all`: the dispatcher fetches one per call.
     nonisolated(unsafe) static let bodies = ContiguousArray(all.map(\.body))
 

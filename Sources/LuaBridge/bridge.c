@@ -683,23 +683,33 @@ int kiri_register(lua_State *L, const KiriFunctionSpec *specs, int count, char *
     return call_protected(L, register_protected, &arguments, error, errorSize);
 }
 
-typedef struct { const char *prelude; size_t length; } SealArguments;
+typedef struct { const KiriChunk *preludes; int count; } SealArguments;
 
+/// Loads preludes[0], the sandbox's own, and calls it with the API tables and a list of the other preludes
+/// (loaded, not run: it runs them where their `api` fields belong). All load as "=sandbox", so errors and
+/// tracebacks drop their positions as the sandbox's.
 static int seal_protected(lua_State *L) {
     SealArguments *arguments = lua_touserdata(L, 1);
-    if (luaL_loadbufferx(L, arguments->prelude, arguments->length, "=sandbox", "t") != LUA_OK) return lua_error(L);
+    luaL_argcheck(L, arguments->count >= 1, 1, "no sandbox prelude");
+    const KiriChunk *preludes = arguments->preludes;
+    if (luaL_loadbufferx(L, preludes[0].source, preludes[0].length, "=sandbox", "t") != LUA_OK) return lua_error(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &API_KEY);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &METHODS_KEY);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &META_KEY);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &HOST_KEY);
-    lua_call(L, 4, 1);
+    lua_createtable(L, arguments->count - 1, 0);
+    for (int i = 1; i < arguments->count; i++) {
+        if (luaL_loadbufferx(L, preludes[i].source, preludes[i].length, "=sandbox", "t") != LUA_OK) return lua_error(L);
+        lua_rawseti(L, -2, i);
+    }
+    lua_call(L, 5, 1);
     luaL_checktype(L, -1, LUA_TTABLE);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &ENV_KEY);
     return 0;
 }
 
-int kiri_seal(lua_State *L, const char *prelude, size_t length, char *error, size_t errorSize) {
-    SealArguments arguments = {prelude, length};
+int kiri_seal(lua_State *L, const KiriChunk *preludes, int count, char *error, size_t errorSize) {
+    SealArguments arguments = {preludes, count};
     return call_protected(L, seal_protected, &arguments, error, errorSize);
 }
 

@@ -5,7 +5,8 @@ import KiriTensor
 
 /// Section F of /work/shared/security-cases.md (cases 37–39), for the Lua runtime: host calls obey the time limit
 /// and stay stopped once it trips, totals are capped (strings handed to the host, bytes written), names with NUL
-/// bytes are refused and messages carry no sandbox internals. Uses SandboxTests' harness.
+/// bytes are refused and messages carry no sandbox internals. Uses SandboxTests' harness. The engine's bindings
+/// (models, images) are checked in KiriTests/EngineLimitTests.swift.
 extension SandboxTests {
 
     // MARK: - F.38 Host calls and the time limit
@@ -21,19 +22,6 @@ extension SandboxTests {
         XCTAssertLessThan(outcome.seconds, 3.5)
         XCTAssertEqual(outcome.output, "")
         assertHostHealthy()
-    }
-
-    /// Self-attention over a 256² latent's 65 536 tokens takes minutes; the kernels check the stop between tiles.
-    func testF38_AModelForwardStopsAtTheDeadline() {
-        let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/models/parity/unet2d_condition").path
-        let outcome = expectFailure("""
-            local m = kiri.models.load("\(model)")
-            local y = m:forward(kiri.randn({1, 4, 256, 256}, 1), 500, {context = kiri.randn({1, 7, 24}, 2)})
-            print("finished")
-            """, [.timeout], ["time limit exceeded"], timeout: 0.5, memory: 2 << 30, files: FileAccess(readRoots: [model]))
-        XCTAssertLessThan(outcome.seconds, 1.5)
-        XCTAssertEqual(outcome.output, "")
     }
 
     /// Parsing is C: a 60 MB chunk is parsed in pieces with the stop checked between them.
@@ -123,19 +111,6 @@ extension SandboxTests {
         XCTAssertEqual(runtime.disk.used, 900_000)
     }
 
-    /// One big string used as the value of many keys: each copy the host makes counts against the memory cap.
-    func testF37_StringsHandedToTheHostCountAgainstTheMemoryCap() throws {
-        let out = try temporaryFolder()
-        let outcome = expectFailure("""
-            local big = string.rep("x", 24 << 20)
-            local text = {}
-            for i = 1, 12 do text["key" .. i] = big end
-            kiri.image.save("bomb.png", kiri.zeros(1, 2, 2), text)
-            """, [.error], ["case.lua:4:", "not enough memory"], memory: 128 << 20, files: FileAccess(outputDirectory: out))
-        XCTAssertLessThanOrEqual(outcome.peak, 128 << 20)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/bomb.png"))
-    }
-
     // MARK: - F.39 Names and messages
 
     /// A NUL byte would cut the name short in the C calls below: the file touched would not be the one named.
@@ -143,7 +118,6 @@ extension SandboxTests {
         let out = try temporaryFolder()
         let files = FileAccess(readRoots: [out], outputDirectory: out)
         expectFailure("kiri.write_text('safe\\0.txt', 'x')", [.error], ["the name contains a NUL byte"], files: files)
-        expectFailure("kiri.image.save('safe\\0.png', kiri.zeros(1, 2, 2))", [.error], ["the name contains a NUL byte"], files: files)
         expectFailure("kiri.read_text('safe\\0.txt')", [.error], ["the name contains a NUL byte"], files: files)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out), [])
     }

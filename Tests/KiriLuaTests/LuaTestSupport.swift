@@ -1,5 +1,4 @@
 import Foundation
-import KiriImage
 import XCTest
 @testable import KiriLua
 
@@ -60,9 +59,4 @@ func luaError(_ source: String, limits: SandboxLimits = SandboxLimits(timeout: 2
 /// Numbers printed by a script, one or more per line, separated by white space.
 func printedNumbers(_ text: String) -> [Double] {
     text.split(whereSeparator: { $0 == "\n" || $0 == "\t" || $0 == " " }).compactMap { Double($0) }
-}
-
-extension PNGImage {
-    /// Writes the encoded image to `path`, for fixtures made inside a test.
-    func save(to path: String) throws { try Data(encoded()).write(to: URL(fileURLWithPath: path)) }
 }

@@ -17,3 +17,10 @@ extension PNGImage {
     /// Writes the encoded image to `path`, for fixtures made inside a test.
     func save(to path: String) throws { try Data(encoded()).write(to: URL(fileURLWithPath: path)) }
 }
+
+/// The checkout's bundled `Plugins/` folder.
+let bundledPlugins = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Plugins").path
+
+/// Numbers printed by a script, separated by white space.
+func printedNumbers(_ text: String) -> [Double] { text.split(whereSeparator: \.isWhitespace).compactMap { Double($0) } }

@@ -82,9 +82,12 @@ typedef struct {
 /// A new state with the allowed libraries open and empty API tables, ready for kiri_register and
 /// then kiri_seal. NULL if it cannot be made; then `error` holds the reason.
 lua_State *kiri_state_new(const KiriStateOptions *options, char *error, size_t errorSize);
-/// Runs the sandbox set-up chunk `prelude` with (kiri, Tensor methods, Tensor metatable, host
-/// functions). It returns the environment every script then runs in. Call once, after registering.
-int kiri_seal(lua_State *L, const char *prelude, size_t length, char *error, size_t errorSize);
+/// Lua source text, not NUL-terminated.
+typedef struct { const char *source; size_t length; } KiriChunk;
+/// Runs the sandbox set-up chunk preludes[0] with (kiri, Tensor methods, Tensor metatable, host functions, the
+/// other preludes loaded as functions). It returns the environment every script then runs in. Call once, after
+/// registering.
+int kiri_seal(lua_State *L, const KiriChunk *preludes, int count, char *error, size_t errorSize);
 void kiri_state_close(lua_State *L);
 void *kiri_host(lua_State *L);
 /// Whether the run was stopped (time limit or cancellation; it stays stopped for the state's life).

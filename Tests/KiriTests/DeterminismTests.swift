@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import Kiri
 @testable import KiriLua
 
 /// The same recipe, seed and model give bit-identical output across runs (the brief's determinism
@@ -13,7 +14,7 @@ final class DeterminismTests: XCTestCase {
     func sample(seed: Int) throws -> String {
         var printed = ""
         let folders = [PluginCatalog.Folder(path: bundledPlugins, isBundled: true)]
-        let runtime = try LuaRuntime(files: FileAccess(readRoots: [bundledPlugins, Self.model], moduleRoots: [bundledPlugins]),
+        let runtime = try LuaRuntime.engine(files: FileAccess(readRoots: [bundledPlugins, Self.model], moduleRoots: [bundledPlugins]),
                                      plugins: PluginCatalog(folders: folders), output: { printed += $0 })
         defer { runtime.close() }
         try runtime.run(source: """

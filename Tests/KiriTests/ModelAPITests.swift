@@ -2,6 +2,7 @@ import Foundation
 import KiriModels
 import KiriTensor
 import XCTest
+import Kiri
 @testable import KiriLua
 
 /// `kiri.models` (issue 4, item 4): loading through the sandbox's file access, `m.info`, `m:forward` against
@@ -26,7 +27,7 @@ final class ModelAPITests: XCTestCase {
         var printed = ""
         let folders = [PluginCatalog.Folder(path: bundledPlugins, isBundled: true)]
         let files = FileAccess(readRoots: [bundledPlugins] + (roots ?? [Self.parity, scratch]), moduleRoots: [bundledPlugins])
-        let runtime = try LuaRuntime(limits: SandboxLimits(timeout: 60, memory: memory), files: files,
+        let runtime = try LuaRuntime.engine(limits: SandboxLimits(timeout: 60, memory: memory), files: files,
                                      plugins: PluginCatalog(folders: folders), output: { printed += $0 })
         defer { runtime.close() }
         try runtime.run(source: source, name: "test.lua")

@@ -1,9 +1,9 @@
-/// The Lua chunk that builds the sandbox (security-cases.md, sections A and B). It runs once per
-/// state, before any script, with the host's real globals; it returns the environment every script
-/// runs in. Libraries that give files, processes or the debugger (io, package, debug, most of os)
-/// are never opened in the first place.
-let sandboxPrelude = #"""
-local api, tensorMethods, tensorMeta, host = ...
+-- The Lua chunk that builds the sandbox (security-cases.md, sections A and B). It runs once per state, before any
+-- script, with the host's real globals; it returns the environment every script runs in. Libraries that give
+-- files, processes or the debugger (io, package, debug, most of os) are never opened in the first place.
+-- `extensions` are the preludes registered from above (LuaLibrary.prelude), loaded but not run: each runs below
+-- with (api, host, resolve) before the API is sealed read-only.
+local api, tensorMethods, tensorMeta, host, extensions = ...
 local type, error, next, pairs, rawget, select, setmetatable, getmetatable, tostring, format =
     type, error, next, pairs, rawget, select, setmetatable, getmetatable, tostring, string.format
 
@@ -429,7 +429,8 @@ function api.register(kind, name, fn)
     resolved[domain][name] = domain == "samplers" and with_progress(fn) or fn
 end
 
-\#(modelsPrelude)
+for _, extension in ipairs(extensions) do extension(api, host, resolve) end
+
 local kiri = readonly(api, "kiri")
 env.kiri = kiri
 env._G = env
@@ -453,4 +454,3 @@ function env.require(name)
 end
 
 return env
-"""#

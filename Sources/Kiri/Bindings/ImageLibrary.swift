@@ -1,11 +1,21 @@
 import Foundation
 import KiriImage
+import KiriLua
 import KiriTensor
 
 /// `kiri.image`: PNG files as [C, H, W] tensors in [0, 1], and their text chunks as tables. Paths go through
 /// FileAccess like every other file: loads from the folders the run may read, saves under the output folder.
-extension Bindings {
-    static let image: [Binding] = [
+public final class ImageLibrary: LuaLibrary {
+    /// Text chunks `kiri.image.save` adds to every PNG after the script's own (whose keys win): provenance.
+    let imageText: [(key: String, value: String)]
+
+    public init(imageText: [(key: String, value: String)] = []) { self.imageText = imageText }
+
+    public let prelude: [UInt8]? = nil
+
+    public func close() {}
+
+    public var bindings: [Binding] { [
         /// (path) → the image as a [C, H, W] tensor (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) and its text chunks
         /// as {key = value}.
         Binding(name: "load", tables: ["kiri.image"], tensorResults: 1) { call in
@@ -42,7 +52,7 @@ extension Bindings {
             }
             let runtime = call.runtime
             let keys = Set(given.map(\.key))
-            text += runtime.imageText.filter { !keys.contains($0.key) }.map { PNGImage.TextChunk(key: $0.key, value: $0.value) }
+            text += self.imageText.filter { !keys.contains($0.key) }.map { PNGImage.TextChunk(key: $0.key, value: $0.value) }
             let encoded: [UInt8]
             do throws(ImageError) {
                 try PNGImage.checkTextTotal(text)
@@ -62,5 +72,5 @@ extension Bindings {
             try runtime.files.write(encoded, to: path, disk: runtime.disk)
             try call.push(runtime.files.shownPath(path))
         },
-    ]
+    ] }
 }

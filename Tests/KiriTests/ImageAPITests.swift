@@ -1,6 +1,7 @@
 import Foundation
 import KiriImage
 import XCTest
+import Kiri
 @testable import KiriLua
 
 /// `kiri.image.load` / `kiri.image.save` through the sandbox: round trips, text chunks, the run's provenance
@@ -27,11 +28,10 @@ final class ImageAPITests: XCTestCase {
         var printed = ""
         let files = FileAccess(readRoots: [bundledPlugins, Self.fixtures, scratch], moduleRoots: [bundledPlugins],
                                outputDirectory: output)
-        let runtime = try LuaRuntime(limits: SandboxLimits(timeout: 20, memory: memory), files: files,
+        let runtime = try LuaRuntime.engine(limits: SandboxLimits(timeout: 20, memory: memory), files: files,
                                      plugins: PluginCatalog(folders: [.init(path: bundledPlugins, isBundled: true)]),
-                                     output: { printed += $0 })
+                                     imageText: imageText, output: { printed += $0 })
         defer { runtime.close() }
-        runtime.imageText = imageText
         let prologue = "local OUT, FIXTURES = \(quoted(output)), \(quoted(Self.fixtures))\n"
         try runtime.run(source: prologue + source, name: "test.lua")
         return printed
