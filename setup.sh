@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what Kiri builds against: Lua 5.4, OpenBLAS and libpng from Debian, plus pkg-config.
+# Installs what Kiri builds against: Lua 5.4, OpenBLAS and libpng from Debian, plus pkg-config, and luacheck for
+# the tests that lint its Lua preludes.
 # Idempotent: when everything is present it only checks and exits.
 set -euo pipefail
-packages=(pkg-config liblua5.4-dev libopenblas-dev libpng-dev)
+packages=(pkg-config liblua5.4-dev libopenblas-dev libpng-dev lua-check)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -27,9 +27,7 @@ public struct UNetConfig: Sendable, Equatable {
     }
 
     /// diffusers' `get_activation` names; "swish" is SiLU.
-    public enum Activation: String, Sendable, CaseIterable {
-        case silu, swish, mish, gelu, relu
-    }
+    public typealias Activation = KiriModels.Activation
 
     /// UNet2DModel's `downsample_type` / `upsample_type`: a strided (or nearest-upsampled) conv, or a ResNet block
     /// that resamples inside (average pooling down, nearest up).

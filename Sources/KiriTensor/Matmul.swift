@@ -61,14 +61,14 @@ extension Tensor {
 private func gemm(rows: Int, inner: Int, columns: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                   _ c: UnsafeMutablePointer<Float>) throws {
     guard rows > 0, columns > 0 else { return }
-    guard let k = Int32(exactly: inner), let ldc = Int32(exactly: columns), Int32(exactly: rows) != nil else {
+    guard Int32(exactly: inner) != nil, Int32(exactly: columns) != nil, Int32(exactly: rows) != nil else {
         throw TensorError("matrix of \(rows)×\(inner)×\(columns) exceeds the 32-bit sizes BLAS accepts")
     }
     let blockFlops = Double(1 << 35)
     let flops = 2 * Double(rows) * Double(inner) * Double(columns)
     let cancellation = Cancellation.current
     guard let cancellation, flops > blockFlops else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), ldc, k, 1, a, k, b, ldc, 0, c, ldc)
+        sgemm(m: rows, n: columns, k: inner, a, lda: inner, b, ldb: columns, beta: 0, c, ldc: columns)
         return
     }
     // Panels at least 256 on a side, where OpenBLAS still runs near its full rate. In Double: the sizes' products
@@ -78,9 +78,8 @@ private func gemm(rows: Int, inner: Int, columns: Int, _ a: UnsafePointer<Float>
     for row in stride(from: 0, to: rows, by: rowBlock) {
         for column in stride(from: 0, to: columns, by: columnBlock) {
             try cancellation.check()
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(min(rowBlock, rows - row)),
-                        Int32(min(columnBlock, columns - column)), k, 1, a + row * inner, k, b + column, ldc, 0,
-                        c + row * columns + column, ldc)
+            sgemm(m: min(rowBlock, rows - row), n: min(columnBlock, columns - column), k: inner, a + row * inner,
+                  lda: inner, b + column, ldb: columns, beta: 0, c + row * columns + column, ldc: columns)
         }
     }
 }

@@ -23,8 +23,6 @@
 // index range is cut into contiguous chunks, never which numbers are produced.
 // Tests/Fixtures/philox_reference.py is an independent Python model of this layout.
 
-import Dispatch
-
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -168,14 +166,10 @@ public enum Philox {
             fillRange(kernel, out, 0, count, k0, k1)
             return
         }
-        // Contiguous chunks; the first `extra` chunks get one more element.
-        let base = count / chunks, extra = count % chunks
-        let address = UInt(bitPattern: out)  // Sendable stand-in for the pointer
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let start = c * base + min(c, extra)
-            let end = start + base + (c < extra ? 1 : 0)
-            let p = UnsafeMutablePointer<Float>(bitPattern: address).unsafelyUnwrapped
-            fillRange(kernel, p, start, end, k0, k1)
+        // Each element's value depends on its index alone, so any split gives the same tensor.
+        let target = UncheckedSendable(value: out)
+        Parallel.split(count, pieces: chunks) { range in
+            fillRange(kernel, target.value, range.lowerBound, range.upperBound, k0, k1)
         }
     }
 }

@@ -3,9 +3,9 @@
 -- files, processes or the debugger (io, package, debug, most of os) are never opened in the first place.
 -- `extensions` are the preludes registered from above (LuaLibrary.prelude), loaded but not run: each runs below
 -- with (api, host, resolve) before the API is sealed read-only.
-local api, tensorMethods, tensorMeta, host, extensions = ...
-local type, error, next, pairs, rawget, select, setmetatable, getmetatable, tostring, format =
-    type, error, next, pairs, rawget, select, setmetatable, getmetatable, tostring, string.format
+local api, _, _, host, extensions = ...   -- the Tensor methods and metatable are the C side's to fill
+local type, error, next, rawget, select, setmetatable, getmetatable, tostring, format =
+    type, error, next, rawget, select, setmetatable, getmetatable, tostring, string.format
 
 -- Read-only views. A proxy has no fields of its own, refuses writes, hides its metatable, and
 -- answers pairs/# for the table behind it. Nested tables come back as proxies too.
@@ -48,7 +48,7 @@ end
 -- Strings: no bytecode (dump goes from the real table too, since scripts reach it through the
 -- string metatable); rep and the pattern functions get caps, because C calls cannot be
 -- interrupted by the time limit.
-string.dump = nil
+string.dump = nil   -- luacheck: ignore 122 (the real table, on purpose)
 local MAX_STRING = 64 * 1024 * 1024
 local MAX_MATCH_STEPS = 1e9
 local safeString = {}
@@ -215,7 +215,7 @@ function safeCoroutine.close(co)
         error(format("coroutine.close nested more than %d deep", MAX_CLOSE_NESTING), 2)
     end
     closing = closing + 1
-    local guard <close> = closingGuard
+    local guard <close> = closingGuard   -- luacheck: ignore 211 (its close is the point)
     return close(co)
 end
 
@@ -349,7 +349,7 @@ local function with_progress(sampler)
             end
         end}, {__index = opts})
         samplerDepth = samplerDepth + 1
-        local exit <close> = samplerExit
+        local exit <close> = samplerExit   -- luacheck: ignore 211 (its close is the point)
         progress(0, total)
         if not callback then return sampler(model, x, sigmas, reporting) end
         local ok, result = pcall(sampler, model, x, sigmas, reporting)

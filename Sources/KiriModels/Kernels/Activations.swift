@@ -1,4 +1,11 @@
+import KiriTensor
+
 // Pointwise nonlinearities: diffusers' get_activation (models/activations.py) and GEGLU.
+
+/// The nonlinearities a kernel can fuse, by diffusers' names (`act_fn`).
+public enum Activation: String, Sendable, CaseIterable {
+    case silu, swish, mish, gelu, relu
+}
 
 // torch.nn.SiLU: x · sigmoid(x).
 @inline(__always) func silu(_ x: Vector) -> Vector { x / (1 + vectorExp(-x)) }
@@ -20,7 +27,7 @@
 /// out[i] = activation(f(input[i])) for `count` elements, eight at a time, with the choice of activation made once
 /// outside the loop so that each loop inlines its own formula.
 @inline(__always) func activationMap(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ count: Int,
-                                     _ activation: UNetConfig.Activation?, _ f: (Vector) -> Vector) {
+                                     _ activation: Activation?, _ f: (Vector) -> Vector) {
     switch activation {
     case nil: vectorMap(out, input, count) { f($0) }
     case .silu?, .swish?: vectorMap(out, input, count) { silu(f($0)) }
@@ -31,7 +38,7 @@
 }
 
 /// out[count] = activation(input[count]) — diffusers' get_activation (models/activations.py); `out` may be `input`.
-func activationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ activation: UNetConfig.Activation,
+func activationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ activation: Activation,
                        count: Int) {
     let outAddress = UncheckedSendable(value: out), inputAddress = UncheckedSendable(value: input)
     Parallel.forEach((count + 7) / 8, grain: 4096) { blocks in

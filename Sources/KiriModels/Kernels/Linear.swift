@@ -1,14 +1,4 @@
-import COpenBLAS
-
-/// c[m, n] = alpha · op(a) · op(b) + beta · c, row-major, op transposing when asked — cblas_sgemm. OpenBLAS runs it
-/// on every core.
-@inline(__always) func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
-                             _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int, beta: Float,
-                             _ c: UnsafeMutablePointer<Float>, ldc: Int) {
-    guard m > 0, n > 0 else { return }
-    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-}
+import KiriTensor
 
 /// Each of `rows` rows of `out` (length `length`) set to, or with `accumulate` increased by, `bias` (zeros when nil);
 /// single-threaded, for one thread's share. Returns the beta the following sgemm needs: 0 when nothing was written.

@@ -1,3 +1,5 @@
+import KiriTensor
+
 // Group and layer normalisation. Statistics are summed in float32 vectors over blocks of 256 elements and the
 // blocks in Double, so a 2-million-element group loses no more than a 256-element one; the variance is the biased
 // one over (x - mean)², as torch's.
@@ -66,7 +68,7 @@
 /// out[i] = activation((x[i] - mean) · scale + shift) over `count` elements. Subtracting the mean first (torch
 /// folds it into the shift) keeps the digits of a group whose mean is large against its spread.
 @inline(__always) private func normalize(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int, mean: Float,
-                                         scale: Float, shift: Float, _ activation: UNetConfig.Activation?) {
+                                         scale: Float, shift: Float, _ activation: Activation?) {
     let m = Vector(repeating: mean), s = Vector(repeating: scale), t = Vector(repeating: shift)
     activationMap(out, x, count, activation) { ($0 - m) * s + t }
 }
@@ -74,7 +76,7 @@
 /// out[B, C, S] = GroupNorm(groups, C, eps)(input[B, C, S]) with affine weight[C], bias[C], then `activation` if
 /// given (ResnetBlock2D's norm → nonlinearity) — torch.nn.GroupNorm, S = H·W. `out` may be `input`.
 func groupNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                      _ bias: UnsafePointer<Float>, eps: Float, activation: UNetConfig.Activation? = nil,
+                      _ bias: UnsafePointer<Float>, eps: Float, activation: Activation? = nil,
                       batch: Int, channels: Int, spatial: Int, groups: Int) {
     let perGroup = channels / groups
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)

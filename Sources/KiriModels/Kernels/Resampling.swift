@@ -1,3 +1,5 @@
+import KiriTensor
+
 /// out[B, Ca + Cb, S] = torch.cat([a[B, Ca, S], b[B, Cb, S]], dim=1): an up block joining its input to a skip
 /// connection.
 func concatenateChannelsForward(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,

@@ -1,3 +1,5 @@
+import KiriTensor
+
 /// diffusers' Attention as UNet2DModel's attention blocks build it (`_from_deprecated_attn_block=True`,
 /// `residual_connection=True`, biased projections, a group norm first), with AttnProcessor2_0's forward:
 ///   h = group_norm(x) viewed as tokens [B, H·W, C]
