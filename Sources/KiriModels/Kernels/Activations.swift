@@ -24,6 +24,9 @@ public enum Activation: String, Sendable, CaseIterable {
 // torch.nn.ReLU.
 @inline(__always) func relu(_ x: Vector) -> Vector { maximum(x, Vector()) }
 
+// transformers' QuickGELUActivation (activations.py): x · sigmoid(1.702 x).
+@inline(__always) func quickGelu(_ x: Vector) -> Vector { x / (1 + vectorExp(-1.702 * x)) }
+
 /// out[i] = activation(f(input[i])) for `count` elements, eight at a time, with the choice of activation made once
 /// outside the loop so that each loop inlines its own formula.
 @inline(__always) func activationMap(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ count: Int,
@@ -44,6 +47,20 @@ func activationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointe
     Parallel.forEach((count + 7) / 8, grain: 4096) { blocks in
         let start = blocks.lowerBound * 8, end = min(count, blocks.upperBound * 8)
         activationMap(outAddress.value + start, inputAddress.value + start, end - start, activation) { $0 }
+    }
+}
+
+/// out[count] = activation(input[count]) — transformers' ACT2FN[hidden_act] (activations.py) as CLIP's MLP uses
+/// it; `out` may be `input`.
+func transformersActivationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>,
+                                   _ activation: CLIPTextConfig.Activation, count: Int) {
+    let outAddress = UncheckedSendable(value: out), inputAddress = UncheckedSendable(value: input)
+    Parallel.forEach((count + 7) / 8, grain: 4096) { blocks in
+        let start = blocks.lowerBound * 8, end = min(count, blocks.upperBound * 8)
+        switch activation {
+        case .quickGelu: vectorMap(outAddress.value + start, inputAddress.value + start, end - start) { quickGelu($0) }
+        case .gelu: vectorMap(outAddress.value + start, inputAddress.value + start, end - start) { exactGelu($0) }
+        }
     }
 }
 

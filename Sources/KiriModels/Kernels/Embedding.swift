@@ -22,3 +22,17 @@ func timestepEmbeddingForward(_ out: UnsafeMutablePointer<Float>, _ timesteps: [
         if dimension % 2 == 1 { row[dimension - 1] = 0 }
     }
 }
+
+/// out[B, T, D] = tokenTable[tokens[b][t]] + positionTable[t] — transformers' CLIPTextEmbeddings (token_embedding
+/// of input_ids plus position_embedding of position_ids 0..<T). Every id must be a row of `tokenTable` and T at most
+/// the rows of `positionTable`; the caller checks.
+func tokenEmbeddingForward(_ out: UnsafeMutablePointer<Float>, _ tokens: [[Int]], _ tokenTable: UnsafePointer<Float>,
+                           _ positionTable: UnsafePointer<Float>, features: Int) {
+    for (b, sequence) in tokens.enumerated() {
+        for (t, token) in sequence.enumerated() {
+            let row = out + (b * sequence.count + t) * features
+            let embedding = tokenTable + token * features, position = positionTable + t * features
+            for i in 0..<features { row[i] = embedding[i] + position[i] }
+        }
+    }
+}
