@@ -65,13 +65,13 @@ final class CLIPKernelTests: XCTestCase {
 
     func testTransformersActivations() {
         let xs = stride(from: -30.0, through: 30.0, by: 0.01).map { Float($0) }
-        let formulas: [(CLIPTextConfig.Activation, (Double) -> Double)] = [
+        let formulas: [(Activation, (Double) -> Double)] = [
             (.quickGelu, { $0 / (1 + Foundation.exp(-1.702 * $0)) }),
             (.gelu, { 0.5 * $0 * (1 + Foundation.erf($0 / 2.0.squareRoot())) }),
         ]
         for (activation, formula) in formulas {
             var out = [Float](repeating: .nan, count: xs.count)
-            transformersActivationForward(&out, xs, activation, count: xs.count)
+            activationForward(&out, xs, activation, count: xs.count)
             assertClose(out, xs.map { formula(Double($0)) }, 1e-5, "\(activation.rawValue) on [-30, 30]")
         }
     }

@@ -2,9 +2,10 @@ import KiriTensor
 
 // Pointwise nonlinearities: diffusers' get_activation (models/activations.py) and GEGLU.
 
-/// The nonlinearities a kernel can fuse, by diffusers' names (`act_fn`).
+/// The nonlinearities a kernel can fuse, by diffusers' (`act_fn`) and transformers' (`hidden_act`) names.
 public enum Activation: String, Sendable, CaseIterable {
     case silu, swish, mish, gelu, relu
+    case quickGelu = "quick_gelu"
 }
 
 // torch.nn.SiLU: x · sigmoid(x).
@@ -37,30 +38,18 @@ public enum Activation: String, Sendable, CaseIterable {
     case .gelu?: vectorMap(out, input, count) { exactGelu(f($0)) }
     case .mish?: vectorMap(out, input, count) { mish(f($0)) }
     case .relu?: vectorMap(out, input, count) { relu(f($0)) }
+    case .quickGelu?: vectorMap(out, input, count) { quickGelu(f($0)) }
     }
 }
 
-/// out[count] = activation(input[count]) — diffusers' get_activation (models/activations.py); `out` may be `input`.
+/// out[count] = activation(input[count]) — diffusers' get_activation (models/activations.py), transformers' ACT2FN
+/// (activations.py); `out` may be `input`.
 func activationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ activation: Activation,
                        count: Int) {
     let outAddress = UncheckedSendable(value: out), inputAddress = UncheckedSendable(value: input)
     Parallel.forEach((count + 7) / 8, grain: 4096) { blocks in
         let start = blocks.lowerBound * 8, end = min(count, blocks.upperBound * 8)
         activationMap(outAddress.value + start, inputAddress.value + start, end - start, activation) { $0 }
-    }
-}
-
-/// out[count] = activation(input[count]) — transformers' ACT2FN[hidden_act] (activations.py) as CLIP's MLP uses
-/// it; `out` may be `input`.
-func transformersActivationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>,
-                                   _ activation: CLIPTextConfig.Activation, count: Int) {
-    let outAddress = UncheckedSendable(value: out), inputAddress = UncheckedSendable(value: input)
-    Parallel.forEach((count + 7) / 8, grain: 4096) { blocks in
-        let start = blocks.lowerBound * 8, end = min(count, blocks.upperBound * 8)
-        switch activation {
-        case .quickGelu: vectorMap(outAddress.value + start, inputAddress.value + start, end - start) { quickGelu($0) }
-        case .gelu: vectorMap(outAddress.value + start, inputAddress.value + start, end - start) { exactGelu($0) }
-        }
     }
 }
 

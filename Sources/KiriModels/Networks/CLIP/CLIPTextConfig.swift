@@ -17,6 +17,9 @@ public struct CLIPTextConfig: Sendable, Equatable {
         case quickGelu = "quick_gelu"
         /// The exact GELU of OpenCLIP's models (SD2.x, SDXL's second encoder).
         case gelu
+
+        /// The kernel computing it (the same names).
+        var kernel: KiriModels.Activation { KiriModels.Activation(rawValue: rawValue)! }
     }
 
     /// Nil when the config names none (a config written by `CLIPTextConfig` itself rather than by a model).

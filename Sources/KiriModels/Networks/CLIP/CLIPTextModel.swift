@@ -173,7 +173,7 @@ public final class CLIPTextModel {
 final class CLIPEncoderLayer {
     let layerNorm1: LayerNorm, queryKeyValue: Linear, outputProjection: Linear
     let layerNorm2: LayerNorm, fc1: Linear, fc2: Linear
-    let heads: Int, headDimension: Int, activation: CLIPTextConfig.Activation
+    let heads: Int, headDimension: Int, activation: Activation
 
     init(_ weights: WeightReader, _ prefix: String, _ config: CLIPTextConfig) throws {
         let width = config.hiddenSize, eps = Float(config.layerNormEps)
@@ -185,7 +185,7 @@ final class CLIPEncoderLayer {
         layerNorm2 = try LayerNorm(weights, "\(prefix).layer_norm2", features: width, eps: eps)
         fc1 = try Linear(weights, "\(prefix).mlp.fc1", width, config.intermediateSize)
         fc2 = try Linear(weights, "\(prefix).mlp.fc2", config.intermediateSize, width)
-        (heads, headDimension, activation) = (config.numAttentionHeads, width / config.numAttentionHeads, config.hiddenAct)
+        (heads, headDimension, activation) = (config.numAttentionHeads, width / config.numAttentionHeads, config.hiddenAct.kernel)
     }
 
     /// Floats of scores a thread's chunk of queries may use (`attentionScoresPerThread`, less when T×(T + 1) fits).
@@ -216,7 +216,7 @@ final class CLIPEncoderLayer {
         layerNorm2.forward(into: normalized.data, h.data, rows: rows)
         let intermediate = try workspace.take([batch, tokens, fc1.outFeatures])
         fc1.forward(into: intermediate.data, normalized.data, rows: rows)
-        transformersActivationForward(intermediate.data, intermediate.data, activation, count: intermediate.count)
+        activationForward(intermediate.data, intermediate.data, activation, count: intermediate.count)
         fc2.forward(into: h.data, intermediate.data, rows: rows, accumulate: true)
     }
 }
