@@ -43,7 +43,7 @@ let package = Package(
 
         // MARK: Engine
         .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"],
-                resources: [.copy("Resources/models")]),
+                resources: [.copy("Resources/models"), .copy("Resources/clip")]),
 
         // MARK: CLI
         .executableTarget(
