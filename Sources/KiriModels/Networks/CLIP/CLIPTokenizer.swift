@@ -102,13 +102,16 @@ public struct CLIPTokenizer: Sendable {
 
     /// The merges alone, in `merges.txt` form, with the vocabulary CLIP derives from them (open_clip's
     /// `SimpleTokenizer`): the 256 byte symbols, the same with `</w>`, each merge's result in rank order, then
-    /// `<|startoftext|>` and `<|endoftext|>`. For CLIP's 48,894 merges this is openai/clip-vit-large-patch14's
+    /// `<|startoftext|>` and `<|endoftext|>`, the byte symbols in `bytes_to_unicode`'s order (printable bytes
+    /// first). For CLIP's 48,894 merges this is openai/clip-vit-large-patch14's
     /// vocab.json, id for id, which is why Kiri bundles only the merges.
     public init(derivingVocabularyFromMerges merges: [UInt8], path: String, padToken: String? = nil) throws(ModelFileError) {
         let pairs = try Self.mergeLines(merges, path: path)
         var vocabulary: [String: Int] = [:]
         vocabulary.reserveCapacity(512 + pairs.count + 2)
-        for token in Self.byteSymbolTexts + Self.byteSymbolTexts.map({ $0 + "</w>" }) + pairs.map({ $0.0 + $0.1 })
+        let symbols = Self.printableBytes.map { Self.byteSymbolTexts[$0] }
+            + (0..<256).filter { !Self.printableBytes.contains($0) }.map { Self.byteSymbolTexts[$0] }
+        for token in symbols + symbols.map({ $0 + "</w>" }) + pairs.map({ $0.0 + $0.1 })
             + [Self.startText, Self.endText] where vocabulary[token] == nil {
             vocabulary[token] = vocabulary.count
         }
@@ -337,12 +340,13 @@ public struct CLIPTokenizer: Sendable {
 
     /// GPT-2's `bytes_to_unicode`: printable Latin-1 bytes stand for themselves, the other 68 bytes for U+0100
     /// onwards, so no symbol is whitespace or a control character.
+    private static let printableBytes = Array(0x21...0x7E) + Array(0xA1...0xAC) + Array(0xAE...0xFF)
+
     private static let byteSymbolTexts: [String] = {
-        let printable = Array(0x21...0x7E) + Array(0xA1...0xAC) + Array(0xAE...0xFF)
         var symbols = [String](repeating: "", count: 256)
         var shifted = 0
         for byte in 0..<256 {
-            if printable.contains(byte) {
+            if printableBytes.contains(byte) {
                 symbols[byte] = String(Unicode.Scalar(UInt8(byte)))
             } else {
                 symbols[byte] = String(Unicode.Scalar(UInt32(256 + shifted))!)
