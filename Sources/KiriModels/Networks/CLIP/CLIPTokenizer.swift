@@ -212,7 +212,10 @@ public struct CLIPTokenizer: Sendable {
     /// Normalises one stretch of text between special tokens, splits it into words and appends their ids.
     private func appendWords(of raw: ArraySlice<UInt8>, to ids: inout [Int]) {
         guard !raw.isEmpty else { return }
-        let text = String(decoding: raw, as: UTF8.self).precomposedStringWithCanonicalMapping
+        // Scalars below U+0300 (UTF-8 lead bytes below 0xCC) neither change nor compose under NFC, and Foundation's
+        // NFC costs about a second per megabyte, so most prompts skip it.
+        let decoded = String(decoding: raw, as: UTF8.self)
+        let text = raw.allSatisfy { $0 < 0xCC } ? decoded : decoded.precomposedStringWithCanonicalMapping
         var scalars: [Unicode.Scalar] = []
         scalars.reserveCapacity(raw.count)
         for scalar in text.unicodeScalars {
@@ -300,11 +303,22 @@ public struct CLIPTokenizer: Sendable {
     /// `\s` is Unicode's White_Space (so U+0085 and U+3000 separate words and U+001C and U+200B do not), `\p{L}`
     /// and `\p{N}` the general categories.
     private static func kind(_ scalar: Unicode.Scalar) -> Kind {
+        if scalar.isASCII { return asciiKinds[Int(scalar.value)] }
         if scalar.properties.isWhitespace { return .space }
         switch scalar.properties.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return .letter
         case .decimalNumber, .letterNumber, .otherNumber: return .number
         default: return .other
+        }
+    }
+
+    /// Unicode property lookups are binary searches; prompts are mostly ASCII.
+    private static let asciiKinds: [Kind] = (0..<128).map { value in
+        switch UInt8(value) {
+        case 0x09...0x0D, 0x20: .space
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"): .letter
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): .number
+        default: .other
         }
     }
 
