@@ -3,7 +3,8 @@ import Foundation
 /// OpenAI CLIP's byte-level BPE, giving the ids of transformers 5's `CLIPTokenizer`
 /// (transformers/models/clip/tokenization_clip.py, a tokenizers-library pipeline; the vocabulary is open_clip's
 /// tokenizer.py / CLIP's simple_tokenizer.py). That pipeline is:
-/// 1. `<|startoftext|>` and `<|endoftext|>` written in the prompt are special tokens, matched in the raw text;
+/// 1. `<|startoftext|>`, `<|endoftext|>` and the pad token written in the prompt are special tokens, matched in the
+///    raw text (so in SD2, whose pad token is `!`, every `!` is id 0);
 /// 2. each stretch between them is NFC-normalised, whitespace runs become one space, and every scalar is lower-cased
 ///    on its own (Rust's `char::to_lowercase`: `İ` becomes `i` + U+0307, a final `Σ` becomes `σ`, not `ς`);
 /// 3. words are the matches of `<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
@@ -23,10 +24,13 @@ public struct CLIPTokenizer: Sendable {
     /// `<|endoftext|>`, 49407 in CLIP's vocabulary; SD1's padding.
     public let endToken: Int
     /// What fills a window after `endToken`: the tokenizer files' `pad_token`, `<|endoftext|>` unless they say
-    /// otherwise (SD2's say `!`, id 0).
+    /// otherwise (SD2's say `!`, id 0). Like the other special tokens it is matched in the prompt's raw text.
     public let padToken: Int
     public let vocabularySize: Int
 
+    /// The special tokens' UTF-8 text and ids, longest first: the tokenizers library's added vocabulary matches the
+    /// longest at the leftmost position.
+    private let specialTokens: [(text: [UInt8], token: Int)]
     /// (left, right) symbol ids packed as `left << 32 | right` → the merge's rank and the merged symbol's id.
     private let merges: [UInt64: Merge]
     /// The symbol of byte b at 0..<256, and of byte b ending a word (with `</w>`) at 256 + b.
@@ -129,7 +133,11 @@ public struct CLIPTokenizer: Sendable {
         }
         startToken = try id(Self.startText)
         endToken = try id(Self.endText)
-        self.padToken = try id(padToken ?? Self.endText)
+        let padText = padToken ?? Self.endText
+        guard !padText.isEmpty else { throw ModelFileError(vocabularyPath, "the pad token is empty") }
+        self.padToken = try id(padText)
+        specialTokens = Set([Self.startText, Self.endText, padText]).map { (Array($0.utf8), vocabulary[$0]!) }
+            .sorted { $0.text.count > $1.text.count }
         byteSymbols = try (Self.byteSymbolTexts + Self.byteSymbolTexts.map { $0 + "</w>" }).map { token throws(ModelFileError) in
             Int32(try id(token))
         }
@@ -160,7 +168,7 @@ public struct CLIPTokenizer: Sendable {
         var start = 0
         var index = 0
         while index < bytes.count {
-            if bytes[index] == UInt8(ascii: "<"), let (length, token) = specialToken(in: bytes, at: index) {
+            if let (length, token) = specialToken(in: bytes, at: index) {
                 appendWords(of: bytes[start..<index], to: &ids)
                 ids.append(token)
                 index += length
@@ -202,8 +210,8 @@ public struct CLIPTokenizer: Sendable {
     /// The special token spelled at `index` of the raw text, matched before any normalisation as transformers
     /// matches added tokens (so `<|STARTOFTEXT|>` is ordinary text).
     private func specialToken(in bytes: [UInt8], at index: Int) -> (length: Int, token: Int)? {
-        for (text, token) in [(Self.startUTF8, startToken), (Self.endUTF8, endToken)]
-        where bytes.count - index >= text.count && bytes[index..<index + text.count].elementsEqual(text) {
+        for (text, token) in specialTokens
+        where text[0] == bytes[index] && bytes.count - index >= text.count && bytes[index..<index + text.count].elementsEqual(text) {
             return (text.count, token)
         }
         return nil
@@ -348,9 +356,6 @@ public struct CLIPTokenizer: Sendable {
     }
 
     // MARK: Files
-
-    private static let startUTF8 = Array(startText.utf8)
-    private static let endUTF8 = Array(endText.utf8)
 
     /// GPT-2's `bytes_to_unicode`: printable Latin-1 bytes stand for themselves, the other 68 bytes for U+0100
     /// onwards, so no symbol is whitespace or a control character.
