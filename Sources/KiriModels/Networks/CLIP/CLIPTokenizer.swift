@@ -309,7 +309,8 @@ public struct CLIPTokenizer: Sendable {
     private enum Kind { case space, letter, number, other }
 
     /// `\s` is Unicode's White_Space (so U+0085 and U+3000 separate words and U+001C and U+200B do not), `\p{L}`
-    /// and `\p{N}` the general categories.
+    /// and `\p{N}` the general categories. Swift's Unicode tables stand in for Oniguruma's and Rust's: they agree on
+    /// every golden case, but a character newer than one of their Unicode versions may be classed differently.
     private static func kind(_ scalar: Unicode.Scalar) -> Kind {
         if scalar.isASCII { return asciiKinds[Int(scalar.value)] }
         if scalar.properties.isWhitespace { return .space }
