@@ -44,7 +44,7 @@ let package = Package(
 
         // MARK: Engine
         .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"],
-                resources: [.copy("Resources/models"), .embedInCode("Bindings/Preludes/models.lua")]),
+                resources: [.copy("Resources/models"), .copy("Resources/clip"), .embedInCode("Bindings/Preludes/models.lua")]),
 
         // MARK: CLI
         .executableTarget(
