@@ -62,6 +62,18 @@ final class SingleFileTests: ModelFileTestCase {
         try assertSameTensors(checkpoint.textEncoder, "\(folder)/text_encoder/model.safetensors")
     }
 
+    /// A transformers file saved with its `text_model.` wrapper, seen without it (transformers 5 saves it flat).
+    func testPrefixView() throws {
+        let file = try SafetensorsFile(path: "\(fixture("sd1").folder)/text_encoder/model.safetensors")
+        let flat = TensorMap(file, removingPrefix: "text_model.")
+        XCTAssertEqual(flat.names.count, file.names.count)
+        XCTAssertEqual(flat.shape("embeddings.token_embedding.weight"), [64, 32])
+        XCTAssertNil(flat.shape("text_model.embeddings.token_embedding.weight"))
+        let (mapped, original) = (try flat.tensor("final_layer_norm.bias"), try file.tensor("text_model.final_layer_norm.bias"))
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: mapped.data, count: mapped.count)),
+                       Array(UnsafeBufferPointer(start: original.data, count: original.count)))
+    }
+
     /// The UNet network loads from the map, every tensor with the shape the inferred config implies.
     func testUNetLoadsFromTheMap() throws {
         for flavour in ["sd1", "sd2"] {
