@@ -64,30 +64,34 @@ public final class SafetensorsFile {
     /// Unmaps the file now, for a caller that has converted what it needs; later reads throw.
     public func close() { mapping.unmap() }
 
+    public func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
+
     /// The tensor `name` as float32, converted from the file's dtype (any alignment) into new storage.
     public func tensor(_ name: String) throws(ModelFileError) -> Tensor {
         guard let info = tensors[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
+        return try tensor(name, elements: 0..<info.count, shape: info.shape)
+    }
+
+    /// Elements `elements` of tensor `name` (row-major) as a new float32 tensor of `shape`, converting only those:
+    /// how a `TensorMap` reads part of a fused tensor or a reshaped one.
+    func tensor(_ name: String, elements: Range<Int>, shape: [Int]) throws(ModelFileError) -> Tensor {
+        guard let info = tensors[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
+        guard elements.lowerBound >= 0, elements.upperBound <= info.count, elements.count == shape.reduce(1, *) else {
+            throw ModelFileError(path, "tensor '\(name)' \(shapeString(info.shape)) has no elements \(elements) of shape \(shapeString(shape))")
+        }
         guard let base = mapping.base else { throw ModelFileError(path, "file is closed; cannot read tensor '\(name)'") }
         let tensor: Tensor
         do {
-            tensor = try Tensor(shape: info.shape)
+            tensor = try Tensor(shape: shape)
         } catch {
             throw ModelFileError(path, "tensor '\(name)': \(error)")
         }
-        Self.convert(info.dtype, base + dataStart + info.dataOffsets.lowerBound, count: info.count, into: tensor.data)
+        let start = dataStart + info.dataOffsets.lowerBound + elements.lowerBound * info.dtype.byteSize
+        Self.convert(info.dtype, base + start, count: elements.count, into: tensor.data)
         if let cancellation = Cancellation.current, cancellation.isStopped {
             throw ModelFileError(path, "tensor '\(name)': \(cancellation.error.message)")
         }
         return tensor
-    }
-
-    /// The tensor a network needs at `name`, which must exist with exactly `shape` (security case 31).
-    public func requireTensor(_ name: String, shape: [Int]) throws(ModelFileError) -> Tensor {
-        guard let info = tensors[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
-        guard info.shape == shape else {
-            throw ModelFileError(path, "tensor '\(name)' has shape \(shapeString(info.shape)) but the model needs \(shapeString(shape))")
-        }
-        return try tensor(name)
     }
 
     /// Large tensors convert on every core (an SD UNet holds 860 M elements), in pieces that stop with the run

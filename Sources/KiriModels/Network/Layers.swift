@@ -1,12 +1,12 @@
 import KiriTensor
 
-/// Reads a network's parameters from a safetensors file by their diffusers keys, each with the exact shape the
-/// config implies (security case 31), and counts them.
+/// Reads a network's parameters by their diffusers keys, from a safetensors file or a mapped single-file
+/// checkpoint, each with the exact shape the config implies (security case 31), and counts them.
 final class WeightReader {
-    let file: SafetensorsFile
+    let file: any TensorSource
     private(set) var parameterCount = 0
 
-    init(_ file: SafetensorsFile) { self.file = file }
+    init(_ file: any TensorSource) { self.file = file }
 
     func callAsFunction(_ key: String, _ shape: [Int]) throws -> Tensor {
         let tensor = try file.requireTensor(key, shape: shape)
@@ -14,7 +14,7 @@ final class WeightReader {
         return tensor
     }
 
-    func contains(_ key: String) -> Bool { file.info(key) != nil }
+    func contains(_ key: String) -> Bool { file.contains(key) }
 
     /// An error about the network the config describes, naming the config field at fault.
     func failure(_ message: String) -> ModelFileError { ModelFileError(file.path, message) }

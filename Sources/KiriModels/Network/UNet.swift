@@ -33,7 +33,7 @@ public final class UNet {
     /// Reads every tensor the config implies from `weights` with its exact shape (security case 31); a missing or
     /// misshapen tensor is a ModelFileError naming its key. A network too large for the run's memory cap is refused
     /// before anything is converted (security case 36).
-    public init(config: UNetConfig, weights file: SafetensorsFile) throws {
+    public init(config: UNetConfig, weights file: any TensorSource) throws {
         let bytes = Self.loadingBytes(file)
         if let left = memoryLeft(ifShortOf: bytes) {
             throw ModelFileError(file.path, "loading the network takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
@@ -175,13 +175,13 @@ public final class UNet {
     /// Winograd filters U[16, O, I], plus three of the largest tensor for the originals a conversion holds while it
     /// makes one conv's filters or stacks q, k and v. From the header alone; the data section holds every element in
     /// at least two bytes, so no sum here can overflow.
-    public static func loadingBytes(_ file: SafetensorsFile) -> Int {
+    public static func loadingBytes(_ file: any TensorSource) -> Int {
         var total = 0, largest = 0
         for name in file.names {
-            let info = file.info(name)!
-            let isFilter = info.shape.count == 4 && info.shape[2] == 3 && info.shape[3] == 3
-            total += isFilter ? info.count / 9 * winogradPoints : info.count
-            largest = max(largest, info.count)
+            let shape = file.shape(name)!, count = shape.reduce(1, *)
+            let isFilter = shape.count == 4 && shape[2] == 3 && shape[3] == 3
+            total += isFilter ? count / 9 * winogradPoints : count
+            largest = max(largest, count)
         }
         return (total + 3 * largest) * MemoryLayout<Float>.stride
     }
