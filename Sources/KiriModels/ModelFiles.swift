@@ -19,6 +19,8 @@ public struct ModelFiles: Sendable, Equatable {
 
     /// diffusers' file name for a model's weights; variants such as `.fp16.safetensors` are taken when alone.
     public static let diffusersWeights = "diffusion_pytorch_model.safetensors"
+    /// transformers' (a text encoder's).
+    public static let transformersWeights = "model.safetensors"
 
     public static func locate(_ path: String) throws(ModelFileError) -> ModelFiles {
         var isFolder: ObjCBool = false
@@ -56,8 +58,8 @@ public struct ModelFiles: Sendable, Equatable {
         }
         let candidates = entries.filter { $0.lowercased().hasSuffix(".safetensors") }
         let weights: String
-        if candidates.contains(diffusersWeights) {
-            weights = diffusersWeights
+        if let preferred = [diffusersWeights, transformersWeights].first(where: candidates.contains) {
+            weights = preferred
         } else if candidates.count == 1 {
             weights = candidates[0]
         } else if !candidates.isEmpty {
@@ -86,7 +88,7 @@ public struct ModelFiles: Sendable, Equatable {
 
     /// The folder part of `path` ("." for a bare name). Foundation's `deletingLastPathComponent` traps on a
     /// one-character path on Linux (a model folder named `m`).
-    private static func folder(of path: String) -> String {
+    static func folder(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return path[..<slash].isEmpty ? "/" : String(path[..<slash])
     }

@@ -22,31 +22,63 @@ public struct ModelSummary {
         }
     }
 
-    public let files: ModelFiles
+    public let files: PipelineFiles
+    /// The denoising network's config.
     public let config: UNetConfig
     /// The model's scheduler config, or diffusers' defaults when it has none.
     public let scheduler: SchedulerConfig
-    /// Elements in the weights file (for a diffusers save, the network's parameters).
+    /// Elements in the weights of every component (for a diffusers save, the networks' parameters).
     public let parameterCount: Int
     public let dtype: DType?
+    public let family: DiffusionPipeline.Family?
+    /// Each component's name, class and where it comes from, for `kiri info`.
+    public let components: [(name: String, description: String)]
 
-    /// Reads the configs and the weights file's header (`weights`, when the caller has it open already).
-    public init(files: ModelFiles, weights: SafetensorsFile? = nil) throws(ModelFileError) {
+    /// Reads the configs and the weights files' headers.
+    public init(files: PipelineFiles) throws(ModelFileError) {
         self.files = files
-        config = try UNetConfig(path: files.config)
-        if let path = files.schedulerConfig {
-            scheduler = try SchedulerConfig(path: path)
-        } else {
-            scheduler = SchedulerConfig()
+        switch files.layout {
+        case .network(let modelFiles):
+            config = try UNetConfig(path: modelFiles.config)
+            scheduler = try modelFiles.schedulerConfig.map { path throws(ModelFileError) in try SchedulerConfig(path: path) } ?? SchedulerConfig()
+            let file = try SafetensorsFile(path: modelFiles.weights)
+            (parameterCount, dtype, family) = (file.parameterCount, file.storageDType, nil)
+            components = [("unet", "\(config.architecture.rawValue), \(modelFiles.weights)")]
+        case .diffusers(let unet, let vae, let textEncoder, let tokenizer, _):
+            config = try UNetConfig(path: unet.config)
+            scheduler = try unet.schedulerConfig.map { path throws(ModelFileError) in try SchedulerConfig(path: path) } ?? SchedulerConfig()
+            let weights = try [unet.weights, vae?.weights, textEncoder?.weights].compactMap { $0 }.map { path throws(ModelFileError) in
+                try SafetensorsFile(path: path)
+            }
+            parameterCount = weights.reduce(0) { $0 + $1.parameterCount }
+            dtype = weights[0].storageDType
+            let textConfig = try textEncoder.map { files throws(ModelFileError) in try CLIPTextConfig(path: files.config) }
+            family = DiffusionPipeline.family(config, textConfig)
+            var components = [("unet", "\(config.architecture.rawValue), \(unet.weights)")]
+            if let textEncoder, let textConfig {
+                components.append(("text_encoder", "CLIPTextModel, \(textConfig.numHiddenLayers) layers × \(textConfig.hiddenSize), \(textConfig.hiddenAct.rawValue), \(textEncoder.weights)"))
+            }
+            if let tokenizer { components.append(("tokenizer", "CLIPTokenizer, \(tokenizer)")) }
+            if let vae {
+                let vaeConfig = try AutoencoderKLConfig(path: vae.config)
+                components.append(("vae", "AutoencoderKL, \(vaeConfig.latentChannels) latent channels, scaling_factor \(vaeConfig.scalingFactor), \(vae.weights)"))
+            }
+            self.components = components
+        case .singleFile(let path):
+            let checkpoint = try SingleFileCheckpoint(path: path)
+            config = checkpoint.unetConfig
+            scheduler = checkpoint.schedulerConfig
+            let maps = [checkpoint.unet, checkpoint.vae, checkpoint.textEncoder]
+            parameterCount = maps.reduce(0) { total, map in total + map.names.reduce(0) { $0 + (map.shape($1)?.reduce(1, *) ?? 0) } }
+            dtype = checkpoint.file.storageDType
+            family = checkpoint.family == .sd2 ? .sd2 : .sd1
+            components = [("checkpoint", "single file in the original layout, \(path)"),
+                          ("unet", "\(config.architecture.rawValue), model.diffusion_model.*"),
+                          ("text_encoder", checkpoint.family == .sd2 ? "CLIPTextModel (OpenCLIP ViT-H, penultimate layer), cond_stage_model.model.*"
+                                                                    : "CLIPTextModel (OpenAI CLIP ViT-L), cond_stage_model.transformer.*"),
+                          ("tokenizer", "CLIPTokenizer, Kiri's bundled CLIP BPE"),
+                          ("vae", "AutoencoderKL, first_stage_model.*")]
         }
-        let file: SafetensorsFile
-        if let weights {
-            file = weights
-        } else {
-            file = try SafetensorsFile(path: files.weights)
-        }
-        parameterCount = file.parameterCount
-        dtype = file.storageDType
     }
 
     /// The scheduler's prediction type in `kiri.models.wrap`'s words.
@@ -61,7 +93,7 @@ public struct ModelSummary {
     /// `m.info`, in the order `kiri info` prints it; nil values are absent (nil in Lua).
     public var info: [(name: String, value: Value?)] {
         [
-            ("architecture", .text(config.architecture.rawValue)),
+            ("architecture", .text(family?.rawValue ?? config.architecture.rawValue)),
             ("parameters", .integer(parameterCount)),
             ("dtype", dtype.map { .text($0.rawValue) }),
             ("prediction", .text(prediction)),
@@ -93,11 +125,13 @@ public struct ModelSummary {
 
     /// `kiri info`'s text: the files, then `name: value` for each `m.info` field and `schedule.NAME: value`.
     public var text: String {
-        var lines = [
-            "weights: \(files.weights)",
-            "config: \(files.config)",
-            "scheduler_config: \(files.schedulerConfig ?? "none (diffusers' defaults)")",
-        ]
+        var lines: [String]
+        if case .network(let modelFiles) = files.layout {
+            lines = ["weights: \(modelFiles.weights)", "config: \(modelFiles.config)",
+                     "scheduler_config: \(modelFiles.schedulerConfig ?? "none (diffusers' defaults)")"]
+        } else {
+            lines = components.map { "\($0.name): \($0.description)" }
+        }
         for (name, value) in info { lines.append("\(name): \(value.map(\.description) ?? "nil")") }
         for (name, value) in schedule { lines.append("schedule.\(name): \(value.map(\.description) ?? "nil")") }
         return lines.joined(separator: "\n")

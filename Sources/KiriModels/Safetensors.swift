@@ -27,6 +27,9 @@ public final class SafetensorsFile {
     /// The header's `__metadata__` (empty if absent).
     public let metadata: [String: String]
     private let tensors: [String: TensorInfo]
+    /// Integer tensors by name, with their dtype: buffers such as a text encoder's int64 `position_ids`, which many
+    /// checkpoints carry and no network reads. They are validated like the rest but never converted.
+    public let integerTensors: [String: String]
     private let mapping: MappedFile
     /// File offset of the data section: 8 + header length.
     private let dataStart: Int
@@ -40,6 +43,7 @@ public final class SafetensorsFile {
         names = header.names
         metadata = header.metadata
         tensors = header.tensors
+        integerTensors = header.integerTensors
         dataStart = header.dataStart
     }
 
@@ -68,14 +72,19 @@ public final class SafetensorsFile {
 
     /// The tensor `name` as float32, converted from the file's dtype (any alignment) into new storage.
     public func tensor(_ name: String) throws(ModelFileError) -> Tensor {
-        guard let info = tensors[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
+        guard let info = tensors[name] else { return try tensor(name, elements: 0..<0, shape: []) }
         return try tensor(name, elements: 0..<info.count, shape: info.shape)
     }
 
     /// Elements `elements` of tensor `name` (row-major) as a new float32 tensor of `shape`, converting only those:
     /// how a `TensorMap` reads part of a fused tensor or a reshaped one.
     func tensor(_ name: String, elements: Range<Int>, shape: [Int]) throws(ModelFileError) -> Tensor {
-        guard let info = tensors[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
+        guard let info = tensors[name] else {
+            if let dtype = integerTensors[name] {
+                throw ModelFileError(path, "tensor '\(name)': dtype \(dtype) is not supported (Kiri reads F32, F16 and BF16)")
+            }
+            throw ModelFileError(path, "missing tensor '\(name)'")
+        }
         guard elements.lowerBound >= 0, elements.upperBound <= info.count, elements.count == shape.reduce(1, *) else {
             throw ModelFileError(path, "tensor '\(name)' \(shapeString(info.shape)) has no elements \(elements) of shape \(shapeString(shape))")
         }
@@ -111,8 +120,12 @@ public final class SafetensorsFile {
 private struct Header {
     var names: [String] = []
     var tensors: [String: SafetensorsFile.TensorInfo] = [:]
+    var integerTensors: [String: String] = [:]
     var metadata: [String: String] = [:]
     var dataStart = 0
+
+    /// Integer dtypes by their byte size: accepted in a file (as buffers), never read.
+    static let integerDTypes = ["BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "I32": 4, "U32": 4, "I64": 8, "U64": 8]
 
     /// Dtypes the safetensors format defines but Kiri does not read, so the error can say which it is.
     static let otherFormatDTypes: Set<String> = [
@@ -159,15 +172,22 @@ private struct Header {
             throw ModelFileError(path, "header is \(json.kindName), not a JSON object\(hint)")
         }
 
+        var spans: [String: Range<Int>] = [:]
         for member in members {
             if member.key == "__metadata__" {
                 metadata = try Self.metadata(member.value, path: path)
             } else {
-                tensors[member.key] = try Self.tensorInfo(member.key, member.value, dataSize: dataSize, path: path)
-                names.append(member.key)
+                let (info, integerDType) = try Self.tensorInfo(member.key, member.value, dataSize: dataSize, path: path)
+                spans[member.key] = info.dataOffsets
+                if let integerDType {
+                    integerTensors[member.key] = integerDType
+                } else {
+                    tensors[member.key] = info
+                    names.append(member.key)
+                }
             }
         }
-        try Self.checkTiling(tensors, dataSize: dataSize, path: path)
+        try Self.checkTiling(spans, dataSize: dataSize, path: path)
     }
 
     private static func metadata(_ value: JSONValue, path: String) throws(ModelFileError) -> [String: String] {
@@ -185,8 +205,9 @@ private struct Header {
     }
 
     /// One header entry, with cases 24 (dtype), 26 (offsets within the data, begin ≤ end) and 27 (span = shape ×
-    /// dtype size, no overflow).
-    private static func tensorInfo(_ name: String, _ value: JSONValue, dataSize: Int, path: String) throws(ModelFileError) -> SafetensorsFile.TensorInfo {
+    /// dtype size, no overflow); an integer tensor's dtype name comes back beside it (its info says F32, unused).
+    private static func tensorInfo(_ name: String, _ value: JSONValue, dataSize: Int,
+                                   path: String) throws(ModelFileError) -> (SafetensorsFile.TensorInfo, integerDType: String?) {
         func failure(_ message: String) -> ModelFileError { ModelFileError(path, "tensor '\(name)': \(message)") }
         guard case .object(let fields) = value else { throw failure("entry is \(value.kindName), not an object") }
         for field in fields where !["dtype", "shape", "data_offsets"].contains(field.key) {
@@ -195,7 +216,8 @@ private struct Header {
 
         guard let dtypeValue = value["dtype"] else { throw failure("missing 'dtype'") }
         guard case .string(let dtypeName) = dtypeValue else { throw failure("dtype is \(dtypeValue.kindName), not a string") }
-        guard let dtype = DType(rawValue: dtypeName) else {
+        let integerSize = Self.integerDTypes[dtypeName]
+        guard let dtype = integerSize != nil ? .f32 : DType(rawValue: dtypeName) else {
             if otherFormatDTypes.contains(dtypeName) {
                 throw failure("dtype \(dtypeName) is not supported (Kiri reads F32, F16 and BF16)")
             }
@@ -212,8 +234,8 @@ private struct Header {
             shape.append(size)
         }
         guard let count = elementCount(shape) else { throw failure("element count of shape \(shapeString(shape)) overflows") }
-        let (byteCount, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
-        guard !overflow else { throw failure("byte size of shape \(shapeString(shape)) × \(dtype.rawValue) overflows") }
+        let (byteCount, overflow) = count.multipliedReportingOverflow(by: integerSize ?? dtype.byteSize)
+        guard !overflow else { throw failure("byte size of shape \(shapeString(shape)) × \(dtypeName) overflows") }
 
         guard let offsetsValue = value["data_offsets"] else { throw failure("missing 'data_offsets'") }
         guard case .array(let offsets) = offsetsValue, offsets.count == 2 else {
@@ -229,27 +251,24 @@ private struct Header {
         let begin = offsets[0].integer!, end = offsets[1].integer!
         guard begin <= end else { throw failure("data_offsets \(offsetsText) begin after they end") }
         guard end - begin == byteCount else {
-            throw failure("shape \(shapeString(shape)) × \(dtype.rawValue) is \(byteCount) bytes but data_offsets \(offsetsText) span \(end - begin)")
+            throw failure("shape \(shapeString(shape)) × \(dtypeName) is \(byteCount) bytes but data_offsets \(offsetsText) span \(end - begin)")
         }
-        return SafetensorsFile.TensorInfo(dtype: dtype, shape: shape, dataOffsets: begin..<end, count: count)
+        return (SafetensorsFile.TensorInfo(dtype: dtype, shape: shape, dataOffsets: begin..<end, count: count),
+                integerSize != nil ? dtypeName : nil)
     }
 
     /// Cases 26 and 28: sorted by offset, the tensors cover the data section exactly — no overlap, no gap, no
     /// trailing bytes — so no byte of the file is unaccounted for.
-    private static func checkTiling(_ tensors: [String: SafetensorsFile.TensorInfo], dataSize: Int, path: String) throws(ModelFileError) {
-        let sorted = tensors.sorted {
-            ($0.value.dataOffsets.lowerBound, $0.value.dataOffsets.upperBound, $0.key)
-                < ($1.value.dataOffsets.lowerBound, $1.value.dataOffsets.upperBound, $1.key)
-        }
+    private static func checkTiling(_ spans: [String: Range<Int>], dataSize: Int, path: String) throws(ModelFileError) {
+        let sorted = spans.sorted { ($0.value.lowerBound, $0.value.upperBound, $0.key) < ($1.value.lowerBound, $1.value.upperBound, $1.key) }
         var covered = 0
         var previous: String?
-        for (name, info) in sorted {
-            let range = info.dataOffsets
+        for (name, range) in sorted {
             if range.lowerBound > covered {
                 throw ModelFileError(path, "gap in the data section: bytes [\(covered), \(range.lowerBound)) before tensor '\(name)' belong to no tensor")
             }
             if range.lowerBound < covered, let previous {
-                let other = tensors[previous]!.dataOffsets
+                let other = spans[previous]!
                 throw ModelFileError(path, "tensor '\(name)' data_offsets [\(range.lowerBound), \(range.upperBound)] overlap tensor '\(previous)' [\(other.lowerBound), \(other.upperBound)]")
             }
             covered = range.upperBound

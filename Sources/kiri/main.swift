@@ -220,12 +220,12 @@ extension KiriCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show what a model is: its files, architecture, parameters, dtype, prediction type and schedule.",
             discussion: "The fields are those of `m.info` in Lua. The weights are not loaded, only their header.")
-        @Argument(help: "A .safetensors file with its config.json beside it, or a diffusers model or pipeline folder.")
+        @Argument(help: "A diffusers pipeline folder, a single-file SD 1.x/2.x checkpoint (.safetensors), a .safetensors file with its config.json beside it, or a diffusers model folder.")
         var path: String
 
         func run() throws {
             do {
-                print(try ModelSummary(files: ModelFiles.locate(path)).text)
+                print(try ModelSummary(files: PipelineFiles.locate(path)).text)
             } catch {
                 throw fail("\(error)")
             }

@@ -66,13 +66,29 @@ final class SafetensorsTests: ModelFileTestCase {
     func testCase24UnknownDType() throws {
         try assertRefused(safetensors("{\(tensorEntry("w", "Q7", "[1]", "[0,4]"))}", data: [0, 0, 0, 0]), ["tensor 'w': unknown dtype 'Q7'"])
         try assertRefused(safetensors("{\(tensorEntry("w", "f32", "[1]", "[0,4]"))}", data: [0, 0, 0, 0]), ["unknown dtype 'f32'"])
-        try assertRefused(safetensors("{\(tensorEntry("ids", "I64", "[1]", "[0,8]"))}", data: Array(repeating: 0, count: 8)),
-                          ["tensor 'ids': dtype I64 is not supported (Kiri reads F32, F16 and BF16)"])
+        try assertRefused(safetensors("{\(tensorEntry("w", "F8_E4M3", "[1]", "[0,1]"))}", data: [0]),
+                          ["tensor 'w': dtype F8_E4M3 is not supported (Kiri reads F32, F16 and BF16)"])
         try assertRefused(safetensors("{\"w\":{\"dtype\":7,\"shape\":[],\"data_offsets\":[0,4]}}", data: [0, 0, 0, 0]),
                           ["tensor 'w': dtype is a number, not a string"])
         try assertRefused(safetensors("{\"w\":{\"shape\":[],\"data_offsets\":[0,4]}}", data: [0, 0, 0, 0]), ["tensor 'w': missing 'dtype'"])
         try assertRefused(safetensors("{\"w\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4],\"x\":1}}", data: [0, 0, 0, 0]),
                           ["tensor 'w': unknown field 'x'"])
+    }
+
+    /// Integer buffers (a text encoder's int64 `position_ids`) are validated and kept out of the tensors a network
+    /// reads; asking for one names its dtype.
+    func testCase24IntegerBuffersAreSkipped() throws {
+        let path = try write(safetensors("{\(tensorEntry("ids", "I64", "[2]", "[0,16]")),\(tensorEntry("w", "F32", "[1]", "[16,20]"))}",
+                                         data: Array(repeating: 0, count: 20)))
+        let file = try SafetensorsFile(path: path)
+        XCTAssertEqual(file.names, ["w"])
+        XCTAssertEqual(file.integerTensors, ["ids": "I64"])
+        XCTAssertNil(file.shape("ids"))
+        XCTAssertThrowsError(try file.tensor("ids")) { error in
+            XCTAssertEqual("\(error)", "\(path): tensor 'ids': dtype I64 is not supported (Kiri reads F32, F16 and BF16)")
+        }
+        try assertRefused(safetensors("{\(tensorEntry("ids", "I64", "[2]", "[0,12]"))}", data: Array(repeating: 0, count: 12)),
+                          ["tensor 'ids': shape [2] × I64 is 16 bytes but data_offsets [0, 12] span 12"])
     }
 
     // MARK: Case 25: duplicate tensor names

@@ -8,11 +8,12 @@ import KiriTensor
 /// memory cap like any other.
 final class LoadedModel {
     let summary: ModelSummary
-    let network: UNet
+    let pipeline: DiffusionPipeline
+    var network: UNet { pipeline.unet }
 
-    init(summary: ModelSummary, network: UNet) {
+    init(summary: ModelSummary, pipeline: DiffusionPipeline) {
         self.summary = summary
-        self.network = network
+        self.pipeline = pipeline
     }
 
     /// Loads the model at `path`: a `.safetensors` file with its `config.json`, or a diffusers folder
@@ -29,14 +30,12 @@ final class LoadedModel {
         }
         _ = try access.resolveForReading(located)
         do {
-            let files = try ModelFiles.locate(located)
-            for file in [files.weights, files.config] + (files.schedulerConfig.map { [$0] } ?? []) {
-                _ = try access.resolveForReading(file)
-            }
-            let weights = try SafetensorsFile(path: files.weights)
-            let summary = try ModelSummary(files: files, weights: weights)
-            // UNet refuses a network too large for the run's memory cap (MemoryBudget.current) before converting.
-            return LoadedModel(summary: summary, network: try UNet(config: summary.config, weights: weights))
+            let files = try PipelineFiles.locate(located)
+            for file in files.files { _ = try access.resolveForReading(file) }
+            let summary = try ModelSummary(files: files)
+            // Each network refuses to load past the run's memory cap (MemoryBudget.current) before converting.
+            let pipeline = try DiffusionPipeline(files: files) { padToken in try BundledFiles.clipTokenizer(padToken: padToken) }
+            return LoadedModel(summary: summary, pipeline: pipeline)
         } catch let error as ModelFileError {
             // It starts with the file at fault.
             throw ScriptError(hostFolder.map { error.description.replacingOccurrences(of: $0, with: path) } ?? error.description)

@@ -44,6 +44,9 @@ public struct CLIPTokenizer: Sendable {
 
     // MARK: Loading
 
+    /// The files of a `tokenizer/` folder it may read.
+    public static let fileNames = ["tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"]
+
     /// A diffusers `tokenizer/` folder: `tokenizer.json` when present (as transformers prefers it), otherwise
     /// `vocab.json` with `merges.txt`; the pad token from `special_tokens_map.json`, else `tokenizer_config.json`
     /// (the order in which transformers lets them override each other).

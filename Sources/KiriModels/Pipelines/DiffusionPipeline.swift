@@ -1,0 +1,118 @@
+import Foundation
+import KiriTensor
+
+/// A model as users have it on disk, loaded: the denoising network and, for a latent text-to-image model, the
+/// tokenizer, text encoder and VAE of diffusers' StableDiffusionPipeline (pipeline_stable_diffusion.py). The
+/// architecture of each component comes from its config's `_class_name` (`model_index.json` for a folder) or, for
+/// a single file, from its keys (SingleFileCheckpoint). Every network reserves its memory against the run's cap
+/// before it converts anything.
+public final class DiffusionPipeline {
+    /// Stable Diffusion's families; nil for a denoising network on its own (pixel-space or class-conditional).
+    public enum Family: String, Sendable {
+        case sd1, sd2
+    }
+
+    public let files: PipelineFiles
+    public let family: Family?
+    public let unet: UNet
+    public let textEncoder: CLIPTextModel?
+    public let tokenizer: CLIPTokenizer?
+    public let vae: AutoencoderKL?
+    public let scheduler: SchedulerConfig
+    /// The weights' storage dtype (the UNet's file), for `m.info.dtype`.
+    public let dtype: DType?
+    /// Elements in every network's parameters.
+    public var parameterCount: Int { unet.parameterCount + (textEncoder?.parameterCount ?? 0) + (vae?.parameterCount ?? 0) }
+
+    /// Loads `path` (PipelineFiles.locate). `bundledTokenizer` gives the CLIP BPE Kiri ships, for single files,
+    /// which carry none (its argument is the pad token).
+    public init(files: PipelineFiles, bundledTokenizer: (String?) throws -> CLIPTokenizer) throws {
+        self.files = files
+        switch files.layout {
+        case .network(let modelFiles):
+            let weights = try SafetensorsFile(path: modelFiles.weights)
+            unet = try UNet(config: UNetConfig(path: modelFiles.config), weights: weights)
+            scheduler = try modelFiles.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
+            (textEncoder, tokenizer, vae, family, dtype) = (nil, nil, nil, nil, weights.storageDType)
+
+        case .diffusers(let unetFiles, let vaeFiles, let textFiles, let tokenizerFolder, _):
+            let weights = try SafetensorsFile(path: unetFiles.weights)
+            let unetConfig = try UNetConfig(path: unetFiles.config)
+            unet = try UNet(config: unetConfig, weights: weights)
+            scheduler = try unetFiles.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
+            dtype = weights.storageDType
+            let textConfig = try textFiles.map { files throws(ModelFileError) in try CLIPTextConfig(path: files.config) }
+            textEncoder = try textFiles.map { files in
+                try CLIPTextModel(config: textConfig!, weights: SafetensorsFile(path: files.weights))
+            }
+            vae = try vaeFiles.map { files in
+                try AutoencoderKL(config: AutoencoderKLConfig(path: files.config), weights: SafetensorsFile(path: files.weights))
+            }
+            tokenizer = try tokenizerFolder.map { folder throws(ModelFileError) in try CLIPTokenizer(folder: folder) }
+            family = Self.family(unetConfig, textConfig)
+            try Self.checkComponents(unet: unetConfig, textEncoder: textConfig, tokenizer: tokenizer, vae: vae,
+                                     path: files.files[0])
+
+        case .singleFile(let path):
+            let checkpoint = try SingleFileCheckpoint(path: path)
+            unet = try UNet(config: checkpoint.unetConfig, weights: checkpoint.unet)
+            scheduler = checkpoint.schedulerConfig
+            let textConfig = try CLIPTextConfig(json: Self.parse(checkpoint.textEncoderConfigText, path), path: path)
+            textEncoder = try CLIPTextModel(config: textConfig, weights: checkpoint.textEncoder)
+            vae = try AutoencoderKL(config: AutoencoderKLConfig(json: Self.parse(checkpoint.vaeConfigText, path), path: path),
+                                    weights: checkpoint.vae)
+            // SD2's OpenCLIP tokenizer pads with "!" (id 0), SD1's with its end token (diffusers' tokenizer folders).
+            tokenizer = try bundledTokenizer(checkpoint.family == .sd2 ? "!" : nil)
+            family = checkpoint.family == .sd2 ? .sd2 : .sd1
+            dtype = checkpoint.file.storageDType
+        }
+    }
+
+    /// SD 2.x's text encoder is OpenCLIP's (GELU, 1024 wide); SD 1.x's OpenAI CLIP (quick GELU, 768 wide).
+    static func family(_ unet: UNetConfig, _ textEncoder: CLIPTextConfig?) -> Family? {
+        guard let textEncoder, unet.architecture == .unet2DCondition else { return nil }
+        return textEncoder.hiddenAct == .gelu ? .sd2 : .sd1
+    }
+
+    /// The components must fit together: the text encoder's width is the UNet's context width, the VAE's latent
+    /// channels its input channels (4, or 9 for an inpainting UNet that also takes the mask and masked image).
+    static func checkComponents(unet: UNetConfig, textEncoder: CLIPTextConfig?, tokenizer: CLIPTokenizer?,
+                                vae: AutoencoderKL?, path: String) throws(ModelFileError) {
+        if let textEncoder, let width = unet.crossAttentionDim?.first, width != textEncoder.hiddenSize {
+            throw ModelFileError(path, "the text encoder is \(textEncoder.hiddenSize) wide but the UNet attends to \(width)-wide contexts (cross_attention_dim)")
+        }
+        if let tokenizer, let textEncoder, tokenizer.vocabularySize > textEncoder.vocabSize {
+            throw ModelFileError(path, "the tokenizer has \(tokenizer.vocabularySize) tokens but the text encoder only \(textEncoder.vocabSize) (vocab_size)")
+        }
+        if let vae, ![vae.config.latentChannels, 2 * vae.config.latentChannels + 1].contains(unet.inChannels) {
+            throw ModelFileError(path, "the VAE's latents have \(vae.config.latentChannels) channels but the UNet takes \(unet.inChannels) (in_channels)")
+        }
+        if (textEncoder == nil) != (tokenizer == nil) {
+            throw ModelFileError(path, "a text encoder needs a tokenizer and a tokenizer a text encoder; this pipeline has only one")
+        }
+    }
+
+    private static func parse(_ text: String, _ path: String) throws(ModelFileError) -> JSONValue {
+        do {
+            return try StrictJSONParser.parse(Array(text.utf8))
+        } catch {
+            throw ModelFileError(path, "inferred config: \(error)")
+        }
+    }
+
+    // MARK: - What the Lua API and the CLI need
+
+    /// The latent (or pixel) shape of one sample at `width`×`height` image pixels, or the default size: the
+    /// UNet's `sample_size` in latent pixels.
+    public func sampleShape(width: Int? = nil, height: Int? = nil) throws -> [Int] {
+        let factor = vae?.config.downscaleFactor ?? 1
+        let channels = vae?.config.latentChannels ?? unet.config.inChannels
+        let size = unet.config.sampleSize ?? [64, 64]
+        for (name, value) in [("width", width), ("height", height)] {
+            if let value, value <= 0 || value % factor != 0 {
+                throw TensorError("\(name) must be a positive multiple of \(factor) (the VAE's downscale factor), got \(value)")
+            }
+        }
+        return [channels, height.map { $0 / factor } ?? size[0], width.map { $0 / factor } ?? size[1]]
+    }
+}
