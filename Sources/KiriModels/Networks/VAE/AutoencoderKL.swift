@@ -121,9 +121,6 @@ public final class AutoencoderKL {
         workspace.trim()
     }
 
-    /// How many storage blocks the pool has allocated so far.
-    var workspaceAllocations: Int { workspace.allocations }
-
     // MARK: Passes
 
     /// The posterior's mean [B, latent, h/f, w/f] for an image tile: quant_conv's first half of the moments.
@@ -132,9 +129,8 @@ public final class AutoencoderKL {
         if let quantConv { moments = try quantConv(moments, workspace) }
         let latent = config.latentChannels
         let mean = try workspace.take([x.batch, latent, moments.height, moments.width])
-        for b in 0..<x.batch {
-            (mean.data + b * latent * mean.spatial).update(from: moments.data + b * 2 * latent * mean.spatial, count: latent * mean.spatial)
-        }
+        let count = latent * mean.spatial
+        for b in 0..<x.batch { (mean.data + b * count).update(from: moments.data + 2 * b * count, count: count) }
         return mean
     }
 
