@@ -2,21 +2,21 @@
 ///   h = conv1(resample(act(norm1(x)))) + time_emb_proj(act(temb))[:, :, None, None]
 ///   out = (shortcut(resample(x)) + conv2(act(norm2(h)))) / output_scale_factor
 /// where resample is nearest 2× up-sampling (up=True), 2×2 average pooling (down=True) or nothing, and shortcut a
-/// 1×1 conv when the channel count changes.
+/// 1×1 conv when the channel count changes. With temb_channels None (the VAE's blocks) there is no time_emb_proj.
 final class ResnetBlock2D {
     enum Resampling { case none, up, down }
 
-    let norm1: GroupNorm, conv1: Conv2d, timeProjection: Linear, norm2: GroupNorm, conv2: Conv2d
+    let norm1: GroupNorm, conv1: Conv2d, timeProjection: Linear?, norm2: GroupNorm, conv2: Conv2d
     let shortcut: Conv2d?
     let activation: UNetConfig.Activation
     let resampling: Resampling
     let outputScaleFactor: Float
 
-    init(_ weights: WeightReader, _ prefix: String, inChannels: Int, outChannels: Int, timeChannels: Int, groups: Int, eps: Double,
+    init(_ weights: WeightReader, _ prefix: String, inChannels: Int, outChannels: Int, timeChannels: Int?, groups: Int, eps: Double,
          activation: UNetConfig.Activation, outputScaleFactor: Double = 1, resampling: Resampling = .none) throws {
         norm1 = try GroupNorm(weights, "\(prefix).norm1", groups: groups, channels: inChannels, eps: eps)
         conv1 = try Conv2d(weights, "\(prefix).conv1", inChannels, outChannels, kernel: 3, padding: 1)
-        timeProjection = try Linear(weights, "\(prefix).time_emb_proj", timeChannels, outChannels)
+        timeProjection = try timeChannels.map { try Linear(weights, "\(prefix).time_emb_proj", $0, outChannels) }
         norm2 = try GroupNorm(weights, "\(prefix).norm2", groups: groups, channels: outChannels, eps: eps)
         conv2 = try Conv2d(weights, "\(prefix).conv2", outChannels, outChannels, kernel: 3, padding: 1)
         shortcut = inChannels == outChannels ? nil : try Conv2d(weights, "\(prefix).conv_shortcut", inChannels, outChannels, kernel: 1)
@@ -25,8 +25,8 @@ final class ResnetBlock2D {
         self.outputScaleFactor = Float(outputScaleFactor)
     }
 
-    /// `time` is act(temb) [B, T], shared by every block of the network.
-    func callAsFunction(_ x: Buffer, time: Buffer, _ workspace: Workspace) throws -> Buffer {
+    /// `time` is act(temb) [B, T], shared by every block of the network; nil without a time embedding.
+    func callAsFunction(_ x: Buffer, time: Buffer?, _ workspace: Workspace) throws -> Buffer {
         var input = x
         var h = try norm1(x, activation: activation, workspace)
         switch resampling {
@@ -39,9 +39,13 @@ final class ResnetBlock2D {
             h = try averagePool(h, workspace)
         }
 
-        let projected = try workspace.take([x.batch, conv1.outChannels])
-        timeProjection.forward(into: projected.data, time.data, rows: x.batch)
-        h = try conv1(h, extraBias: projected.data, workspace)
+        var projected: Buffer?
+        if let timeProjection, let time {
+            let buffer = try workspace.take([x.batch, conv1.outChannels])
+            timeProjection.forward(into: buffer.data, time.data, rows: x.batch)
+            projected = buffer
+        }
+        h = try conv1(h, extraBias: projected?.data, workspace)
         groupNormForward(h.data, h.data, norm2.weight.data, norm2.bias.data, eps: norm2.eps, activation: activation,
                          batch: h.batch, channels: h.channels, spatial: h.spatial, groups: norm2.groups)
 
