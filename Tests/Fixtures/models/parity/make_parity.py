@@ -100,12 +100,12 @@ def unet2d_condition_layers():
     reverse), only_cross_attention [True, False] (attn1 attends to the context too), layers_per_block [1, 2],
     cross_attention_dim [20, 20]; and center_input_sample."""
     return UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=[1, 2], block_out_channels=(16, 32),
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=[1, 2], block_out_channels=(8, 16),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
         mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=[20, 20], attention_head_dim=[4, 2],
         transformer_layers_per_block=[1, 2], only_cross_attention=[True, False], center_input_sample=True,
-        norm_num_groups=8)
+        norm_num_groups=4)
 
 
 CONTEXT_LENGTH = 7
