@@ -183,6 +183,24 @@ struct ConfigFields {
         return Array(repeating: try within(range, integer(value, field), field), count: blocks)
     }
 
+    /// diffusers' "bool or one per block" fields (`only_cross_attention`), expanded to one value per block.
+    func perBlockFlags(_ field: String, blocks: Int, default fallback: Bool) throws(ModelFileError) -> [Bool] {
+        guard case .array(let elements)? = value(field) else {
+            return Array(repeating: try bool(field, default: fallback), count: blocks)
+        }
+        guard elements.count == blocks else {
+            throw failure(field, "has \(elements.count) values but the model has \(blocks) down blocks")
+        }
+        var result: [Bool] = []
+        for (index, element) in elements.enumerated() {
+            guard case .bool(let flag) = element else {
+                throw failure("\(field)[\(index)]", "must be true or false, got \(Self.describe(element))")
+            }
+            result.append(flag)
+        }
+        return result
+    }
+
     // MARK: Features Kiri does not run
 
     /// A field that must keep one of its diffusers defaults, because a different value selects a feature Kiri

@@ -58,8 +58,9 @@ public struct UNetConfig: Sendable, Equatable {
     public var midBlockScaleFactor: Double
     public var activation: Activation
     /// One per down block, as written. In UNet2DModel it is the size of each head (nil: one head over all
-    /// channels); in UNet2DConditionModel diffusers uses it as the number of heads (its issue #2011), which is why
-    /// `num_attention_heads` must be null.
+    /// channels); in UNet2DConditionModel it is the number of heads (SD 2.x: [5, 10, 20, 20], 64 channels each),
+    /// because diffusers sets `num_attention_heads = num_attention_heads or attention_head_dim` and refuses a
+    /// non-null `num_attention_heads` (unet_2d_condition.py, its issue #2011). Up blocks take the list reversed.
     public var attentionHeadDim: [Int]?
     public var normNumGroups: Int
     /// UNet2DModel's `attn_norm_num_groups`: a group norm inside the mid-block attention.
@@ -71,9 +72,19 @@ public struct UNetConfig: Sendable, Equatable {
     public var numClassEmbeds: Int?
     /// UNet2DConditionModel: width of `encoder_hidden_states`, one per down block.
     public var crossAttentionDim: [Int]?
-    /// UNet2DConditionModel: BasicTransformerBlocks per Transformer2DModel, one per down block.
+    /// UNet2DConditionModel: BasicTransformerBlocks per Transformer2DModel, one per down block; the mid block takes
+    /// the last, the up blocks the list reversed (SDXL: [1, 2, 10]).
     public var transformerLayersPerBlock: [Int]
+    /// UNet2DConditionModel, one per down block (reversed for the up blocks): each BasicTransformerBlock's attn1
+    /// attends to encoder_hidden_states instead of to itself. UNetMidBlock2DCrossAttn never does (diffusers'
+    /// get_mid_block passes `mid_block_only_cross_attention` only to UNetMidBlock2DSimpleCrossAttn, which Kiri does
+    /// not have, so that field changes nothing here).
+    public var onlyCrossAttention: [Bool]
+    /// Transformer2DModel's proj_in and proj_out are Linear ([inner, C]) instead of 1×1 convs (SD 2.x).
     public var useLinearProjection: Bool
+    /// Accepted and without effect: diffusers' Attention(upcast_attention=True) (SD 2.1) computes q·kᵀ in float32
+    /// when the model runs in half precision, and only in AttnProcessor's get_attention_scores (AttnProcessor2_0,
+    /// the default, ignores it; attention_processor.py). Kiri's attention runs in float32 throughout.
     public var upcastAttention: Bool
 
     // Bounds on every size a config sets (security case 36), far above published UNets (SD 1.x/2.x: 4 blocks of at
@@ -159,11 +170,17 @@ public struct UNetConfig: Sendable, Equatable {
             }
             crossAttentionDim = try fields.perBlock("cross_attention_dim", blocks: blocks, default: 1280, channels)
             transformerLayersPerBlock = try fields.perBlock("transformer_layers_per_block", blocks: blocks, default: 1, layers)!
+            onlyCrossAttention = try fields.perBlockFlags("only_cross_attention", blocks: blocks, default: false)
+            if let heads = fields.value("num_attention_heads") {
+                throw fields.failure("num_attention_heads", "is \(ConfigFields.describe(heads)), which diffusers' UNet2DConditionModel "
+                    + "refuses too (its issue #2011): attention_head_dim gives the number of heads")
+            }
         } else {
             attentionHeadDim = try fields.perBlock("attention_head_dim", blocks: blocks, default: fields.isPresent("attention_head_dim") ? nil : 8,
                                                  channels, allowList: false)
             crossAttentionDim = nil
             transformerLayersPerBlock = Array(repeating: 1, count: blocks)
+            onlyCrossAttention = Array(repeating: false, count: blocks)
         }
 
         try checkBlocks(fields)
@@ -203,13 +220,12 @@ public struct UNetConfig: Sendable, Equatable {
         guard architecture == .unet2DCondition else { return }
         for field in ["addition_embed_type", "encoder_hid_dim", "encoder_hid_dim_type", "time_cond_proj_dim",
                       "time_embedding_act_fn", "timestep_post_act", "projection_class_embeddings_input_dim",
-                      "cross_attention_norm", "reverse_transformer_layers_per_block", "num_attention_heads"] {
+                      "cross_attention_norm", "reverse_transformer_layers_per_block"] {
             try fields.requireDefault(field, [null])
         }
-        for field in ["dual_cross_attention", "only_cross_attention", "class_embeddings_concat", "resnet_skip_time_act"] {
+        for field in ["dual_cross_attention", "class_embeddings_concat", "resnet_skip_time_act"] {
             try fields.requireDefault(field, [no])
         }
-        try fields.requireDefault("mid_block_only_cross_attention", [null, no])
         try fields.requireDefault("conv_in_kernel", [.number("3")])
         try fields.requireDefault("conv_out_kernel", [.number("3")])
         try fields.requireDefault("resnet_out_scale_factor", [.number("1")])

@@ -49,6 +49,45 @@ final class ConfigTests: ModelFileTestCase {
         XCTAssertEqual(scheduler.stepsOffset, 1)
     }
 
+    func testStableDiffusion21UNetConfig() throws {
+        let config = try UNetConfig(path: fixture("sd21_unet_config.json"))
+        XCTAssertEqual(config.sampleSize, [96, 96])
+        XCTAssertEqual(config.attentionHeadDim, [5, 10, 20, 20], "heads, each of 64 channels")
+        XCTAssertEqual(config.crossAttentionDim, [1024, 1024, 1024, 1024])
+        XCTAssertTrue(config.useLinearProjection)
+        XCTAssertTrue(config.upcastAttention)
+        XCTAssertEqual(config.onlyCrossAttention, [false, false, false, false])
+        XCTAssertEqual(config.midBlockType, .midBlock2DCrossAttention)
+    }
+
+    /// diffusers' counts, from `with torch.device("meta"): UNet2DConditionModel(**config)` (diffusers 0.42.1).
+    func testFullSizeParameterCountsMatchDiffusers() throws {
+        XCTAssertEqual(try UNetConfig(path: fixture("sd15_unet_config.json")).parameterCount, 859_520_964)
+        XCTAssertEqual(try UNetConfig(path: fixture("sd21_unet_config.json")).parameterCount, 865_910_724)
+    }
+
+    func testStableDiffusion21SchedulerConfig() throws {
+        let scheduler = try SchedulerConfig(path: fixture("sd21_scheduler_config.json"))
+        XCTAssertEqual(scheduler.className, "DDIMScheduler")
+        XCTAssertEqual(scheduler.predictionType, .vPrediction)
+        XCTAssertEqual(scheduler.betaSchedule, .scaledLinear)
+        XCTAssertEqual(scheduler.timestepSpacing, .leading)
+        XCTAssertEqual(scheduler.stepsOffset, 1)
+    }
+
+    func testPerBlockOnlyCrossAttentionAndTransformerLayers() throws {
+        let path = try editedConfig {
+            $0["only_cross_attention"] = [true, false, true, false]
+            $0["transformer_layers_per_block"] = [1, 2, 10, 1]
+            $0["mid_block_only_cross_attention"] = true
+        }
+        let config = try UNetConfig(path: path)
+        XCTAssertEqual(config.onlyCrossAttention, [true, false, true, false])
+        XCTAssertEqual(config.transformerLayersPerBlock, [1, 2, 10, 1])
+        let single = try UNetConfig(path: editedConfig { $0["only_cross_attention"] = true })
+        XCTAssertEqual(single.onlyCrossAttention, [true, true, true, true])
+    }
+
     func testPixelSpaceUNet2DConfig() throws {
         let config = try UNetConfig(path: fixture("ddpm_cifar10_unet_config.json"))
         XCTAssertEqual(config.architecture, .unet2D)
@@ -136,6 +175,14 @@ final class ConfigTests: ModelFileTestCase {
             $0["down_block_types"] = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
         }
         try assertConfigRefused(["field 'attention_head_dim' has 2 values but the model has 4 down blocks"]) { $0["attention_head_dim"] = [5, 10] }
+        try assertConfigRefused(["field 'only_cross_attention' has 2 values but the model has 4 down blocks"]) {
+            $0["only_cross_attention"] = [true, false]
+        }
+        try assertConfigRefused(["field 'only_cross_attention[0]' must be true or false, got 1"]) { $0["only_cross_attention"] = [1, 0, 0, 0] }
+        try assertConfigRefused(["field 'only_cross_attention' must be true or false, got 'yes'"]) { $0["only_cross_attention"] = "yes" }
+        try assertConfigRefused(["field 'transformer_layers_per_block[0]' must be an integer, got an array"]) {
+            $0["transformer_layers_per_block"] = [[1, 1], [2, 2], [1, 1], [1, 1]]
+        }
         try assertConfigRefused(["field 'norm_num_groups' (48) does not divide block_out_channels[0] (320)"]) { $0["norm_num_groups"] = 48 }
         try assertConfigRefused(["field 'flip_sin_to_cos' must be true or false, got 1"]) { $0["flip_sin_to_cos"] = 1 }
         try assertConfigRefused(["field 'down_block_types[0]' is CrossAttnDownBlock2D, which needs a UNet2DConditionModel"]) {
@@ -150,11 +197,25 @@ final class ConfigTests: ModelFileTestCase {
         }
         try assertConfigRefused(["field 'time_embedding_type' is 'fourier'"]) { $0["time_embedding_type"] = "fourier" }
         try assertConfigRefused(["field 'resnet_time_scale_shift' is 'scale_shift'"]) { $0["resnet_time_scale_shift"] = "scale_shift" }
-        try assertConfigRefused(["field 'only_cross_attention' is an array"]) { $0["only_cross_attention"] = [true, false, false, false] }
         try assertConfigRefused(["field 'conv_in_kernel' is 7"]) { $0["conv_in_kernel"] = 7 }
-        try assertConfigRefused(["field 'num_attention_heads' is 8"]) { $0["num_attention_heads"] = 8 }
+        try assertConfigRefused(["field 'conv_out_kernel' is 1"]) { $0["conv_out_kernel"] = 1 }
+        try assertConfigRefused(["field 'num_attention_heads' is 8, which diffusers' UNet2DConditionModel refuses too",
+                                 "attention_head_dim gives the number of heads"]) { $0["num_attention_heads"] = 8 }
+        try assertConfigRefused(["field 'dual_cross_attention' is true, which Kiri does not support (it needs false)"]) {
+            $0["dual_cross_attention"] = true
+        }
+        try assertConfigRefused(["field 'class_embed_type' is 'timestep', which Kiri does not support (it needs null)"]) {
+            $0["class_embed_type"] = "timestep"
+        }
+        try assertConfigRefused(["field 'time_cond_proj_dim' is 256"]) { $0["time_cond_proj_dim"] = 256 }
+        try assertConfigRefused(["field 'reverse_transformer_layers_per_block' is an array"]) {
+            $0["reverse_transformer_layers_per_block"] = [[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]]
+        }
         // Defaults written out explicitly are accepted.
-        let path = try editedConfig { $0["only_cross_attention"] = [false, false, false, false]; $0["resnet_out_scale_factor"] = 1.0 }
+        let path = try editedConfig {
+            $0["resnet_out_scale_factor"] = 1.0; $0["resnet_time_scale_shift"] = "default"; $0["conv_in_kernel"] = 3
+            $0["class_embed_type"] = NSNull(); $0["num_attention_heads"] = NSNull(); $0["dual_cross_attention"] = false
+        }
         XCTAssertNoThrow(try UNetConfig(path: path))
     }
 

@@ -24,6 +24,7 @@ final class UNetParityTests: XCTestCase {
         if let parameters = io.metadata["parameters"] {
             XCTAssertEqual(network.parameterCount, Int(parameters), "parameter count", file: file, line: line)
         }
+        XCTAssertEqual(config.parameterCount, network.parameterCount, "parameter count from the config", file: file, line: line)
         let x = try io.tensor("x")
         let timesteps = try io.tensor("timesteps").values
         let classLabels = io.info("class_labels") != nil ? try io.tensor("class_labels").values.map { Int($0) } : nil
@@ -49,6 +50,21 @@ final class UNetParityTests: XCTestCase {
 
     func testUNet2DConditionBFloat16Weights() throws { try check("unet2d_condition_bf16") }
 
+    /// SD 2.x: Linear proj_in/proj_out, a head count per block (reversed for the up blocks), upcast_attention.
+    func testUNet2DConditionStableDiffusion2Options() throws {
+        let network = try check("unet2d_condition_sd2")
+        XCTAssertTrue(network.config.useLinearProjection)
+        XCTAssertEqual(network.config.attentionHeadDim, [2, 4])
+    }
+
+    /// transformer_layers_per_block [1, 2], only_cross_attention [true, false], layers_per_block [1, 2],
+    /// cross_attention_dim [20, 20] and center_input_sample.
+    func testUNet2DConditionPerBlockLists() throws {
+        let network = try check("unet2d_condition_layers")
+        XCTAssertEqual(network.config.onlyCrossAttention, [true, false])
+        XCTAssertEqual(network.config.transformerLayersPerBlock, [1, 2])
+    }
+
     /// The default model as shipped (Sources/Kiri/Resources/models/fashion-mnist, float16), at timesteps 999, 500
     /// and 3 with a class and the null class (Tools/train_default_model.py parity).
     func testShippedDefaultModel() throws {
@@ -61,7 +77,8 @@ final class UNetParityTests: XCTestCase {
     func testEveryCaseWithoutWinograd() throws {
         Conv2d.winograd = false
         defer { Conv2d.winograd = true }
-        for name in ["unet2d", "unet2d_attention_class", "unet2d_resnet_resampling", "unet2d_condition"] { try check(name) }
+        for name in ["unet2d", "unet2d_attention_class", "unet2d_resnet_resampling", "unet2d_condition", "unet2d_condition_sd2",
+                     "unet2d_condition_layers"] { try check(name) }
     }
 }
 

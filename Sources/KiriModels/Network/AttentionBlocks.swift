@@ -67,35 +67,89 @@ func attend(_ out: UnsafeMutablePointer<Float>, query: AttentionOperand, key: At
                      heads: heads, headDimension: headDimension)
 }
 
-/// diffusers' BasicTransformerBlock (models/attention.py) as SD1.x uses it: norm_type "layer_norm", no attention
-/// bias, GEGLU feed-forward of inner size 4·dim, on tokens h [B, N, dim] updated in place:
-///   h += attn1(norm1(h))                       self-attention
-///   h += attn2(norm2(h), encoder_hidden_states) cross-attention
-///   h += ff(norm3(h))                          ff.net.0 = GEGLU(proj), ff.net.2 = Linear
-final class BasicTransformerBlock {
-    let norm1: LayerNorm, selfQueryKeyValue: Linear, selfOutput: Linear
-    let norm2: LayerNorm, crossQuery: Linear, crossKeyValue: Linear, crossOutput: Linear
-    let norm3: LayerNorm, feedForwardIn: Linear, feedForwardOut: Linear
-    let dimension: Int, heads: Int, headDimension: Int, contextDimension: Int, feedForwardDimension: Int
+/// One attention of a BasicTransformerBlock: diffusers' Attention (models/attention_processor.py) with unbiased
+/// to_q, to_k, to_v and a biased to_out.0, run as AttnProcessor2_0 does, adding its output to the tokens in place:
+///   h += to_out.0(SDPA(to_q(n), to_k(c), to_v(c)))   c = n (self-attention) or encoder_hidden_states
+final class TransformerAttention {
+    enum Projections {
+        /// to_q, to_k and to_v stacked: one product over the tokens gives [q | k | v].
+        case selfAttention(queryKeyValue: Linear)
+        /// to_q over the tokens; to_k and to_v stacked over the context.
+        case crossAttention(query: Linear, keyValue: Linear)
+    }
 
-    init(_ weights: WeightReader, _ prefix: String, dimension: Int, heads: Int, headDimension: Int, contextDimension: Int) throws {
+    let projections: Projections
+    let output: Linear
+    let heads: Int, headDimension: Int
+
+    /// A nil `contextDimension` makes a self-attention.
+    init(_ weights: WeightReader, _ prefix: String, dimension: Int, heads: Int, headDimension: Int, contextDimension: Int?) throws {
         let inner = heads * headDimension
+        func projection(_ name: String, _ inFeatures: Int) throws -> Linear {
+            try Linear(weights, "\(prefix).\(name)", inFeatures, inner, bias: false)
+        }
+        if let contextDimension {
+            projections = .crossAttention(query: try projection("to_q", dimension),
+                                          keyValue: try Linear(stacking: [projection("to_k", contextDimension),
+                                                                          projection("to_v", contextDimension)]))
+        } else {
+            projections = .selfAttention(queryKeyValue: try Linear(stacking: ["to_q", "to_k", "to_v"].map { try projection($0, dimension) }))
+        }
+        output = try Linear(weights, "\(prefix).to_out.0", inner, dimension)
+        (self.heads, self.headDimension) = (heads, headDimension)
+    }
+
+    /// h [B, N, dim] += the attention of `normalized` [B, N, dim] to itself or to `context` [B, S, contextDimension].
+    func forward(_ h: Buffer, normalized: Buffer, context: UnsafePointer<Float>, contextLength: Int, _ workspace: Workspace) throws {
+        let (batch, tokens) = (h.shape[0], h.shape[1])
+        let rows = batch * tokens, inner = heads * headDimension
+        let attended = try workspace.take([batch, tokens, inner])
+        switch projections {
+        case .selfAttention(let queryKeyValue):
+            let qkv = try workspace.take([batch, tokens, 3 * inner])
+            queryKeyValue.forward(into: qkv.data, normalized.data, rows: rows)
+            try attend(attended.data, query: AttentionOperand(base: qkv.data, stride: 3 * inner),
+                       key: AttentionOperand(base: qkv.data + inner, stride: 3 * inner),
+                       value: AttentionOperand(base: qkv.data + 2 * inner, stride: 3 * inner),
+                       batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, workspace)
+        case .crossAttention(let queryProjection, let keyValueProjection):
+            let query = try workspace.take([batch, tokens, inner])
+            queryProjection.forward(into: query.data, normalized.data, rows: rows)
+            let keyValue = try workspace.take([batch, contextLength, 2 * inner])
+            keyValueProjection.forward(into: keyValue.data, context, rows: batch * contextLength)
+            try attend(attended.data, query: AttentionOperand(base: query.data, stride: inner),
+                       key: AttentionOperand(base: keyValue.data, stride: 2 * inner),
+                       value: AttentionOperand(base: keyValue.data + inner, stride: 2 * inner),
+                       batch: batch, queries: tokens, keys: contextLength, heads: heads, headDimension: headDimension, workspace)
+        }
+        output.forward(into: h.data, attended.data, rows: rows, accumulate: true)
+    }
+}
+
+/// diffusers' BasicTransformerBlock (models/attention.py) as SD 1.x and 2.x use it: norm_type "layer_norm", GEGLU
+/// feed-forward of inner size 4·dim, on tokens h [B, N, dim] updated in place:
+///   h += attn1(norm1(h))                        self-attention; with only_cross_attention, to encoder_hidden_states
+///   h += attn2(norm2(h), encoder_hidden_states) cross-attention
+///   h += ff(norm3(h))                           ff.net.0 = GEGLU(proj), ff.net.2 = Linear
+final class BasicTransformerBlock {
+    let norm1: LayerNorm, attention1: TransformerAttention
+    let norm2: LayerNorm, attention2: TransformerAttention
+    let norm3: LayerNorm, feedForwardIn: Linear, feedForwardOut: Linear
+    let dimension: Int, feedForwardDimension: Int
+
+    init(_ weights: WeightReader, _ prefix: String, dimension: Int, heads: Int, headDimension: Int, contextDimension: Int,
+         onlyCrossAttention: Bool) throws {
         norm1 = try LayerNorm(weights, "\(prefix).norm1", features: dimension)
-        selfQueryKeyValue = try Linear(stacking: ["to_q", "to_k", "to_v"].map {
-            try Linear(weights, "\(prefix).attn1.\($0)", dimension, inner, bias: false)
-        })
-        selfOutput = try Linear(weights, "\(prefix).attn1.to_out.0", inner, dimension)
+        attention1 = try TransformerAttention(weights, "\(prefix).attn1", dimension: dimension, heads: heads, headDimension: headDimension,
+                                              contextDimension: onlyCrossAttention ? contextDimension : nil)
         norm2 = try LayerNorm(weights, "\(prefix).norm2", features: dimension)
-        crossQuery = try Linear(weights, "\(prefix).attn2.to_q", dimension, inner, bias: false)
-        crossKeyValue = try Linear(stacking: ["to_k", "to_v"].map {
-            try Linear(weights, "\(prefix).attn2.\($0)", contextDimension, inner, bias: false)
-        })
-        crossOutput = try Linear(weights, "\(prefix).attn2.to_out.0", inner, dimension)
+        attention2 = try TransformerAttention(weights, "\(prefix).attn2", dimension: dimension, heads: heads, headDimension: headDimension,
+                                              contextDimension: contextDimension)
         norm3 = try LayerNorm(weights, "\(prefix).norm3", features: dimension)
         feedForwardDimension = 4 * dimension
         feedForwardIn = try Linear(weights, "\(prefix).ff.net.0.proj", dimension, 2 * feedForwardDimension)
         feedForwardOut = try Linear(weights, "\(prefix).ff.net.2", feedForwardDimension, dimension)
-        (self.dimension, self.heads, self.headDimension, self.contextDimension) = (dimension, heads, headDimension, contextDimension)
+        self.dimension = dimension
     }
 
     /// Rows of the feed-forward computed at once: its [rows, 8·dim] intermediate stays within 16 MiB.
@@ -103,30 +157,12 @@ final class BasicTransformerBlock {
 
     /// `context` is encoder_hidden_states [B, S, contextDimension].
     func forward(_ h: Buffer, context: UnsafePointer<Float>, contextLength: Int, _ workspace: Workspace) throws {
-        let (batch, tokens) = (h.shape[0], h.shape[1])
-        let rows = batch * tokens, inner = heads * headDimension
+        let rows = h.shape[0] * h.shape[1]
         let normalized = try workspace.take(h.shape)
-        let attended = try workspace.take([batch, tokens, inner])
-
         norm1.forward(into: normalized.data, h.data, rows: rows)
-        let qkv = try workspace.take([batch, tokens, 3 * inner])
-        selfQueryKeyValue.forward(into: qkv.data, normalized.data, rows: rows)
-        try attend(attended.data, query: AttentionOperand(base: qkv.data, stride: 3 * inner),
-                   key: AttentionOperand(base: qkv.data + inner, stride: 3 * inner),
-                   value: AttentionOperand(base: qkv.data + 2 * inner, stride: 3 * inner),
-                   batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, workspace)
-        selfOutput.forward(into: h.data, attended.data, rows: rows, accumulate: true)
-
+        try attention1.forward(h, normalized: normalized, context: context, contextLength: contextLength, workspace)
         norm2.forward(into: normalized.data, h.data, rows: rows)
-        let query = try workspace.take([batch, tokens, inner])
-        crossQuery.forward(into: query.data, normalized.data, rows: rows)
-        let keyValue = try workspace.take([batch, contextLength, 2 * inner])
-        crossKeyValue.forward(into: keyValue.data, context, rows: batch * contextLength)
-        try attend(attended.data, query: AttentionOperand(base: query.data, stride: inner),
-                   key: AttentionOperand(base: keyValue.data, stride: 2 * inner),
-                   value: AttentionOperand(base: keyValue.data + inner, stride: 2 * inner),
-                   batch: batch, queries: tokens, keys: contextLength, heads: heads, headDimension: headDimension, workspace)
-        crossOutput.forward(into: h.data, attended.data, rows: rows, accumulate: true)
+        try attention2.forward(h, normalized: normalized, context: context, contextLength: contextLength, workspace)
 
         norm3.forward(into: normalized.data, h.data, rows: rows)
         let chunk = min(rows, feedForwardRows)
@@ -156,7 +192,7 @@ final class Transformer2D {
     let contextDimension: Int
 
     init(_ weights: WeightReader, _ prefix: String, channels: Int, heads: Int, layers: Int, contextDimension: Int, groups: Int,
-         linearProjection: Bool) throws {
+         linearProjection: Bool, onlyCrossAttention: Bool) throws {
         guard heads > 0, channels / heads > 0 else {
             throw weights.failure("attention_head_dim (\(heads), the number of heads in a UNet2DConditionModel) does not fit \(channels) channels in '\(prefix)'")
         }
@@ -170,7 +206,8 @@ final class Transformer2D {
         projectionOut = try projection("proj_out", inner, channels)
         blocks = try (0..<layers).map {
             try BasicTransformerBlock(weights, "\(prefix).transformer_blocks.\($0)", dimension: inner, heads: heads,
-                                      headDimension: headDimension, contextDimension: contextDimension)
+                                      headDimension: headDimension, contextDimension: contextDimension,
+                                      onlyCrossAttention: onlyCrossAttention)
         }
         self.contextDimension = contextDimension
     }

@@ -1,8 +1,8 @@
 import Foundation
 import KiriTensor
 
-/// A diffusers UNet2DModel (models/unets/unet_2d.py) or UNet2DConditionModel (unet_2d_condition.py, the SD1.x
-/// family), built from its config with every module at the key diffusers saves it under, so a checkpoint loads
+/// A diffusers UNet2DModel (models/unets/unet_2d.py) or UNet2DConditionModel (unet_2d_condition.py, SD 1.x and
+/// 2.x), built from its config with every module at the key diffusers saves it under, so a checkpoint loads
 /// without a mapping table:
 ///   emb = time_embedding(time_proj(t)) [+ class_embedding(class_labels)]
 ///   h = conv_in(x); down_blocks (keeping skip connections); mid_block; up_blocks (consuming them)
@@ -60,13 +60,14 @@ public final class UNet {
         }
         var contextDimensions: Set<Int> = []
         /// Block `block`'s Transformer2D. UNet2DConditionModel's attention_head_dim is the number of heads
-        /// (diffusers issue #2011).
-        func transformer(_ prefix: String, _ channels: Int, block: Int) throws -> AttentionLayer {
+        /// (diffusers issue #2011). The mid block's attn1 never attends to the context (`onlyCrossAttention` false).
+        func transformer(_ prefix: String, _ channels: Int, block: Int, onlyCrossAttention: Bool) throws -> AttentionLayer {
             let context = config.crossAttentionDim![block]
             contextDimensions.insert(context)
             return .transformer(try Transformer2D(weights, prefix, channels: channels, heads: config.attentionHeadDim![block],
                                                   layers: config.transformerLayersPerBlock[block], contextDimension: context,
-                                                  groups: groups, linearProjection: config.useLinearProjection))
+                                                  groups: groups, linearProjection: config.useLinearProjection,
+                                                  onlyCrossAttention: onlyCrossAttention))
         }
 
         convIn = try Conv2d(weights, "conv_in", config.inChannels, channels[0], kernel: 3, padding: 1)
@@ -88,7 +89,9 @@ public final class UNet {
             case .attentionDownBlock2D:
                 attentions = try resnets.indices.map { try spatialAttention("\(prefix).attentions.\($0)", output, block: i) }
             case .crossAttentionDownBlock2D:
-                attentions = try resnets.indices.map { try transformer("\(prefix).attentions.\($0)", output, block: i) }
+                attentions = try resnets.indices.map {
+                    try transformer("\(prefix).attentions.\($0)", output, block: i, onlyCrossAttention: config.onlyCrossAttention[i])
+                }
             }
             var downsampler: DownBlock.Downsampler?
             if i < blocks - 1 {
@@ -126,7 +129,7 @@ public final class UNet {
             midBlock = MidBlock(
                 resnets: [try resnet("mid_block.resnets.0", last, last, scale: midScale),
                           try resnet("mid_block.resnets.1", last, last, scale: midScale)],
-                attentions: [try transformer("mid_block.attentions.0", last, block: blocks - 1)])
+                attentions: [try transformer("mid_block.attentions.0", last, block: blocks - 1, onlyCrossAttention: false)])
         }
 
         var upBlocks: [UpBlock] = []
@@ -147,7 +150,9 @@ public final class UNet {
                 // diffusers passes attention_head_dim[i] here, not reversed.
                 attentions = try resnets.indices.map { try spatialAttention("\(prefix).attentions.\($0)", output, block: i) }
             case .crossAttentionUpBlock2D:
-                attentions = try resnets.indices.map { try transformer("\(prefix).attentions.\($0)", output, block: block) }
+                attentions = try resnets.indices.map {
+                    try transformer("\(prefix).attentions.\($0)", output, block: block, onlyCrossAttention: config.onlyCrossAttention[block])
+                }
             }
             var upsampler: UpBlock.Upsampler?
             if i < blocks - 1 {

@@ -83,6 +83,31 @@ def unet2d_condition():
         norm_num_groups=8)
 
 
+def unet2d_condition_sd2():
+    """(h) The SD 2.x options: Transformer2DModel with Linear proj_in/proj_out (use_linear_projection), a head count
+    per block (attention_head_dim [2, 4]: 2 heads of 8 and 4 heads of 8, reversed for the up blocks),
+    upcast_attention (a no-op in float32), a DownBlock2D-free path so every block attends."""
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=32, attention_head_dim=[2, 4],
+        use_linear_projection=True, upcast_attention=True, norm_num_groups=8)
+
+
+def unet2d_condition_layers():
+    """(i) Per-block lists: transformer_layers_per_block [1, 2] (the mid block takes the last, the up blocks the
+    reverse), only_cross_attention [True, False] (attn1 attends to the context too), layers_per_block [1, 2],
+    cross_attention_dim [20, 20]; and center_input_sample."""
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=[1, 2], block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=[20, 20], attention_head_dim=[4, 2],
+        transformer_layers_per_block=[1, 2], only_cross_attention=[True, False], center_input_sample=True,
+        norm_num_groups=4)
+
+
 CONTEXT_LENGTH = 7
 
 
@@ -96,7 +121,10 @@ def inputs(config, generator):
     if getattr(config, "num_class_embeds", None):
         result["class_labels"] = torch.tensor([3.0, 0.0])
     if hasattr(config, "cross_attention_dim"):
-        result["encoder_hidden_states"] = torch.randn(BATCH, CONTEXT_LENGTH, config.cross_attention_dim, generator=generator)
+        # A per-block cross_attention_dim list has one width for the one context.
+        width = config.cross_attention_dim
+        width = width if isinstance(width, int) else width[0]
+        result["encoder_hidden_states"] = torch.randn(BATCH, CONTEXT_LENGTH, width, generator=generator)
     return result
 
 
@@ -196,21 +224,36 @@ def write_benchmark(folder, seed=2024):
     print(f"benchmark UNet2DModel: {parameters} parameters ({parameters / 1e6:.1f} M) in {folder}", file=sys.stderr)
 
 
+# name, model, write_case options. (d), (e): the same config and weights as (c) (same seed), stored as F16 and BF16.
+CASES = [
+    ("unet2d", unet2d, dict(seed=1)),
+    ("unet2d_attention_class", unet2d_attention_class, dict(seed=2, pipeline=True)),
+    ("unet2d_resnet_resampling", unet2d_resnet_resampling, dict(seed=6)),
+    ("unet2d_condition", unet2d_condition, dict(seed=3)),
+    ("unet2d_condition_f16", unet2d_condition, dict(seed=3, dtype=torch.float16)),
+    ("unet2d_condition_bf16", unet2d_condition, dict(seed=3, dtype=torch.bfloat16)),
+    ("unet2d_condition_sd2", unet2d_condition_sd2, dict(seed=7)),
+    ("unet2d_condition_layers", unet2d_condition_layers, dict(seed=8)),
+]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench-weights", metavar="DIR", help="write only the benchmark network to DIR")
+    parser.add_argument("cases", nargs="*", metavar="CASE",
+                        help="write only these cases, and not versions.json (default: every case)")
     arguments = parser.parse_args()
+    unknown = set(arguments.cases) - {name for name, _, _ in CASES}
+    if unknown:
+        parser.error(f"unknown case {', '.join(sorted(unknown))} (cases: {', '.join(name for name, _, _ in CASES)})")
     if arguments.bench_weights:
         write_benchmark(arguments.bench_weights)
         return
-    write_case("unet2d", unet2d, seed=1)
-    write_case("unet2d_attention_class", unet2d_attention_class, seed=2, pipeline=True)
-    write_case("unet2d_resnet_resampling", unet2d_resnet_resampling, seed=6)
-    write_case("unet2d_condition", unet2d_condition, seed=3)
-    # (d), (e): the same config and weights as (c) (same seed), stored as F16 and BF16.
-    write_case("unet2d_condition_f16", unet2d_condition, seed=3, dtype=torch.float16)
-    write_case("unet2d_condition_bf16", unet2d_condition, seed=3, dtype=torch.bfloat16)
-    write_versions()
+    for name, make, options in CASES:
+        if not arguments.cases or name in arguments.cases:
+            write_case(name, make, **options)
+    if not arguments.cases:
+        write_versions()
 
 
 if __name__ == "__main__":
