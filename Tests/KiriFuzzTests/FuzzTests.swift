@@ -113,10 +113,9 @@ final class FuzzTests: XCTestCase {
             try writeFile(unet + "/config.json", isScheduler ? validUNet : bytes)
             try writeFile(scheduler + "/scheduler_config.json", isScheduler ? bytes : validScheduler)
             let files = try ModelFiles.locate(model)
-            let weights = try SafetensorsFile(path: files.weights)
-            let summary = try ModelSummary(files: files, weights: weights)
+            let summary = try ModelSummary(files: PipelineFiles(layout: .network(files)))
             _ = (summary.text, summary.info.count, summary.schedule.count)
-            _ = try UNet(config: summary.config, weights: weights)
+            _ = try UNet(config: summary.config, weights: SafetensorsFile(path: files.weights))
         }
         _ = fuzz(target)
     }
@@ -167,7 +166,7 @@ final class FuzzTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: folder + "/config_block_out_channels_2pow62.json", toPath: model + "/config.json")
         try writeFile(model + "/diffusion_pytorch_model.safetensors", [2, 0, 0, 0, 0, 0, 0, 0] + Array("{}".utf8))
-        XCTAssertThrowsError(try ModelSummary(files: ModelFiles.locate(model))) {
+        XCTAssertThrowsError(try ModelSummary(files: PipelineFiles.locate(model))) {
             XCTAssertTrue("\($0)".contains("field 'block_out_channels[0]' is 4611686018427387904, above the maximum"), "\($0)")
         }
     }

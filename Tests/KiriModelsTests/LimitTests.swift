@@ -37,7 +37,7 @@ final class LimitTests: ModelFileTestCase {
         for (field, value, message) in Self.oversized {
             let files = try model("unet2d") { $0[field] = value }
             assertModelFileError(files.config, [message]) { try UNetConfig(path: files.config) }
-            assertModelFileError(files.config, [message]) { try ModelSummary(files: files) }   // kiri info
+            assertModelFileError(files.config, [message]) { try ModelSummary(files: PipelineFiles(layout: .network(files))) }   // kiri info
         }
     }
 

@@ -24,6 +24,8 @@ public struct PipelineFiles: Sendable, Equatable {
 
     public var layout: Layout
 
+    public init(layout: Layout) { self.layout = layout }
+
     /// Every file loading reads, so that a sandbox can check each against its read roots.
     public var files: [String] {
         switch layout {
@@ -91,7 +93,8 @@ public struct PipelineFiles: Sendable, Equatable {
     static func componentClasses(_ path: String) throws(ModelFileError) -> [String: String] {
         let fields = try ConfigFields(path: path)
         var classes: [String: String] = [:]
-        for member in fields.members where !member.key.hasPrefix("_") {
+        guard case .object(let members) = fields.object else { return [:] }
+        for member in members where !member.key.hasPrefix("_") {
             guard case .array(let pair) = member.value else { continue }
             guard pair.count == 2 else { throw fields.failure(member.key, "must be [library, class]") }
             if case .null = pair[1] { continue }

@@ -33,7 +33,7 @@ public final class CLIPTextModel {
     /// Reads every tensor the config implies from `weights` with its exact shape (security case 31); a missing or
     /// misshapen tensor is a ModelFileError naming its key. A network too large for the run's memory cap is refused
     /// before anything is converted (security case 36).
-    public init(config: CLIPTextConfig, weights file: SafetensorsFile) throws {
+    public init(config: CLIPTextConfig, weights file: any TensorSource) throws {
         let bytes = Self.loadingBytes(config: config, file)
         if let left = memoryLeft(ifShortOf: bytes) {
             throw ModelFileError(file.path, "loading the text encoder takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
@@ -52,8 +52,8 @@ public final class CLIPTextModel {
     /// Bytes loading the parameters in `file` takes at most: every tensor in it as float32, plus one layer's q, k
     /// and v projections, held while they are stacked into one. From the header alone; the data section holds every
     /// element in at least two bytes, so the sum cannot overflow.
-    public static func loadingBytes(config: CLIPTextConfig, _ file: SafetensorsFile) -> Int {
-        let total = file.names.reduce(0) { $0 + file.info($1)!.count }
+    public static func loadingBytes(config: CLIPTextConfig, _ file: any TensorSource) -> Int {
+        let total = file.names.reduce(0) { $0 + (file.shape($1)?.reduce(1, *) ?? 0) }
         return (total + 3 * config.hiddenSize * config.hiddenSize) * MemoryLayout<Float>.stride
     }
 

@@ -49,7 +49,7 @@ public final class AutoencoderKL {
     /// misshapen tensor is a ModelFileError naming its key. The mid-block attentions may use diffusers' older names
     /// (`query`, `key`, `value`, `proj_attn`). A network too large for the run's memory cap is refused before
     /// anything is converted (security case 36).
-    public init(config: AutoencoderKLConfig, weights file: SafetensorsFile) throws {
+    public init(config: AutoencoderKLConfig, weights file: any TensorSource) throws {
         let bytes = Self.loadingBytes(file)
         if let left = memoryLeft(ifShortOf: bytes) {
             throw ModelFileError(file.path, "loading the network takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
@@ -67,7 +67,7 @@ public final class AutoencoderKL {
     }
 
     /// Bytes loading takes at most: the same estimate as the UNet's (float32 weights, Winograd filters).
-    public static func loadingBytes(_ file: SafetensorsFile) -> Int { UNet.loadingBytes(file) }
+    public static func loadingBytes(_ file: any TensorSource) -> Int { UNet.loadingBytes(file) }
 
     /// Latents [B, latent_channels, H/f, W/f] for images [B, in_channels, H, W] in [-1, 1], where f is
     /// `config.downscaleFactor` (8 for Stable Diffusion) and H and W are multiples of it. Memory and
