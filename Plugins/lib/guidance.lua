@@ -81,9 +81,28 @@ local function merged(extras, batch)
     return result
 end
 
+-- Contexts of different lengths (a prompt past 75 tokens is 77 per chunk) cannot share a batch: A1111 pads the
+-- shorter with empty-prompt chunks, which changes what it attends to; separate calls keep each prompt as it is.
+local function same_lengths(extras, count)
+    local length
+    for i = 1, count do
+        local context = extras[i] and extras[i].context
+        if context ~= nil then
+            if length ~= nil and context:size(2) ~= length then return false end
+            length = context:size(2)
+        end
+    end
+    return true
+end
+
 function guidance.batched(model, x, sigma, extras)
     local count, batch = extras.n or #extras, x:size(1)
     if count == 1 then return {model(x, sigma, extras[1])} end
+    if not same_lengths(extras, count) then
+        local results = {}
+        for i = 1, count do results[i] = model(x, sigma, extras[i]) end
+        return results
+    end
     local copies = {}
     for i = 1, count do copies[i] = x end
     local denoised = model(kiri.cat(copies, 1), sigma, merged(extras, batch))

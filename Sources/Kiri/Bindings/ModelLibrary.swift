@@ -122,6 +122,59 @@ public final class ModelLibrary: LuaLibrary {
                 try call.push(output)
             }
         },
+        /// (handle, text) → the prompt's token ids with the start and end tokens, unpadded, for m:tokenize(text).
+        Binding(name: "modelTokenize", tables: ["host"], tensorResults: 0) { call in
+            try Self.named("tokenize", handleFirst: true) {
+                let tokenizer = try self.component(call, \.tokenizer, "a tokenizer")
+                let text = try call.string(2)
+                try call.push(numbers: tokenizer.tokenize(text).map(Double.init))
+            }
+        },
+        /// (handle, prompt, clip_skip) → the text encoder's hidden states [1, 77, D], for m:encode(prompt, opts).
+        Binding(name: "modelEncode", tables: ["host"], tensorResults: 1) { call in
+            try Self.named("encode", handleFirst: true) {
+                let model = try self.loadedModel(call)
+                let pipeline = model.pipeline
+                guard let textEncoder = pipeline.textEncoder, let tokenizer = pipeline.tokenizer else {
+                    throw ScriptError("this model has no text encoder: it takes no prompt")
+                }
+                let prompt = try call.string(2)
+                let clipSkip = try call.optionalInteger(3) ?? 1
+                guard (1...textEncoder.config.numHiddenLayers).contains(clipSkip) else {
+                    throw ScriptError(argument: 3, "clip_skip must be from 1 (the last layer) to \(textEncoder.config.numHiddenLayers), got \(clipSkip)")
+                }
+                let output = try Self.translated { try textEncoder.forward([tokenizer.window(prompt)], clipSkip: clipSkip) }
+                try call.push(output.hiddenStates)
+            }
+        },
+        /// (handle, latents) → images [B, 3, H, W] in about [-1, 1], for m:decode(latents).
+        Binding(name: "modelDecode", tables: ["host"], tensorResults: 1) { call in
+            try Self.named("decode", handleFirst: true) {
+                let latents = try Self.sample(call)
+                guard let vae = try self.loadedModel(call).pipeline.vae else { return try call.push(latents) }
+                try call.push(Self.translated { try vae.decode(latents) })
+            }
+        },
+        /// (handle, images) → latents, the VAE posterior's mean times scaling_factor, for m:encode_image(images).
+        Binding(name: "modelEncodeImage", tables: ["host"], tensorResults: 1) { call in
+            try Self.named("encode_image", handleFirst: true) {
+                let images = try Self.sample(call)
+                guard let vae = try self.loadedModel(call).pipeline.vae else { return try call.push(images) }
+                try call.push(Self.translated { try vae.encode(images) })
+            }
+        },
+        /// (handle, width or nil, height or nil) → one sample's shape {C, h, w} for an image of that size.
+        Binding(name: "modelSampleShape", tables: ["host"], tensorResults: 0) { call in
+            try Self.named("sample_shape", handleFirst: true) {
+                let pipeline = try self.loadedModel(call).pipeline
+                let (width, height) = (try call.optionalInteger(2), try call.optionalInteger(3))
+                do {
+                    try call.push(numbers: pipeline.sampleShape(width: width, height: height).map(Double.init))
+                } catch let error as TensorError {
+                    throw ScriptError(argument: error.message.hasPrefix("height") ? 3 : 2, error.message)
+                }
+            }
+        },
         /// (handle): frees the network now (m:close(), or `local m <close> = ...`).
         Binding(name: "modelRelease", tables: ["host"], tensorResults: 0) { call in
             self.models[try call.integer(1)] = nil
@@ -139,13 +192,35 @@ public final class ModelLibrary: LuaLibrary {
     ] }
 
     /// Runs a binding called through pcall, where lauxlib cannot name the function: argument errors get the
-    /// "bad argument #n to 'function'" wording here.
-    private static func named(_ function: String, _ body: () throws -> Void) throws {
+    /// "bad argument #n to 'function'" wording here. With `handleFirst`, errors are numbered as the host gets the
+    /// arguments (the handle first) and reported as the script's method call numbers them.
+    private static func named(_ function: String, handleFirst: Bool = false, _ body: () throws -> Void) throws {
         do {
             try body()
         } catch let error as ScriptError {
             guard let argument = error.argument else { throw error }
-            throw ScriptError("bad argument #\(argument) to '\(function)' (\(error.message))")
+            throw ScriptError("bad argument #\(handleFirst ? argument - 1 : argument) to '\(function)' (\(error.message))")
+        }
+    }
+
+    /// A component the script asked for, or an error saying the model has none.
+    private func component<T>(_ call: LuaCall, _ path: KeyPath<DiffusionPipeline, T?>, _ what: String) throws -> T {
+        guard let value = try loadedModel(call).pipeline[keyPath: path] else { throw ScriptError("this model has no \(what)") }
+        return value
+    }
+
+    /// The tensor argument of the script's call (#2 here, after the handle).
+    private static func sample(_ call: LuaCall) throws -> Tensor {
+        try call.tensor(2)
+    }
+
+    /// A network's TensorErrors, numbered as the script's call numbers its arguments, numbered as the host's
+    /// (the handle first).
+    private static func translated<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as TensorError {
+            throw ScriptError(argument: error.argument.map { $0 + 1 }, error.message)
         }
     }
 

@@ -5,6 +5,21 @@
 local api, host, resolve = ...
 local format = string.format
 local load, field, forward, release = host.modelLoad, host.modelField, host.modelForward, host.modelRelease
+local tokenize, encode, decode, encode_image = host.modelTokenize, host.modelEncode, host.modelDecode, host.modelEncodeImage
+local sample_shape = host.modelSampleShape
+
+local gsub = string.gsub
+
+-- pcall's results passed on, or its error raised at the script's line (without the position inside this file that
+-- a host function's error gets).
+local function relay(ok, ...)
+    if not ok then
+        local message = ...
+        if type(message) == "string" then message = gsub(message, "^sandbox:%d+: ", "", 1) end
+        error(message, 3)
+    end
+    return ...
+end
 
 local function fields(handle, group)
     local values, i = {}, 1
@@ -68,6 +83,34 @@ local function model_object(handle)
         local denoiser = resolve("models", "wrap")(options)
         return denoiser
     end
+
+    -- The method `name` of this model: checks self, then calls `body(...)` and raises its error at the caller's line.
+    local function method(name, body)
+        model[name] = function(self, ...)
+            if self ~= model then error(format("bad self for '%s' (call it as m:%s(...))", name, name), 2) end
+            local result = relay(pcall(body, ...))   -- not a tail call: relay's level 3 is the script's line
+            return result
+        end
+    end
+
+    model.sample_shape = relay(pcall(sample_shape, handle))
+
+    -- One sample's shape {C, h, w} for a width × height image (latent pixels for a latent model).
+    method("sample_shape_for", function(width, height) return sample_shape(handle, width, height) end)
+    method("tokenize", function(text) return tokenize(handle, text) end)
+
+    -- The conditioning of `prompt` for m:denoiser(): {context = [1, 77, D]}; opts.clip_skip counts layers from the
+    -- end, as A1111's "Clip skip" (1, the default, is the last).
+    method("encode", function(prompt, opts)
+        if opts ~= nil and type(opts) ~= "table" then
+            error(format("bad argument #2 to 'encode' (table or nil expected, got %s)", type(opts)), 0)
+        end
+        return {context = encode(handle, prompt, opts and opts.clip_skip)}
+    end)
+
+    -- Latents to images [B, 3, H, W] in [-1, 1] (the identity for a pixel-space model), and back.
+    method("decode", function(latents) return decode(handle, latents) end)
+    method("encode_image", function(images) return encode_image(handle, images) end)
 
     function model.close(self)
         if self ~= model then error("bad self for 'close' (call it as m:close())", 2) end
