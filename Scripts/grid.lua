@@ -10,16 +10,20 @@ local generate = require "lib.generate"
 local p = recipe.params(arg, {
     x = "sampler", xs = "euler,euler_ancestral,heun,dpmpp_2m,dpmpp_2m_sde", y = "steps", ys = "4,8,16",
     prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras", guidance = "",
-    seed = 0, model = "default", scale = 2, out = "grid.png",
+    seed = 0, model = "default", width = 0, height = 0, clip_skip = 0, scale = 2, out = "grid.png",
 })
 
 local function axis(key, text)
-    if p[key] == nil or key == "batch" or key == "out" or key == "model" then
+    if p[key] == nil or key == "batch" or key == "out" or key == "model" or key == "width" or key == "height" then
         error(string.format("cannot plot '%s'; choose prompt, negative, steps, cfg, sampler, schedule, guidance or seed", key), 0)
     end
-    if text == "classes" and (key == "prompt" or key == "negative") then return kiri.models[p.model]().classes end
+    if text == "classes" and (key == "prompt" or key == "negative") then
+        if not model.classes then error("classes: this model has no list of classes (the default model has)", 0) end
+        return model.classes
+    end
     return recipe.values(key, text, p[key])
 end
+local model <close> = generate.open(p)   -- opened once for every cell
 local xs, ys = axis(p.x, p.xs), axis(p.y, p.ys)
 
 local rows, row_labels, column_labels = {}, {}, {}
@@ -31,7 +35,7 @@ for j, y in ipairs(ys) do
         local cell = {batch = 1}
         for key, value in pairs(p) do cell[key] = value end
         cell[p.x], cell[p.y] = x, y
-        rows[j][i] = kiri.post.to_image(generate.sample(cell))
+        rows[j][i] = kiri.post.to_image(generate.sample(cell, nil, nil, model))
     end
 end
 

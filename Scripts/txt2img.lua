@@ -1,4 +1,6 @@
--- Text to image: a prompt (and a negative prompt) to PNGs, with the default model unless model= says otherwise.
+-- Text to image: a prompt (and a negative prompt) to PNGs, with the default model unless model= says otherwise:
+-- model=PATH loads a Stable Diffusion checkpoint (a diffusers folder or one .safetensors file), width= and height=
+-- set the image size (multiples of 8; 0 is the model's own), clip_skip=2 uses the penultimate text-encoder layer.
 -- Usage: kiri run Scripts/txt2img.lua [key=value ...]; keys and defaults below. With batch=4 the
 -- files are txt2img-1.png ... txt2img-4.png in the output folder (-o, default out/). guidance= names
 -- guidance patches applied with their defaults, comma-separated (guidance=rescale_cfg,dynamic_thresholding).
@@ -7,7 +9,7 @@ local generate = require "lib.generate"
 
 local p = recipe.params(arg, {
     prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras",
-    guidance = "", seed = 0, batch = 1, model = "default", out = "txt2img.png",
+    guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, out = "txt2img.png",
 })
 
 local x = generate.sample(p)

@@ -1,12 +1,18 @@
 -- The pipeline the recipes share: prompt -> conditioning -> guided denoiser -> sigmas -> noise -> sampler
 --
---   generate.sample(p [, init [, hooks]]) -> samples [batch, C, H, W] in the model's [-1, 1] range
---     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model (a kiri.models name), and
---     optionally guidance: comma-separated names of guidance patches to apply with their defaults
---     ("rescale_cfg,dynamic_thresholding"; "none" or "" for none)
+--   generate.open(p) -> the model p.model names: a file or folder (kiri.models.load: a diffusers pipeline, a
+--     single-file checkpoint, ...) when it has a "/", "." or ":", else a kiri.models plugin ("default")
+--   generate.sample(p [, init [, hooks [, model]]]) -> images [batch, C, H, W] in [-1, 1]: the samples, decoded
+--     by the model (m:decode; latent models' VAE)
+--     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model, and optionally
+--     width and height (image pixels; 0 or absent: the model's default size), clip_skip (A1111's "Clip skip",
+--     for text encoders), guidance: comma-separated names of guidance patches to apply with their defaults
+--     ("rescale_cfg,dynamic_thresholding"; "none" or "" for none); model: an open model to use instead of
+--     opening p.model (the caller closes it)
 --     init, for img2img and inpainting: {image =, mask =, strength = 0..1}; image is a PNG's path or a
---     [1 or batch, C, H, W] sample in [-1, 1], mask a PNG's path or a [1, 1, H, W] tensor, 1 where to
---     paint (lib/recipe.lua load_image and load_mask read the PNGs)
+--     [1 or batch, C, H, W] image in [-1, 1], mask a PNG's path or a [1, 1, H, W] tensor, 1 where to
+--     paint (lib/recipe.lua load_image and load_mask read the PNGs); a latent model encodes the image with its
+--     VAE and takes the mask's mean over each latent pixel
 --     hooks: the guider's pre_cfg, cfg, post_cfg and patches (guidance/cfg.lua), and the sampler's
 --     on_step(info) (its callback: info.i, steps, x, sigma, denoised; returning "stop" ends the run with
 --     that step's denoised) and noise_sampler(sigma, sigma_next) -> noise
@@ -51,21 +57,46 @@ local function schedule(text, steps, encode)
     error(result, type(result) == "string" and result:find("^prompt: ") and 3 or 0)
 end
 
-function generate.sample(p, init, hooks)
+function generate.open(p)
+    if p.model:find("[/.:]") then return kiri.models.load(p.model) end
+    return kiri.models[p.model]()
+end
+
+-- The sample and image shapes at p's size.
+local function shapes(model, p)
+    local width, height = p.width or 0, p.height or 0
+    if width == 0 and height == 0 then return model.sample_shape, model.image_shape end
+    return model:sample_shape_for(width > 0 and width or nil, height > 0 and height or nil)
+end
+
+-- A [1, 1, H, W] mask as [1, 1, h, w] for samples of shape {C, h, w}: the mean over each sample pixel.
+local function mask_for(mask, sample_shape)
+    local h, w = sample_shape[2], sample_shape[3]
+    local factor = mask:size(3) // h
+    if factor == 1 then return mask end
+    return mask:reshape({1, 1, h, factor, w, factor}):mean(6):mean(4)
+end
+
+function generate.sample(p, init, hooks, model)
     hooks = hooks or {}
-    local model <close> = kiri.models[p.model]()
+    local opened <close> = model == nil and generate.open(p) or nil
+    model = model or opened
     local denoiser = model:denoiser()
     local sigmas = kiri.schedules[p.schedule]{n = p.steps, sigmas = denoiser.sigmas}
-    local noise = kiri.randn({p.batch, table.unpack(model.sample_shape)}, p.seed)
+    local sample_shape, image_shape = shapes(model, p)
+    local noise = kiri.randn({p.batch, table.unpack(sample_shape)}, p.seed)
     local image, mask = init and init.image, init and init.mask
     if init then
-        if type(image) == "string" then image = recipe.load_image(image, model.sample_shape) end
-        if type(mask) == "string" then mask = recipe.load_mask(mask, model.sample_shape) end
+        if type(image) == "string" then image = recipe.load_image(image, image_shape) end
+        if type(mask) == "string" then mask = recipe.load_mask(mask, image_shape) end
+        image = model:encode_image(image)
+        if mask then mask = mask_for(mask, sample_shape) end
         local start = start_index(p.steps, init.strength)
         sigmas = sigmas:narrow(1, start + 1, p.steps + 1 - start)
     end
 
-    local encode = function(text) return model:encode(text) end
+    local clip_skip = p.clip_skip and p.clip_skip > 0 and {clip_skip = p.clip_skip} or nil
+    local encode = function(text) return model:encode(text, clip_skip) end
     local steps = #sigmas - 1
     local negative = schedule(p.negative, steps, encode)
     if #negative(1) > 1 then error("the negative prompt cannot be composed with AND", 2) end
@@ -75,12 +106,12 @@ function generate.sample(p, init, hooks)
     })
     local opts = {seed = p.seed, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}
     if not init then
-        return kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts)
+        return model:decode(kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts))
     end
     if mask then guided = kiri.models.inpaint(guided, {image = image, mask = mask, noise = noise}) end
     local x = kiri.samplers[p.sampler](guided, image + noise * sigmas[1], sigmas, opts)
     if mask then x = x * mask + image * (1 - mask) end
-    return x
+    return model:decode(x)
 end
 
 return generate

@@ -54,7 +54,8 @@ public enum RecipeRunner {
         let plugins = PluginPath.catalog(user: request.pluginDirectories)
         let pluginFolders = plugins.folders.map(\.path)
         let models = BundledFiles.models
-        let namedFiles = regularFiles(request.allowedFiles + (embedded ? [] : filesIn(request.arguments)))
+        let named = request.allowedFiles + (embedded ? [] : filesIn(request.arguments))
+        let namedFiles = regularFiles(named) + modelFolders(named)
         let files = FileAccess(
             readRoots: recipeFolder + pluginFolders + Array(models.values) + namedFiles,
             moduleRoots: recipeFolder + pluginFolders,
@@ -87,6 +88,16 @@ public enum RecipeRunner {
     /// Only regular files are granted: a folder would open everything under it, a FIFO or device would block.
     static func regularFiles(_ paths: [String]) -> [String] {
         paths.filter { !$0.utf8.contains(0) && FileAccess.isRegularFile($0) }
+    }
+
+    /// A diffusers model folder the user named (`model=sd15/`, `--allow sd15/`) is granted whole: a model is a
+    /// folder of files. Only folders that are one (a `model_index.json`, or `unet/` or a `config.json` beside
+    /// weights) qualify, so naming `/` or a home folder grants nothing.
+    static func modelFolders(_ paths: [String]) -> [String] {
+        paths.filter { path in
+            guard !path.utf8.contains(0), !FileAccess.isRegularFile(path) else { return false }
+            return ["model_index.json", "unet/config.json"].contains { FileAccess.isRegularFile(path + "/" + $0) }
+        }
     }
 
     public static func standardOutput(_ text: String) { TerminalText.write(text, to: .standardOutput) }

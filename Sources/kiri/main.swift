@@ -145,15 +145,22 @@ extension KiriCommand {
 
     struct Sample: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Make an image with the default model (Scripts/txt2img.lua).",
+            abstract: "Make an image from a prompt (Scripts/txt2img.lua), with the default model or --model.",
             discussion: """
                 The default model draws Fashion-MNIST's classes: t-shirt, trouser, pullover, dress, coat, sandal, \
                 shirt, sneaker, bag and ankle boot (plurals and synonyms such as "boots" or "jeans" work too).
                 Example: kiri sample --prompt sneaker --steps 20 --cfg 4 --sampler dpmpp_2m --schedule karras --seed 7 -o sneaker.png
+                With --model, a Stable Diffusion 1.x or 2.x checkpoint: a diffusers folder or one .safetensors file.
+                Example: kiri sample --model sd15.safetensors --prompt "a red fox in the snow" --width 512 --height 512
                 """)
 
         @Option(help: "What to draw: a class name, with A1111's [from:to:when], [a|b] and AND if you like.") var prompt: String?
         @Option(help: "What to steer away from: a class name, or empty for none.") var negative = ""
+        @Option(help: "A model: a diffusers pipeline folder or a single-file .safetensors checkpoint (default: Kiri's).")
+        var model: String?
+        @Option(help: "Image width in pixels, a multiple of 8 (default: the model's).") var width = 0
+        @Option(help: "Image height in pixels, a multiple of 8 (default: the model's).") var height = 0
+        @Option(help: "A1111's Clip skip: 2 takes the text encoder's penultimate layer (default 1, the last).") var clipSkip = 1
         @Option(help: "Sampler steps.") var steps = 20
         @Option(help: "Classifier-free guidance scale.") var cfg = 4.0
         @Option(help: "A sampler plugin (kiri list samplers).") var sampler = "dpmpp_2m"
@@ -173,8 +180,8 @@ extension KiriCommand {
             let arguments = [
                 "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
                 "sampler=\(sampler)", "schedule=\(schedule)", "guidance=\(guidance)", "seed=\(seed)", "batch=\(batch)",
-                "out=\(FileAccess.name(of: output))",
-            ]
+                "out=\(FileAccess.name(of: output))", "width=\(width)", "height=\(height)", "clip_skip=\(clipSkip)",
+            ] + (model.map { ["model=\($0)"] } ?? [])
             let request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
                 limits: SandboxLimits(timeout: timeout), outputDirectory: folder,

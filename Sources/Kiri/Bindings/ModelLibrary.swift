@@ -163,13 +163,18 @@ public final class ModelLibrary: LuaLibrary {
                 try call.push(Self.translated { try vae.encode(images) })
             }
         },
-        /// (handle, width or nil, height or nil) → one sample's shape {C, h, w} for an image of that size.
+        /// (handle, width or nil, height or nil) → one sample's shape {C, h, w} for an image of that size (the
+        /// model's default without them), and the image's shape {C, H, W}.
         Binding(name: "modelSampleShape", tables: ["host"], tensorResults: 0) { call in
             try Self.named("sample_shape", handleFirst: true) {
                 let pipeline = try self.loadedModel(call).pipeline
                 let (width, height) = (try call.optionalInteger(2), try call.optionalInteger(3))
                 do {
-                    try call.push(numbers: pipeline.sampleShape(width: width, height: height).map(Double.init))
+                    let shape = try pipeline.sampleShape(width: width, height: height)
+                    let factor = pipeline.vae?.config.downscaleFactor ?? 1
+                    let channels = pipeline.vae?.config.inChannels ?? shape[0]
+                    try call.push(numbers: shape.map(Double.init))
+                    try call.push(numbers: [channels, shape[1] * factor, shape[2] * factor].map(Double.init))
                 } catch let error as TensorError {
                     throw ScriptError(argument: error.message.hasPrefix("height") ? 3 : 2, error.message)
                 }

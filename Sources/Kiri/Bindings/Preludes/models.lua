@@ -93,9 +93,10 @@ local function model_object(handle)
         end
     end
 
-    model.sample_shape = relay(pcall(sample_shape, handle))
+    -- One sample's shape {C, h, w} (latent pixels for a latent model) and the image's {C, H, W}, at the default size.
+    model.sample_shape, model.image_shape = relay(pcall(sample_shape, handle))
 
-    -- One sample's shape {C, h, w} for a width × height image (latent pixels for a latent model).
+    -- The same for a width × height image: m:sample_shape_for(width, height) -> sample shape, image shape.
     method("sample_shape_for", function(width, height) return sample_shape(handle, width, height) end)
     method("tokenize", function(text) return tokenize(handle, text) end)
 
