@@ -9,6 +9,8 @@
 --     for text encoders), guidance: comma-separated names of guidance patches to apply with their defaults
 --     ("rescale_cfg,dynamic_thresholding"; "none" or "" for none); model: an open model to use instead of
 --     opening p.model (the caller closes it)
+--   generate.sample_latents(p, init, hooks, model) -> the samples before m:decode (latents for a latent model),
+--     with an open model; init may give `latents =` (samples to start from, encoded) instead of `image =`
 --     init, for img2img and inpainting: {image =, mask =, strength = 0..1}; image is a PNG's path or a
 --     [1 or batch, C, H, W] image in [-1, 1], mask a PNG's path or a [1, 1, H, W] tensor, 1 where to
 --     paint (lib/recipe.lua load_image and load_mask read the PNGs); a latent model encodes the image with its
@@ -77,19 +79,17 @@ local function mask_for(mask, sample_shape)
     return mask:reshape({1, 1, h, factor, w, factor}):mean(6):mean(4)
 end
 
-function generate.sample(p, init, hooks, model)
+function generate.sample_latents(p, init, hooks, model)
     hooks = hooks or {}
-    local opened <close> = model == nil and generate.open(p) or nil
-    model = model or opened
     local denoiser = model:denoiser()
     local sigmas = kiri.schedules[p.schedule]{n = p.steps, sigmas = denoiser.sigmas}
     local sample_shape, image_shape = shapes(model, p)
     local noise = kiri.randn({p.batch, table.unpack(sample_shape)}, p.seed)
-    local image, mask = init and init.image, init and init.mask
+    local image, mask = init and (init.latents or init.image), init and init.mask
     if init then
         if type(image) == "string" then image = recipe.load_image(image, image_shape) end
         if type(mask) == "string" then mask = recipe.load_mask(mask, image_shape) end
-        image = model:encode_image(image)
+        if not init.latents then image = model:encode_image(image) end
         if mask then mask = mask_for(mask, sample_shape) end
         local start = start_index(p.steps, init.strength)
         sigmas = sigmas:narrow(1, start + 1, p.steps + 1 - start)
@@ -105,13 +105,17 @@ function generate.sample(p, init, hooks, model)
         encode = encode, pre_cfg = hooks.pre_cfg, cfg = hooks.cfg, post_cfg = hooks.post_cfg, patches = patches(p, hooks),
     })
     local opts = {seed = p.seed, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}
-    if not init then
-        return model:decode(kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts))
-    end
+    if not init then return kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts) end
     if mask then guided = kiri.models.inpaint(guided, {image = image, mask = mask, noise = noise}) end
     local x = kiri.samplers[p.sampler](guided, image + noise * sigmas[1], sigmas, opts)
     if mask then x = x * mask + image * (1 - mask) end
-    return model:decode(x)
+    return x
+end
+
+function generate.sample(p, init, hooks, model)
+    local opened <close> = model == nil and generate.open(p) or nil
+    model = model or opened
+    return model:decode(generate.sample_latents(p, init, hooks, model))
 end
 
 return generate

@@ -8,7 +8,7 @@ local load, field, forward, release = host.modelLoad, host.modelField, host.mode
 local tokenize, encode, decode, encode_image = host.modelTokenize, host.modelEncode, host.modelDecode, host.modelEncodeImage
 local sample_shape = host.modelSampleShape
 
-local gsub = string.gsub
+local gsub, pack, unpack = string.gsub, table.pack, table.unpack
 
 -- pcall's results passed on, or its error raised at the script's line (without the position inside this file that
 -- a host function's error gets).
@@ -88,8 +88,8 @@ local function model_object(handle)
     local function method(name, body)
         model[name] = function(self, ...)
             if self ~= model then error(format("bad self for '%s' (call it as m:%s(...))", name, name), 2) end
-            local result = relay(pcall(body, ...))   -- not a tail call: relay's level 3 is the script's line
-            return result
+            local results = pack(relay(pcall(body, ...)))   -- not a tail call: relay's level 3 is the script's line
+            return unpack(results, 1, results.n)
         end
     end
 
