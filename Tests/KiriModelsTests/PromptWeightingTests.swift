@@ -86,7 +86,7 @@ final class PromptWeightingTests: XCTestCase {
             ("a] (b)", 2, "unbalanced ']' at column 2"),
             ("(a:1.5) b:2)", 12, "unbalanced ')' at column 12"),
             ("(a\\)", 1, "unbalanced '(' at column 1"),
-            ("x [a (b]", 5, "unbalanced '(' at column 5"),
+            ("x [a (b]", 6, "unbalanced '(' at column 6"),
             ("(a [b) c", 4, "unbalanced '[' at column 4"),
             // A1111's own doctest, which it closes silently.
             ("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).", 3, "unbalanced '(' at column 3"),
