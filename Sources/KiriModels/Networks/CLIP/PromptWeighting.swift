@@ -61,6 +61,10 @@ public enum PromptWeighting {
     /// are the characters themselves (a backslash before anything else is dropped), and BREAK as a word of its own
     /// is the piece ("BREAK", -1) with the whitespace around it removed. Round and square brackets are matched
     /// separately, so `([a)]` is balanced, as in A1111. An empty prompt is the one piece ("", 1).
+    ///
+    /// Errors name a column: a closing bracket with no open one of its kind, else the leftmost bracket left open;
+    /// the bracket that goes past `maximumDepth`; a weight such as `1.2.3` that Python's float() refuses (A1111
+    /// fails there too).
     public static func parse(_ prompt: String) throws(PromptError) -> [PromptPiece] {
         var parser = Parser(Array(prompt.unicodeScalars))
         return try parser.run()
