@@ -130,7 +130,8 @@ public final class ModelLibrary: LuaLibrary {
                 try call.push(numbers: tokenizer.tokenize(text).map(Double.init))
             }
         },
-        /// (handle, prompt, clip_skip) → the text encoder's hidden states [1, 77, D], for m:encode(prompt, opts).
+        /// (handle, prompt, clip_skip) → the text encoder's hidden states [1, 77·k, D] for the prompt's k chunks of 75
+        /// tokens, with A1111's emphasis (PromptEncoder), for m:encode(prompt, opts).
         Binding(name: "modelEncode", tables: ["host"], tensorResults: 1) { call in
             try Self.named("encode", handleFirst: true) {
                 let model = try self.loadedModel(call)
@@ -143,8 +144,12 @@ public final class ModelLibrary: LuaLibrary {
                 guard (1...textEncoder.config.numHiddenLayers).contains(clipSkip) else {
                     throw ScriptError(argument: 3, "clip_skip must be from 1 (the last layer) to \(textEncoder.config.numHiddenLayers), got \(clipSkip)")
                 }
-                let output = try Self.translated { try textEncoder.forward([tokenizer.window(prompt)], clipSkip: clipSkip) }
-                try call.push(output.hiddenStates)
+                let encoder = try PromptEncoder(tokenizer: tokenizer, textModel: textEncoder, clipSkip: clipSkip)
+                do {
+                    try call.push(Self.translated { try encoder.encode(prompt: prompt) })
+                } catch let error as PromptError {
+                    throw ScriptError("\(error)")
+                }
             }
         },
         /// (handle, latents) → images [B, 3, H, W] in about [-1, 1], for m:decode(latents).

@@ -100,8 +100,9 @@ local function model_object(handle)
     method("sample_shape_for", function(width, height) return sample_shape(handle, width, height) end)
     method("tokenize", function(text) return tokenize(handle, text) end)
 
-    -- The conditioning of `prompt` for m:denoiser(): {context = [1, 77, D]}; opts.clip_skip counts layers from the
-    -- end, as A1111's "Clip skip" (1, the default, is the last).
+    -- The conditioning of `prompt` for m:denoiser(): {context = [1, 77k, D]}, A1111's emphasis syntax applied
+    -- ((word), (word:1.3), [word], BREAK; 75 tokens per chunk); opts.clip_skip counts layers from the end, as
+    -- A1111's "Clip skip" (1, the default, is the last).
     method("encode", function(prompt, opts)
         if opts ~= nil and type(opts) ~= "table" then
             error(format("bad argument #2 to 'encode' (table or nil expected, got %s)", type(opts)), 0)
