@@ -9,8 +9,8 @@
 --     for text encoders), guidance: comma-separated names of guidance patches to apply with their defaults
 --     ("rescale_cfg,dynamic_thresholding"; "none" or "" for none); model: an open model to use instead of
 --     opening p.model (the caller closes it)
---   generate.sample_latents(p, init, hooks, model) -> the samples before m:decode (latents for a latent model),
---     with an open model; init may give `latents =` (samples to start from, encoded) instead of `image =`
+--   generate.sample_latents(p [, init [, hooks [, model]]]) -> the samples before m:decode (latents for a latent
+--     model); init may give `latents =` (samples to start from, encoded) instead of `image =`
 --     init, for img2img and inpainting: {image =, mask =, strength = 0..1}; image is a PNG's path or a
 --     [1 or batch, C, H, W] image in [-1, 1], mask a PNG's path or a [1, 1, H, W] tensor, 1 where to
 --     paint (lib/recipe.lua load_image and load_mask read the PNGs); a latent model encodes the image with its
@@ -79,10 +79,17 @@ local function mask_for(mask, sample_shape)
     return mask:reshape({1, 1, h, factor, w, factor}):mean(6):mean(4)
 end
 
-function generate.sample_latents(p, init, hooks, model)
+-- Both entry points tail-call this, so that errors raised at level 3 below point at the recipe's line.
+local function sample(p, init, hooks, model, decode)
     hooks = hooks or {}
+    local opened <close> = model == nil and generate.open(p) or nil
+    model = model or opened
     local denoiser = model:denoiser()
-    local sigmas = kiri.schedules[p.schedule]{n = p.steps, sigmas = denoiser.sigmas}
+    -- The model's training schedule and timestep spacing, for the schedules that take them (discrete: diffusers').
+    local schedule_opts = {n = p.steps, sigmas = denoiser.sigmas, spacing = model.info.timestep_spacing,
+        steps_offset = model.info.steps_offset}
+    for key, value in pairs(model.info.schedule or {}) do schedule_opts[key] = value end
+    local sigmas = kiri.schedules[p.schedule](schedule_opts)
     local sample_shape, image_shape = shapes(model, p)
     local noise = kiri.randn({p.batch, table.unpack(sample_shape)}, p.seed)
     local image, mask = init and (init.latents or init.image), init and init.mask
@@ -105,17 +112,20 @@ function generate.sample_latents(p, init, hooks, model)
         encode = encode, pre_cfg = hooks.pre_cfg, cfg = hooks.cfg, post_cfg = hooks.post_cfg, patches = patches(p, hooks),
     })
     local opts = {seed = p.seed, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}
-    if not init then return kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts) end
-    if mask then guided = kiri.models.inpaint(guided, {image = image, mask = mask, noise = noise}) end
-    local x = kiri.samplers[p.sampler](guided, image + noise * sigmas[1], sigmas, opts)
-    if mask then x = x * mask + image * (1 - mask) end
+    local x
+    if not init then
+        x = kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts)
+    else
+        if mask then guided = kiri.models.inpaint(guided, {image = image, mask = mask, noise = noise}) end
+        x = kiri.samplers[p.sampler](guided, image + noise * sigmas[1], sigmas, opts)
+        if mask then x = x * mask + image * (1 - mask) end
+    end
+    if decode then x = model:decode(x) end
     return x
 end
 
-function generate.sample(p, init, hooks, model)
-    local opened <close> = model == nil and generate.open(p) or nil
-    model = model or opened
-    return model:decode(generate.sample_latents(p, init, hooks, model))
-end
+function generate.sample(p, init, hooks, model) return sample(p, init, hooks, model, true) end
+
+function generate.sample_latents(p, init, hooks, model) return sample(p, init, hooks, model, false) end
 
 return generate

@@ -98,6 +98,8 @@ public struct ModelSummary {
             ("dtype", dtype.map { .text($0.rawValue) }),
             ("prediction", .text(prediction)),
             ("prediction_type", .text(scheduler.predictionType.rawValue)),
+            ("timestep_spacing", .text(scheduler.timestepSpacing.rawValue)),
+            ("steps_offset", .integer(scheduler.stepsOffset)),
             ("sample_size", config.sampleSize.map { .integers($0) }),
             ("in_channels", .integer(config.inChannels)),
             ("out_channels", .integer(config.outChannels)),

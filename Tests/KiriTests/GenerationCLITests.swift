@@ -55,7 +55,7 @@ final class GenerationCLITests: CLITestCase {
 
         let bad = try kiri(["sample", "--prompt", "coat AND [sandal", "-o", "bad.png"])
         XCTAssertEqual(bad.status, 1)
-        XCTAssertTrue(bad.stderr.contains("txt2img.lua:13: prompt: column 17: '[' at column 10 is never closed"), bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("txt2img.lua:15: prompt: column 17: '[' at column 10 is never closed"), bad.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("bad.png").path))
     }
 
