@@ -21,6 +21,7 @@ StableDiffusionPipeline.from_pretrained, so it uses exactly the weights Kiri rea
 """
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -39,7 +40,8 @@ import safetensors  # noqa: E402
 import transformers  # noqa: E402
 from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, EulerDiscreteScheduler,  # noqa: E402
                        StableDiffusionPipeline, UNet2DConditionModel)
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import load_file, save, save_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 from make_clip_text import randomise as randomise_text  # noqa: E402
@@ -167,6 +169,19 @@ def write_folder(folder, text, denoiser, autoencoder, text_state, unet_state, va
         "vae": ["diffusers", "AutoencoderKL"]})
 
 
+def save_sorted(tensors, path, metadata):
+    """safetensors' save_file with the header's keys sorted: save_file writes `__metadata__` in hash-map order, which
+    changes from run to run, so a regenerated file would differ in bytes though not in content."""
+    data = save(tensors)
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = metadata
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as file:
+        file.write(len(text).to_bytes(8, "little") + text + data[8 + length:])
+
+
 def write_single_file(path, denoiser, autoencoder, text_state, unet_state, vae_state):
     single = {}
     single.update(unet_to_original(unet_state, denoiser.config))
@@ -182,6 +197,19 @@ def write_single_file(path, denoiser, autoencoder, text_state, unet_state, vae_s
 # ----------------------------------------------------------------------------------
 # References
 # ----------------------------------------------------------------------------------
+
+def config_json(config):
+    """A scheduler config as strict JSON: `_use_default_values` sorted (it comes from a set, whose order changes with
+    the hash seed) and non-finite floats (DPM-Solver's `lambda_min_clipped` -inf) written as the strings "inf",
+    "-inf", which JSON parsers without extensions (Foundation's) would otherwise reject."""
+    def value(key, item):
+        if key == "_use_default_values":
+            return sorted(item)
+        if isinstance(item, float) and not math.isfinite(item):
+            return str(item)
+        return item
+    return json.dumps({key: value(key, item) for key, item in config.items()}, sort_keys=True, allow_nan=False)
+
 
 def schedulers(config):
     return {
@@ -233,7 +261,7 @@ def references(pipe):
         meta[f"{name}_init_noise_sigma"] = repr(float(fresh.init_noise_sigma))
         for key in ("timestep_spacing", "steps_offset", "use_karras_sigmas", "final_sigmas_type"):
             meta[f"{name}_{key}"] = str(scheduler.config[key])
-        meta[f"{name}_config"] = json.dumps(dict(scheduler.config), sort_keys=True)
+        meta[f"{name}_config"] = config_json(scheduler.config)
 
     with torch.no_grad():
         io["decode_latents"] = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=inputs)
@@ -296,7 +324,7 @@ def build(out, single):
         "prompt": PROMPT, "negative_prompt": NEGATIVE, "num_inference_steps": str(STEPS),
         "guidance_scale": str(GUIDANCE), "height": str(SIZE), "width": str(SIZE),
         "scaling_factor": repr(pipe.vae.config.scaling_factor),
-        "pipeline_scheduler_config": json.dumps(dict(base_config), sort_keys=True),
+        "pipeline_scheduler_config": config_json(base_config),
         "tokenizer": json.dumps({"vocab_size": len(pipe.tokenizer), "bos_token_id": pipe.tokenizer.bos_token_id,
                                  "eos_token_id": pipe.tokenizer.eos_token_id,
                                  "pad_token": pipe.tokenizer.pad_token,
@@ -304,7 +332,7 @@ def build(out, single):
         "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
         "transformers": transformers.__version__, "safetensors": safetensors.__version__,
     })
-    save_file(io, os.path.join(out, "io.safetensors"), metadata=meta)
+    save_sorted(io, os.path.join(out, "io.safetensors"), meta)
     return io, meta
 
 
@@ -314,8 +342,10 @@ def files(root):
         for name in names:
             path = os.path.join(base, name)
             if name.endswith(".safetensors"):
-                # Compare tensors, not bytes: safetensors may write __metadata__ keys in another order.
-                result[os.path.relpath(path, root)] = load_file(path)
+                # Compare tensors and metadata, not bytes: safetensors may write __metadata__ keys in another order.
+                with safe_open(path, "pt") as file:
+                    metadata = file.metadata() or {}
+                result[os.path.relpath(path, root)] = dict(load_file(path), __metadata__=metadata)
             elif not name.endswith(".py") and name != "README.md":
                 with open(path, "rb") as file:
                     result[os.path.relpath(path, root)] = file.read()
@@ -328,6 +358,9 @@ def same(a, b):
         if isinstance(a[key], dict):
             assert a[key].keys() == b[key].keys(), key
             for name in a[key]:
+                if name == "__metadata__":
+                    assert a[key][name] == b[key][name], (key, name)
+                    continue
                 assert a[key][name].dtype == b[key][name].dtype and torch.equal(a[key][name], b[key][name]), \
                     (key, name)
         else:
@@ -348,7 +381,7 @@ def main():
         build(other, os.path.join(other, "tiny-sd.safetensors"))
         produced = {key: value for key, value in files(HERE).items()
                     if key.startswith("tiny-sd") or key == "io.safetensors"}
-        produced["tiny-sd.safetensors"] = load_file(first)
+        produced["tiny-sd.safetensors"] = files(scratch)["first.safetensors"]
         same(produced, files(other))
         if arguments.single_file:
             shutil.copyfile(first, arguments.single_file)
