@@ -1,0 +1,97 @@
+import Foundation
+import KiriModels
+import KiriTensor
+import XCTest
+
+/// A Stable Diffusion pipeline through the Lua API against diffusers' StableDiffusionPipeline on the same weights:
+/// the tiny random pipeline of Tests/Fixtures/models/pipeline (make_pipeline.py; README there). Tokens, prompt
+/// embeddings, the UNet, the VAE both ways, and whole txt2img runs (Euler, DPM++ 2M, Euler with Karras sigmas)
+/// from the same initial latents to the decoded image.
+extension ModelAPITests {
+    static let pipeline = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/models/pipeline").path
+
+    /// Runs `body` with `m` the tiny pipeline and each named fixture tensor as a Lua global of that name; returns the
+    /// numbers it printed.
+    func pipelineRun(_ tensors: [String], _ body: String) throws -> [Double] {
+        let io = try SafetensorsFile(path: Self.pipeline + "/io.safetensors")
+        let globals = try tensors.map { "local \($0) = \(literal(try io.tensor($0)))" }.joined(separator: "\n")
+        let output = try run("""
+            local m = kiri.models.load(\(quoted(Self.pipeline + "/tiny-sd")))
+            local function relative(a, b) return (a - b):abs():max() / b:abs():max() end
+            \(globals)
+            \(body)
+            """, roots: [Self.pipeline])
+        return printedNumbers(output)
+    }
+
+    func testPipelineTokensAndPromptEmbeddings() throws {
+        let numbers = try pipelineRun(["prompt_ids", "negative_ids", "prompt_embeds", "negative_embeds"], """
+            local function same_ids(ids, reference)
+                local expected = reference:reshape({77}):totable()
+                for i, id in ipairs(ids) do if expected[i] ~= id then return 0 end end
+                return expected[#ids] == ids[#ids] and 1 or 0
+            end
+            print(m.info.architecture == "sd1" and 1 or 0)
+            print(same_ids(m:tokenize("a red fox in the snow"), prompt_ids), same_ids(m:tokenize("blurry"), negative_ids))
+            print(relative(m:encode("a red fox in the snow").context, prompt_embeds))
+            print(relative(m:encode("blurry").context, negative_embeds))
+            """)
+        XCTAssertEqual(numbers.count, 5)
+        XCTAssertEqual(Array(numbers.prefix(3)), [1, 1, 1], "architecture and token ids")
+        print("prompt embeddings: max relative error \(numbers[3]), \(numbers[4])")
+        XCTAssertLessThanOrEqual(numbers[3], 1e-4)
+        XCTAssertLessThanOrEqual(numbers[4], 1e-4)
+    }
+
+    func testPipelineUNetAndVAE() throws {
+        let numbers = try pipelineRun(["unet_x", "unet_out", "prompt_embeds", "decode_latents", "decode_image",
+                                       "encode_image", "encode_latents"], """
+            print(relative(m:forward(unet_x, 500, {context = prompt_embeds}), unet_out))
+            print(relative(m:decode(decode_latents), decode_image))
+            print(relative(m:encode_image(encode_image), encode_latents))
+            """)
+        XCTAssertEqual(numbers.count, 3)
+        print("UNet \(numbers[0]), VAE decode \(numbers[1]), VAE encode \(numbers[2]) (max relative errors)")
+        for error in numbers { XCTAssertLessThanOrEqual(error, 1e-4) }
+    }
+
+    /// diffusers' Euler starts from latents × init_noise_sigma (σ_max with "linspace" spacing); its DPM-Solver++
+    /// from the latents themselves in its variance-preserving x, which is k-diffusion's x / √(σ² + 1).
+    func testPipelineEndToEndMatchesDiffusers() throws {
+        for (name, sampler, start) in [("euler", "euler", "sigmas[1]"), ("euler_karras", "euler", "sigmas[1]"),
+                                       ("dpmpp_2m", "dpmpp_2m", "math.sqrt(sigmas[1]^2 + 1)")] {
+            let numbers = try pipelineRun(["latents", "prompt_embeds", "negative_embeds", "\(name)_sigmas",
+                                           "\(name)_latents", "\(name)_image"], """
+                local sigmas = \(name)_sigmas
+                local denoiser = m:denoiser()
+                local cond, uncond = m:encode("a red fox in the snow"), m:encode("blurry")
+                local function guided(x, sigma)
+                    local u = denoiser(x, sigma, uncond)
+                    return u + (denoiser(x, sigma, cond) - u) * 7.5
+                end
+                local x = kiri.samplers.\(sampler)(guided, latents * \(start), sigmas, {})
+                print(relative(x, \(name)_latents))
+                print(relative(m:decode(x), \(name)_image))
+                """)
+            XCTAssertEqual(numbers.count, 2, name)
+            print("\(name): final latents \(numbers[0]), decoded image \(numbers[1]) (max relative errors)")
+            XCTAssertLessThanOrEqual(numbers[1], 1e-3, name)
+        }
+    }
+
+    /// Kiri's schedules give diffusers' sigmas for this model (its scheduler config, "linspace" as diffusers'
+    /// from_config gives the Euler and DPM schedulers here; see the fixture's README).
+    func testPipelineSchedulesMatchDiffusers() throws {
+        let numbers = try pipelineRun(["euler_sigmas", "euler_karras_sigmas"], """
+            local schedule = {n = 6, spacing = "linspace"}
+            for key, value in pairs(m.info.schedule) do schedule[key] = value end
+            print(relative(kiri.schedules.discrete(schedule), euler_sigmas))
+            local sigmas = m:denoiser().sigmas
+            print(relative(kiri.schedules.karras{n = 6, sigma_min = sigmas[1], sigma_max = sigmas[#sigmas]}, euler_karras_sigmas))
+            """)
+        XCTAssertEqual(numbers.count, 2)
+        print("sigmas: discrete \(numbers[0]), karras \(numbers[1]) (max relative errors)")
+        for error in numbers { XCTAssertLessThanOrEqual(error, 1e-5) }
+    }
+}
