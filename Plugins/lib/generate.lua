@@ -13,8 +13,8 @@
 --     model); init may give `latents =` (samples to start from, encoded) instead of `image =`
 --     init, for img2img and inpainting: {image =, mask =, strength = 0..1}; image is a PNG's path or a
 --     [1 or batch, C, H, W] image in [-1, 1], mask a PNG's path or a [1, 1, H, W] tensor, 1 where to
---     paint (lib/recipe.lua load_image and load_mask read the PNGs); a latent model encodes the image with its
---     VAE and takes the mask's mean over each latent pixel
+--     paint (lib/recipe.lua load_image and load_mask read the PNGs; without width and height, the image sets
+--     the size); a latent model encodes the image with its VAE and takes the mask's mean over each latent pixel
 --     hooks: the guider's pre_cfg, cfg, post_cfg and patches (guidance/cfg.lua), and the sampler's
 --     on_step(info) (its callback: info.i, steps, x, sigma, denoised; returning "stop" ends the run with
 --     that step's denoised) and noise_sampler(sigma, sigma_next) -> noise
@@ -64,9 +64,13 @@ function generate.open(p)
     return kiri.models[p.model]()
 end
 
--- The sample and image shapes at p's size.
-local function shapes(model, p)
+-- The sample and image shapes at p's size, else the init image's (a PNG's path), else the model's own.
+local function shapes(model, p, init)
     local width, height = p.width or 0, p.height or 0
+    if width == 0 and height == 0 and init and type(init.image) == "string" then
+        local size = kiri.image.load(init.image):shape()
+        width, height = size[3], size[2]
+    end
     if width == 0 and height == 0 then return model.sample_shape, model.image_shape end
     return model:sample_shape_for(width > 0 and width or nil, height > 0 and height or nil)
 end
@@ -76,7 +80,7 @@ local function mask_for(mask, sample_shape)
     local h, w = sample_shape[2], sample_shape[3]
     local factor = mask:size(3) // h
     if factor == 1 then return mask end
-    return mask:reshape({1, 1, h, factor, w, factor}):mean(6):mean(4)
+    return mask:reshape({h, factor, w, factor}):mean(4):mean(2):reshape({1, 1, h, w})
 end
 
 -- Both entry points tail-call this, so that errors raised at level 3 below point at the recipe's line.
@@ -90,7 +94,7 @@ local function sample(p, init, hooks, model, decode)
         steps_offset = model.info.steps_offset}
     for key, value in pairs(model.info.schedule or {}) do schedule_opts[key] = value end
     local sigmas = kiri.schedules[p.schedule](schedule_opts)
-    local sample_shape, image_shape = shapes(model, p)
+    local sample_shape, image_shape = shapes(model, p, init)
     local noise = kiri.randn({p.batch, table.unpack(sample_shape)}, p.seed)
     local image, mask = init and (init.latents or init.image), init and init.mask
     if init then

@@ -13,11 +13,14 @@
 --   [a|b|c]         step s uses alternative (s - 1) % n + 1; alternatives may be empty ([fe|]male)
 --   nesting         any of these inside another: [[a|b]:c:0.5], [a:[b|c]:3]
 --   \[ \] \: \| \( \) \\
---                   a backslash makes the next character literal
+--                   a backslash makes the next character literal (before a bracket or backslash it stays in
+--                   the text, for the model's emphasis parser)
+--   (text) (text:1.2) [text]
+--                   A1111's emphasis: passed on in the text, for a model's encode to weigh (m:encode does);
+--                   edits and alternations inside work
 --   a :0.7 AND b    composable parts, split on the word AND; each may end in a weight ":NUMBER"
 --                   (default 1). A part with no text is an error, unless it is the whole prompt:
 --                   "" is the unconditional prompt.
---   A1111's emphasis, (text), (text:1.2) and [text], is an error: no model here weights tokens.
 --   Brackets nest at most 64 deep.
 -- A parse error names the column (1-based, in characters of the whole prompt) and what is wrong:
 --   prompt: column 9: '[' at column 1 is never closed
@@ -69,7 +72,7 @@ end
 
 local SPECIAL = "[\\%[%]():|]"
 
-local group
+local group, emphasis
 
 -- Literal text and [...] groups, up to an unescaped ':', '|' or ']', or the end of the part.
 local function sequence(reader)
@@ -87,14 +90,15 @@ local function sequence(reader)
         local character = text:sub(special, special)
         if character == "\\" then
             if special == reader.last then fail(text, special, "'\\' at the end escapes nothing") end
-            literal[#literal + 1] = text:sub(special + 1, special + 1)
+            local escaped = text:sub(special + 1, special + 1)
+            literal[#literal + 1] = escaped:find("^[%[%]()\\]") and "\\" .. escaped or escaped
             reader.position = special + 2
         elseif character == "[" then
             flush()
             nodes[#nodes + 1] = group(reader)
-        elseif character == "(" or character == ")" then
-            fail(text, special, "'%s' is A1111's emphasis, which is not supported; write \\%s for a literal '%s'",
-                character, character, character)
+        elseif character == "(" then
+            flush()
+            nodes[#nodes + 1] = emphasis(reader)
         else
             break
         end
@@ -103,12 +107,9 @@ local function sequence(reader)
     return nodes
 end
 
--- The edit or alternation a [...] holds, from its segments (split at its separators).
-local function bracketed(text, open, segments, separators)
-    if #separators == 0 then
-        fail(text, open, "[...] needs ':' (prompt editing) or '|' (alternation); A1111's [text] emphasis is "
-            .. "not supported (write \\[ and \\] for literal brackets)")
-    end
+-- The edit, alternation or emphasis ([text]) a [...] holds, from its segments (split at its separators).
+local function bracketed(text, segments, separators)
+    if #separators == 0 then return {open = "[", nodes = segments[1].nodes, close = "]"} end
     local kind = separators[1].character
     for _, separator in ipairs(separators) do
         if separator.character ~= kind then
@@ -156,11 +157,42 @@ function group(reader)
                 reader.before_and and " before AND" or "")
         end
         local character = text:sub(reader.position, reader.position)
+        if character == ")" then fail(text, reader.position, "unexpected ')'") end
         if character ~= "]" then separators[#separators + 1] = {character = character, position = reader.position} end
     until character == "]"
     reader.position = reader.position + 1
     reader.depth = reader.depth - 1
-    return bracketed(text, open, segments, separators)
+    return bracketed(text, segments, separators)
+end
+
+-- A (...) at reader.position: A1111's emphasis, (text) or (text:weight), kept for the model's encode.
+function emphasis(reader)
+    local text, open = reader.text, reader.position
+    reader.depth = (reader.depth or 0) + 1
+    if reader.depth > MAX_DEPTH then fail(text, open, "brackets nested more than %d deep", MAX_DEPTH) end
+    reader.position = reader.position + 1
+    local nodes = sequence(reader)
+    local close = ")"
+    local character = text:sub(reader.position, reader.position)
+    if reader.position <= reader.last and character == ":" then
+        local stop = text:find(")", reader.position, true)
+        local written = stop and stop <= reader.last and text:sub(reader.position + 1, stop - 1):match("^%s*(.-)%s*$")
+        if not written or weight_number(written) == nil then
+            fail(text, reader.position + 1, "the weight in (text:weight) must be a number followed by ')', got '%s'",
+                text:sub(reader.position + 1, (stop and stop <= reader.last) and stop - 1 or reader.last))
+        end
+        close = text:sub(reader.position, stop)
+        reader.position = stop
+        character = ")"
+    end
+    if reader.position > reader.last then
+        fail(text, reader.position, "'(' at column %d is never closed%s", column(text, open),
+            reader.before_and and " before AND" or "")
+    end
+    if character ~= ")" then fail(text, reader.position, "'%s' inside (...) at column %d", character, column(text, open)) end
+    reader.position = reader.position + 1
+    reader.depth = reader.depth - 1
+    return {open = "(", nodes = nodes, close = close}
 end
 
 -- AND part `index` of `count`: text:sub(first, last), with its weight.
@@ -170,7 +202,7 @@ local function part(text, first, last, index, count)
     local weight, body = 1.0, last
     if reader.position <= last then
         local character = text:sub(reader.position, reader.position)
-        if character == "]" then fail(text, reader.position, "unexpected ']'") end
+        if character == "]" or character == ")" then fail(text, reader.position, "unexpected '%s'", character) end
         if character == "|" then
             fail(text, reader.position, "'|' outside [...]; write \\| for a literal '|'")
         end
@@ -257,6 +289,10 @@ local function render(nodes, step, steps, out)
             out[#out + 1] = node
         elseif node.options then
             render(node.options[(step - 1) % #node.options + 1], step, steps, out)
+        elseif node.open then
+            out[#out + 1] = node.open
+            render(node.nodes, step, steps, out)
+            out[#out + 1] = node.close
         else
             render(step <= edit_step(node, steps) and node.from or node.to, step, steps, out)
         end
@@ -285,6 +321,8 @@ local function collect(nodes, steps, found)
         if type(node) == "table" and node.options then
             for step = 1, steps do found[step] = true end
             for _, option in ipairs(node.options) do collect(option, steps, found) end
+        elseif type(node) == "table" and node.open then
+            collect(node.nodes, steps, found)
         elseif type(node) == "table" then
             local step = edit_step(node, steps)
             if step >= 1 then found[step] = true end

@@ -47,7 +47,10 @@ final class PromptScheduleTests: XCTestCase {
         Golden(prompt: "[a:[b|c]:3]", texts: ["a", "a", "a", "c", "b", "c"]),
         Golden(prompt: "a[b:[c:d:2]:1]e", texts: ["abe", "ace", "ade", "ade"]),
         // Escapes.
-        Golden(prompt: #"\[a\:b\] \(c\) x\|y \\ [d:e:1]"#, texts: [#"[a:b] (c) x|y \ d"#, #"[a:b] (c) x|y \ e"#]),
+        // Escaped brackets and backslashes keep their backslash for the model's emphasis parser, as A1111's do.
+        Golden(prompt: #"\[a\:b\] \(c\) x\|y \\ [d:e:1]"#, texts: [#"\[a:b\] \(c\) x|y \\ d"#, #"\[a:b\] \(c\) x|y \\ e"#]),
+        // Emphasis passes through, with edits inside it and it inside edits.
+        Golden(prompt: "a (b:1.2) [c] [(d):e:1] ([f|g])", texts: ["a (b:1.2) [c] (d) (f)", "a (b:1.2) [c] e (g)"]),
         // AND parts and their weights; AND is a whole word.
         Golden(prompt: "sneaker :0.7 AND [sandal|boot] :0.3",
                texts: ["sneaker AND sandal ", "sneaker AND boot ", "sneaker AND sandal "], weights: [0.7, 0.3]),
@@ -122,10 +125,10 @@ final class PromptScheduleTests: XCTestCase {
             ("[a:b:c:3]", "column 7: too many ':' in [from:to:when]"),
             ("[a|b:3]", "column 5: ':' in a [...] that has '|'; nest brackets to combine editing and alternation"),
             ("[a:[b|c:3]", "column 8: ':' in a [...] that has '|'; nest brackets to combine editing and alternation"),
-            ("a (b) c", #"column 3: '(' is A1111's emphasis, which is not supported; write \( for a literal '('"#),
-            (#"a \(b) c"#, #"column 6: ')' is A1111's emphasis, which is not supported; write \) for a literal ')'"#),
-            ("[sneaker]", "column 1: [...] needs ':' (prompt editing) or '|' (alternation); A1111's [text] emphasis "
-                + #"is not supported (write \[ and \] for literal brackets)"#),
+            ("a (b c", "column 7: '(' at column 3 is never closed"),
+            (#"a \(b) c"#, "column 6: unexpected ')'"),
+            ("(a:x)", "column 4: the weight in (text:weight) must be a number followed by ')', got 'x'"),
+            ("[a)]", "column 3: unexpected ')'"),
             ("a AND", "column 6: AND part 2 is empty"),
             ("AND b", "column 1: AND part 1 is empty"),
             ("a AND  AND b", "column 6: AND part 2 is empty"),

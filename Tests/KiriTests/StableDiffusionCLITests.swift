@@ -1,0 +1,87 @@
+import Foundation
+import KiriImage
+import KiriTensor
+import XCTest
+
+/// Stable Diffusion as a user runs it, on the tiny random pipeline of Tests/Fixtures/models/pipeline: `kiri sample
+/// --model`, the recipes with model=, hires fix, img2img and inpainting through the VAE, `kiri run --from`, and the
+/// bad input the issue lists (a size not a multiple of 8, unbalanced brackets, a truncated file, an unknown family).
+final class StableDiffusionCLITests: CLITestCase {
+    static let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/models/pipeline/tiny-sd").path
+
+    func png(_ name: String) throws -> PNGImage { try PNGImage.read(path: folder.appendingPathComponent(name).path) }
+
+    func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path) }
+
+    func testSampleWithAModelFolderWritesAnImageThatRunFromReproduces() throws {
+        let made = try kiri(["sample", "--model", Self.model, "--prompt", "a (red:1.2) fox in the snow", "--negative", "blurry",
+                             "--width", "64", "--height", "48", "--steps", "3", "--cfg", "7", "--seed", "3", "-o", "fox.png"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let image = try png("fox.png")
+        XCTAssertEqual([image.width, image.height, image.channels], [64, 48, 3])
+        let parameters = image.text.first { $0.key == "parameters" }?.value ?? ""
+        XCTAssertTrue(parameters.hasPrefix("a (red:1.2) fox in the snow\nNegative prompt: blurry\nSteps: 3"), parameters)
+        XCTAssertTrue(parameters.contains("Size: 64x48"), parameters)
+
+        let again = try kiri(["run", "--from", "fox.png", "--allow", Self.model, "-o", "again"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try Data(contentsOf: folder.appendingPathComponent("again/fox.png")),
+                       try Data(contentsOf: folder.appendingPathComponent("fox.png")))
+        let other = try kiri(["sample", "--model", Self.model, "--prompt", "a (red:1.2) fox in the snow", "--negative", "blurry",
+                              "--width", "64", "--height", "48", "--steps", "3", "--cfg", "7", "--seed", "4", "-o", "other.png"])
+        XCTAssertEqual(other.status, 0, other.stderr)
+        XCTAssertNotEqual(try png("other.png").pixels, image.pixels, "the seed changes the image")
+    }
+
+    func testHiresImg2ImgAndInpaintingThroughTheVAE() throws {
+        let hires = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/hires.lua",
+                              "model=\(Self.model)", "prompt=a fox", "width=64", "height=64", "scale=1.5", "steps=2",
+                              "denoise=0.6", "out=hires.png"])
+        XCTAssertEqual(hires.status, 0, hires.stderr)
+        XCTAssertEqual([try png("hires.png").width, try png("hires.png").height], [96, 96])
+        let pixels = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/hires.lua", "model=\(Self.model)",
+                               "prompt=a fox", "width=64", "height=64", "scale=2", "upscaler=lanczos", "steps=2", "out=lanczos.png"])
+        XCTAssertEqual(pixels.status, 0, pixels.stderr)
+        XCTAssertEqual(try png("lanczos.png").width, 128)
+
+        let start = folder.appendingPathComponent("hires.png").path
+        let mask = folder.appendingPathComponent("mask.png").path
+        let right = try Tensor(shape: [1, 96, 96])
+        for row in 0..<96 { for column in 48..<96 { right.data[row * 96 + column] = 1 } }
+        try PNGImage(tensor: right, text: []).save(to: mask)
+        let img2img = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/img2img.lua", "model=\(Self.model)",
+                                "init=\(start)", "prompt=a fox", "steps=4", "strength=0.5", "out=i2i.png"])
+        XCTAssertEqual(img2img.status, 0, img2img.stderr)
+        XCTAssertEqual(try png("i2i.png").width, 96)
+        let inpaint = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/inpaint.lua", "model=\(Self.model)",
+                                "init=\(start)", "mask=\(mask)", "prompt=a fox", "steps=3", "out=inpaint.png"])
+        XCTAssertEqual(inpaint.status, 0, inpaint.stderr)
+        XCTAssertEqual(try png("inpaint.png").width, 96)
+    }
+
+    func testBadInputSaysWhatIsWrongAndWritesNothing() throws {
+        let size = try kiri(["sample", "--model", Self.model, "--prompt", "a fox", "--width", "60", "--height", "64", "-o", "a.png"])
+        XCTAssertEqual(size.status, 1)
+        XCTAssertTrue(size.stderr.contains("width must be a positive multiple of 8"), size.stderr)
+        let brackets = try kiri(["sample", "--model", Self.model, "--prompt", "a (red fox", "--steps", "2", "-o", "b.png"])
+        XCTAssertEqual(brackets.status, 1)
+        XCTAssertTrue(brackets.stderr.contains("prompt: column 11: '(' at column 3 is never closed"), brackets.stderr)
+
+        let truncated = folder.appendingPathComponent("truncated.safetensors").path
+        let whole = try Data(contentsOf: URL(fileURLWithPath: Self.model + "/unet/diffusion_pytorch_model.safetensors"))
+        try whole.prefix(whole.count / 2).write(to: URL(fileURLWithPath: truncated))
+        let cut = try kiri(["sample", "--model", truncated, "--prompt", "a fox", "-o", "c.png"])
+        XCTAssertEqual(cut.status, 1)
+        XCTAssertTrue(cut.stderr.contains("truncated.safetensors: "), cut.stderr)
+
+        let unknown = folder.appendingPathComponent("unknown.safetensors").path
+        let header = Array(#"{"some.other.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.utf8)
+        try Data(withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header + [0, 0, 0, 0])
+            .write(to: URL(fileURLWithPath: unknown))
+        let family = try kiri(["info", unknown])
+        XCTAssertEqual(family.status, 1)
+        XCTAssertTrue(family.stderr.contains("unknown.safetensors: "), family.stderr)
+        for name in ["a.png", "b.png", "c.png"] { XCTAssertFalse(exists(name), name) }
+    }
+}
