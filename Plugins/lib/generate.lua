@@ -1,7 +1,8 @@
 -- The pipeline the recipes share: prompt -> conditioning -> guided denoiser -> sigmas -> noise -> sampler
 --
 --   generate.open(p) -> the model p.model names: a file or folder (kiri.models.load: a diffusers pipeline, a
---     single-file checkpoint, ...) when it has a "/", "." or ":", else a kiri.models plugin ("default")
+--     single-file checkpoint, ...) when it has a "/", "." or ":", else a kiri.models plugin ("default"); with
+--     p.vae, a VAE file to use instead of the model's own
 --   generate.sample(p [, init [, hooks [, model]]]) -> images [batch, C, H, W] in [-1, 1]: the samples, decoded
 --     by the model (m:decode; latent models' VAE)
 --     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model, and optionally
@@ -60,7 +61,9 @@ local function schedule(text, steps, encode)
 end
 
 function generate.open(p)
-    if p.model:find("[/.:]") then return kiri.models.load(p.model) end
+    local vae = p.vae ~= nil and p.vae ~= "" and p.vae or nil
+    if p.model:find("[/.:]") then return kiri.models.load(p.model, {vae = vae}) end
+    if vae then error("vae= needs model=PATH (a Stable Diffusion checkpoint)", 3) end
     return kiri.models[p.model]()
 end
 

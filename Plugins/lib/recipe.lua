@@ -81,7 +81,8 @@ end
 -- The order A1111 writes them in; fields that are nil or empty are left out.
 local ordered = {
     {"steps", "Steps"}, {"sampler", "Sampler"}, {"schedule", "Schedule type"}, {"cfg", "CFG scale"}, {"guidance", "Guidance"},
-    {"seed", "Seed"}, {"size", "Size"}, {"model", "Model"}, {"strength", "Denoising strength"},
+    {"seed", "Seed"}, {"size", "Size"}, {"model", "Model"}, {"vae", "VAE"}, {"clip_skip", "Clip skip"},
+    {"strength", "Denoising strength"},
     {"batch", "Batch size"}, {"position", "Batch pos"},
 }
 
@@ -91,12 +92,17 @@ local function quoted(value)
     return value
 end
 
+-- Models and VAEs by their file's name, as A1111 shows them (and no host folder goes into a shared PNG).
+local function file_name(path) return (path:match("([^/]+)/?$") or path):gsub("%.safetensors$", "") end
+
 function recipe.parameters_text(fields)
     local lines = {fields.prompt or ""}
     if fields.negative and fields.negative ~= "" then lines[#lines + 1] = "Negative prompt: " .. fields.negative end
     local settings = {}
     for _, pair in ipairs(ordered) do
         local value = fields[pair[1]]
+        if (pair[1] == "model" or pair[1] == "vae") and value ~= nil then value = file_name(value) end
+        if pair[1] == "clip_skip" and (value or 0) <= 1 then value = nil end   -- A1111 shows only a skip
         if value ~= nil and value ~= "" then settings[#settings + 1] = pair[2] .. ": " .. quoted(value) end
     end
     lines[#lines + 1] = table.concat(settings, ", ")

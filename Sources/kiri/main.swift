@@ -161,6 +161,7 @@ extension KiriCommand {
         @Option(help: "Image width in pixels, a multiple of 8 (default: the model's).") var width = 0
         @Option(help: "Image height in pixels, a multiple of 8 (default: the model's).") var height = 0
         @Option(help: "A1111's Clip skip: 2 takes the text encoder's penultimate layer (default 1, the last).") var clipSkip = 1
+        @Option(help: "A VAE .safetensors file to use instead of the model's own (LDM or diffusers layout).") var vae: String?
         @Option(help: "Sampler steps.") var steps = 20
         @Option(help: "Classifier-free guidance scale.") var cfg = 4.0
         @Option(help: "A sampler plugin (kiri list samplers).") var sampler = "dpmpp_2m"
@@ -181,7 +182,7 @@ extension KiriCommand {
                 "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
                 "sampler=\(sampler)", "schedule=\(schedule)", "guidance=\(guidance)", "seed=\(seed)", "batch=\(batch)",
                 "out=\(FileAccess.name(of: output))", "width=\(width)", "height=\(height)", "clip_skip=\(clipSkip)",
-            ] + (model.map { ["model=\($0)"] } ?? [])
+            ] + (model.map { ["model=\($0)"] } ?? []) + (vae.map { ["vae=\($0)"] } ?? [])
             let request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
                 limits: SandboxLimits(timeout: timeout), outputDirectory: folder,

@@ -34,6 +34,28 @@ final class StableDiffusionCLITests: CLITestCase {
         XCTAssertNotEqual(try png("other.png").pixels, image.pixels, "the seed changes the image")
     }
 
+    /// `--vae` replaces the model's VAE: here one in LDM's layout (the VAE of a single-file checkpoint, whose
+    /// downscale factor is 2 where the pipeline's is 8, so the latents are 32² for a 64² image and the PNG says so).
+    func testAVAEFileReplacesTheModelsOwn() throws {
+        let vae = URL(fileURLWithPath: Self.model).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("singlefile/sd1.safetensors").path
+        let made = try kiri(["sample", "--model", Self.model, "--vae", vae, "--prompt", "a fox", "--width", "64", "--height", "64",
+                             "--steps", "2", "--clip-skip", "2", "-o", "vae.png"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let image = try png("vae.png")
+        XCTAssertEqual([image.width, image.height], [64, 64])
+        let parameters = image.text.first { $0.key == "parameters" }?.value ?? ""
+        XCTAssertTrue(parameters.hasSuffix("Size: 64x64, Model: tiny-sd, VAE: sd1, Clip skip: 2"), parameters)
+        let plain = try kiri(["sample", "--model", Self.model, "--prompt", "a fox", "--width", "64", "--height", "64",
+                              "--steps", "2", "--clip-skip", "2", "-o", "plain.png"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertNotEqual(try png("plain.png").pixels, image.pixels)
+        let notVAE = try kiri(["sample", "--model", Self.model, "--vae", Self.model + "/unet/diffusion_pytorch_model.safetensors",
+                               "--prompt", "a fox", "-o", "bad.png"])
+        XCTAssertEqual(notVAE.status, 1)
+        XCTAssertTrue(notVAE.stderr.contains("diffusion_pytorch_model.safetensors: not a VAE"), notVAE.stderr)
+    }
+
     func testHiresImg2ImgAndInpaintingThroughTheVAE() throws {
         let hires = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/hires.lua",
                               "model=\(Self.model)", "prompt=a fox", "width=64", "height=64", "scale=1.5", "steps=2",

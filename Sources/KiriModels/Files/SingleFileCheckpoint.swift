@@ -66,6 +66,25 @@ public final class SingleFileCheckpoint {
         schedulerConfig = try SchedulerConfig(json: schedulerJSON, path: "\(file.path) (inferred scheduler_config.json)")
     }
 
+    /// A VAE file on its own (`vae=PATH`, A1111's "SD VAE"): in LDM's layout, as A1111's VAE files are (with or
+    /// without `first_stage_model.`), or in diffusers' (then with `config.json` beside it, or `fallback`, the
+    /// pipeline's own VAE config). Returns its tensors under diffusers' keys and its config.
+    public static func standaloneVAE(_ file: SafetensorsFile, fallback: AutoencoderKLConfig?) throws(ModelFileError)
+        -> (weights: any TensorSource, config: AutoencoderKLConfig) {
+        for prefix in ["", SingleFileKeys.vaePrefix] where file.info(prefix + "encoder.down.0.block.0.conv2.weight") != nil {
+            let layout = try VAELayout(Shapes(file), prefix: prefix)
+            let config = try AutoencoderKLConfig(json: layout.config(sampleSize: 512), path: "\(file.path) (inferred vae/config.json)")
+            return (TensorMap(file, SingleFileKeys.vae(file, levels: layout.channels.count, prefix: prefix)), config)
+        }
+        guard file.info("encoder.down_blocks.0.resnets.0.conv1.weight") != nil else {
+            throw ModelFileError(file.path, "not a VAE: it has neither LDM's 'encoder.down.0.block.0.conv2.weight' nor diffusers' 'encoder.down_blocks.0.resnets.0.conv1.weight'")
+        }
+        let beside = ModelFiles.folder(of: file.path) + "/config.json"
+        if FileManager.default.fileExists(atPath: beside) { return (file, try AutoencoderKLConfig(path: beside)) }
+        guard let fallback else { throw ModelFileError(file.path, "a diffusers VAE needs its config.json beside it") }
+        return (file, fallback)
+    }
+
     /// Keys only other families have, checked first so that the error names what the file is.
     private static func refuseOtherFamilies(_ file: SafetensorsFile) throws(ModelFileError) {
         if let key = file.names.first(where: { $0.hasPrefix("conditioner.embedders.") }) {
@@ -283,8 +302,7 @@ struct VAELayout {
     var channels: [Int] = []
     var hasMidAttention: Bool, hasQuantConv: Bool, hasPostQuantConv: Bool
 
-    init(_ shapes: Shapes) throws(ModelFileError) {
-        let prefix = SingleFileKeys.vaePrefix
+    init(_ shapes: Shapes, prefix: String = SingleFileKeys.vaePrefix) throws(ModelFileError) {
         inChannels = try shapes.required(prefix + "encoder.conv_in.weight", rank: 4)[1]
         outChannels = try shapes.required(prefix + "decoder.conv_out.weight", rank: 4)[0]
         latentChannels = try shapes.required(prefix + "decoder.conv_in.weight", rank: 4)[1]

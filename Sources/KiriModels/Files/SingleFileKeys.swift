@@ -101,10 +101,10 @@ enum SingleFileKeys {
     /// LDM's Encoder/Decoder (ldm/modules/diffusionmodules/model.py) against diffusers' AutoencoderKL: the decoder's
     /// `up.{i}` counts from the bottom where diffusers' `up_blocks` count from the top; the mid attention's q, k,
     /// v and proj_out are 1×1 convs [C, C, 1, 1] there and linear layers [C, C] here.
-    static func vae(_ file: SafetensorsFile, levels: Int) -> Entries {
+    static func vae(_ file: SafetensorsFile, levels: Int, prefix: String = vaePrefix) -> Entries {
         var entries: Entries = []
-        for name in file.names where name.hasPrefix(vaePrefix) {
-            let key = String(name.dropFirst(vaePrefix.count))
+        for name in file.names where name.hasPrefix(prefix) {
+            let key = String(name.dropFirst(prefix.count))
             guard let (mapped, isAttention) = vaeKey(key, levels: levels) else { continue }
             var shape = file.info(name)!.shape
             if isAttention, shape.count > 2, shape.dropFirst(2).allSatisfy({ $0 == 1 }) { shape = Array(shape.prefix(2)) }

@@ -24,12 +24,20 @@ public final class DiffusionPipeline {
     /// Elements in every network's parameters.
     public var parameterCount: Int { unet.parameterCount + (textEncoder?.parameterCount ?? 0) + (vae?.parameterCount ?? 0) }
 
-    /// Loads `path` (PipelineFiles.locate). `bundledTokenizer` gives the CLIP BPE Kiri ships, for single files,
-    /// which carry none (its argument is the pad token).
-    public init(files: PipelineFiles, bundledTokenizer: (String?) throws -> CLIPTokenizer) throws {
+    /// Loads `files` (PipelineFiles.locate), with the VAE of `vaeFile` instead of the model's own when given (a
+    /// `.safetensors` file, SingleFileCheckpoint.standaloneVAE). `bundledTokenizer` gives the CLIP BPE Kiri ships,
+    /// for single files, which carry none (its argument is the pad token).
+    public init(files: PipelineFiles, vaeFile: String? = nil, bundledTokenizer: (String?) throws -> CLIPTokenizer) throws {
         self.files = files
+        /// The VAE: `vaeFile`'s, or `own` with its config.
+        func loadVAE(_ config: AutoencoderKLConfig, _ own: @autoclosure () throws -> any TensorSource) throws -> AutoencoderKL {
+            guard let vaeFile else { return try AutoencoderKL(config: config, weights: own()) }
+            let standalone = try SingleFileCheckpoint.standaloneVAE(SafetensorsFile(path: vaeFile), fallback: config)
+            return try AutoencoderKL(config: standalone.config, weights: standalone.weights)
+        }
         switch files.layout {
         case .network(let modelFiles):
+            if let vaeFile { throw ModelFileError(vaeFile, "this model has no VAE to replace: it denoises pixels") }
             let weights = try SafetensorsFile(path: modelFiles.weights)
             unet = try UNet(config: UNetConfig(path: modelFiles.config), weights: weights)
             scheduler = try modelFiles.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
@@ -46,7 +54,7 @@ public final class DiffusionPipeline {
                 try CLIPTextModel(config: textConfig!, weights: SafetensorsFile(path: files.weights))
             }
             vae = try vaeFiles.map { files in
-                try AutoencoderKL(config: AutoencoderKLConfig(path: files.config), weights: SafetensorsFile(path: files.weights))
+                try loadVAE(AutoencoderKLConfig(path: files.config), try SafetensorsFile(path: files.weights))
             }
             tokenizer = try tokenizerFolder.map { folder throws(ModelFileError) in try CLIPTokenizer(folder: folder) }
             family = Self.family(unetConfig, textConfig)
@@ -59,8 +67,7 @@ public final class DiffusionPipeline {
             scheduler = checkpoint.schedulerConfig
             let textConfig = try CLIPTextConfig(json: Self.parse(checkpoint.textEncoderConfigText, path), path: path)
             textEncoder = try CLIPTextModel(config: textConfig, weights: checkpoint.textEncoder)
-            vae = try AutoencoderKL(config: AutoencoderKLConfig(json: Self.parse(checkpoint.vaeConfigText, path), path: path),
-                                    weights: checkpoint.vae)
+            vae = try loadVAE(AutoencoderKLConfig(json: Self.parse(checkpoint.vaeConfigText, path), path: path), checkpoint.vae)
             // SD2's OpenCLIP tokenizer pads with "!" (id 0), SD1's with its end token (diffusers' tokenizer folders).
             tokenizer = try bundledTokenizer(checkpoint.family == .sd2 ? "!" : nil)
             family = checkpoint.family == .sd2 ? .sd2 : .sd1

@@ -127,8 +127,12 @@ local function model_object(handle)
     })
 end
 
-api.models.load = function(...)
-    local ok, handle = pcall(load, ...)
+-- kiri.models.load(path [, opts]): opts.vae, a VAE file to use instead of the model's own.
+api.models.load = function(path, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+        error(format("bad argument #2 to 'load' (table or nil expected, got %s)", type(opts)), 2)
+    end
+    local ok, handle = pcall(load, path, opts and opts.vae)
     if not ok then error(handle, 2) end
     return model_object(handle)
 end
