@@ -62,7 +62,11 @@ end
 
 function generate.open(p)
     local vae = p.vae ~= nil and p.vae ~= "" and p.vae or nil
-    if p.model:find("[/.:]") then return kiri.models.load(p.model, {vae = vae}) end
+    if p.model:find("[/.:]") then
+        local model = kiri.models.load(p.model, {vae = vae})
+        p.model_hash = p.model_hash or model:hash()   -- for the PNG's "Model hash", as A1111 writes it
+        return model
+    end
     if vae then error("vae= needs model=PATH (a Stable Diffusion checkpoint)", 3) end
     return kiri.models[p.model]()
 end

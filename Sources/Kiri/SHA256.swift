@@ -3,7 +3,12 @@
 enum SHA256 {
     /// The digest of `bytes` as 64 lowercase hex digits.
     static func hex<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> String {
-        digest(Array(bytes)).map { String($0, radix: 16).leftPadded(to: 8) }.joined()
+        Array(bytes).withUnsafeBytes { hex($0) }
+    }
+
+    /// The digest of `bytes` (a mapped file's, say) as 64 lowercase hex digits, read in place.
+    static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        digest(bytes).map { String($0, radix: 16).leftPadded(to: 8) }.joined()
     }
 
     private static let roundConstants: [UInt32] = [
@@ -17,33 +22,44 @@ enum SHA256 {
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ]
 
-    private static func digest(_ message: [UInt8]) -> [UInt32] {
+    /// Whole 64-byte blocks straight from `message`; the last partial block with its padding (a 1 bit, zeros to 56
+    /// mod 64 bytes, the length in bits, big-endian) from a small buffer.
+    private static func digest(_ message: UnsafeRawBufferPointer) -> [UInt32] {
         var hash: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
-        // Padding: a 1 bit, zeros to 56 mod 64 bytes, then the message length in bits, big-endian.
-        var padded = message + [0x80]
-        padded += [UInt8](repeating: 0, count: (56 - padded.count % 64 + 64) % 64)
-        let bits = UInt64(message.count) &* 8
-        padded += (0..<8).reversed().map { UInt8(truncatingIfNeeded: bits >> (8 * UInt64($0))) }
+        let whole = message.count / 64 * 64
         var schedule = [UInt32](repeating: 0, count: 64)
-        for block in stride(from: 0, to: padded.count, by: 64) {
-            for t in 0..<16 {
-                schedule[t] = (0..<4).reduce(0) { $0 << 8 | UInt32(padded[block + 4 * t + $1]) }
-            }
-            for t in 16..<64 {
-                let s0 = rotate(schedule[t - 15], 7) ^ rotate(schedule[t - 15], 18) ^ (schedule[t - 15] >> 3)
-                let s1 = rotate(schedule[t - 2], 17) ^ rotate(schedule[t - 2], 19) ^ (schedule[t - 2] >> 10)
-                schedule[t] = schedule[t - 16] &+ s0 &+ schedule[t - 7] &+ s1
-            }
-            var (a, b, c, d, e, f, g, h) = (hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7])
-            for t in 0..<64 {
-                let t1 = h &+ (rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)) &+ ((e & f) ^ (~e & g))
-                    &+ roundConstants[t] &+ schedule[t]
-                let t2 = (rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)) &+ ((a & b) ^ (a & c) ^ (b & c))
-                (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-            }
-            for (index, value) in [a, b, c, d, e, f, g, h].enumerated() { hash[index] &+= value }
+        if let base = message.baseAddress {
+            for block in stride(from: 0, to: whole, by: 64) { compress(base + block, &hash, &schedule) }
+        }
+        var tail = Array(message[whole...]) + [0x80]
+        tail += [UInt8](repeating: 0, count: (56 - tail.count % 64 + 64) % 64)
+        let bits = UInt64(message.count) &* 8
+        tail += (0..<8).reversed().map { UInt8(truncatingIfNeeded: bits >> (8 * UInt64($0))) }
+        tail.withUnsafeBytes { tail in
+            for block in stride(from: 0, to: tail.count, by: 64) { compress(tail.baseAddress! + block, &hash, &schedule) }
         }
         return hash
+    }
+
+    private static func compress(_ block: UnsafeRawPointer, _ hash: inout [UInt32], _ schedule: inout [UInt32]) {
+        schedule.withUnsafeMutableBufferPointer { w in
+            for t in 0..<16 { w[t] = UInt32(bigEndian: block.loadUnaligned(fromByteOffset: 4 * t, as: UInt32.self)) }
+            for t in 16..<64 {
+                let s0 = rotate(w[t - 15], 7) ^ rotate(w[t - 15], 18) ^ (w[t - 15] >> 3)
+                let s1 = rotate(w[t - 2], 17) ^ rotate(w[t - 2], 19) ^ (w[t - 2] >> 10)
+                w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
+            }
+            var (a, b, c, d, e, f, g, h) = (hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7])
+            roundConstants.withUnsafeBufferPointer { k in
+                for t in 0..<64 {
+                    let t1 = h &+ (rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)) &+ ((e & f) ^ (~e & g)) &+ k[t] &+ w[t]
+                    let t2 = (rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)) &+ ((a & b) ^ (a & c) ^ (b & c))
+                    (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+                }
+            }
+            hash[0] &+= a; hash[1] &+= b; hash[2] &+= c; hash[3] &+= d
+            hash[4] &+= e; hash[5] &+= f; hash[6] &+= g; hash[7] &+= h
+        }
     }
 
     private static func rotate(_ value: UInt32, _ count: UInt32) -> UInt32 { value >> count | value << (32 - count) }

@@ -95,3 +95,23 @@ extension ModelAPITests {
         for error in numbers { XCTAssertLessThanOrEqual(error, 1e-5) }
     }
 }
+
+extension ModelAPITests {
+    /// m:hash() is A1111's short hash: the first 10 hex digits of the file's SHA-256, as `sha256sum` prints it
+    /// (over 1 MB here, so the whole-block path runs); a folder has none.
+    func testModelHashIsTheFilesShortSHA256() throws {
+        let file = URL(fileURLWithPath: Self.pipeline).deletingLastPathComponent().appendingPathComponent("singlefile/sd1.safetensors").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        process.arguments = [file]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let expected = String(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(10))
+        process.waitUntilExit()
+        let output = try run("""
+            print(kiri.models.load(\(quoted(file))):hash(), kiri.models.load(\(quoted(Self.pipeline + "/tiny-sd"))):hash())
+            """, roots: [URL(fileURLWithPath: file).deletingLastPathComponent().path, Self.pipeline])
+        XCTAssertEqual(output, "\(expected)\tnil\n")
+    }
+}

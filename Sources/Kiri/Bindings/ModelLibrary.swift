@@ -16,6 +16,20 @@ final class LoadedModel {
         self.pipeline = pipeline
     }
 
+    /// A1111's short hash of a checkpoint file: the first 10 hex digits of its SHA-256 (modules/hashes.py), for
+    /// the PNG's "Model hash"; nil for a folder, which A1111 cannot load. Computed once, when first asked for.
+    lazy var hash: String? = {
+        let file: String
+        switch summary.files.layout {
+        case .singleFile(let path): file = path
+        case .network(let files): file = files.weights
+        case .diffusers: return nil
+        }
+        guard let mapped = try? MappedFile(path: file) else { return nil }
+        defer { mapped.unmap() }
+        return String(SHA256.hex(mapped.bytes).prefix(10))
+    }()
+
     /// Loads the model at `path`: a `.safetensors` file with its `config.json`, or a diffusers folder
     /// (ModelFiles.locate), or `bundled:NAME` for a model shipped with Kiri (`bundled`, by name). Every file it reads
     /// must be readable by the script, so the sandbox's read roots apply to the config and scheduler config found
@@ -187,6 +201,10 @@ public final class ModelLibrary: LuaLibrary {
                     throw ScriptError(argument: error.message.hasPrefix("height") ? 3 : 2, error.message)
                 }
             }
+        },
+        /// (handle) → A1111's short hash of the model's file, or nothing for a folder (m:hash()).
+        Binding(name: "modelHash", tables: ["host"], tensorResults: 0) { call in
+            if let hash = try self.loadedModel(call).hash { try call.push(hash) } else { call.pushNil() }
         },
         /// (handle): frees the network now (m:close(), or `local m <close> = ...`).
         Binding(name: "modelRelease", tables: ["host"], tensorResults: 0) { call in

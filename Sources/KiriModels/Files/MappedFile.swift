@@ -9,14 +9,14 @@ import Darwin
 /// A whole regular file mapped read-only, so a multi-gigabyte checkpoint costs address space rather than memory
 /// until its tensors are converted. The pages are the file's: if another process truncates the file while it is
 /// mapped, reading the lost pages raises SIGBUS, as with any mmap reader (safetensors' own included).
-final class MappedFile {
+public final class MappedFile {
     let path: String
     /// File size in bytes at open.
     let size: Int
     /// Nil for an empty file (mmap refuses length 0) and after `unmap()`.
     private(set) var base: UnsafeRawPointer?
 
-    init(path: String) throws(ModelFileError) {
+    public init(path: String) throws(ModelFileError) {
         self.path = path
         // O_NONBLOCK: opening a FIFO named like a model must fail the regular-file check, not wait for a writer.
         let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
@@ -35,10 +35,10 @@ final class MappedFile {
     }
 
     /// The whole file as bytes; empty once unmapped.
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: base == nil ? 0 : size) }
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: base == nil ? 0 : size) }
 
     /// Unmaps now rather than whenever the last reference goes; idempotent.
-    func unmap() {
+    public func unmap() {
         guard let base else { return }
         munmap(UnsafeMutableRawPointer(mutating: base), size)
         self.base = nil

@@ -6,7 +6,7 @@ local api, host, resolve = ...
 local format = string.format
 local load, field, forward, release = host.modelLoad, host.modelField, host.modelForward, host.modelRelease
 local tokenize, encode, decode, encode_image = host.modelTokenize, host.modelEncode, host.modelDecode, host.modelEncodeImage
-local sample_shape = host.modelSampleShape
+local sample_shape, hash = host.modelSampleShape, host.modelHash
 
 local gsub, pack, unpack = string.gsub, table.pack, table.unpack
 
@@ -109,6 +109,9 @@ local function model_object(handle)
         end
         return {context = encode(handle, prompt, opts and opts.clip_skip)}
     end)
+
+    -- A1111's short hash of the model's file (10 hex digits of its SHA-256), or nil for a folder.
+    method("hash", function() return hash(handle) end)
 
     -- Latents to images [B, 3, H, W] in [-1, 1] (the identity for a pixel-space model), and back.
     method("decode", function(latents) return decode(handle, latents) end)
