@@ -132,6 +132,19 @@ final class LoRATests: ModelFileTestCase {
         try checkOutputs("base", patches)
     }
 
+    /// The down and up tensors are charged to the run's memory cap like any tensor: the kohya file's 4 431 elements
+    /// as float32 fit in 32 KiB and not in 8.
+    func testMemoryCap() throws {
+        let enough = MemoryBudget(limit: 32 << 10)
+        let patches = try MemoryBudget.$current.withValue(enough) { try LoRAFile(path: lora("kohya")).patches(unet: unet, textEncoder: textEncoder, scale: 1) }
+        let elements = (Array(patches.unet.values) + Array(patches.textEncoder.values)).flatMap { $0 }.reduce(0) { $0 + $1.up.count + $1.down.count }
+        withExtendedLifetime(patches) { XCTAssertEqual(enough.used, elements * 4) }
+        let short = MemoryBudget(limit: 8 << 10)
+        assertModelFileError(lora("kohya"), ["tensor 'lora_", "not enough memory"]) {
+            try MemoryBudget.$current.withValue(short) { try LoRAFile(path: lora("kohya")).patches(unet: unet, textEncoder: textEncoder, scale: 1) }
+        }
+    }
+
     // MARK: Other layouts of the same modules
 
     /// A text encoder whose keys lack `text_model.` takes both files' updates under its own keys.
