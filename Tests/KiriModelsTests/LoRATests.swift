@@ -184,6 +184,12 @@ final class LoRATests: ModelFileTestCase {
         }
         XCTAssertEqual(renamed, 33)
         try assertSamePatches(try patches([(path, 0.8)]), try patches([(lora("kohya"), 0.8)]))
+
+        let file = try SafetensorsFile(path: lora("kohya"))
+        let twice = try write(try file.names.map { ($0, try file.tensor($0)) }
+                              + [("lora_unet_input_blocks_1_1_proj_in.lora_down.weight", try file.tensor("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight")),
+                                 ("lora_unet_input_blocks_1_1_proj_in.lora_up.weight", try file.tensor("lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight"))])
+        assertRefused(twice, ["LoRA modules 'lora_unet_down_blocks_0_attentions_0_proj_in' and 'lora_unet_input_blocks_1_1_proj_in' both update 'down_blocks.0.attentions.0.proj_in.weight'"])
     }
 
     /// diffusers' older names: `attn1.processor.to_q_lora.down.weight`, `proj_in.lora.down.weight`,

@@ -60,6 +60,14 @@ public final class LoRAFile {
             throw ModelFileError(path, "\(unmatched.count) of the LoRA's \(modules.count) modules match no module of this model\(missing): \(names)\(more)")
         }
 
+        // One weight named twice (diffusers' and the original layout's names side by side) would be updated twice.
+        var seen: [String: String] = [:]
+        for (module, component, key) in matched {
+            if let other = seen.updateValue(module.name, forKey: "\(component) \(key)") {
+                throw ModelFileError(path, "LoRA modules '\(other)' and '\(module.name)' both update '\(key)'")
+            }
+        }
+
         let configs = try PEFTAdapterConfig.read(file)
         var patches = LoRAPatches()
         for (module, component, key) in matched {
