@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import KiriTensor
 @testable import KiriModels
 
 /// Base for tests that write model files: a fresh temporary folder per test, a byte-level safetensors writer, and
@@ -66,6 +67,30 @@ class ModelFileTestCase: XCTestCase {
             XCTFail("expected a ModelFileError, got \(type(of: error)): \(error)", file: file, line: line)
             return ""
         }
+    }
+
+    /// `tensors` as an F32 safetensors file with `metadata` in its header, written to a new file.
+    func write(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws -> String {
+        var header: [String] = [], data: [UInt8] = []
+        if !metadata.isEmpty {
+            let encoded = try JSONSerialization.data(withJSONObject: metadata, options: [.sortedKeys])
+            header.append("\"__metadata__\": " + String(decoding: encoded, as: UTF8.self))
+        }
+        for (key, tensor) in tensors {
+            let begin = data.count
+            data += bytes(Array(UnsafeBufferPointer(start: tensor.data, count: tensor.count)))
+            header.append("\"\(key)\": {\"dtype\": \"F32\", \"shape\": \(tensor.shape), \"data_offsets\": [\(begin), \(data.count)]}")
+        }
+        return try write(safetensors("{" + header.joined(separator: ", ") + "}", data: data), "rewritten-\(UUID().uuidString).safetensors")
+    }
+
+    /// Every tensor of `path` as float32, replaced by what `transform` returns for it, written to a new file with
+    /// the same metadata.
+    func rewrite(_ path: String, _ transform: (String, Tensor) throws -> [(String, Tensor)]) throws -> String {
+        let file = try SafetensorsFile(path: path)
+        var tensors: [(String, Tensor)] = []
+        for name in file.names { tensors += try transform(name, try file.tensor(name)) }
+        return try write(tensors, metadata: file.metadata)
     }
 
     /// Opens `bytes` as a safetensors file and asserts the error.

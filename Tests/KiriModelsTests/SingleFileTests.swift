@@ -189,20 +189,4 @@ final class SingleFileTests: ModelFileTestCase {
         let pickle = try write([0x80, 0x02], "v1-5-pruned-emaonly.ckpt")
         assertModelFileError(pickle, ["PyTorch pickles", "v1-5-pruned-emaonly.safetensors"]) { try SingleFileCheckpoint(path: pickle) }
     }
-
-    // MARK: Writing test files
-
-    /// Every tensor of `path` as float32, replaced by what `transform` returns for it, written to a new file.
-    func rewrite(_ path: String, _ transform: (String, Tensor) throws -> [(String, Tensor)]) throws -> String {
-        let file = try SafetensorsFile(path: path)
-        var header: [String] = [], data: [UInt8] = []
-        for name in file.names {
-            for (key, tensor) in try transform(name, try file.tensor(name)) {
-                let begin = data.count
-                data += bytes(Array(UnsafeBufferPointer(start: tensor.data, count: tensor.count)))
-                header.append("\"\(key)\": {\"dtype\": \"F32\", \"shape\": \(tensor.shape), \"data_offsets\": [\(begin), \(data.count)]}")
-            }
-        }
-        return try write(safetensors("{" + header.joined(separator: ", ") + "}", data: data), "rewritten-\(UUID().uuidString).safetensors")
-    }
 }

@@ -17,11 +17,23 @@ enum SingleFileKeys {
                               ("out_layers.3.", "conv2."), ("emb_layers.1.", "time_emb_proj."),
                               ("skip_connection.", "conv_shortcut.")]
 
-    /// `layers[level]` resnets per down level. LDM numbers the input blocks through the levels: conv_in, then each
-    /// level's layers (resnet `.0`, attention `.1`) and, but for the last level, its downsampler (`.0.op`); output
-    /// blocks go back up with one layer more per level, the upsampler inside the last (`.1.conv`, or `.2.conv` after an
-    /// attention).
+    /// The file's UNet tensors under diffusers' keys (unetKeys).
     static func unet(_ file: SafetensorsFile, layers: [Int]) -> Entries {
+        let diffusersKey = unetKeys(layers: layers)
+        var entries: Entries = []
+        for name in file.names where name.hasPrefix(unetPrefix) {
+            guard let mapped = diffusersKey(String(name.dropFirst(unetPrefix.count))) else { continue }
+            entries.append((mapped, .whole(name, file.info(name)!.shape)))
+        }
+        return entries
+    }
+
+    /// diffusers' key for a UNet key of this layout without its `model.diffusion_model.` prefix, for `layers[level]`
+    /// resnets per down level; nil when no rule matches. LDM numbers the input blocks through the levels: conv_in,
+    /// then each level's layers (resnet `.0`, attention `.1`) and, but for the last level, its downsampler (`.0.op`);
+    /// output blocks go back up with one layer more per level, the upsampler inside the last (`.1.conv`, or `.2.conv`
+    /// after an attention).
+    static func unetKeys(layers: [Int]) -> (String) -> String? {
         let levels = layers.count
         var inputs: [Int: (level: Int, layer: Int?)] = [:], outputs: [Int: (block: Int, layer: Int)] = [:]
         var index = 1
@@ -35,14 +47,7 @@ enum SingleFileKeys {
             for layer in 0...layers[levels - 1 - block] { outputs[index + layer] = (block, layer) }
             index += layers[levels - 1 - block] + 1
         }
-
-        var entries: Entries = []
-        for name in file.names where name.hasPrefix(unetPrefix) {
-            let key = String(name.dropFirst(unetPrefix.count))
-            guard let mapped = unetKey(key, inputs: inputs, outputs: outputs) else { continue }
-            entries.append((mapped, .whole(name, file.info(name)!.shape)))
-        }
-        return entries
+        return { [inputs, outputs] key in unetKey(key, inputs: inputs, outputs: outputs) }
     }
 
     private static func unetKey(_ key: String, inputs: [Int: (level: Int, layer: Int?)],
