@@ -10,12 +10,12 @@ local generate = require "lib.generate"
 local p = recipe.params(arg, {
     x = "sampler", xs = "euler,euler_ancestral,heun,dpmpp_2m,dpmpp_2m_sde", y = "steps", ys = "4,8,16",
     prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras", guidance = "",
-    seed = 0, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", scale = 2, out = "grid.png",
+    seed = 0, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", scale = 2, out = "grid.png",
 })
 
 local function axis(key, text)
     if p[key] == nil or key == "batch" or key == "out" or key == "model" or key == "width" or key == "height"
-        or key == "vae" then
+        or key == "vae" or key == "lora_dir" then
         error(string.format("cannot plot '%s'; choose prompt, negative, steps, cfg, sampler, schedule, guidance or seed", key), 0)
     end
     if text == "classes" and (key == "prompt" or key == "negative") then

@@ -6,7 +6,7 @@ local generate = require "lib.generate"
 
 local p = recipe.params(arg, {
     init = "", mask = "", strength = 1.0, prompt = "sneaker", negative = "", steps = 20, cfg = 4.0,
-    sampler = "dpmpp_2m", schedule = "karras", guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", out = "inpaint.png",
+    sampler = "dpmpp_2m", schedule = "karras", guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", out = "inpaint.png",
 })
 if p.init == "" or p.mask == "" then error("inpaint needs init=PATH.png and mask=MASK.png", 0) end
 

@@ -9,7 +9,7 @@ local generate = require "lib.generate"
 
 local p = recipe.params(arg, {
     prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras",
-    guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", out = "txt2img.png",
+    guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", out = "txt2img.png",
 })
 
 local x = generate.sample(p)

@@ -29,6 +29,8 @@ local prompt = require "lib.prompt"
 
 local generate = {}
 
+local format = string.format
+
 local function start_index(steps, strength)
     if type(strength) ~= "number" or strength <= 0 or strength > 1 then
         error(string.format("strength must be in (0, 1], got %s", tostring(strength)), 3)
@@ -69,6 +71,46 @@ function generate.open(p)
     end
     if vae then error("vae= needs model=PATH (a Stable Diffusion checkpoint)", 3) end
     return kiri.models[p.model]()
+end
+
+-- The LoRAs p asks for, {path = scale}: p.lora ("PATH:0.8,OTHER.safetensors", scale 1 when none is given) and
+-- A1111's <lora:NAME:0.8> in the prompt (NAME.safetensors in p.lora_dir); and the prompt without those tags.
+local function requested_loras(p)
+    local wanted = {}
+    for item in (p.lora or ""):gmatch("[^,]+") do
+        local path, scale = item:match("^%s*(.-):([-+]?[%d.]+)%s*$")
+        if path == nil then path, scale = item:match("^%s*(.-)%s*$"), "1" end
+        wanted[path] = (wanted[path] or 0) + (tonumber(scale) or error(format("lora: bad scale in '%s'", item), 3))
+    end
+    local failure   -- raised after gsub, whose sandbox wrapper would move an error raised inside it
+    local text = (p.prompt or ""):gsub("<lora:([^:>]+):?([^>]*)>", function(name, scale)
+        if (p.lora_dir or "") == "" then
+            failure = failure or format("<lora:%s> needs lora_dir=FOLDER, where %s.safetensors is", name, name)
+        elseif scale ~= "" and tonumber(scale) == nil then
+            failure = failure or format("<lora:%s:%s>: the weight must be a number", name, scale)
+        else
+            local path = p.lora_dir .. "/" .. name .. ".safetensors"
+            wanted[path] = (wanted[path] or 0) + (tonumber(scale) or 1)
+        end
+        return ""
+    end)
+    if failure then error(failure, 3) end
+    return wanted, text
+end
+
+-- Brings the model's LoRAs to `wanted`: LoRA updates are linear in their scale, so applying the difference from
+-- what is applied already (model.loras, kept on the model between calls, as grid.lua makes) gives the new set.
+local function use_loras(model, wanted)
+    local applied = model.loras or {}
+    local paths = {}
+    for path in pairs(wanted) do paths[#paths + 1] = path end
+    for path in pairs(applied) do if wanted[path] == nil then paths[#paths + 1] = path end end
+    table.sort(paths)   -- the same order on every run: floating-point sums depend on it
+    for _, path in ipairs(paths) do
+        local change = (wanted[path] or 0) - (applied[path] or 0)
+        if change ~= 0 then model:apply_lora(path, change) end
+    end
+    model.loras = wanted
 end
 
 -- The sample and image shapes at p's size, else the init image's (a PNG's path), else the model's own.
@@ -113,13 +155,15 @@ local function sample(p, init, hooks, model, decode)
         sigmas = sigmas:narrow(1, start + 1, p.steps + 1 - start)
     end
 
+    local loras, prompt_text = requested_loras(p)
+    if next(loras) ~= nil or model.loras then use_loras(model, loras) end
     local clip_skip = p.clip_skip and p.clip_skip > 0 and {clip_skip = p.clip_skip} or nil
     local encode = function(text) return model:encode(text, clip_skip) end
     local steps = #sigmas - 1
     local negative = schedule(p.negative, steps, encode)
     if #negative(1) > 1 then error("the negative prompt cannot be composed with AND", 2) end
     local guided = kiri.guidance.cfg(denoiser, {
-        cond = schedule(p.prompt, steps, encode), uncond = negative, scale = p.cfg, sigmas = sigmas,
+        cond = schedule(prompt_text, steps, encode), uncond = negative, scale = p.cfg, sigmas = sigmas,
         encode = encode, pre_cfg = hooks.pre_cfg, cfg = hooks.cfg, post_cfg = hooks.post_cfg, patches = patches(p, hooks),
     })
     local opts = {seed = p.seed, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}

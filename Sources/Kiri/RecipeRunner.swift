@@ -55,7 +55,7 @@ public enum RecipeRunner {
         let pluginFolders = plugins.folders.map(\.path)
         let models = BundledFiles.models
         let named = request.allowedFiles + (embedded ? [] : filesIn(request.arguments))
-        let namedFiles = regularFiles(named) + modelFolders(named)
+        let namedFiles = regularFiles(named) + modelFolders(named) + (embedded ? [] : loraFolders(request.arguments))
         let files = FileAccess(
             readRoots: recipeFolder + pluginFolders + Array(models.values) + namedFiles,
             moduleRoots: recipeFolder + pluginFolders,
@@ -77,11 +77,17 @@ public enum RecipeRunner {
     }
 
     /// Files named on the command line may be read, wherever they are: an argument that names one, or the value
-    /// of a `key=value` argument that does (`init=photo.png`).
+    /// of a `key=value` argument that does (`init=photo.png`), or an item of a list value with a weight
+    /// (`lora=a.safetensors:0.8,b.safetensors`).
     static func filesIn(_ arguments: [String]) -> [String] {
         arguments.flatMap { argument -> [String] in
-            let value = argument.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
-            return [argument] + (value.map { [$0] } ?? [])
+            guard let value = argument.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init) else {
+                return [argument]
+            }
+            let items = value.split(separator: ",").map { item in
+                item.firstRange(of: /:[-+]?[0-9.]+$/).map { String(item[..<$0.lowerBound]) } ?? String(item)
+            }
+            return [argument, value] + items
         }
     }
 
@@ -97,6 +103,15 @@ public enum RecipeRunner {
         paths.filter { path in
             guard !path.utf8.contains(0), !FileAccess.isRegularFile(path) else { return false }
             return ["model_index.json", "unet/config.json"].contains { FileAccess.isRegularFile(path + "/" + $0) }
+        }
+    }
+
+    /// The folder of `lora_dir=FOLDER` (where the prompt's <lora:NAME> files are), named on this command line.
+    static func loraFolders(_ arguments: [String]) -> [String] {
+        arguments.compactMap { argument in
+            guard argument.hasPrefix("lora_dir="), !argument.utf8.contains(0) else { return nil }
+            let folder = String(argument.dropFirst("lora_dir=".count))
+            return folder.isEmpty || FileAccess.isRegularFile(folder) ? nil : folder
         }
     }
 

@@ -104,6 +104,20 @@ final class StableDiffusionCLITests: CLITestCase {
         let family = try kiri(["info", unknown])
         XCTAssertEqual(family.status, 1)
         XCTAssertTrue(family.stderr.contains("unknown.safetensors: "), family.stderr)
-        for name in ["a.png", "b.png", "c.png"] { XCTAssertFalse(exists(name), name) }
+        // A LoRA for another model, by lora= and by the prompt's <lora:NAME:weight> in lora_dir.
+        let loras = URL(fileURLWithPath: Self.model).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("lora").path
+        let other = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(Self.model)",
+                              "lora=\(loras)/kohya.safetensors:0.8", "steps=1", "out=d.png"])
+        XCTAssertEqual(other.status, 1)
+        XCTAssertTrue(other.stderr.contains("kohya.safetensors: LoRA module 'lora_unet_down_blocks_0_attentions_0_proj_in'"), other.stderr)
+        let tagged = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(Self.model)",
+                               "prompt=a fox <lora:peft:0.5>", "lora_dir=\(loras)", "steps=1", "out=e.png"])
+        XCTAssertEqual(tagged.status, 1)
+        XCTAssertTrue(tagged.stderr.contains("peft.safetensors: "), tagged.stderr)
+        let untagged = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(Self.model)",
+                                 "prompt=a fox <lora:peft:0.5>", "steps=1", "out=f.png"])
+        XCTAssertTrue(untagged.stderr.contains("txt2img.lua:15: <lora:peft> needs lora_dir=FOLDER"), untagged.stderr)
+        for name in ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"] { XCTAssertFalse(exists(name), name) }
     }
 }

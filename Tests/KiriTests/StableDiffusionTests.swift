@@ -115,3 +115,35 @@ extension ModelAPITests {
         XCTAssertEqual(output, "\(expected)\tnil\n")
     }
 }
+
+extension ModelAPITests {
+    /// m:apply_lora on a single-file checkpoint against diffusers' fuse_lora (Tests/Fixtures/models/lora): a kohya
+    /// LoRA at 0.8, then a PEFT one at 0.5 on top; and a LoRA for another model is refused, changing nothing.
+    func testApplyLoRAMatchesDiffusers() throws {
+        let fixtures = URL(fileURLWithPath: Self.pipeline).deletingLastPathComponent()
+        let lora = fixtures.appendingPathComponent("lora").path, checkpoint = fixtures.appendingPathComponent("singlefile/sd1.safetensors").path
+        let io = try SafetensorsFile(path: lora + "/io.safetensors")
+        let output = try run("""
+            local m = kiri.models.load(\(quoted(checkpoint)))
+            local x, t, c = \(literal(try io.tensor("x"))), \(literal(try io.tensor("timesteps"))), \(literal(try io.tensor("encoder_hidden_states")))
+            local function relative(a, b) return (a - b):abs():max() / b:abs():max() end
+            local base = m:forward(x, t, {context = c})
+            print(relative(base, \(literal(try io.tensor("base.unet_output")))))
+            m:apply_lora(\(quoted(lora + "/kohya.safetensors")), 0.8)
+            print(relative(m:forward(x, t, {context = c}), \(literal(try io.tensor("kohya.unet_output")))))
+            m:apply_lora(\(quoted(lora + "/peft.safetensors")), 0.5)
+            local both = m:forward(x, t, {context = c})
+            print(relative(both, \(literal(try io.tensor("both.unet_output")))))
+            local ok, message = pcall(m.apply_lora, m, \(quoted(Self.pipeline + "/tiny-sd/unet/diffusion_pytorch_model.safetensors")), 1)
+            print(ok and 1 or 0, (m:forward(x, t, {context = c}) - both):abs():max())
+            print(message)
+            """, roots: [lora, fixtures.appendingPathComponent("singlefile").path, Self.pipeline])
+        let lines = output.split(separator: "\n").map(String.init)
+        let numbers = printedNumbers(lines.prefix(4).joined(separator: "\n"))
+        XCTAssertEqual(numbers.count, 5, output)
+        print("LoRA: base \(numbers[0]), kohya 0.8 \(numbers[1]), kohya 0.8 + PEFT 0.5 \(numbers[2]) (max relative errors)")
+        for error in numbers.prefix(3) { XCTAssertLessThanOrEqual(error, 1e-4) }
+        XCTAssertEqual(Array(numbers.suffix(2)), [0, 0], "a refused LoRA changes nothing")
+        XCTAssertTrue(lines.last?.contains("diffusion_pytorch_model.safetensors") ?? false, output)
+    }
+}

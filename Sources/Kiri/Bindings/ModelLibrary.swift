@@ -202,6 +202,23 @@ public final class ModelLibrary: LuaLibrary {
                 }
             }
         },
+        /// (handle, path, scale): merges a LoRA file into the UNet and text encoder (m:apply_lora(path, scale)).
+        Binding(name: "modelApplyLoRA", tables: ["host"], tensorResults: 0) { call in
+            try Self.named("apply_lora", handleFirst: true) {
+                let model = try self.loadedModel(call)
+                let path = try call.string(2)
+                let scale = try call.optionalNumber(3) ?? 1
+                guard scale.isFinite, abs(scale) <= 100 else {
+                    throw ScriptError(argument: 3, "scale must be a finite number from -100 to 100, got \(scale)")
+                }
+                _ = try call.runtime.files.resolveForReading(path)
+                do {
+                    try model.pipeline.applyLoRA(path: path, scale: Float(scale))
+                } catch let error as ModelFileError {
+                    throw ScriptError(error.description)
+                }
+            }
+        },
         /// (handle) → A1111's short hash of the model's file, or nothing for a folder (m:hash()).
         Binding(name: "modelHash", tables: ["host"], tensorResults: 0) { call in
             if let hash = try self.loadedModel(call).hash { try call.push(hash) } else { call.pushNil() }

@@ -14,13 +14,18 @@ public final class DiffusionPipeline {
 
     public let files: PipelineFiles
     public let family: Family?
-    public let unet: UNet
-    public let textEncoder: CLIPTextModel?
+    public private(set) var unet: UNet
+    public private(set) var textEncoder: CLIPTextModel?
     public let tokenizer: CLIPTokenizer?
     public let vae: AutoencoderKL?
     public let scheduler: SchedulerConfig
     /// The weights' storage dtype (the UNet's file), for `m.info.dtype`.
     public let dtype: DType?
+    /// Where the UNet's and the text encoder's weights come from, for LoRAs to be merged into as they are reread.
+    private let unetSource: any TensorSource, textSource: (any TensorSource)?
+    /// Every LoRA applied so far, summed.
+    private var patches = LoRAPatches()
+
     /// Elements in every network's parameters.
     public var parameterCount: Int { unet.parameterCount + (textEncoder?.parameterCount ?? 0) + (vae?.parameterCount ?? 0) }
 
@@ -39,6 +44,7 @@ public final class DiffusionPipeline {
         case .network(let modelFiles):
             if let vaeFile { throw ModelFileError(vaeFile, "this model has no VAE to replace: it denoises pixels") }
             let weights = try SafetensorsFile(path: modelFiles.weights)
+            (unetSource, textSource) = (weights, nil)
             unet = try UNet(config: UNetConfig(path: modelFiles.config), weights: weights)
             scheduler = try modelFiles.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
             (textEncoder, tokenizer, vae, family, dtype) = (nil, nil, nil, nil, weights.storageDType)
@@ -47,12 +53,12 @@ public final class DiffusionPipeline {
             let weights = try SafetensorsFile(path: unetFiles.weights)
             let unetConfig = try UNetConfig(path: unetFiles.config)
             unet = try UNet(config: unetConfig, weights: weights)
+            let textWeights = try textFiles.map { files throws(ModelFileError) in try SafetensorsFile(path: files.weights) }
+            (unetSource, textSource) = (weights, textWeights)
             scheduler = try unetFiles.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
             dtype = weights.storageDType
             let textConfig = try textFiles.map { files throws(ModelFileError) in try CLIPTextConfig(path: files.config) }
-            textEncoder = try textFiles.map { files in
-                try CLIPTextModel(config: textConfig!, weights: SafetensorsFile(path: files.weights))
-            }
+            textEncoder = try textWeights.map { weights in try CLIPTextModel(config: textConfig!, weights: weights) }
             vae = try vaeFiles.map { files in
                 try loadVAE(AutoencoderKLConfig(path: files.config), try SafetensorsFile(path: files.weights))
             }
@@ -63,6 +69,7 @@ public final class DiffusionPipeline {
 
         case .singleFile(let path):
             let checkpoint = try SingleFileCheckpoint(path: path)
+            (unetSource, textSource) = (checkpoint.unet, checkpoint.textEncoder)
             unet = try UNet(config: checkpoint.unetConfig, weights: checkpoint.unet)
             scheduler = checkpoint.schedulerConfig
             let textConfig = try CLIPTextConfig(json: Self.parse(checkpoint.textEncoderConfigText, path), path: path)
@@ -73,6 +80,22 @@ public final class DiffusionPipeline {
             family = checkpoint.family == .sd2 ? .sd2 : .sd1
             dtype = checkpoint.file.storageDType
         }
+    }
+
+    /// Merges the LoRA in `path` at `scale` into the UNet and the text encoder (LoRAFile: kohya/A1111 and
+    /// diffusers/PEFT files), on top of those applied before: both networks are rebuilt from their weights with
+    /// every LoRA's update added as they are read. The old networks stay until the new ones are built, so memory
+    /// peaks at twice theirs; a LoRA that does not fit this model changes nothing.
+    public func applyLoRA(path: String, scale: Float) throws {
+        var patches = self.patches
+        patches.add(try LoRAFile(path: path).patches(unet: unetSource, textEncoder: textSource, scale: scale))
+        unet.releaseBuffers()
+        textEncoder?.releaseBuffers()
+        let newUNet = try UNet(config: unet.config, weights: LoRAMergedSource(base: unetSource, patches: patches.unet))
+        let newTextEncoder = try textEncoder.map { encoder in
+            try CLIPTextModel(config: encoder.config, weights: LoRAMergedSource(base: textSource!, patches: patches.textEncoder))
+        }
+        (unet, textEncoder, self.patches) = (newUNet, newTextEncoder, patches)
     }
 
     /// SD 2.x's text encoder is OpenCLIP's (GELU, 1024 wide); SD 1.x's OpenAI CLIP (quick GELU, 768 wide).

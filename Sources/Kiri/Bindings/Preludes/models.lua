@@ -6,7 +6,7 @@ local api, host, resolve = ...
 local format = string.format
 local load, field, forward, release = host.modelLoad, host.modelField, host.modelForward, host.modelRelease
 local tokenize, encode, decode, encode_image = host.modelTokenize, host.modelEncode, host.modelDecode, host.modelEncodeImage
-local sample_shape, hash = host.modelSampleShape, host.modelHash
+local sample_shape, hash, apply_lora = host.modelSampleShape, host.modelHash, host.modelApplyLoRA
 
 local gsub, pack, unpack = string.gsub, table.pack, table.unpack
 
@@ -109,6 +109,10 @@ local function model_object(handle)
         end
         return {context = encode(handle, prompt, opts and opts.clip_skip)}
     end)
+
+    -- Merges a LoRA file (kohya/A1111 or diffusers/PEFT) into the UNet and text encoder at `scale` (default 1),
+    -- on top of any applied before.
+    method("apply_lora", function(path, scale) apply_lora(handle, path, scale) end)
 
     -- A1111's short hash of the model's file (10 hex digits of its SHA-256), or nil for a folder.
     method("hash", function() return hash(handle) end)
