@@ -135,11 +135,17 @@ local function model_object(handle)
 end
 
 -- kiri.models.load(path [, opts]): opts.vae, a VAE file to use instead of the model's own.
-api.models.load = function(path, opts)
+api.models.load = function(...)
+    local path, opts = ...
     if opts ~= nil and type(opts) ~= "table" then
         error(format("bad argument #2 to 'load' (table or nil expected, got %s)", type(opts)), 2)
     end
-    local ok, handle = pcall(load, path, opts and opts.vae)
+    local ok, handle
+    if select("#", ...) == 0 then
+        ok, handle = pcall(load)   -- so that the host says "got no value", as lauxlib would
+    else
+        ok, handle = pcall(load, path, opts and opts.vae)
+    end
     if not ok then error(handle, 2) end
     return model_object(handle)
 end
