@@ -53,11 +53,11 @@ final class CLIPKernelTests: XCTestCase {
             var out = [Float](repeating: .nan, count: batch * tokens * width)
             qkv.withUnsafeBufferPointer { fused in
                 let base = fused.baseAddress!
-                causalAttentionForward(&out, outStride: width, AttentionOperand(base: base, stride: 3 * width),
-                                       AttentionOperand(base: base + width, stride: 3 * width),
-                                       AttentionOperand(base: base + 2 * width, stride: 3 * width), scores: &scores,
-                                       scoresPerThread: perThread, threads: threads, scale: Float(scale), batch: batch,
-                                       tokens: tokens, heads: heads, headDimension: headDimension)
+                attentionForward(&out, outStride: width, AttentionOperand(base: base, stride: 3 * width),
+                                 AttentionOperand(base: base + width, stride: 3 * width),
+                                 AttentionOperand(base: base + 2 * width, stride: 3 * width), scores: &scores,
+                                 scoresPerThread: perThread, threads: threads, scale: Float(scale), batch: batch,
+                                 queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, causal: true)
             }
             assertClose(out, expected, 1e-5, "causal attention, chunks of \(chunk), \(threads) threads")
         }

@@ -67,9 +67,12 @@ struct AttentionOperand {
 /// thread; each thread's chunk of scores, and a float per row, fill its own `scoresPerThread` floats of `scores` (at
 /// least Nk + 1), so memory stays bounded however many tokens there are. The softmax's division is applied to the
 /// [rows, D] output rather than the [rows, Nk] weights. A stopped run skips the items left.
+///
+/// With `causal` (queries == keys), query t sees keys 0...t, as the mask of transformers' create_causal_mask that
+/// CLIPTextModel uses: a chunk multiplies only the keys its last query sees, and zeros the rest of its scores.
 func attentionForward(_ out: UnsafeMutablePointer<Float>, outStride: Int, _ q: AttentionOperand, _ k: AttentionOperand,
                       _ v: AttentionOperand, scores: UnsafeMutablePointer<Float>, scoresPerThread: Int, threads: Int, scale: Float,
-                      batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int) {
+                      batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int, causal: Bool = false) {
     let chunk = max(1, min(queries, scoresPerThread / (keys + 1)))
     let chunksPerHead = (queries + chunk - 1) / chunk
     let items = batch * heads * chunksPerHead
@@ -83,12 +86,21 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, outStride: Int, _ q: A
                 if cancellation?.isStopped ?? false { return }
                 let b = item / (heads * chunksPerHead), h = item / chunksPerHead % heads, start = item % chunksPerHead * chunk
                 let rows = min(chunk, queries - start), column = h * headDimension
-                sgemm(transposeB: true, m: rows, n: keys, k: headDimension, alpha: scale,
+                let seen = causal ? start + rows : keys
+                sgemm(transposeB: true, m: rows, n: seen, k: headDimension, alpha: scale,
                       q.base + (b * queries + start) * q.stride + column, lda: q.stride,
-                      k.base + b * keys * k.stride + column, ldb: k.stride, beta: 0, scores, ldc: keys)
-                softmaxRows(scores, rows: rows, columns: keys, inverseSums: inverseSums)
+                      k.base + b * keys * k.stride + column, ldb: k.stride, beta: 0, scores, ldc: seen)
+                if causal {
+                    for row in 0..<rows {
+                        let line = scores + row * seen, visible = start + row + 1
+                        softmaxRows(line, rows: 1, columns: visible, inverseSums: inverseSums + row)
+                        (line + visible).update(repeating: 0, count: seen - visible)
+                    }
+                } else {
+                    softmaxRows(scores, rows: rows, columns: keys, inverseSums: inverseSums)
+                }
                 let target = o.value + (b * queries + start) * outStride + column
-                sgemm(m: rows, n: headDimension, k: keys, scores, lda: keys, v.base + b * keys * v.stride + column, ldb: v.stride,
+                sgemm(m: rows, n: headDimension, k: seen, scores, lda: seen, v.base + b * keys * v.stride + column, ldb: v.stride,
                       beta: 0, target, ldc: outStride)
                 for row in 0..<rows {
                     let line = target + row * outStride, inverse = inverseSums[row]

@@ -206,11 +206,11 @@ final class CLIPEncoderLayer {
         let (flops, overflow) = (2 * rows * width).multipliedReportingOverflow(by: tokens)
         let threads = min(overflow ? Parallel.threads : Parallel.threads(flops: flops), batch * heads * tokens)
         let scores = try workspace.scratch(.scores, threads * perThread)
-        causalAttentionForward(attended.data, outStride: width, AttentionOperand(base: qkv.data, stride: 3 * width),
-                               AttentionOperand(base: qkv.data + width, stride: 3 * width),
-                               AttentionOperand(base: qkv.data + 2 * width, stride: 3 * width), scores: scores,
-                               scoresPerThread: perThread, threads: threads, scale: 1 / Float(headDimension).squareRoot(),
-                               batch: batch, tokens: tokens, heads: heads, headDimension: headDimension)
+        attentionForward(attended.data, outStride: width, AttentionOperand(base: qkv.data, stride: 3 * width),
+                         AttentionOperand(base: qkv.data + width, stride: 3 * width),
+                         AttentionOperand(base: qkv.data + 2 * width, stride: 3 * width), scores: scores,
+                         scoresPerThread: perThread, threads: threads, scale: 1 / Float(headDimension).squareRoot(),
+                         batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, causal: true)
         outputProjection.forward(into: h.data, attended.data, rows: rows, accumulate: true)
 
         layerNorm2.forward(into: normalized.data, h.data, rows: rows)
