@@ -22,3 +22,11 @@ func memoryLeft(ifShortOf bytes: Int, reusable: Int = 0) -> String? {
     let left = max(0, budget.limit - budget.used) + reusable
     return bytes <= left ? nil : "\(describeBytes(left)) left of its \(describeBytes(budget.limit)) memory cap"
 }
+
+/// Refuses to load `what` from `source` when its `bytes` do not fit in what the run has left (security case 36),
+/// before anything is converted.
+func reserveLoading(_ bytes: Int, of what: String, from source: any TensorSource) throws(ModelFileError) {
+    if let left = memoryLeft(ifShortOf: bytes) {
+        throw ModelFileError(source.path, "loading \(what) takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
+    }
+}

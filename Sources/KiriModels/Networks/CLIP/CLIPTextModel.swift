@@ -34,10 +34,7 @@ public final class CLIPTextModel {
     /// misshapen tensor is a ModelFileError naming its key. A network too large for the run's memory cap is refused
     /// before anything is converted (security case 36).
     public init(config: CLIPTextConfig, weights file: any TensorSource) throws {
-        let bytes = Self.loadingBytes(config: config, file)
-        if let left = memoryLeft(ifShortOf: bytes) {
-            throw ModelFileError(file.path, "loading the text encoder takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
-        }
+        try reserveLoading(Self.loadingBytes(config: config, file), of: "the text encoder", from: file)
         self.config = config
         let weights = WeightReader(file)
         let prefix = weights.contains("text_model.embeddings.token_embedding.weight") ? "text_model." : ""

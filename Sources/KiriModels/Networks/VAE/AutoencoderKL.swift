@@ -50,10 +50,7 @@ public final class AutoencoderKL {
     /// (`query`, `key`, `value`, `proj_attn`). A network too large for the run's memory cap is refused before
     /// anything is converted (security case 36).
     public init(config: AutoencoderKLConfig, weights file: any TensorSource) throws {
-        let bytes = Self.loadingBytes(file)
-        if let left = memoryLeft(ifShortOf: bytes) {
-            throw ModelFileError(file.path, "loading the network takes \(describeBytes(bytes)) (its weights as float32), but the run has \(left)")
-        }
+        try reserveLoading(Self.loadingBytes(file), of: "the network", from: file)
         self.config = config
         let weights = WeightReader(file)
         encoder = try VAEEncoder(weights, config: config)
