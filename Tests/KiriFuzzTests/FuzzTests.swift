@@ -212,6 +212,26 @@ final class FuzzTests: XCTestCase {
         }
         _ = fuzz(target)
     }
+
+    /// Each input, as a prompt, through the CLIP tokenizer and A1111's emphasis parser and chunking, as m:encode
+    /// takes a prompt before the text encoder: a malformed one must be a PromptError, never a crash or a hang.
+    func testEmphasisAndTokenizer() throws {
+        let tokenizer = try CLIPTokenizer(folder: Self.fixtures + "/models/tokenizer/small")
+        let target = FuzzTarget(
+            name: "emphasis",
+            extraSeeds: ["a (red:1.2) fox, [snow] BREAK \\(x\\) ((deep))", "<lora:x:0.5> (a:-1) [[b]]", "é 👟🏽‍♀️ \u{7}"]
+                .map { Array($0.utf8) },
+            dictionary: ["(", ")", "[", "]", ":", ":1.3", "\\", " BREAK ", "BREAK", ",", "<|endoftext|>", "<|startoftext|>",
+                         "'s", "\u{301}", "\u{1F45F}", "\u{200D}", "\u{85}", "\u{0}", "((((", "))))"].map { Array($0.utf8) },
+            maximumLength: 4096,
+            slowSeconds: 0.5
+        ) { bytes in
+            let text = String(decoding: bytes, as: UTF8.self)
+            _ = tokenizer.tokenize(text)
+            _ = try PromptWeighting.chunks(text, tokenizer: tokenizer)
+        }
+        _ = fuzz(target)
+    }
 }
 
 /// Writes `bytes` to `path` with one open and write, which the harnesses do per input.
@@ -325,4 +345,5 @@ enum PNGMutations {
 
 extension Array {
     fileprivate func randomElement(using random: inout FuzzRandom) -> Element? { isEmpty ? nil : self[random.below(count)] }
+
 }
