@@ -37,8 +37,8 @@ struct PluginOptions: ParsableArguments {
 struct SandboxOptions: ParsableArguments {
     @Option(help: "Stop the script after this many seconds.")
     var timeout: Double = 60
-    @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M.")
-    var memory: ByteCount = ByteCount(argument: "4G")!
+    @Option(help: "Memory cap for Lua and tensors together, e.g. 16G or 512M (an SD 1.5 pipeline takes about 6G).")
+    var memory: ByteCount = ByteCount(argument: "16G")!
     @Option(help: "Cap on the bytes the script may write, all files together, e.g. 1G or 200M.")
     var disk: ByteCount = ByteCount(argument: "1G")!
     @Option(name: .customLong("allow"), help: "A file the script may read (repeatable); with --from, the only files it may read.")
@@ -173,7 +173,7 @@ extension KiriCommand {
         @Option(help: "Images to make at once; several are written as NAME-1.png, NAME-2.png, ...") var batch = 1
         @Option(name: [.short, .long], help: "The PNG to write.") var output = "sample.png"
         @Flag(name: [.short, .long], help: "No progress bar.") var quiet = false
-        @Option(help: "Stop after this many seconds.") var timeout: Double = 600
+        @Option(help: "Stop after this many seconds (a 512² Stable Diffusion image takes minutes on a CPU).") var timeout: Double = 3600
 
         func run() throws {
             guard let scripts = BundledFiles.scripts else { throw fail("cannot find Kiri's Scripts folder (set KIRI_HOME)") }
