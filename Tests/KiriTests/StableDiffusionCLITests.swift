@@ -82,6 +82,26 @@ final class StableDiffusionCLITests: CLITestCase {
         XCTAssertEqual(try png("inpaint.png").width, 96)
     }
 
+    /// `kiri info` names every component of a pipeline folder and of a single file, with m.info's fields; the
+    /// parameter count is the components' together (diffusers' counts: UNet 203,204, text encoder 96,554, VAE 67,231).
+    func testInfoShowsEveryComponent() throws {
+        let folder = try kiri(["info", Self.model])
+        XCTAssertEqual(folder.status, 0, folder.stderr)
+        for line in ["unet: UNet2DConditionModel, ", "text_encoder: CLIPTextModel, 2 layers × 32, quick_gelu, ", "tokenizer: CLIPTokenizer, ",
+                     "vae: AutoencoderKL, 4 latent channels, scaling_factor 0.18215, ", "architecture: sd1", "parameters: 366989",
+                     "dtype: F16", "timestep_spacing: leading", "steps_offset: 1", "schedule.beta_schedule: scaled_linear"] {
+            XCTAssertTrue(folder.stdout.contains(line), "'\(line)' not in:\n\(folder.stdout)")
+        }
+        let single = URL(fileURLWithPath: Self.model).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("singlefile/sd2.safetensors").path
+        let file = try kiri(["info", single])
+        XCTAssertEqual(file.status, 0, file.stderr)
+        for line in ["checkpoint: single file in the original layout", "text_encoder: CLIPTextModel (OpenCLIP ViT-H, penultimate layer)",
+                     "tokenizer: CLIPTokenizer, Kiri's bundled CLIP BPE", "architecture: sd2", "prediction: v"] {
+            XCTAssertTrue(file.stdout.contains(line), "'\(line)' not in:\n\(file.stdout)")
+        }
+    }
+
     func testBadInputSaysWhatIsWrongAndWritesNothing() throws {
         let size = try kiri(["sample", "--model", Self.model, "--prompt", "a fox", "--width", "60", "--height", "64", "-o", "a.png"])
         XCTAssertEqual(size.status, 1)
