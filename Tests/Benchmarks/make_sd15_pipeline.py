@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 MODELS = os.path.join(ROOT, "Tests", "Fixtures", "models")
 sys.path.insert(0, os.path.join(MODELS, "singlefile"))
 sys.path.insert(0, os.path.join(MODELS, "tokenizer"))
+sys.path.insert(0, os.path.join(MODELS, "pipeline"))
 
 import diffusers  # noqa: E402
 import transformers  # noqa: E402
@@ -40,12 +41,11 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 from make_single_file import clip_to_original, unet_to_original, vae_to_original  # noqa: E402
+from make_pipeline import write_components, write_json  # noqa: E402
 from make_tokenizer_fixtures import write_folder as write_tokenizer  # noqa: E402
 
 MERGES = os.path.join(ROOT, "Sources", "Kiri", "Resources", "clip", "merges.txt")
 SD15_UNET = os.path.join(MODELS, "sd15_unet_config.json")
-SD15_SCHEDULER = os.path.join(MODELS, "sd15_scheduler_config.json")
-WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def text_config():
@@ -82,20 +82,6 @@ def f16(model, prefix=""):
     for key, value in state.items():
         assert torch.isfinite(value).all(), key
     return state
-
-
-def write_json(path, value):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as file:
-        json.dump(value, file, indent=2, sort_keys=True)
-        file.write("\n")
-
-
-def module_config(model, name):
-    config = {key: value for key, value in model.config.items() if not key.startswith("_")}
-    config["_class_name"] = name
-    config["_diffusers_version"] = diffusers.__version__
-    return config
 
 
 def main():
@@ -160,21 +146,7 @@ def main():
               (("unet", unet_state), ("vae", vae_state), ("text_encoder", text_state))}
     print("parameters: " + ", ".join(f"{name} {count / 1e6:.1f} M" for name, count in counts.items()))
 
-    os.makedirs(os.path.join(out, "text_encoder"))
-    text.config.save_pretrained(os.path.join(out, "text_encoder"))
-    save_file(text_state, os.path.join(out, "text_encoder", "model.safetensors"), metadata={"format": "pt"})
-    write_json(os.path.join(out, "unet", "config.json"), module_config(unet, "UNet2DConditionModel"))
-    save_file(unet_state, os.path.join(out, "unet", WEIGHTS), metadata={"format": "pt"})
-    write_json(os.path.join(out, "vae", "config.json"), module_config(autoencoder, "AutoencoderKL"))
-    save_file(vae_state, os.path.join(out, "vae", WEIGHTS), metadata={"format": "pt"})
-    os.makedirs(os.path.join(out, "scheduler"))
-    shutil.copyfile(SD15_SCHEDULER, os.path.join(out, "scheduler", "scheduler_config.json"))
-    write_json(os.path.join(out, "model_index.json"), {
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"]})
+    write_components(out, text, unet, autoencoder, text_state, unet_state, vae_state)
     print(f"wrote {out} ({time.perf_counter() - start:.0f} s)")
 
     if arguments.single_file:

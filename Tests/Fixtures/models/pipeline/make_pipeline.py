@@ -151,6 +151,12 @@ def write_folder(folder, text, denoiser, autoencoder, text_state, unet_state, va
     os.makedirs(os.path.join(folder, "tokenizer"))
     for name in sorted(os.listdir(TOKENIZER)):
         shutil.copyfile(os.path.join(TOKENIZER, name), os.path.join(folder, "tokenizer", name))
+    write_components(folder, text, denoiser, autoencoder, text_state, unet_state, vae_state)
+
+
+def write_components(folder, text, denoiser, autoencoder, text_state, unet_state, vae_state):
+    """Everything of an SD 1.5 diffusers folder but its tokenizer (Tests/Benchmarks/make_sd15_pipeline.py uses it
+    for the full-size one)."""
     os.makedirs(os.path.join(folder, "text_encoder"))
     text.config.save_pretrained(os.path.join(folder, "text_encoder"))
     save_file(text_state, os.path.join(folder, "text_encoder", "model.safetensors"), metadata={"format": "pt"})
