@@ -7,11 +7,12 @@
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
-local p = recipe.params(arg, {
+local p = recipe.params(arg, generate.model_options{
     x = "sampler", xs = "euler,euler_ancestral,heun,dpmpp_2m,dpmpp_2m_sde", y = "steps", ys = "4,8,16",
     prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras", guidance = "",
-    seed = 0, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", scale = 2, out = "grid.png",
+    seed = 0, scale = 2, out = "grid.png",
 })
+local model <close> = generate.open(p)   -- opened once for every cell
 
 local function axis(key, text)
     if p[key] == nil or key == "batch" or key == "out" or key == "model" or key == "width" or key == "height"
@@ -24,7 +25,6 @@ local function axis(key, text)
     end
     return recipe.values(key, text, p[key])
 end
-local model <close> = generate.open(p)   -- opened once for every cell
 local xs, ys = axis(p.x, p.xs), axis(p.y, p.ys)
 
 local rows, row_labels, column_labels = {}, {}, {}

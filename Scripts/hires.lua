@@ -6,9 +6,9 @@
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
-local p = recipe.params(arg, {
+local p = recipe.params(arg, generate.model_options{
     prompt = "sneaker", negative = "", steps = 20, hires_steps = 0, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras",
-    guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", scale = 2.0,
+    guidance = "", seed = 0, batch = 1, scale = 2.0,
     upscaler = "latent", denoise = 0.5, out = "hires.png",
 })
 local upscalers = {latent = true, nearest = true, bilinear = true, bicubic = true, lanczos = true}

@@ -4,9 +4,9 @@
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
-local p = recipe.params(arg, {
+local p = recipe.params(arg, generate.model_options{
     init = "", strength = 0.6, prompt = "sneaker", negative = "", steps = 20, cfg = 4.0,
-    sampler = "dpmpp_2m", schedule = "karras", guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", out = "img2img.png",
+    sampler = "dpmpp_2m", schedule = "karras", guidance = "", seed = 0, batch = 1, out = "img2img.png",
 })
 if p.init == "" then error("img2img needs init=PATH.png, the image to start from", 0) end
 

@@ -4,9 +4,9 @@
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
-local p = recipe.params(arg, {
+local p = recipe.params(arg, generate.model_options{
     init = "", mask = "", strength = 1.0, prompt = "sneaker", negative = "", steps = 20, cfg = 4.0,
-    sampler = "dpmpp_2m", schedule = "karras", guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", out = "inpaint.png",
+    sampler = "dpmpp_2m", schedule = "karras", guidance = "", seed = 0, batch = 1, out = "inpaint.png",
 })
 if p.init == "" or p.mask == "" then error("inpaint needs init=PATH.png and mask=MASK.png", 0) end
 

@@ -7,9 +7,9 @@
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
-local p = recipe.params(arg, {
+local p = recipe.params(arg, generate.model_options{
     prompt = "sneaker", negative = "", steps = 20, cfg = 4.0, sampler = "dpmpp_2m", schedule = "karras",
-    guidance = "", seed = 0, batch = 1, model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = "", out = "txt2img.png",
+    guidance = "", seed = 0, batch = 1, out = "txt2img.png",
 })
 
 local x = generate.sample(p)

@@ -1,5 +1,6 @@
 -- The pipeline the recipes share: prompt -> conditioning -> guided denoiser -> sigmas -> noise -> sampler
 --
+--   generate.model_options(defaults) -> defaults plus model, width, height, clip_skip, vae, lora, lora_dir
 --   generate.open(p) -> the model p.model names: a file or folder (kiri.models.load: a diffusers pipeline, a
 --     single-file checkpoint, ...) when it has a "/", "." or ":", else a kiri.models plugin ("default"); with
 --     p.vae, a VAE file to use instead of the model's own
@@ -60,6 +61,14 @@ local function schedule(text, steps, encode)
     local ok, result = pcall(prompt.schedule, text, steps, encode)
     if ok then return result end
     error(result, type(result) == "string" and result:find("^prompt: ") and 3 or 0)
+end
+
+-- `defaults` with the keys every recipe takes for its model (recipe.params checks them): model (plugin name or
+-- path), width and height (0: the model's), clip_skip, vae, lora and lora_dir.
+function generate.model_options(defaults)
+    local options = {model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = ""}
+    for key, value in pairs(defaults) do options[key] = value end
+    return options
 end
 
 function generate.open(p)

@@ -156,4 +156,11 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertGreaterThan(image.height, 2 * 28)
         XCTAssertTrue(text(image, "parameters")?.contains("Steps: \"4,8\", Sampler: \"euler,heun\"") ?? false, "\(image.text)")
     }
+
+    /// ys=classes takes every class of the model the grid opened.
+    func testGridOverTheModelsClasses() throws {
+        let result = try kiri(["run", Self.scripts + "/grid.lua", "x=seed", "xs=1", "y=prompt", "ys=classes", "steps=1", "scale=1"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertEqual(result.stdout, "wrote out/grid.png: 1 x 10 images (seed by prompt)\n")
+    }
 }
