@@ -196,7 +196,7 @@ function emphasis(reader)
 end
 
 -- AND part `index` of `count`: text:sub(first, last), with its weight.
-local function part(text, first, last, index, count)
+local function parse_part(text, first, last, index, count)
     local reader = {text = text, position = first, last = last, before_and = index < count}
     local nodes = sequence(reader)
     local weight, body = 1.0, last
@@ -237,7 +237,7 @@ local function parse(text)
     end
     bounds[#bounds + 1] = {first, #text}
     local parts = {}
-    for i, bound in ipairs(bounds) do parts[i] = part(text, bound[1], bound[2], i, #bounds) end
+    for i, bound in ipairs(bounds) do parts[i] = parse_part(text, bound[1], bound[2], i, #bounds) end
     return {text = text, parts = parts}
 end
 

@@ -81,9 +81,8 @@ end
 -- The order A1111 writes them in; fields that are nil or empty are left out.
 local ordered = {
     {"steps", "Steps"}, {"sampler", "Sampler"}, {"schedule", "Schedule type"}, {"cfg", "CFG scale"}, {"guidance", "Guidance"},
-    {"seed", "Seed"}, {"size", "Size"}, {"model_hash", "Model hash"}, {"model", "Model"}, {"vae", "VAE"}, {"clip_skip", "Clip skip"},
-    {"strength", "Denoising strength"},
-    {"batch", "Batch size"}, {"position", "Batch pos"},
+    {"seed", "Seed"}, {"size", "Size"}, {"model_hash", "Model hash"}, {"model", "Model"}, {"vae", "VAE"},
+    {"clip_skip", "Clip skip"}, {"strength", "Denoising strength"}, {"batch", "Batch size"}, {"position", "Batch pos"},
 }
 
 local function quoted(value)
