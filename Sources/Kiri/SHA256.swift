@@ -3,12 +3,13 @@
 enum SHA256 {
     /// The digest of `bytes` as 64 lowercase hex digits.
     static func hex<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> String {
-        Array(bytes).withUnsafeBytes { hex($0) }
+        Array(bytes).withUnsafeBytes { hex($0)! }
     }
 
-    /// The digest of `bytes` (a mapped file's, say) as 64 lowercase hex digits, read in place.
-    static func hex(_ bytes: UnsafeRawBufferPointer) -> String {
-        digest(bytes).map { String($0, radix: 16).leftPadded(to: 8) }.joined()
+    /// The digest of `bytes` (a mapped file's, say) as 64 lowercase hex digits, read in place; nil if `stopped`
+    /// (asked between megabytes: a model file takes seconds, and the run's time limit must still hold).
+    static func hex(_ bytes: UnsafeRawBufferPointer, stopped: () -> Bool = { false }) -> String? {
+        digest(bytes, stopped: stopped).map { $0.map { String($0, radix: 16).leftPadded(to: 8) }.joined() }
     }
 
     private static let roundConstants: [UInt32] = [
@@ -24,12 +25,15 @@ enum SHA256 {
 
     /// Whole 64-byte blocks straight from `message`; the last partial block with its padding (a 1 bit, zeros to 56
     /// mod 64 bytes, the length in bits, big-endian) from a small buffer.
-    private static func digest(_ message: UnsafeRawBufferPointer) -> [UInt32] {
+    private static func digest(_ message: UnsafeRawBufferPointer, stopped: () -> Bool) -> [UInt32]? {
         var hash: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
         let whole = message.count / 64 * 64
         var schedule = [UInt32](repeating: 0, count: 64)
         if let base = message.baseAddress {
-            for block in stride(from: 0, to: whole, by: 64) { compress(base + block, &hash, &schedule) }
+            for block in stride(from: 0, to: whole, by: 64) {
+                if block & (1 << 20 - 1) == 0, stopped() { return nil }
+                compress(base + block, &hash, &schedule)
+            }
         }
         var tail = Array(message[whole...]) + [0x80]
         tail += [UInt8](repeating: 0, count: (56 - tail.count % 64 + 64) % 64)

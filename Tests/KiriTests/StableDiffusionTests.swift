@@ -147,3 +147,15 @@ extension ModelAPITests {
         XCTAssertTrue(lines.last?.contains("diffusion_pytorch_model.safetensors") ?? false, output)
     }
 }
+
+extension ModelAPITests {
+    /// Tokenizing and parsing do not check the run's stop, so a prompt is bounded (security case 38).
+    func testPromptsAreBounded() throws {
+        let message = failure("""
+            local m = kiri.models.load(\(quoted(Self.pipeline + "/tiny-sd")))
+            m:encode(string.rep("fox ", 20000))
+            """, roots: [Self.pipeline])
+        XCTAssertTrue(message?.contains("bad argument #1 to 'encode' (a prompt of 80000 bytes is longer than the 65536 Kiri encodes)") ?? false,
+                      message ?? "encoded")
+    }
+}

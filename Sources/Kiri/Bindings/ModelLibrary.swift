@@ -17,7 +17,8 @@ final class LoadedModel {
     }
 
     /// A1111's short hash of a checkpoint file: the first 10 hex digits of its SHA-256 (modules/hashes.py), for
-    /// the PNG's "Model hash"; nil for a folder, which A1111 cannot load. Computed once, when first asked for.
+    /// the PNG's "Model hash"; nil for a folder, which A1111 cannot load. Computed once, when first asked for; nil
+    /// too when the run stops meanwhile (which then fails anyway).
     lazy var hash: String? = {
         let file: String
         switch summary.files.layout {
@@ -27,7 +28,8 @@ final class LoadedModel {
         }
         guard let mapped = try? MappedFile(path: file) else { return nil }
         defer { mapped.unmap() }
-        return String(SHA256.hex(mapped.bytes).prefix(10))
+        let cancellation = Cancellation.current
+        return SHA256.hex(mapped.bytes) { cancellation?.isStopped ?? false }.map { String($0.prefix(10)) }
     }()
 
     /// Loads the model at `path`: a `.safetensors` file with its `config.json`, or a diffusers folder
@@ -143,7 +145,7 @@ public final class ModelLibrary: LuaLibrary {
         Binding(name: "modelTokenize", tables: ["host"], tensorResults: 0) { call in
             try Self.named("tokenize", handleFirst: true) {
                 let tokenizer = try self.component(call, \.tokenizer, "a tokenizer")
-                let text = try call.string(2)
+                let text = try Self.prompt(call, 2)
                 try call.push(numbers: tokenizer.tokenize(text).map(Double.init))
             }
         },
@@ -156,7 +158,7 @@ public final class ModelLibrary: LuaLibrary {
                 guard let textEncoder = pipeline.textEncoder, let tokenizer = pipeline.tokenizer else {
                     throw ScriptError("this model has no text encoder: it takes no prompt")
                 }
-                let prompt = try call.string(2)
+                let prompt = try Self.prompt(call, 2)
                 let clipSkip = try call.optionalInteger(3) ?? 1
                 guard (1...textEncoder.config.numHiddenLayers).contains(clipSkip) else {
                     throw ScriptError(argument: 3, "clip_skip must be from 1 (the last layer) to \(textEncoder.config.numHiddenLayers), got \(clipSkip)")
@@ -255,6 +257,18 @@ public final class ModelLibrary: LuaLibrary {
     private func component<T>(_ call: LuaCall, _ path: KeyPath<DiffusionPipeline, T?>, _ what: String) throws -> T {
         guard let value = try loadedModel(call).pipeline[keyPath: path] else { throw ScriptError("this model has no \(what)") }
         return value
+    }
+
+    /// Tokenizing and parsing run without checking the run's stop (security case 38): a prompt is bounded so that
+    /// they take milliseconds. 64 KiB is hundreds of 75-token chunks.
+    static let maximumPromptBytes = 1 << 16
+
+    private static func prompt(_ call: LuaCall, _ index: Int) throws -> String {
+        let text = try call.string(index)
+        guard text.utf8.count <= maximumPromptBytes else {
+            throw ScriptError(argument: index, "a prompt of \(text.utf8.count) bytes is longer than the \(maximumPromptBytes) Kiri encodes")
+        }
+        return text
     }
 
     /// The tensor argument of the script's call (#2 here, after the handle).
