@@ -18,7 +18,7 @@ public struct SandboxLimits: Sendable {
     /// Bytes the run may write, all files together.
     public var disk: Int
 
-    public init(timeout: Double = 60, memory: Int = 16 << 30, disk: Int = 1 << 30) {
+    public init(timeout: Double = 60, memory: Int = 4 << 30, disk: Int = 1 << 30) {
         self.timeout = timeout
         self.memory = memory
         self.disk = disk

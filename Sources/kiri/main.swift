@@ -37,8 +37,8 @@ struct PluginOptions: ParsableArguments {
 struct SandboxOptions: ParsableArguments {
     @Option(help: "Stop the script after this many seconds.")
     var timeout: Double = 60
-    @Option(help: "Memory cap for Lua and tensors together, e.g. 16G or 512M (an SD 1.5 pipeline takes about 6G).")
-    var memory: ByteCount = ByteCount(argument: "16G")!
+    @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M (an SD 1.5 pipeline needs about 8G).")
+    var memory: ByteCount = ByteCount(argument: "4G")!
     @Option(help: "Cap on the bytes the script may write, all files together, e.g. 1G or 200M.")
     var disk: ByteCount = ByteCount(argument: "1G")!
     @Option(name: .customLong("allow"), help: "A file the script may read (repeatable); with --from, the only files it may read.")
@@ -162,6 +162,8 @@ extension KiriCommand {
         @Option(help: "Image height in pixels, a multiple of 8 (default: the model's).") var height = 0
         @Option(help: "A1111's Clip skip: 2 takes the text encoder's penultimate layer (default 1, the last).") var clipSkip = 1
         @Option(help: "A VAE .safetensors file to use instead of the model's own (LDM or diffusers layout).") var vae: String?
+        @Option(help: "Memory cap for the run (the bundled recipe is trusted; an SD 1.5 pipeline needs about 8G).")
+        var memory: ByteCount = ByteCount(argument: "16G")!
         @Option(help: "Sampler steps.") var steps = 20
         @Option(help: "Classifier-free guidance scale.") var cfg = 4.0
         @Option(help: "A sampler plugin (kiri list samplers).") var sampler = "dpmpp_2m"
@@ -185,7 +187,7 @@ extension KiriCommand {
             ] + (model.map { ["model=\($0)"] } ?? []) + (vae.map { ["vae=\($0)"] } ?? [])
             let request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
-                limits: SandboxLimits(timeout: timeout), outputDirectory: folder,
+                limits: SandboxLimits(timeout: timeout, memory: memory.bytes), outputDirectory: folder,
                 pluginDirectories: plugins.directories, progress: ProgressBar.standardError(quiet: quiet))
             if prompt == nil {
                 print("kiri sample: no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
