@@ -111,8 +111,16 @@ for band = 1, #lines, font.height + 1 do
     end
 end
 
+-- The UTF-8 characters of text, a lead byte and its continuation bytes (0x80-0xBF) each. By bytes, not
+-- gmatch: the sandbox refuses a pattern on a label of a few thousand characters.
 local function characters(text)
-    return text:gmatch("[^\128-\191][\128-\191]*")
+    local position = 1
+    return function()
+        if position > #text then return nil end
+        local first = position
+        repeat position = position + 1 until position > #text or (text:byte(position) & 0xC0) ~= 0x80
+        return text:sub(first, position - 1)
+    end
 end
 
 local function check(text, name)

@@ -27,6 +27,7 @@
 -- from the image noised to the next sigma.
 local recipe = require "lib.recipe"
 local prompt = require "lib.prompt"
+local strings = require "lib.strings"
 
 local generate = {}
 
@@ -86,25 +87,39 @@ end
 -- A1111's <lora:NAME:0.8> in the prompt (NAME.safetensors in p.lora_dir); and the prompt without those tags.
 local function requested_loras(p)
     local wanted = {}
-    for item in (p.lora or ""):gmatch("[^,]+") do
-        local path, scale = item:match("^%s*(.-):([-+]?[%d.]+)%s*$")
-        if path == nil then path, scale = item:match("^%s*(.-)%s*$"), "1" end
-        wanted[path] = (wanted[path] or 0) + (tonumber(scale) or error(format("lora: bad scale in '%s'", item), 3))
-    end
-    local failure   -- raised after gsub, whose sandbox wrapper would move an error raised inside it
-    local text = (p.prompt or ""):gsub("<lora:([^:>]+):?([^>]*)>", function(name, scale)
-        if (p.lora_dir or "") == "" then
-            failure = failure or format("<lora:%s> needs lora_dir=FOLDER, where %s.safetensors is", name, name)
-        elseif scale ~= "" and tonumber(scale) == nil then
-            failure = failure or format("<lora:%s:%s>: the weight must be a number", name, scale)
-        else
-            local path = p.lora_dir .. "/" .. name .. ".safetensors"
-            wanted[path] = (wanted[path] or 0) + (tonumber(scale) or 1)
+    for _, item in ipairs(strings.split(p.lora or "", ",")) do
+        local path, scale = strings.trim(item), 1
+        local colon = strings.last_colon(path)
+        local suffix = colon and path:sub(colon + 1)
+        if suffix and suffix:find("^[%s%d.+-]+$") then   -- "PATH:0.8"; a ':' before anything else is the path's
+            scale = tonumber(suffix) or error(format("lora: bad scale in '%s'", item), 3)
+            path = strings.trim(path:sub(1, colon - 1))
         end
-        return ""
-    end)
-    if failure then error(failure, 3) end
-    return wanted, text
+        wanted[path] = (wanted[path] or 0) + scale
+    end
+    -- The tags are found by plain searches: a pattern for them would be refused on a long prompt.
+    local prompt_text, kept, position = p.prompt or "", {}, 1
+    while true do
+        local open = prompt_text:find("<lora:", position, true)
+        local close = open and prompt_text:find(">", open, true)
+        if close == nil then break end
+        local tag = prompt_text:sub(open + 6, close - 1)   -- NAME or NAME:WEIGHT
+        local colon = tag:find(":", 1, true)
+        local name, weight = tag:sub(1, (colon or 0) - 1), colon and tag:sub(colon + 1) or ""
+        if name == "" then error(format("<lora:%s>: the tag names no LoRA", tag), 3) end
+        if (p.lora_dir or "") == "" then
+            error(format("<lora:%s> needs lora_dir=FOLDER, where %s.safetensors is", name, name), 3)
+        end
+        if weight ~= "" and tonumber(weight) == nil then
+            error(format("<lora:%s:%s>: the weight must be a number", name, weight), 3)
+        end
+        local path = p.lora_dir .. "/" .. name .. ".safetensors"
+        wanted[path] = (wanted[path] or 0) + (tonumber(weight) or 1)
+        kept[#kept + 1] = prompt_text:sub(position, open - 1)
+        position = close + 1
+    end
+    kept[#kept + 1] = prompt_text:sub(position)
+    return wanted, table.concat(kept)
 end
 
 -- Brings the model's LoRAs to `wanted`: LoRA updates are linear in their scale, so applying the difference from

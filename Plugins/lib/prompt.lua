@@ -42,6 +42,8 @@
 --                              -> the sorted steps after which a part's text may change: each `when`
 --                                that is >= 1, every step if there is an alternation, and `steps` itself
 --                                (A1111's collect_steps, the end_at_step of each stretch of its schedule)
+local trim = require("lib.strings").trim
+
 local prompt = {}
 
 local format = string.format
@@ -55,14 +57,19 @@ local function fail(text, position, message, ...)
     error(format("prompt: column %d: " .. message, column(text, position), ...), 0)
 end
 
+-- No number is longer, and the patterns below would be refused on a long subject (the sandbox's cost guard).
+local MAX_NUMBER = 100
+
 -- lark's SIGNED_NUMBER, the `when` of A1111's grammar: 3, -2, .5, 0.25, 1e1.
 local function signed_number(written)
+    if #written > MAX_NUMBER then return nil end
     local rest = written:match("^[-+]?%d+%.?%d*(.*)$") or written:match("^[-+]?%.%d+(.*)$")
     if rest == "" or (rest and rest:match("^[eE][-+]?%d+$")) then return tonumber(written) end
 end
 
 -- The number of A1111's re_weight: [-+]?(?:\d+\.?|\d*\.\d+).
 local function weight_number(written)
+    if #written > MAX_NUMBER then return nil end
     if written:match("^[-+]?%d+%.?$") or written:match("^[-+]?%d*%.%d+$") then return tonumber(written) * 1.0 end
 end
 
@@ -125,7 +132,7 @@ local function bracketed(text, segments, separators)
     if #segments > 3 then fail(text, separators[3].position, "too many ':' in [from:to:when]") end
     local when = segments[#segments]
     local start = when.first + #text:match("^%s*", when.first)
-    local written = text:sub(when.first, when.last):match("^%s*(.-)%s*$")
+    local written = trim(text:sub(when.first, when.last))
     local value = signed_number(written)
     if value == nil then
         fail(text, start, "the step or fraction in [from:to:when] must be a number, got '%s'", written)
@@ -176,7 +183,7 @@ function emphasis(reader)
     local character = text:sub(reader.position, reader.position)
     if reader.position <= reader.last and character == ":" then
         local stop = text:find(")", reader.position, true)
-        local written = stop and stop <= reader.last and text:sub(reader.position + 1, stop - 1):match("^%s*(.-)%s*$")
+        local written = stop and stop <= reader.last and trim(text:sub(reader.position + 1, stop - 1))
         if not written or weight_number(written) == nil then
             fail(text, reader.position + 1, "the weight in (text:weight) must be a number followed by ')', got '%s'",
                 text:sub(reader.position + 1, (stop and stop <= reader.last) and stop - 1 or reader.last))
@@ -208,7 +215,7 @@ local function parse_part(text, first, last, index, count)
         end
         body = reader.position - 1
         local start = reader.position + 1
-        local written = text:sub(start, last):match("^%s*(.-)%s*$")
+        local written = trim(text:sub(start, last))
         weight = weight_number(written)
         if weight == nil then
             fail(text, start + #text:match("^%s*", start), "the weight after ':' must be a number, got '%s' "

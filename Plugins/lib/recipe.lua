@@ -23,6 +23,7 @@
 --                                is dropped; the size must match
 --   load_mask(path, shape)    -> a PNG as a [1, 1, H, W] mask in [0, 1] (white = 1)
 local filter = require "lib.filter"
+local strings = require "lib.strings"
 
 local recipe = {}
 
@@ -45,15 +46,15 @@ local function parse(key, text, default)
     return number
 end
 
-function recipe.values(key, text, default)
+function recipe.values(key, values, default)
     local list = {}
-    for item in text:gmatch("[^,]+") do
-        item = item:match("^%s*(.-)%s*$")
+    for _, item in ipairs(strings.split(values, ",")) do
+        item = strings.trim(item)
         local value, expected = parse(key, item, default)
         if value == nil then error(format("%s: every value must be %s, got '%s'", key, expected, item), 2) end
         list[#list + 1] = value
     end
-    if #list == 0 then error(format("%s: no values in '%s'", key, text), 2) end
+    if #list == 0 then error(format("%s: no values in '%s'", key, values), 2) end
     return list
 end
 
@@ -64,15 +65,17 @@ function recipe.params(arguments, defaults)
     local params = {}
     for key, value in pairs(defaults) do params[key] = value end
     for i = 1, #(arguments or {}) do
-        local key, text = arguments[i]:match("^([%w_]+)=(.*)$")
-        if not key then
+        local equals = arguments[i]:find("=", 1, true)   -- not a pattern: a value may be a long prompt
+        local key = equals and arguments[i]:sub(1, equals - 1)
+        if not (key and key:find("^[%w_]+$")) then
             error(format("argument %d ('%s'): key=value expected; keys: %s", i, arguments[i], table.concat(keys, ", ")), 2)
         end
         if defaults[key] == nil then
             error(format("argument %d: unknown key '%s'; keys: %s", i, key, table.concat(keys, ", ")), 2)
         end
-        local value, expected = parse(key, text, defaults[key])
-        if value == nil then error(format("argument %d: %s must be %s, got '%s'", i, key, expected, text), 2) end
+        local written = arguments[i]:sub(equals + 1)
+        local value, expected = parse(key, written, defaults[key])
+        if value == nil then error(format("argument %d: %s must be %s, got '%s'", i, key, expected, written), 2) end
         params[key] = value
     end
     return params

@@ -55,7 +55,8 @@ return function()
         if type(prompt) ~= "string" then
             error(string.format("bad argument #1 to 'encode' (string expected, got %s)", type(prompt)), 2)
         end
-        local text = normalise(prompt)
+        -- The longest class name with an article is 20 bytes; normalising far longer text would be refused.
+        local text = #prompt <= 256 and normalise(prompt) or prompt
         if text == "" then return {class = NULL_CLASS} end
         local label = lookup(text) or lookup(text:gsub("^pair of ", ""))
         if label == nil then

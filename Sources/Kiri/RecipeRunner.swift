@@ -84,11 +84,19 @@ public enum RecipeRunner {
             guard let value = argument.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init) else {
                 return [argument]
             }
-            let items = value.split(separator: ",").map { item in
-                item.firstRange(of: /:[-+]?[0-9.]+$/).map { String(item[..<$0.lowerBound]) } ?? String(item)
-            }
+            let items = value.split(separator: ",").map(weightedPath)
             return [argument, value] + items
         }
+    }
+
+    /// The path of a list item `PATH` or `PATH:WEIGHT`, as lib/generate.lua reads `lora=`: trimmed, and cut at
+    /// the last ':' when only a number's characters follow it.
+    static func weightedPath(_ item: Substring) -> String {
+        let trimmed = item.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let colon = trimmed.lastIndex(of: ":"), colon != trimmed.index(before: trimmed.endIndex),
+              trimmed[trimmed.index(after: colon)...].allSatisfy({ $0.isWhitespace || "0123456789.+-".contains($0) })
+        else { return trimmed }
+        return trimmed[..<colon].trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Only regular files are granted: a folder would open everything under it, a FIFO or device would block.

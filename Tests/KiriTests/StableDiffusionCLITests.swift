@@ -102,6 +102,33 @@ final class StableDiffusionCLITests: CLITestCase {
         }
     }
 
+    /// The recipes' own string handling passes the sandbox's pattern-cost guard on what users have: a 400-byte
+    /// model path and LoRA paths (CI's checkout is deeper than a developer's), and a 3 KB A1111 prompt with emphasis,
+    /// edits and a <lora:> tag. Patterns such as "^%s*(.-)%s*$" used to be refused on a few hundred bytes.
+    func testLongPromptsAndPathsPassThePatternGuard() throws {
+        let deep = folder.appendingPathComponent(String(repeating: "d", count: 200) + "/" + String(repeating: "e", count: 200))
+        try FileManager.default.createDirectory(at: deep, withIntermediateDirectories: true)
+        let fixtures = URL(fileURLWithPath: Self.model).deletingLastPathComponent().deletingLastPathComponent()
+        try FileManager.default.createSymbolicLink(atPath: deep.path + "/tiny-sd", withDestinationPath: Self.model)
+        try FileManager.default.createSymbolicLink(atPath: deep.path + "/loras", withDestinationPath: fixtures.path + "/lora")
+        let prompt = String(repeating: "a (red:1.1) fox in the snow, [cat:dog:0.5], ", count: 70)
+        let made = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(deep.path)/tiny-sd",
+                             "prompt=\(prompt)", "steps=2", "width=64", "height=64", "out=long.png"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let parameters = try png("long.png").text.first { $0.key == "parameters" }?.value ?? ""
+        XCTAssertTrue(parameters.hasPrefix(prompt), parameters)
+        // The LoRAs are for another model: the error naming the file shows both paths were parsed.
+        let byList = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(deep.path)/tiny-sd",
+                               "lora=\(deep.path)/loras/kohya.safetensors : 0.8", "prompt=\(prompt)", "steps=1", "out=f.png"])
+        XCTAssertEqual(byList.status, 1)
+        XCTAssertTrue(byList.stderr.contains("/loras/kohya.safetensors: LoRA module"), byList.stderr)
+        let byTag = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(deep.path)/tiny-sd",
+                              "prompt=\(prompt) <lora:peft:0.5>", "lora_dir=\(deep.path)/loras", "steps=1", "out=g.png"])
+        XCTAssertEqual(byTag.status, 1)
+        XCTAssertTrue(byTag.stderr.contains("/loras/peft.safetensors: "), byTag.stderr)
+        XCTAssertFalse(exists("f.png") || exists("g.png"))
+    }
+
     func testBadInputSaysWhatIsWrongAndWritesNothing() throws {
         let size = try kiri(["sample", "--model", Self.model, "--prompt", "a fox", "--width", "60", "--height", "64", "-o", "a.png"])
         XCTAssertEqual(size.status, 1)
