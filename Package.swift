@@ -3,6 +3,7 @@
 //   kiri (CLI) → Kiri (engine: model and image bindings) → KiriLua (Lua runtime) → KiriTensor (tensor core) → COpenBLAS
 //                                                          KiriLua → LuaBridge (C; every Lua longjmp lives here) → CLua
 //                Kiri → KiriModels (model files, networks) → KiriTensor
+//                       KiriModels → KiriKernels (C; per-ISA kernels, dispatched at start)
 //                Kiri → KiriImage (PNG files, tensors) → PNGBridge (C; every libpng longjmp lives here) → CPNG
 //                       KiriImage → KiriTensor
 import PackageDescription
@@ -29,8 +30,11 @@ let package = Package(
         // MARK: Tensor core: pure Swift, no Lua
         .target(name: "KiriTensor", dependencies: ["COpenBLAS"], swiftSettings: hotPath),
 
+        // MARK: Kernels in C, each instruction set's version chosen at start from CPUID (no build flag needed)
+        .target(name: "KiriKernels"),
+
         // MARK: Model runtime: model files and networks, no Lua
-        .target(name: "KiriModels", dependencies: ["KiriTensor", "COpenBLAS"], swiftSettings: hotPath),
+        .target(name: "KiriModels", dependencies: ["KiriTensor", "KiriKernels", "COpenBLAS"], swiftSettings: hotPath),
 
         // MARK: Image files: PNG through libpng, no Lua
         .target(name: "PNGBridge", dependencies: ["CPNG"]),

@@ -1,9 +1,10 @@
 -- The pipeline the recipes share: prompt -> conditioning -> guided denoiser -> sigmas -> noise -> sampler
 --
---   generate.model_options(defaults) -> defaults plus model, width, height, clip_skip, vae, lora, lora_dir
+--   generate.model_options(defaults) -> defaults plus model, width, height, clip_skip, vae, weights, lora, lora_dir
 --   generate.open(p) -> the model p.model names: a file or folder (kiri.models.load: a diffusers pipeline, a
 --     single-file checkpoint, ...) when it has a "/", "." or ":", else a kiri.models plugin ("default"); with
---     p.vae, a VAE file to use instead of the model's own
+--     p.vae, a VAE file to use instead of the model's own; with p.weights, the format the weights are kept in
+--     (f32, f16, bf16 or q8_0; "" keeps the file's)
 --   generate.sample(p [, init [, hooks [, model]]]) -> images [batch, C, H, W] in [-1, 1]: the samples, decoded
 --     by the model (m:decode; latent models' VAE)
 --     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model, and optionally
@@ -67,19 +68,21 @@ end
 -- `defaults` with the keys every recipe takes for its model (recipe.params checks them): model (plugin name or
 -- path), width and height (0: the model's), clip_skip, vae, lora and lora_dir.
 function generate.model_options(defaults)
-    local options = {model = "default", width = 0, height = 0, clip_skip = 0, vae = "", lora = "", lora_dir = ""}
+    local options = {model = "default", width = 0, height = 0, clip_skip = 0, vae = "", weights = "", lora = "",
+        lora_dir = ""}
     for key, value in pairs(defaults) do options[key] = value end
     return options
 end
 
 function generate.open(p)
     local vae = p.vae ~= nil and p.vae ~= "" and p.vae or nil
+    local weights = p.weights ~= nil and p.weights ~= "" and p.weights or nil
     if p.model:find("[/.:]") then
-        local model = kiri.models.load(p.model, {vae = vae})
+        local model = kiri.models.load(p.model, {vae = vae, weights = weights})
         p.model_hash = p.model_hash or model:hash()   -- for the PNG's "Model hash", as A1111 writes it
         return model
     end
-    if vae then error("vae= needs model=PATH (a Stable Diffusion checkpoint)", 3) end
+    if vae or weights then error(format("%s= needs model=PATH (a Stable Diffusion checkpoint)", vae and "vae" or "weights"), 3) end
     return kiri.models[p.model]()
 end
 

@@ -9,7 +9,7 @@ struct KiriCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiri",
         abstract: "Kiri: a diffusion engine with Lua recipes.",
-        version: KiriVersion.string,
+        version: "\(KiriVersion.string), \(KernelISA.summary)",
         subcommands: [Run.self, Sample.self, List.self, Info.self, Bench.self]
     )
 }
@@ -162,6 +162,8 @@ extension KiriCommand {
         @Option(help: "Image height in pixels, a multiple of 8 (default: the model's).") var height = 0
         @Option(help: "A1111's Clip skip: 2 takes the text encoder's penultimate layer (default 1, the last).") var clipSkip = 1
         @Option(help: "A VAE .safetensors file to use instead of the model's own (LDM or diffusers layout).") var vae: String?
+        @Option(help: "The format weights are kept in: f32, f16, bf16 or q8_0 (8-bit blocks, half of f16's memory); default: as the file stores them.")
+        var weights: String?
         @Option(help: "Memory cap for the run (the bundled recipe is trusted; an SD 1.5 pipeline needs about 8G).")
         var memory: ByteCount = ByteCount(argument: "16G")!
         @Option(help: "Sampler steps.") var steps = 20
@@ -184,7 +186,7 @@ extension KiriCommand {
                 "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
                 "sampler=\(sampler)", "schedule=\(schedule)", "guidance=\(guidance)", "seed=\(seed)", "batch=\(batch)",
                 "out=\(FileAccess.name(of: output))", "width=\(width)", "height=\(height)", "clip_skip=\(clipSkip)",
-            ] + (model.map { ["model=\($0)"] } ?? []) + (vae.map { ["vae=\($0)"] } ?? [])
+            ] + (model.map { ["model=\($0)"] } ?? []) + (vae.map { ["vae=\($0)"] } ?? []) + (weights.map { ["weights=\($0)"] } ?? [])
             let request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
                 limits: SandboxLimits(timeout: timeout, memory: memory.bytes), outputDirectory: folder,
@@ -293,4 +295,13 @@ extension KiriCommand.Bench {
     }
 }
 
+// KIRI_ISA=generic|avx2|avx512 runs the kernels of a lower instruction set than the CPU's best.
+if let isa = ProcessInfo.processInfo.environment["KIRI_ISA"] {
+    do {
+        try KernelISA.select(isa)
+    } catch {
+        FileHandle.standardError.write(Data("kiri: KIRI_ISA=\(isa): \(error)\n".utf8))
+        exit(1)
+    }
+}
 KiriCommand.main()

@@ -169,7 +169,7 @@ final class CLIPTextParityTests: ModelFileTestCase {
     func testLoadingOverTheMemoryCapIsRefused() throws {
         let files = files("clip_text_sd1")
         let config = try CLIPTextConfig(path: files.config), weights = try SafetensorsFile(path: files.weights)
-        let bytes = CLIPTextModel.loadingBytes(config: config, weights)
+        let bytes = loadingBytes(weights)
         let short = MemoryBudget(limit: bytes - 1)
         assertModelFileError(files.weights, ["loading the text encoder takes", "memory cap"]) {
             try MemoryBudget.$current.withValue(short) { try CLIPTextModel(config: config, weights: weights) }

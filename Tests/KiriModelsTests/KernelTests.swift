@@ -53,34 +53,25 @@ final class KernelTests: XCTestCase {
         return out
     }
 
-    func runConvolution(_ plan: ConvolutionPlan, input: [Float], weight: [Float], bias: [Float], extraBias: [Float]? = nil,
+    func runConvolution(_ plan: ConvolutionPlan, input: [Float], _ weight: WeightChunks, bias: [Float], extraBias: [Float]? = nil,
                         initial: [Float]? = nil) -> [Float] {
         let s = plan.shape
         var out = initial ?? [Float](repeating: .nan, count: s.batch * s.outChannels * s.outHeight * s.outWidth)
-        var columns = [Float](repeating: .nan, count: max(1, plan.columnsCount))
-        input.withUnsafeBufferPointer { x in
-            weight.withUnsafeBufferPointer { w in
-                bias.withUnsafeBufferPointer { b in
-                    out.withUnsafeMutableBufferPointer { o in
-                        columns.withUnsafeMutableBufferPointer { c in
-                            if let extraBias {
-                                extraBias.withUnsafeBufferPointer { e in
-                                    conv2dForward(o.baseAddress!, x.baseAddress!, w.baseAddress!, b.baseAddress!, extraBias: e.baseAddress!,
-                                                  accumulate: initial != nil, columns: c.baseAddress!, plan)
-                                }
-                            } else {
-                                conv2dForward(o.baseAddress!, x.baseAddress!, w.baseAddress!, b.baseAddress!, accumulate: initial != nil,
-                                              columns: c.baseAddress!, plan)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        var columns = [Float](repeating: .nan, count: max(1, plan.columnsCount(weight)))
+        conv2dForward(&out, input, weight, bias, extraBias: extraBias, accumulate: initial != nil, columns: &columns, plan)
         return out
     }
 
-    func testConv2dMatchesDirectConvolution() {
+    /// `values` [rows, columns] in `format`, and the float32 values it holds (which the references use).
+    func matrix(_ values: [Float], rows: Int, format: WeightFormat) throws -> (WeightMatrix, [Float]) {
+        let matrix = try values.withUnsafeBufferPointer {
+            try WeightMatrix($0.baseAddress!, rows: rows, columns: values.count / rows, format: format)
+        }
+        let stored = try matrix.tensor()
+        return (matrix, Array(UnsafeBufferPointer(start: stored.data, count: stored.count)))
+    }
+
+    func testConv2dMatchesDirectConvolution() throws {
         let shapes = [
             // 3×3 "same" (conv_in, ResNet convs), odd sizes.
             ConvolutionShape(batch: 2, inChannels: 3, height: 7, width: 6, outChannels: 5, kernel: 3, padding: 1, paddingEnd: 1),
@@ -96,32 +87,37 @@ final class KernelTests: XCTestCase {
         ]
         for (index, s) in shapes.enumerated() {
             let input = values(s.batch * s.inChannels * s.height * s.width, seed: 1)
-            let weight = values(s.outChannels * s.inChannels * s.kernel * s.kernel, seed: 2)
             let bias = values(s.outChannels, seed: 3)
-            let expected = directConvolution(input, weight, bias, s)
-            // One thread over whole images, and two threads over bands of two rows that straddle images.
-            for plan in [ConvolutionPlan(s, threads: 1), ConvolutionPlan(s, threads: 2, bandRows: 2)] {
-                let out = runConvolution(plan, input: input, weight: weight, bias: bias)
-                assertClose(out, expected, 1e-5, "conv2d case \(index) \(s.kernel)×\(s.kernel) stride \(s.stride) padding (\(s.padding), \(s.paddingEnd)) → \(s.outHeight)×\(s.outWidth), \(plan.threads) threads, bands of \(plan.bandRows)")
+            for format in WeightFormat.allCases {
+                let (weight, stored) = try matrix(values(s.outChannels * s.inChannels * s.kernel * s.kernel, seed: 2),
+                                                  rows: s.outChannels, format: format)
+                let expected = directConvolution(input, stored, bias, s)
+                // One thread over whole images, and two threads over bands of two rows that straddle images; the
+                // weight whole, and in chunks of two rows.
+                for (plan, chunkRows) in [(ConvolutionPlan(s, threads: 1), nil), (ConvolutionPlan(s, threads: 2, bandRows: 2), 2)] {
+                    let out = runConvolution(plan, input: input, WeightChunks(weight, rows: chunkRows), bias: bias)
+                    assertClose(out, expected, 1e-5, "conv2d case \(index) \(s.kernel)×\(s.kernel) stride \(s.stride) padding (\(s.padding), \(s.paddingEnd)) → \(s.outHeight)×\(s.outWidth), \(format) weights, \(plan.threads) threads, bands of \(plan.bandRows)")
+                }
             }
         }
     }
 
     /// ResnetBlock2D's two fusions: conv1 with the time embedding as a per-image bias, conv2 added onto the shortcut.
-    func testConv2dPerImageBiasAndAccumulation() {
+    func testConv2dPerImageBiasAndAccumulation() throws {
         let s = ConvolutionShape(batch: 2, inChannels: 3, height: 4, width: 5, outChannels: 4, kernel: 3, padding: 1, paddingEnd: 1)
         let input = values(2 * 3 * 4 * 5, seed: 4), weight = values(4 * 3 * 9, seed: 5), bias = values(4, seed: 6)
         let extra = values(2 * 4, seed: 7), initial = values(2 * 4 * 4 * 5, seed: 8)
         let direct = directConvolution(input, weight, bias, s)
         let expected = direct.indices.map { i in direct[i] + Double(extra[i / 20]) + Double(initial[i]) }
-        let out = runConvolution(ConvolutionPlan(s, threads: 2, bandRows: 3), input: input, weight: weight, bias: bias, extraBias: extra,
-                                 initial: initial)
+        let (matrix, _) = try matrix(weight, rows: 4, format: .f32)
+        let out = runConvolution(ConvolutionPlan(s, threads: 2, bandRows: 3), input: input, WeightChunks(matrix),
+                                 bias: bias, extraBias: extra, initial: initial)
         assertClose(out, expected, 1e-5, "conv2d + per-image bias, accumulated")
     }
 
     /// Winograd F(2×2, 3×3) for 3×3 stride-1 padding-1 convs: even and odd sides, tiles split into several passes,
     /// more than eight tiles in a row, a 1×1 image, the per-image bias and accumulation.
-    func testWinogradConvolutionMatchesDirectConvolution() {
+    func testWinogradConvolutionMatchesDirectConvolution() throws {
         let cases: [(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int, passRows: Int?, accumulate: Bool)] = [
             (2, 3, 8, 8, 5, nil, false), (1, 4, 7, 5, 3, nil, false), (2, 2, 5, 21, 4, 2, true), (3, 5, 6, 19, 2, 4, false),
             (1, 3, 1, 1, 2, nil, true), (2, 6, 2, 3, 7, 1, false),
@@ -130,25 +126,25 @@ final class KernelTests: XCTestCase {
             let s = ConvolutionShape(batch: c.batch, inChannels: c.inChannels, height: c.height, width: c.width,
                                      outChannels: c.outChannels, kernel: 3, padding: 1, paddingEnd: 1)
             let input = values(c.batch * c.inChannels * c.height * c.width, seed: 30)
-            let weight = values(c.outChannels * c.inChannels * 9, seed: 31), bias = values(c.outChannels, seed: 32)
+            let bias = values(c.outChannels, seed: 32)
             let extra = values(c.batch * c.outChannels, seed: 33)
             let initial = c.accumulate ? values(c.batch * c.outChannels * c.height * c.width, seed: 34)
                                        : [Float](repeating: .nan, count: c.batch * c.outChannels * c.height * c.width)
-            var filters = [Float](repeating: .nan, count: 16 * c.outChannels * c.inChannels)
-            winogradFilterTransform(&filters, weight, outChannels: c.outChannels, inChannels: c.inChannels)
+            // float32 whole, and float16 in chunks of two output channels (more than one when there are three or more).
+            let format: WeightFormat = index % 2 == 0 ? .f32 : .f16
+            let (weight, stored) = try matrix(values(c.outChannels * c.inChannels * 9, seed: 31), rows: c.outChannels, format: format)
+            let chunks = WeightChunks(weight, rowFloats: 16 * c.inChannels, rows: format == .f32 ? nil : 2)
             let tiling = WinogradTiling(batch: c.batch, height: c.height, width: c.width)
-            var scratch = [Float](repeating: .nan, count: winogradScratchCount(inChannels: c.inChannels, outChannels: c.outChannels,
-                                                                              tiling: tiling, tileRowsPerPass: c.passRows))
+            var scratch = [Float](repeating: .nan, count: winogradScratchCount(chunks, tiling: tiling, tileRowsPerPass: c.passRows))
             var out = initial
-            winogradConv2dForward(&out, input, filters, bias, extraBias: extra, accumulate: c.accumulate, scratch: &scratch,
-                                  tileRowsPerPass: c.passRows, batch: c.batch, inChannels: c.inChannels, height: c.height,
-                                  width: c.width, outChannels: c.outChannels)
-            let direct = directConvolution(input, weight, bias, s)
+            winogradConv2dForward(&out, input, chunks, bias, extraBias: extra, accumulate: c.accumulate, scratch: &scratch,
+                                  tileRowsPerPass: c.passRows, batch: c.batch, height: c.height, width: c.width)
+            let direct = directConvolution(input, stored, bias, s)
             let plane = c.height * c.width
             let expected = direct.indices.map { i in
                 direct[i] + Double(extra[i / plane]) + (c.accumulate ? Double(initial[i]) : 0)
             }
-            assertClose(out, expected, 2e-5, "Winograd conv case \(index) [\(c.batch), \(c.inChannels), \(c.height), \(c.width)] → \(c.outChannels) channels\(c.passRows.map { ", passes of \($0) tile rows" } ?? "")\(c.accumulate ? ", accumulated" : "")")
+            assertClose(out, expected, 2e-5, "Winograd conv case \(index) [\(c.batch), \(c.inChannels), \(c.height), \(c.width)] → \(c.outChannels) channels, \(format) weights in chunks of \(chunks.rows)\(c.passRows.map { ", passes of \($0) tile rows" } ?? "")\(c.accumulate ? ", accumulated" : "")")
         }
     }
 
@@ -213,48 +209,54 @@ final class KernelTests: XCTestCase {
 
     // MARK: Linear layers
 
-    func testLinearLayouts() {
-        let (batch, tokens, inFeatures, outFeatures) = (2, 5, 7, 3)
-        let weight = values(outFeatures * inFeatures, seed: 16), bias = values(outFeatures, seed: 17)
+    /// The three layouts, for every weight format, with the weight whole and in chunks of one row.
+    func testLinearLayouts() throws {
+        let (batch, tokens, inFeatures, outFeatures) = (2, 5, 64, 3)
+        let bias = values(outFeatures, seed: 17)
         let tokenInput = values(batch * tokens * inFeatures, seed: 18)
-        func reference(_ b: Int, _ t: Int, _ o: Int, _ x: (Int, Int, Int) -> Float) -> Double {
-            (0..<inFeatures).reduce(Double(bias[o])) { $0 + Double(weight[o * inFeatures + $1]) * Double(x(b, t, $1)) }
+        for format in WeightFormat.allCases {
+            let (matrix, weight) = try matrix(values(outFeatures * inFeatures, seed: 16), rows: outFeatures, format: format)
+            for chunks in [WeightChunks(matrix), WeightChunks(matrix, rows: 1)] {
+                let label = "\(format) weights in chunks of \(chunks.rows)"
+                var scratch = [Float](repeating: .nan, count: max(1, chunks.scratchCount))
+                func reference(_ b: Int, _ t: Int, _ o: Int, _ x: (Int, Int, Int) -> Float) -> Double {
+                    (0..<inFeatures).reduce(Double(bias[o])) { $0 + Double(weight[o * inFeatures + $1]) * Double(x(b, t, $1)) }
+                }
+
+                var out = [Float](repeating: .nan, count: batch * tokens * outFeatures)
+                linearForward(&out, tokenInput, chunks, bias, rows: batch * tokens, scratch: &scratch)
+                var expected: [Double] = []
+                for b in 0..<batch { for t in 0..<tokens { for o in 0..<outFeatures {
+                    expected.append(reference(b, t, o) { tokenInput[($0 * tokens + $1) * inFeatures + $2] })
+                } } }
+                assertClose(out, expected, 1e-5, "linear [B·T, I] → [B·T, O], \(label)")
+
+                let initial = values(out.count, seed: 19)
+                var accumulated = initial
+                linearForward(&accumulated, tokenInput, chunks, bias, accumulate: true, rows: batch * tokens, scratch: &scratch)
+                assertClose(accumulated, expected.indices.map { expected[$0] + Double(initial[$0]) }, 1e-5, "linear, accumulated, \(label)")
+
+                // Channels first [B, I, T] in, tokens out.
+                let channelInput = values(batch * inFeatures * tokens, seed: 20)
+                linearFromChannelsForward(&out, channelInput, chunks, bias, batch: batch, tokens: tokens, scratch: &scratch)
+                expected = []
+                for b in 0..<batch { for t in 0..<tokens { for o in 0..<outFeatures {
+                    expected.append(reference(b, t, o) { channelInput[($0 * inFeatures + $2) * tokens + $1] })
+                } } }
+                assertClose(out, expected, 1e-5, "linear [B, I, T] → [B, T, O], \(label)")
+
+                // Tokens in, channels first [B, O, T] out, added to what is there.
+                var channelsOut = initial
+                linearToChannelsForward(&channelsOut, tokenInput, chunks, bias, accumulate: true, batch: batch, tokens: tokens,
+                                        scratch: &scratch)
+                expected = []
+                for b in 0..<batch { for o in 0..<outFeatures { for t in 0..<tokens {
+                    expected.append(Double(initial[(b * outFeatures + o) * tokens + t])
+                        + reference(b, t, o) { tokenInput[($0 * tokens + $1) * inFeatures + $2] })
+                } } }
+                assertClose(channelsOut, expected, 1e-5, "linear [B, T, I] → [B, O, T], accumulated, \(label)")
+            }
         }
-
-        var out = [Float](repeating: .nan, count: batch * tokens * outFeatures)
-        linearForward(&out, tokenInput, weight, bias, rows: batch * tokens, inFeatures: inFeatures, outFeatures: outFeatures)
-        var expected: [Double] = []
-        for b in 0..<batch { for t in 0..<tokens { for o in 0..<outFeatures {
-            expected.append(reference(b, t, o) { tokenInput[($0 * tokens + $1) * inFeatures + $2] })
-        } } }
-        assertClose(out, expected, 1e-5, "linear [B·T, I] → [B·T, O]")
-
-        let initial = values(out.count, seed: 19)
-        var accumulated = initial
-        linearForward(&accumulated, tokenInput, weight, bias, accumulate: true, rows: batch * tokens, inFeatures: inFeatures,
-                      outFeatures: outFeatures)
-        assertClose(accumulated, expected.indices.map { expected[$0] + Double(initial[$0]) }, 1e-5, "linear, accumulated")
-
-        // Channels first [B, I, T] in, tokens out.
-        let channelInput = values(batch * inFeatures * tokens, seed: 20)
-        linearFromChannelsForward(&out, channelInput, weight, bias, batch: batch, tokens: tokens, inFeatures: inFeatures,
-                                  outFeatures: outFeatures)
-        expected = []
-        for b in 0..<batch { for t in 0..<tokens { for o in 0..<outFeatures {
-            expected.append(reference(b, t, o) { channelInput[($0 * inFeatures + $2) * tokens + $1] })
-        } } }
-        assertClose(out, expected, 1e-5, "linear [B, I, T] → [B, T, O]")
-
-        // Tokens in, channels first [B, O, T] out, added to what is there.
-        var channelsOut = initial
-        linearToChannelsForward(&channelsOut, tokenInput, weight, bias, accumulate: true, batch: batch, tokens: tokens,
-                                inFeatures: inFeatures, outFeatures: outFeatures)
-        expected = []
-        for b in 0..<batch { for o in 0..<outFeatures { for t in 0..<tokens {
-            expected.append(Double(initial[(b * outFeatures + o) * tokens + t])
-                + reference(b, t, o) { tokenInput[($0 * tokens + $1) * inFeatures + $2] })
-        } } }
-        assertClose(channelsOut, expected, 1e-5, "linear [B, T, I] → [B, O, T], accumulated")
     }
 
     // MARK: Activations

@@ -34,11 +34,13 @@ final class LoRATests: ModelFileTestCase {
         return patches
     }
 
+    /// The networks with the LoRAs merged, their weights kept in float32 as the fixture's diffusers pipeline keeps
+    /// them (an f16 file's weights would round the merged values to float16, as ComfyUI and A1111 do).
     func networks(_ patches: LoRAPatches, textEncoder base: any TensorSource) throws -> (UNet, CLIPTextModel) {
         let unet = try UNet(config: UNetConfig(path: "\(Self.pipeline)/unet/config.json"),
-                            weights: LoRAMergedSource(base: unet, patches: patches.unet))
+                            weights: ReformattedSource(LoRAMergedSource(base: unet, patches: patches.unet), format: .f32))
         let text = try CLIPTextModel(config: CLIPTextConfig(path: "\(Self.pipeline)/text_encoder/config.json"),
-                                     weights: LoRAMergedSource(base: base, patches: patches.textEncoder))
+                                     weights: ReformattedSource(LoRAMergedSource(base: base, patches: patches.textEncoder), format: .f32))
         return (unet, text)
     }
 

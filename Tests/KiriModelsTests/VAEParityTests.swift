@@ -119,7 +119,7 @@ final class VAEParityTests: ModelFileTestCase {
     func testMemoryCap() throws {
         let files = try ModelFiles.locate(Self.model)
         let config = try AutoencoderKLConfig(path: files.config), weights = try SafetensorsFile(path: files.weights)
-        let short = MemoryBudget(limit: AutoencoderKL.loadingBytes(weights) - 1)
+        let short = MemoryBudget(limit: loadingBytes(weights) - 1)
         assertModelFileError(files.weights, ["loading the network takes", "memory cap"]) {
             try MemoryBudget.$current.withValue(short) { try AutoencoderKL(config: config, weights: weights) }
         }

@@ -38,10 +38,12 @@ class CLITestCase: XCTestCase {
         return name
     }
 
-    func kiri(_ arguments: [String]) throws -> Result {
+    /// Runs kiri in the test folder; `environment` adds variables to this process's own.
+    func kiri(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = Self.binary
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.currentDirectoryURL = folder
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -1,5 +1,6 @@
 import Foundation
 import KiriImage
+import KiriModels
 import KiriTensor
 import XCTest
 
@@ -100,6 +101,38 @@ final class StableDiffusionCLITests: CLITestCase {
                      "tokenizer: CLIPTokenizer, Kiri's bundled CLIP BPE", "architecture: sd2", "prediction: v"] {
             XCTAssertTrue(file.stdout.contains(line), "'\(line)' not in:\n\(file.stdout)")
         }
+    }
+
+    /// The kernels' instruction set: `kiri --version` names it, KIRI_ISA chooses a lower one (every path gives the
+    /// same image, bit for bit: widening stored weights is exact on each), and a set the CPU lacks is an error. The
+    /// weights= option keeps them as q8_0, which changes the image a little and says so in no PNG field.
+    func testInstructionSetsAndWeightFormats() throws {
+        let version = try kiri(["--version"])
+        XCTAssertEqual(version.status, 0)
+        XCTAssertTrue(version.stdout.contains("kernels: \(KernelISA.detected) (CPU: \(KernelISA.detected))"), version.stdout)
+        let arguments = ["sample", "--model", Self.model, "--prompt", "a fox", "--width", "64", "--height", "64", "--steps", "2"]
+        var images: [String: [UInt8]] = [:]
+        for isa in KernelISA.available {
+            let made = try kiri(arguments + ["-o", "\(isa).png"], environment: ["KIRI_ISA": isa])
+            XCTAssertEqual(made.status, 0, made.stderr)
+            images[isa] = try png("\(isa).png").pixels
+        }
+        XCTAssertEqual(Set(images.values).count, 1, "the same image from \(KernelISA.available)")
+        let lacking = try kiri(["list"], environment: ["KIRI_ISA": "sse9"])
+        XCTAssertEqual(lacking.status, 1)
+        XCTAssertTrue(lacking.stderr.contains("KIRI_ISA=sse9: unknown instruction set 'sse9'"), lacking.stderr)
+
+        let quantized = try kiri(arguments + ["--weights", "q8_0", "-o", "q8.png"])
+        XCTAssertEqual(quantized.status, 0, quantized.stderr)
+        let (reference, q8) = (try png("generic.png").pixels, try png("q8.png").pixels)
+        XCTAssertNotEqual(reference, q8, "q8_0 weights differ from f16 ones")
+        let worst = zip(reference, q8).map { abs(Int($0) - Int($1)) }.max() ?? 255
+        print("q8_0 weights against f16: largest pixel difference \(worst)/255")
+        XCTAssertLessThanOrEqual(worst, 32)
+        let bad = try kiri(arguments + ["--weights", "f8", "-o", "bad.png"])
+        XCTAssertEqual(bad.status, 1)
+        XCTAssertTrue(bad.stderr.contains("weights must be one of f32, f16, bf16, q8_0, got 'f8'"), bad.stderr)
+        XCTAssertFalse(exists("bad.png"))
     }
 
     /// The recipes' own string handling passes the sandbox's pattern-cost guard on what users have: a 400-byte

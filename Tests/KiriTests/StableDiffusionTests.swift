@@ -118,13 +118,15 @@ extension ModelAPITests {
 
 extension ModelAPITests {
     /// m:apply_lora on a single-file checkpoint against diffusers' fuse_lora (Tests/Fixtures/models/lora): a kohya
-    /// LoRA at 0.8, then a PEFT one at 0.5 on top; and a LoRA for another model is refused, changing nothing.
+    /// LoRA at 0.8, then a PEFT one at 0.5 on top; and a LoRA for another model is refused, changing nothing. The
+    /// model keeps float32 weights (`weights = "f32"`), as the fixture's diffusers pipeline does; kept as the file's
+    /// float16, the merged weights round to float16 (as in ComfyUI and A1111), which the last check bounds.
     func testApplyLoRAMatchesDiffusers() throws {
         let fixtures = URL(fileURLWithPath: Self.pipeline).deletingLastPathComponent()
         let lora = fixtures.appendingPathComponent("lora").path, checkpoint = fixtures.appendingPathComponent("singlefile/sd1.safetensors").path
         let io = try SafetensorsFile(path: lora + "/io.safetensors")
         let output = try run("""
-            local m = kiri.models.load(\(quoted(checkpoint)))
+            local m = kiri.models.load(\(quoted(checkpoint)), {weights = "f32"})
             local x, t, c = \(literal(try io.tensor("x"))), \(literal(try io.tensor("timesteps"))), \(literal(try io.tensor("encoder_hidden_states")))
             local function relative(a, b) return (a - b):abs():max() / b:abs():max() end
             local base = m:forward(x, t, {context = c})
@@ -137,6 +139,10 @@ extension ModelAPITests {
             local ok, message = pcall(m.apply_lora, m, \(quoted(Self.pipeline + "/tiny-sd/unet/diffusion_pytorch_model.safetensors")), 1)
             print(ok and 1 or 0, (m:forward(x, t, {context = c}) - both):abs():max())
             print(message)
+            local f16 = kiri.models.load(\(quoted(checkpoint)))
+            f16:apply_lora(\(quoted(lora + "/kohya.safetensors")), 0.8)
+            f16:apply_lora(\(quoted(lora + "/peft.safetensors")), 0.5)
+            print(relative(f16:forward(x, t, {context = c}), \(literal(try io.tensor("both.unet_output")))))
             """, roots: [lora, fixtures.appendingPathComponent("singlefile").path, Self.pipeline])
         let lines = output.split(separator: "\n").map(String.init)
         let numbers = printedNumbers(lines.prefix(4).joined(separator: "\n"))
@@ -144,7 +150,11 @@ extension ModelAPITests {
         print("LoRA: base \(numbers[0]), kohya 0.8 \(numbers[1]), kohya 0.8 + PEFT 0.5 \(numbers[2]) (max relative errors)")
         for error in numbers.prefix(3) { XCTAssertLessThanOrEqual(error, 1e-4) }
         XCTAssertEqual(Array(numbers.suffix(2)), [0, 0], "a refused LoRA changes nothing")
-        XCTAssertTrue(lines.last?.contains("diffusion_pytorch_model.safetensors") ?? false, output)
+        XCTAssertTrue(lines[4].contains("diffusion_pytorch_model.safetensors"), output)
+        let rounded = printedNumbers(lines.last ?? "")
+        print("LoRA merged into float16 weights: \(rounded) (max relative error)")
+        XCTAssertEqual(rounded.count, 1, output)
+        XCTAssertLessThanOrEqual(rounded.first ?? 1, 1e-3, "float16 rounding of the merged weights")
     }
 }
 

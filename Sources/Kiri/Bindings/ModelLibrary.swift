@@ -36,7 +36,8 @@ final class LoadedModel {
     /// (ModelFiles.locate), or `bundled:NAME` for a model shipped with Kiri (`bundled`, by name). Every file it reads
     /// must be readable by the script, so the sandbox's read roots apply to the config and scheduler config found
     /// beside the weights too. Messages show the path as the script gave it, never a bundled model's host folder.
-    static func load(_ path: String, vae: String? = nil, files access: FileAccess, bundled: [String: String]) throws -> LoadedModel {
+    static func load(_ path: String, vae: String? = nil, weights: WeightFormat? = nil, files access: FileAccess,
+                     bundled: [String: String]) throws -> LoadedModel {
         var located = path, hostFolder: String?
         if path.hasPrefix("bundled:") {
             guard let folder = bundled[String(path.dropFirst("bundled:".count))] else {
@@ -50,7 +51,7 @@ final class LoadedModel {
             for file in files.files + (vae.map { [$0] } ?? []) { _ = try access.resolveForReading(file) }
             let summary = try ModelSummary(files: files)
             // Each network refuses to load past the run's memory cap (MemoryBudget.current) before converting.
-            let pipeline = try DiffusionPipeline(files: files, vaeFile: vae) { padToken in
+            let pipeline = try DiffusionPipeline(files: files, vaeFile: vae, weights: weights) { padToken in
                 try BundledFiles.clipTokenizer(padToken: padToken)
             }
             return LoadedModel(summary: summary, pipeline: pipeline)
@@ -84,12 +85,15 @@ public final class ModelLibrary: LuaLibrary {
     public func close() { models.removeAll() }
 
     public var bindings: [Binding] { [
-        /// (path, vae path or nil) → handle.
+        /// (path, vae path or nil, weight format or nil) → handle.
         Binding(name: "modelLoad", tables: ["host"], tensorResults: 0) { call in
             try Self.named("load") {
                 let path = try call.string(1)
                 let vae = call.isNil(2) ? nil : try call.string(2)
-                let model = try LoadedModel.load(path, vae: vae, files: call.runtime.files, bundled: self.bundled)
+                let weights = try call.isNil(3) ? nil : WeightFormat(rawValue: try call.string(3)) ?? {
+                    throw ScriptError("bad argument #2 to 'load' (weights must be one of \(WeightFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(try call.string(3))')")
+                }()
+                let model = try LoadedModel.load(path, vae: vae, weights: weights, files: call.runtime.files, bundled: self.bundled)
                 let handle = self.nextHandle
                 self.nextHandle += 1
                 self.models[handle] = model

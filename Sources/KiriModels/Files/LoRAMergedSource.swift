@@ -53,6 +53,11 @@ public final class LoRAMergedSource: TensorSource {
     public var path: String { base.path }
     public var names: [String] { base.names }
     public func shape(_ name: String) -> [Int]? { base.shape(name) }
+    public func format(_ name: String) -> WeightFormat? { base.format(name) }
+
+    public func copyStored(_ name: String, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool {
+        patches[name] == nil && base.copyStored(name, as: format, into: out)
+    }
 
     public func tensor(_ name: String) throws(ModelFileError) -> Tensor {
         let weight = try base.tensor(name)

@@ -37,6 +37,17 @@ public final class MappedFile {
     /// The whole file as bytes; empty once unmapped.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: base == nil ? 0 : size) }
 
+    /// Gives back the memory of the whole pages inside `range` (bytes of the file) once they have been read: they
+    /// stay mapped, and a later read loads them again from the file. Without this, a model's mapped file stays
+    /// resident beside the weights made from it (2 GB of an SD 1.5 checkpoint).
+    func release(_ range: Range<Int>) {
+        guard let base else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (range.lowerBound + page - 1) / page * page, end = min(range.upperBound, size) / page * page
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
     /// Unmaps now rather than whenever the last reference goes; idempotent.
     public func unmap() {
         guard let base else { return }

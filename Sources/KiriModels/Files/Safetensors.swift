@@ -97,10 +97,27 @@ public final class SafetensorsFile {
         }
         let start = dataStart + info.dataOffsets.lowerBound + elements.lowerBound * info.dtype.byteSize
         Self.convert(info.dtype, base + start, count: elements.count, into: tensor.data)
+        mapping.release(start..<start + elements.count * info.dtype.byteSize)
         if let cancellation = Cancellation.current, cancellation.isStopped {
             throw ModelFileError(path, "tensor '\(name)': \(cancellation.error.message)")
         }
         return tensor
+    }
+
+    /// Elements `elements` of tensor `name` copied as the file stores them into `out`, when that is `format`; the
+    /// file's pages for them are released. False (nothing copied) for another dtype or no such tensor.
+    func copyStored(_ name: String, elements: Range<Int>, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool {
+        guard let info = tensors[name], WeightFormat(info.dtype) == format, let base = mapping.base,
+              elements.lowerBound >= 0, elements.upperBound <= info.count else { return false }
+        let (start, byteSize) = (dataStart + info.dataOffsets.lowerBound, info.dtype.byteSize)
+        let range = start + elements.lowerBound * byteSize..<start + elements.upperBound * byteSize
+        let (source, target) = (UInt(bitPattern: base + range.lowerBound), UInt(bitPattern: out))
+        Parallel.forEach(range.count, grain: 1 << 20) { part in
+            UnsafeMutableRawPointer(bitPattern: target)!.advanced(by: part.lowerBound)
+                .copyMemory(from: UnsafeRawPointer(bitPattern: source)!.advanced(by: part.lowerBound), byteCount: part.count)
+        }
+        mapping.release(range)
+        return true
     }
 
     /// Large tensors convert on every core (an SD UNet holds 860 M elements), in pieces that stop with the run

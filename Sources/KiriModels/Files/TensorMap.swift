@@ -43,6 +43,13 @@ public final class TensorMap: TensorSource {
 
     public func shape(_ name: String) -> [Int]? { entries[name]?.shape }
 
+    public func format(_ name: String) -> WeightFormat? { entries[name].flatMap { file.format($0.source) } }
+
+    public func copyStored(_ name: String, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool {
+        guard let entry = entries[name] else { return false }
+        return file.copyStored(entry.source, elements: entry.elements, as: format, into: out)
+    }
+
     public func tensor(_ name: String) throws(ModelFileError) -> Tensor {
         guard let entry = entries[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
         return try file.tensor(entry.source, elements: entry.elements, shape: entry.shape)

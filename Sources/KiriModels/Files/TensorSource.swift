@@ -11,6 +11,11 @@ public protocol TensorSource: AnyObject {
     func shape(_ name: String) -> [Int]?
     /// Tensor `name` as float32, in new storage (which counts against the run's memory cap).
     func tensor(_ name: String) throws(ModelFileError) -> Tensor
+    /// The format a network keeps weight `name` in: the file's dtype, unless the source says otherwise.
+    func format(_ name: String) -> WeightFormat?
+    /// Weight `name` copied into `out` as the file stores it, when that is `format` and nothing changes it on the
+    /// way (a LoRA patch, a slice of a fused tensor is fine); false, with nothing copied, when it must be converted.
+    func copyStored(_ name: String, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool
 }
 
 extension TensorSource {
@@ -26,4 +31,31 @@ extension TensorSource {
     }
 }
 
-extension SafetensorsFile: TensorSource {}
+extension SafetensorsFile: TensorSource {
+    public func format(_ name: String) -> WeightFormat? { info(name).map { WeightFormat($0.dtype) } }
+
+    public func copyStored(_ name: String, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool {
+        copyStored(name, elements: 0..<(info(name)?.count ?? 0), as: format, into: out)
+    }
+}
+
+/// A source whose weights a network keeps in `format` whatever the file stores (`weights=q8_0`, or bf16 for an
+/// f32 checkpoint): everything else is the base's.
+public final class ReformattedSource: TensorSource {
+    public let base: any TensorSource
+    public let weightFormat: WeightFormat
+
+    public init(_ base: any TensorSource, format: WeightFormat) {
+        (self.base, weightFormat) = (base, format)
+    }
+
+    public var path: String { base.path }
+    public var names: [String] { base.names }
+    public func shape(_ name: String) -> [Int]? { base.shape(name) }
+    public func tensor(_ name: String) throws(ModelFileError) -> Tensor { try base.tensor(name) }
+    public func format(_ name: String) -> WeightFormat? { base.shape(name) == nil ? nil : weightFormat }
+
+    public func copyStored(_ name: String, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool {
+        base.copyStored(name, as: format, into: out)
+    }
+}

@@ -70,61 +70,65 @@ struct ConvolutionPlan {
         self.bandRows = max(1, min(shape.outHeight, band))
     }
 
-    /// Scratch floats for all threads together.
-    var columnsCount: Int {
-        shape.isPointwise ? 0 : threads * shape.inChannels * shape.kernel * shape.kernel * bandRows * shape.outWidth
+    /// Scratch floats: each thread's im2col columns, then the weight's widened chunk.
+    func columnsCount(_ weight: WeightChunks) -> Int {
+        let columns = shape.isPointwise ? 0 : shape.inChannels * shape.kernel * shape.kernel * bandRows * shape.outWidth
+        return threads * columns + weight.scratchCount
     }
 }
 
 /// out[B, O, Ho, Wo] = conv2d(input[B, I, H, W], weight[O, I, k, k]) + bias[O] + extraBias[B, O] (out += … with
 /// `accumulate`) — torch.nn.functional.conv2d, by im2col and sgemm on bands of output rows, one thread per range
-/// of rows (OpenBLAS itself on one thread), stopping between bands once the run is. `extraBias` carries
-/// ResnetBlock2D's projected time embedding, added with the bias in one pass. `columns` holds `plan.columnsCount`
-/// floats of scratch.
-func conv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+/// of rows (OpenBLAS itself on one thread), stopping between bands once the run is; for each chunk of the weight
+/// [O, I·k·k] in turn. `extraBias` carries ResnetBlock2D's projected time embedding, added with the bias in one
+/// pass. `columns` holds `plan.columnsCount(weight)` floats of scratch.
+func conv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: WeightChunks,
                    _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
                    columns: UnsafeMutablePointer<Float>?, _ plan: ConvolutionPlan) {
     let shape = plan.shape
     let (outHeight, outWidth, outSpatial) = (shape.outHeight, shape.outWidth, shape.outHeight * shape.outWidth)
     let inner = shape.inChannels * shape.kernel * shape.kernel
-    let perThread = inner * plan.bandRows * outWidth
+    let perThread = shape.isPointwise ? 0 : inner * plan.bandRows * outWidth
     let totalRows = shape.batch * outHeight
-    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), w = UncheckedSendable(value: weight)
+    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
     let b = UncheckedSendable(value: bias), e = UncheckedSendable(value: extraBias), c = UncheckedSendable(value: columns)
     let cancellation = Cancellation.current
-    Parallel.split(plan.threads, pieces: plan.threads) { threads in
-        for thread in threads {
-            let scratch = c.value.map { $0 + thread * perThread }
-            var row = totalRows * thread / plan.threads
-            let end = totalRows * (thread + 1) / plan.threads
-            while row < end, !(cancellation?.isStopped ?? false) {
-                let image = row / outHeight, first = row % outHeight
-                let rows = first..<min(outHeight, first + plan.bandRows, first + end - row)
-                let target = o.value + image * shape.outChannels * outSpatial + first * outWidth
-                let length = rows.count * outWidth
-                var beta: Float = accumulate ? 1 : 0
-                if b.value != nil || e.value != nil {
-                    for channel in 0..<shape.outChannels {
-                        let value = (b.value?[channel] ?? 0) + (e.value?[image * shape.outChannels + channel] ?? 0)
-                        let line = target + channel * outSpatial
-                        if accumulate {
-                            for i in 0..<length { line[i] += value }
-                        } else {
-                            line.update(repeating: value, count: length)
+    weight.forEach(scratch: columns.map { $0 + plan.threads * perThread }) { chunk, floats in
+        let w = UncheckedSendable(value: floats)
+        Parallel.split(plan.threads, pieces: plan.threads) { threads in
+            for thread in threads {
+                let scratch = c.value.map { $0 + thread * perThread }
+                var row = totalRows * thread / plan.threads
+                let end = totalRows * (thread + 1) / plan.threads
+                while row < end, !(cancellation?.isStopped ?? false) {
+                    let image = row / outHeight, first = row % outHeight
+                    let rows = first..<min(outHeight, first + plan.bandRows, first + end - row)
+                    let target = o.value + (image * shape.outChannels + chunk.lowerBound) * outSpatial + first * outWidth
+                    let length = rows.count * outWidth
+                    var beta: Float = accumulate ? 1 : 0
+                    if b.value != nil || e.value != nil {
+                        for channel in chunk {
+                            let value = (b.value?[channel] ?? 0) + (e.value?[image * shape.outChannels + channel] ?? 0)
+                            let line = target + (channel - chunk.lowerBound) * outSpatial
+                            if accumulate {
+                                for i in 0..<length { line[i] += value }
+                            } else {
+                                line.update(repeating: value, count: length)
+                            }
                         }
+                        beta = 1
                     }
-                    beta = 1
+                    let source = x.value + image * shape.inChannels * shape.height * shape.width
+                    if shape.isPointwise {
+                        sgemm(m: chunk.count, n: length, k: inner, w.value, lda: inner, source + first * outWidth,
+                              ldb: outSpatial, beta: beta, target, ldc: outSpatial)
+                    } else {
+                        im2col(scratch!, source, shape, rows: rows)
+                        sgemm(m: chunk.count, n: length, k: inner, w.value, lda: inner, scratch!, ldb: length, beta: beta,
+                              target, ldc: outSpatial)
+                    }
+                    row += rows.count
                 }
-                let source = x.value + image * shape.inChannels * shape.height * shape.width
-                if shape.isPointwise {
-                    sgemm(m: shape.outChannels, n: length, k: inner, w.value, lda: inner, source + first * outWidth,
-                          ldb: outSpatial, beta: beta, target, ldc: outSpatial)
-                } else {
-                    im2col(scratch!, source, shape, rows: rows)
-                    sgemm(m: shape.outChannels, n: length, k: inner, w.value, lda: inner, scratch!, ldb: length, beta: beta,
-                          target, ldc: outSpatial)
-                }
-                row += rows.count
             }
         }
     }

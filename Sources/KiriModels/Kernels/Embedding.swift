@@ -25,14 +25,15 @@ func timestepEmbeddingForward(_ out: UnsafeMutablePointer<Float>, _ timesteps: [
 
 /// out[B, T, D] = tokenTable[tokens[b][t]] + positionTable[t] — transformers' CLIPTextEmbeddings (token_embedding
 /// of input_ids plus position_embedding of position_ids 0..<T). Every id must be a row of `tokenTable` and T at most
-/// the rows of `positionTable`; the caller checks.
-func tokenEmbeddingForward(_ out: UnsafeMutablePointer<Float>, _ tokens: [[Int]], _ tokenTable: UnsafePointer<Float>,
+/// the rows of `positionTable`; the caller checks. The token table, the largest tensor of a CLIP text model, stays
+/// in its stored format and only the rows used are widened.
+func tokenEmbeddingForward(_ out: UnsafeMutablePointer<Float>, _ tokens: [[Int]], _ tokenTable: WeightMatrix,
                            _ positionTable: UnsafePointer<Float>, features: Int) {
     for (b, sequence) in tokens.enumerated() {
         for (t, token) in sequence.enumerated() {
-            let row = out + (b * sequence.count + t) * features
-            let embedding = tokenTable + token * features, position = positionTable + t * features
-            for i in 0..<features { row[i] = embedding[i] + position[i] }
+            let row = out + (b * sequence.count + t) * features, position = positionTable + t * features
+            tokenTable.widen(token..<token + 1, into: row)
+            for i in 0..<features { row[i] += position[i] }
         }
     }
 }

@@ -1,3 +1,4 @@
+import KiriKernels
 import KiriTensor
 
 /// 3×3 convolutions with stride 1 and padding 1 by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast
@@ -8,29 +9,6 @@ import KiriTensor
 
 /// Number of Winograd matrices: one per element of a 4×4 tile.
 let winogradPoints = 16
-
-/// U[16, O, I] = G g Gᵀ for each filter g = weight[o, i] (3×3), with G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]].
-func winogradFilterTransform(_ out: UnsafeMutablePointer<Float>, _ weight: UnsafePointer<Float>, outChannels: Int, inChannels: Int) {
-    let plane = outChannels * inChannels
-    for filter in 0..<plane {
-        let g = weight + filter * 9
-        // t = G g (4×3), then u = t Gᵀ (4×4).
-        var t = SIMD16<Float>()
-        for j in 0..<3 {
-            t[j] = g[j]
-            t[3 + j] = 0.5 * (g[j] + g[3 + j] + g[6 + j])
-            t[6 + j] = 0.5 * (g[j] - g[3 + j] + g[6 + j])
-            t[9 + j] = g[6 + j]
-        }
-        for i in 0..<4 {
-            let row = (t[3 * i], t[3 * i + 1], t[3 * i + 2])
-            out[(4 * i + 0) * plane + filter] = row.0
-            out[(4 * i + 1) * plane + filter] = 0.5 * (row.0 + row.1 + row.2)
-            out[(4 * i + 2) * plane + filter] = 0.5 * (row.0 - row.1 + row.2)
-            out[(4 * i + 3) * plane + filter] = row.2
-        }
-    }
-}
 
 /// Tiles of a batch: each image has `rows` × `columns` tiles (an odd side's last tile half outside). A pass covers
 /// a range of tile rows, numbered b·rows + ty across the batch, and its tiles are numbered row by row from 0.
@@ -112,18 +90,19 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
     }
 }
 
-/// out[B, O, H, W] (+)= Aᵀ m A + bias[O] + extraBias[B, O] for the tiles of tile rows `tileRows`, m gathered from
-/// M[16, O, n] (which has 8 floats of slack at its end), with Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]; the halves of
-/// edge tiles beyond an odd side are dropped. Eight neighbouring tiles at a time; output channels are split over
-/// the cores.
+/// out[B, O, H, W] (+)= Aᵀ m A + bias[O] + extraBias[B, O] for output channels `channels` (of `outChannels`) and
+/// the tiles of tile rows `tileRows`, m gathered from M[16, channels, n] (which has 8 floats of slack at its end),
+/// with Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]]; the halves of edge tiles beyond an odd side are dropped. Eight
+/// neighbouring tiles at a time; output channels are split over the cores.
 func winogradOutputTransform(_ out: UnsafeMutablePointer<Float>, _ products: UnsafePointer<Float>, _ tiling: WinogradTiling,
-                             outChannels: Int, tileRows: Range<Int>, bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>?,
-                             accumulate: Bool) {
+                             channels outputs: Range<Int>, outChannels: Int, tileRows: Range<Int>, bias: UnsafePointer<Float>?,
+                             extraBias: UnsafePointer<Float>?, accumulate: Bool) {
     let (height, width, rows, columns) = (tiling.height, tiling.width, tiling.rows, tiling.columns)
-    let n = tileRows.count * columns, plane = outChannels * n
+    let n = tileRows.count * columns, plane = outputs.count * n
     let o = UncheckedSendable(value: out), m = UncheckedSendable(value: products)
     let b = UncheckedSendable(value: bias), e = UncheckedSendable(value: extraBias)
-    Parallel.forEach(outChannels, grain: max(1, 4096 / max(n, 1))) { channels in
+    Parallel.forEach(outputs.count, grain: max(1, 4096 / max(n, 1))) { indices in
+        let channels = outputs.lowerBound + indices.lowerBound..<outputs.lowerBound + indices.upperBound
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 64) { buffer in
             let stage = buffer.baseAddress!
             for channel in channels {
@@ -131,7 +110,7 @@ func winogradOutputTransform(_ out: UnsafeMutablePointer<Float>, _ products: Uns
                     let image = tileRow / rows, ty = tileRow % rows
                     let offset = Vector(repeating: (b.value?[channel] ?? 0) + (e.value?[image * outChannels + channel] ?? 0))
                     let target = o.value + (image * outChannels + channel) * height * width + 2 * ty * width
-                    let base = m.value + channel * n + (tileRow - tileRows.lowerBound) * columns
+                    let base = m.value + (channel - outputs.lowerBound) * n + (tileRow - tileRows.lowerBound) * columns
                     var tx = 0
                     while tx < columns {
                         let count = min(8, columns - tx)
@@ -177,40 +156,57 @@ func winogradTileRowsPerPass(inChannels: Int, outChannels: Int, tiling: Winograd
     max(1, min(tiling.tileRows, (1 << 22) / (winogradPoints * max(inChannels, outChannels) * tiling.columns)))
 }
 
-/// Floats of scratch `winogradConv2dForward` needs: V[16, I, n] and M[16, O, n] for a pass of n tiles, and 8 more
-/// for the output transform's full-vector loads at the end of M.
-func winogradScratchCount(inChannels: Int, outChannels: Int, tiling: WinogradTiling, tileRowsPerPass: Int? = nil) -> Int {
-    let rows = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: outChannels, tiling: tiling)
-    return winogradPoints * (inChannels + outChannels) * tiling.columns * rows + 8
+/// Chunks of a 3×3 conv's weight [O, I·9] for Winograd: a chunk's transformed filters U[16, rows, I] take the
+/// scratch.
+func winogradChunks(_ weight: WeightMatrix) -> WeightChunks {
+    WeightChunks(weight, rowFloats: winogradPoints * weight.columns / 9)
 }
 
-/// out[B, O, H, W] = conv2d(input[B, I, H, W], weight, padding=1) + bias[O] + extraBias[B, O] (out += … with
-/// `accumulate`) — torch.nn.functional.conv2d for a 3×3 kernel, stride 1, padding 1 — from the transformed filters
-/// U[16, O, I] (`winogradFilterTransform`). The 16 products of a pass are shared out between the cores, each a
-/// one-thread sgemm; a stopped run skips the passes left. `tileRowsPerPass` overrides the pass size (tests use it
-/// to make several passes).
-func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ filters: UnsafePointer<Float>,
+/// Floats of scratch `winogradConv2dForward` needs: V[16, I, n] and M[16, rows, n] for a pass of n tiles and a
+/// chunk of rows, 8 more for the output transform's full-vector loads at the end of M, then U[16, rows, I].
+func winogradScratchCount(_ weight: WeightChunks, tiling: WinogradTiling, tileRowsPerPass: Int? = nil) -> Int {
+    let (inChannels, chunk) = (weight.weight.columns / 9, weight.rows)
+    let rows = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: chunk, tiling: tiling)
+    return winogradPoints * (inChannels + chunk) * tiling.columns * rows + 8 + winogradPoints * chunk * inChannels
+}
+
+/// out[B, O, H, W] = conv2d(input[B, I, H, W], weight[O, I, 3, 3], padding=1) + bias[O] + extraBias[B, O] (out += …
+/// with `accumulate`) — torch.nn.functional.conv2d for a 3×3 kernel, stride 1, padding 1. For each chunk of output
+/// channels, the filters' transforms U[16, rows, I] are made from the stored weights (kiri_winograd_filters, on
+/// every core; no transformed copy outlives the call), then each pass of tiles is transformed, its 16 products
+/// shared out between the cores, each a one-thread sgemm, and transformed back. A stopped run skips the passes
+/// left. `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
+func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: WeightChunks,
                            _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
-                           scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, inChannels: Int,
-                           height: Int, width: Int, outChannels: Int) {
+                           scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, height: Int, width: Int) {
+    let matrix = weight.weight
+    let (inChannels, outChannels) = (matrix.columns / 9, matrix.rows)
     let tiling = WinogradTiling(batch: batch, height: height, width: width)
-    let perPass = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: outChannels, tiling: tiling)
+    let perPass = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: weight.rows, tiling: tiling)
     let transformed = scratch, products = scratch + winogradPoints * inChannels * perPass * tiling.columns
+    let filters = products + winogradPoints * weight.rows * perPass * tiling.columns + 8
     let v = UncheckedSendable(value: transformed), m = UncheckedSendable(value: products), u = UncheckedSendable(value: filters)
     let cancellation = Cancellation.current
-    var first = 0
-    while first < tiling.tileRows, !(cancellation?.isStopped ?? false) {
-        let tileRows = first..<min(tiling.tileRows, first + perPass), n = tileRows.count * tiling.columns
-        winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows)
-        let flops = 2 * winogradPoints * outChannels * inChannels * n
-        Parallel.split(winogradPoints, pieces: Parallel.pieces(flops: flops)) { points in
-            for point in points {
-                sgemm(m: outChannels, n: n, k: inChannels, u.value + point * outChannels * inChannels, lda: inChannels,
-                      v.value + point * inChannels * n, ldb: n, beta: 0, m.value + point * outChannels * n, ldc: n)
-            }
+    for chunk in 0..<weight.count where !(cancellation?.isStopped ?? false) {
+        let channels = weight.range(chunk), plane = weight.range(chunk).count * inChannels
+        Parallel.forEach(channels.count, grain: max(1, 4096 / inChannels)) { rows in
+            kiri_winograd_filters(u.value + rows.lowerBound * inChannels, plane, matrix.bytes(row: channels.lowerBound + rows.lowerBound),
+                                  matrix.format.kernelType, rows.count * inChannels)
         }
-        winogradOutputTransform(out, products, tiling, outChannels: outChannels, tileRows: tileRows, bias: bias,
-                                extraBias: extraBias, accumulate: accumulate)
-        first += tileRows.count
+        var first = 0
+        while first < tiling.tileRows, !(cancellation?.isStopped ?? false) {
+            let tileRows = first..<min(tiling.tileRows, first + perPass), n = tileRows.count * tiling.columns
+            winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows)
+            let flops = 2 * winogradPoints * channels.count * inChannels * n
+            Parallel.split(winogradPoints, pieces: Parallel.pieces(flops: flops)) { points in
+                for point in points {
+                    sgemm(m: channels.count, n: n, k: inChannels, u.value + point * plane, lda: inChannels,
+                          v.value + point * inChannels * n, ldb: n, beta: 0, m.value + point * channels.count * n, ldc: n)
+                }
+            }
+            winogradOutputTransform(out, products, tiling, channels: channels, outChannels: outChannels, tileRows: tileRows,
+                                    bias: bias, extraBias: extraBias, accumulate: accumulate)
+            first += tileRows.count
+        }
     }
 }

@@ -31,34 +31,39 @@ public final class DiffusionPipeline {
 
     /// Loads `files` (PipelineFiles.locate), with the VAE of `vaeFile` instead of the model's own when given (a
     /// `.safetensors` file, SingleFileCheckpoint.standaloneVAE). `bundledTokenizer` gives the CLIP BPE Kiri ships,
-    /// for single files, which carry none (its argument is the pad token).
-    public init(files: PipelineFiles, vaeFile: String? = nil, bundledTokenizer: (String?) throws -> CLIPTokenizer) throws {
+    /// for single files, which carry none (its argument is the pad token). `weights` keeps every network's weights
+    /// in that format instead of the file's (q8_0 to halve an f16 model, f32 for an exact LoRA merge).
+    public init(files: PipelineFiles, vaeFile: String? = nil, weights format: WeightFormat? = nil,
+                bundledTokenizer: (String?) throws -> CLIPTokenizer) throws {
         self.files = files
+        func stored(_ source: any TensorSource) -> any TensorSource {
+            format.map { ReformattedSource(source, format: $0) } ?? source
+        }
         /// The VAE: `vaeFile`'s, or `own` with its config.
         func loadVAE(_ config: AutoencoderKLConfig, _ own: @autoclosure () throws -> any TensorSource) throws -> AutoencoderKL {
-            guard let vaeFile else { return try AutoencoderKL(config: config, weights: own()) }
+            guard let vaeFile else { return try AutoencoderKL(config: config, weights: stored(own())) }
             let standalone = try SingleFileCheckpoint.standaloneVAE(SafetensorsFile(path: vaeFile), fallback: config)
-            return try AutoencoderKL(config: standalone.config, weights: standalone.weights)
+            return try AutoencoderKL(config: standalone.config, weights: stored(standalone.weights))
         }
         switch files.layout {
         case .network(let modelFiles):
             if let vaeFile { throw ModelFileError(vaeFile, "this model has no VAE to replace: it denoises pixels") }
             let weights = try SafetensorsFile(path: modelFiles.weights)
-            (unetSource, textSource) = (weights, nil)
-            unet = try UNet(config: UNetConfig(path: modelFiles.config), weights: weights)
+            (unetSource, textSource) = (stored(weights), nil)
+            unet = try UNet(config: UNetConfig(path: modelFiles.config), weights: unetSource)
             scheduler = try modelFiles.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
             (textEncoder, tokenizer, vae, family, dtype) = (nil, nil, nil, nil, weights.storageDType)
 
         case .diffusers(let unetFiles, let vaeFiles, let textFiles, let tokenizerFolder, _):
             let weights = try SafetensorsFile(path: unetFiles.weights)
             let unetConfig = try UNetConfig(path: unetFiles.config)
-            unet = try UNet(config: unetConfig, weights: weights)
             let textWeights = try textFiles.map { files throws(ModelFileError) in try SafetensorsFile(path: files.weights) }
-            (unetSource, textSource) = (weights, textWeights)
+            (unetSource, textSource) = (stored(weights), textWeights.map(stored))
+            unet = try UNet(config: unetConfig, weights: unetSource)
             scheduler = try unetFiles.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
             dtype = weights.storageDType
             let textConfig = try textFiles.map { files throws(ModelFileError) in try CLIPTextConfig(path: files.config) }
-            textEncoder = try textWeights.map { weights in try CLIPTextModel(config: textConfig!, weights: weights) }
+            textEncoder = try textSource.map { weights in try CLIPTextModel(config: textConfig!, weights: weights) }
             vae = try vaeFiles.map { files in
                 try loadVAE(AutoencoderKLConfig(path: files.config), try SafetensorsFile(path: files.weights))
             }
@@ -69,11 +74,11 @@ public final class DiffusionPipeline {
 
         case .singleFile(let path):
             let checkpoint = try SingleFileCheckpoint(path: path)
-            (unetSource, textSource) = (checkpoint.unet, checkpoint.textEncoder)
-            unet = try UNet(config: checkpoint.unetConfig, weights: checkpoint.unet)
+            (unetSource, textSource) = (stored(checkpoint.unet), stored(checkpoint.textEncoder))
+            unet = try UNet(config: checkpoint.unetConfig, weights: unetSource)
             scheduler = checkpoint.schedulerConfig
             let textConfig = try CLIPTextConfig(json: Self.parse(checkpoint.textEncoderConfigText, path), path: path)
-            textEncoder = try CLIPTextModel(config: textConfig, weights: checkpoint.textEncoder)
+            textEncoder = try CLIPTextModel(config: textConfig, weights: textSource!)
             vae = try loadVAE(AutoencoderKLConfig(json: Self.parse(checkpoint.vaeConfigText, path), path: path), checkpoint.vae)
             // SD2's OpenCLIP tokenizer pads with "!" (id 0), SD1's with its end token (diffusers' tokenizer folders).
             tokenizer = try bundledTokenizer(checkpoint.family == .sd2 ? "!" : nil)

@@ -134,7 +134,8 @@ local function model_object(handle)
     })
 end
 
--- kiri.models.load(path [, opts]): opts.vae, a VAE file to use instead of the model's own.
+-- kiri.models.load(path [, opts]): opts.vae, a VAE file to use instead of the model's own; opts.weights, the
+-- format every network keeps its weights in ("f32", "f16", "bf16" or "q8_0"; default: as the file stores them).
 api.models.load = function(...)
     local path, opts = ...
     if opts ~= nil and type(opts) ~= "table" then
@@ -144,7 +145,7 @@ api.models.load = function(...)
     if select("#", ...) == 0 then
         ok, handle = pcall(load)   -- so that the host says "got no value", as lauxlib would
     else
-        ok, handle = pcall(load, path, opts and opts.vae)
+        ok, handle = pcall(load, path, opts and opts.vae, opts and opts.weights)
     end
     if not ok then error(handle, 2) end
     return model_object(handle)

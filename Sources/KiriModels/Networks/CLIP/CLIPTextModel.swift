@@ -24,7 +24,7 @@ public final class CLIPTextModel {
     /// Elements in the parameters the network uses.
     public let parameterCount: Int
 
-    private let tokenEmbedding: Tensor, positionEmbedding: Tensor
+    private let tokenEmbedding: WeightMatrix, positionEmbedding: Tensor
     private let layers: [CLIPEncoderLayer]
     private let finalLayerNorm: LayerNorm
     private let workspace = Workspace()
@@ -34,24 +34,16 @@ public final class CLIPTextModel {
     /// misshapen tensor is a ModelFileError naming its key. A network too large for the run's memory cap is refused
     /// before anything is converted (security case 36).
     public init(config: CLIPTextConfig, weights file: any TensorSource) throws {
-        try reserveLoading(Self.loadingBytes(config: config, file), of: "the text encoder", from: file)
+        try reserveLoading(loadingBytes(file), of: "the text encoder", from: file)
         self.config = config
         let weights = WeightReader(file)
         let prefix = weights.contains("text_model.embeddings.token_embedding.weight") ? "text_model." : ""
         let width = config.hiddenSize
-        tokenEmbedding = try weights("\(prefix)embeddings.token_embedding.weight", [config.vocabSize, width])
+        tokenEmbedding = try weights.matrix("\(prefix)embeddings.token_embedding.weight", [config.vocabSize, width])
         positionEmbedding = try weights("\(prefix)embeddings.position_embedding.weight", [config.maxPositionEmbeddings, width])
         layers = try (0..<config.numHiddenLayers).map { try CLIPEncoderLayer(weights, "\(prefix)encoder.layers.\($0)", config) }
         finalLayerNorm = try LayerNorm(weights, "\(prefix)final_layer_norm", features: width, eps: Float(config.layerNormEps))
         parameterCount = weights.parameterCount
-    }
-
-    /// Bytes loading the parameters in `file` takes at most: every tensor in it as float32, plus one layer's q, k
-    /// and v projections, held while they are stacked into one. From the header alone; the data section holds every
-    /// element in at least two bytes, so the sum cannot overflow.
-    public static func loadingBytes(config: CLIPTextConfig, _ file: any TensorSource) -> Int {
-        let total = file.names.reduce(0) { $0 + (file.shape($1)?.reduce(1, *) ?? 0) }
-        return (total + 3 * config.hiddenSize * config.hiddenSize) * MemoryLayout<Float>.stride
     }
 
     /// The encoder's output for `tokens`: B sequences of ids from a CLIP tokenizer, all of one length T, 1 ≤ T ≤
@@ -101,7 +93,7 @@ public final class CLIPTextModel {
     private func run(_ tokens: [[Int]], clipSkip: Int, pooled: Bool) throws -> CLIPTextOutput {
         let (batch, length, width) = (tokens.count, tokens[0].count, config.hiddenSize)
         let h = try workspace.take([batch, length, width])
-        tokenEmbeddingForward(h.data, tokens, tokenEmbedding.data, positionEmbedding.data, features: width)
+        tokenEmbeddingForward(h.data, tokens, tokenEmbedding, positionEmbedding.data, features: width)
         let cancellation = Cancellation.current
         let chosen = layers.count - clipSkip + 1
         for layer in layers[..<chosen] {
@@ -196,7 +188,7 @@ final class CLIPEncoderLayer {
         let normalized = try workspace.take(h.shape)
         layerNorm1.forward(into: normalized.data, h.data, rows: rows)
         let qkv = try workspace.take([batch, tokens, 3 * width])
-        queryKeyValue.forward(into: qkv.data, normalized.data, rows: rows)
+        try queryKeyValue.forward(into: qkv.data, normalized.data, rows: rows, workspace)
         let attended = try workspace.take(h.shape)
         let perThread = Self.scoresPerThread(tokens: tokens)
         // The causal mask halves the products of full attention's 4·B·T²·D.
@@ -208,12 +200,12 @@ final class CLIPEncoderLayer {
                          AttentionOperand(base: qkv.data + 2 * width, stride: 3 * width), scores: scores,
                          scoresPerThread: perThread, threads: threads, scale: 1 / Float(headDimension).squareRoot(),
                          batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, causal: true)
-        outputProjection.forward(into: h.data, attended.data, rows: rows, accumulate: true)
+        try outputProjection.forward(into: h.data, attended.data, rows: rows, accumulate: true, workspace)
 
         layerNorm2.forward(into: normalized.data, h.data, rows: rows)
         let intermediate = try workspace.take([batch, tokens, fc1.outFeatures])
-        fc1.forward(into: intermediate.data, normalized.data, rows: rows)
+        try fc1.forward(into: intermediate.data, normalized.data, rows: rows, workspace)
         activationForward(intermediate.data, intermediate.data, activation, count: intermediate.count)
-        fc2.forward(into: h.data, intermediate.data, rows: rows, accumulate: true)
+        try fc2.forward(into: h.data, intermediate.data, rows: rows, accumulate: true, workspace)
     }
 }

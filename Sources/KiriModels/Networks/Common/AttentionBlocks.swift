@@ -34,8 +34,7 @@ final class SpatialSelfAttention {
         let (batch, tokens, inner) = (x.batch, x.spatial, heads * headDimension)
         let normalized = try groupNorm(x, workspace)
         let qkv = try workspace.take([batch, tokens, 3 * inner])
-        linearFromChannelsForward(qkv.data, normalized.data, queryKeyValue.weight.data, queryKeyValue.bias?.data, batch: batch,
-                                  tokens: tokens, inFeatures: x.channels, outFeatures: 3 * inner)
+        try queryKeyValue.forward(tokensFrom: normalized.data, into: qkv.data, batch: batch, tokens: tokens, workspace)
         let attended = try workspace.take([batch, tokens, inner])
         try attend(attended.data, query: AttentionOperand(base: qkv.data, stride: 3 * inner),
                    key: AttentionOperand(base: qkv.data + inner, stride: 3 * inner),
@@ -43,8 +42,7 @@ final class SpatialSelfAttention {
                    batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, workspace)
         let out = try workspace.take(x.shape)
         out.data.update(from: x.data, count: x.count)
-        linearToChannelsForward(out.data, attended.data, output.weight.data, output.bias?.data, accumulate: true, batch: batch,
-                                tokens: tokens, inFeatures: inner, outFeatures: x.channels)
+        try output.forward(channelsFrom: attended.data, into: out.data, accumulate: true, batch: batch, tokens: tokens, workspace)
         if rescale != 1 { scale(out, by: 1 / rescale) }
         return out
     }
@@ -107,22 +105,22 @@ final class TransformerAttention {
         switch projections {
         case .selfAttention(let queryKeyValue):
             let qkv = try workspace.take([batch, tokens, 3 * inner])
-            queryKeyValue.forward(into: qkv.data, normalized.data, rows: rows)
+            try queryKeyValue.forward(into: qkv.data, normalized.data, rows: rows, workspace)
             try attend(attended.data, query: AttentionOperand(base: qkv.data, stride: 3 * inner),
                        key: AttentionOperand(base: qkv.data + inner, stride: 3 * inner),
                        value: AttentionOperand(base: qkv.data + 2 * inner, stride: 3 * inner),
                        batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, workspace)
         case .crossAttention(let queryProjection, let keyValueProjection):
             let query = try workspace.take([batch, tokens, inner])
-            queryProjection.forward(into: query.data, normalized.data, rows: rows)
+            try queryProjection.forward(into: query.data, normalized.data, rows: rows, workspace)
             let keyValue = try workspace.take([batch, contextLength, 2 * inner])
-            keyValueProjection.forward(into: keyValue.data, context, rows: batch * contextLength)
+            try keyValueProjection.forward(into: keyValue.data, context, rows: batch * contextLength, workspace)
             try attend(attended.data, query: AttentionOperand(base: query.data, stride: inner),
                        key: AttentionOperand(base: keyValue.data, stride: 2 * inner),
                        value: AttentionOperand(base: keyValue.data + inner, stride: 2 * inner),
                        batch: batch, queries: tokens, keys: contextLength, heads: heads, headDimension: headDimension, workspace)
         }
-        output.forward(into: h.data, attended.data, rows: rows, accumulate: true)
+        try output.forward(into: h.data, attended.data, rows: rows, accumulate: true, workspace)
     }
 }
 
@@ -171,9 +169,9 @@ final class BasicTransformerBlock {
         var start = 0
         while start < rows {
             let count = min(chunk, rows - start)
-            feedForwardIn.forward(into: projected, normalized.data + start * dimension, rows: count)
+            try feedForwardIn.forward(into: projected, normalized.data + start * dimension, rows: count, workspace)
             gegluForward(gated, projected, rows: count, features: feedForwardDimension)
-            feedForwardOut.forward(into: h.data + start * dimension, gated, rows: count, accumulate: true)
+            try feedForwardOut.forward(into: h.data + start * dimension, gated, rows: count, accumulate: true, workspace)
             start += count
         }
     }
@@ -216,15 +214,13 @@ final class Transformer2D {
         let (batch, tokens, inner) = (x.batch, x.spatial, projectionIn.outFeatures)
         let normalized = try norm(x, workspace)
         let h = try workspace.take([batch, tokens, inner])
-        linearFromChannelsForward(h.data, normalized.data, projectionIn.weight.data, projectionIn.bias?.data, batch: batch,
-                                  tokens: tokens, inFeatures: x.channels, outFeatures: inner)
+        try projectionIn.forward(tokensFrom: normalized.data, into: h.data, batch: batch, tokens: tokens, workspace)
         for block in blocks {
             try block.forward(h, context: context, contextLength: contextLength, workspace)
         }
         let out = try workspace.take(x.shape)
         out.data.update(from: x.data, count: x.count)
-        linearToChannelsForward(out.data, h.data, projectionOut.weight.data, projectionOut.bias?.data, accumulate: true,
-                                batch: batch, tokens: tokens, inFeatures: inner, outFeatures: x.channels)
+        try projectionOut.forward(channelsFrom: h.data, into: out.data, accumulate: true, batch: batch, tokens: tokens, workspace)
         return out
     }
 }

@@ -14,6 +14,22 @@ final class WeightReader {
         return tensor
     }
 
+    /// Weight `key` of `shape` [O, …] as a matrix [O, rest] in the format the source gives it (the file's dtype):
+    /// the file's bytes copied when they are in that format already, else converted through float32.
+    func matrix(_ key: String, _ shape: [Int]) throws -> WeightMatrix {
+        let format = file.format(key) ?? .f32
+        guard let actual = file.shape(key), actual == shape else { return try WeightMatrix(self(key, shape), format: format) }
+        let rows = shape[0], columns = shape.dropFirst().reduce(1, *)
+        guard let copied = try WeightMatrix(rows: rows, columns: columns, format: format, copying: {
+            file.copyStored(key, as: format, into: $0)
+        }) else { return try WeightMatrix(self(key, shape), format: format) }
+        if let cancellation = Cancellation.current, cancellation.isStopped {
+            throw ModelFileError(file.path, "tensor '\(key)': \(cancellation.error.message)")
+        }
+        parameterCount += rows * columns
+        return copied
+    }
+
     func contains(_ key: String) -> Bool { file.contains(key) }
 
     /// An error about the network the config describes, naming the config field at fault.
@@ -21,10 +37,11 @@ final class WeightReader {
 }
 
 /// torch.nn.Conv2d with a square kernel; keys `PREFIX.weight` [O, I, k, k] and `PREFIX.bias` [O]. A 3×3 conv with
-/// stride 1 and padding 1 keeps only its Winograd transform and runs as F(2×2, 3×3); the rest run by im2col.
+/// stride 1 and padding 1 runs as Winograd's F(2×2, 3×3); the rest run by im2col.
 struct Conv2d {
-    /// [O, I, k, k], or the Winograd filters U[16, O, I].
-    let weight: Tensor
+    /// [O, I·k·k], in the file's format.
+    let weight: WeightMatrix
+    let chunks: WeightChunks
     let bias: Tensor
     let isWinograd: Bool
     let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, paddingEnd: Int
@@ -34,17 +51,12 @@ struct Conv2d {
 
     init(_ weights: WeightReader, _ prefix: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
          padding: Int = 0, paddingEnd: Int? = nil) throws {
-        let weight = try weights("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
+        weight = try weights.matrix("\(prefix).weight", [outChannels, inChannels, kernel, kernel])
         bias = try weights("\(prefix).bias", [outChannels])
         (self.inChannels, self.outChannels, self.kernel, self.stride) = (inChannels, outChannels, kernel, stride)
         (self.padding, self.paddingEnd) = (padding, paddingEnd ?? padding)
         isWinograd = Conv2d.winograd && kernel == 3 && stride == 1 && padding == 1 && self.paddingEnd == 1
-        if isWinograd {
-            self.weight = try Tensor(shape: [winogradPoints, outChannels, inChannels])
-            winogradFilterTransform(self.weight.data, weight.data, outChannels: outChannels, inChannels: inChannels)
-        } else {
-            self.weight = weight
-        }
+        chunks = isWinograd ? winogradChunks(weight) : WeightChunks(weight)
     }
 
     func shape(batch: Int, height: Int, width: Int) -> ConvolutionShape {
@@ -60,15 +72,15 @@ struct Conv2d {
                  extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false, _ workspace: Workspace) throws {
         if isWinograd {
             let tiling = WinogradTiling(batch: shape.batch, height: shape.height, width: shape.width)
-            let scratch = try workspace.scratch(.columns, winogradScratchCount(inChannels: inChannels, outChannels: outChannels, tiling: tiling))
-            winogradConv2dForward(out, input, weight.data, bias.data, extraBias: extraBias, accumulate: accumulate, scratch: scratch,
-                                  batch: shape.batch, inChannels: inChannels, height: shape.height, width: shape.width,
-                                  outChannels: outChannels)
+            let scratch = try workspace.scratch(.columns, winogradScratchCount(chunks, tiling: tiling))
+            winogradConv2dForward(out, input, chunks, bias.data, extraBias: extraBias, accumulate: accumulate, scratch: scratch,
+                                  batch: shape.batch, height: shape.height, width: shape.width)
             return
         }
         let plan = ConvolutionPlan(shape)
-        let columns = plan.columnsCount > 0 ? try workspace.scratch(.columns, plan.columnsCount) : nil
-        conv2dForward(out, input, weight.data, bias.data, extraBias: extraBias, accumulate: accumulate, columns: columns, plan)
+        let count = plan.columnsCount(chunks)
+        let columns = count > 0 ? try workspace.scratch(.columns, count) : nil
+        conv2dForward(out, input, chunks, bias.data, extraBias: extraBias, accumulate: accumulate, columns: columns, plan)
     }
 
     func callAsFunction(_ x: Buffer, extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
@@ -81,34 +93,30 @@ struct Conv2d {
 
 /// torch.nn.Linear; keys `PREFIX.weight` [O, I] and, when it has one, `PREFIX.bias` [O].
 struct Linear {
-    let weight: Tensor, bias: Tensor?
-    let inFeatures: Int, outFeatures: Int
+    let weight: WeightMatrix, bias: Tensor?
+    let chunks: WeightChunks
+    var inFeatures: Int { weight.columns }
+    var outFeatures: Int { weight.rows }
 
     init(_ weights: WeightReader, _ prefix: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) throws {
-        weight = try weights("\(prefix).weight", [outFeatures, inFeatures])
+        weight = try weights.matrix("\(prefix).weight", [outFeatures, inFeatures])
         self.bias = bias ? try weights("\(prefix).bias", [outFeatures]) : nil
-        (self.inFeatures, self.outFeatures) = (inFeatures, outFeatures)
+        chunks = WeightChunks(weight)
     }
 
     /// A 1×1 convolution as the linear layer it is: [O, I, 1, 1] is [O, I] in memory.
     init(pointwise conv: Conv2d) {
-        (weight, bias, inFeatures, outFeatures) = (conv.weight, conv.bias, conv.inChannels, conv.outChannels)
+        (weight, bias, chunks) = (conv.weight, conv.bias, WeightChunks(conv.weight))
     }
 
     /// Several linear layers over the same input as one: weights stacked along the output dimension ([q | k | v]),
-    /// so one sgemm computes them all.
+    /// so one product computes them all.
     init(stacking layers: [Linear]) throws {
-        inFeatures = layers[0].inFeatures
-        outFeatures = layers.reduce(0) { $0 + $1.outFeatures }
-        weight = try Tensor(shape: [outFeatures, inFeatures])
-        var offset = 0
-        for layer in layers {
-            (weight.data + offset * inFeatures).update(from: layer.weight.data, count: layer.weight.count)
-            offset += layer.outFeatures
-        }
+        weight = try WeightMatrix(stacking: layers.map(\.weight))
+        chunks = WeightChunks(weight)
         if layers.allSatisfy({ $0.bias != nil }) {
-            let bias = try Tensor(shape: [outFeatures])
-            offset = 0
+            let bias = try Tensor(shape: [weight.rows])
+            var offset = 0
             for layer in layers {
                 (bias.data + offset).update(from: layer.bias!.data, count: layer.outFeatures)
                 offset += layer.outFeatures
@@ -119,10 +127,28 @@ struct Linear {
         }
     }
 
+    /// Scratch for the kernels' widened chunk, from the workspace (nil for float32 weights).
+    func scratch(_ workspace: Workspace) throws -> UnsafeMutablePointer<Float>? {
+        chunks.scratchCount > 0 ? try workspace.scratch(.weights, chunks.scratchCount) : nil
+    }
+
     /// out[rows, O] (+)= input[rows, I]·Wᵀ + b.
-    func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int, accumulate: Bool = false) {
-        linearForward(out, input, weight.data, bias?.data, accumulate: accumulate, rows: rows, inFeatures: inFeatures,
-                      outFeatures: outFeatures)
+    func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int, accumulate: Bool = false,
+                 _ workspace: Workspace) throws {
+        linearForward(out, input, chunks, bias?.data, accumulate: accumulate, rows: rows, scratch: try scratch(workspace))
+    }
+
+    /// out[B, T, O] = input[B, I, T]ᵀ·Wᵀ + b: channels-first features in, tokens out.
+    func forward(tokensFrom input: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, batch: Int, tokens: Int,
+                 _ workspace: Workspace) throws {
+        linearFromChannelsForward(out, input, chunks, bias?.data, batch: batch, tokens: tokens, scratch: try scratch(workspace))
+    }
+
+    /// out[B, O, T] (+)= W·input[B, T, I]ᵀ + b: tokens in, channels-first features out.
+    func forward(channelsFrom input: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, accumulate: Bool = false,
+                 batch: Int, tokens: Int, _ workspace: Workspace) throws {
+        linearToChannelsForward(out, input, chunks, bias?.data, accumulate: accumulate, batch: batch, tokens: tokens,
+                                scratch: try scratch(workspace))
     }
 }
 

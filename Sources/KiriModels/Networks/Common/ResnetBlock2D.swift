@@ -42,7 +42,7 @@ final class ResnetBlock2D {
         var projected: Buffer?
         if let timeProjection, let time {
             let buffer = try workspace.take([x.batch, conv1.outChannels])
-            timeProjection.forward(into: buffer.data, time.data, rows: x.batch)
+            try timeProjection.forward(into: buffer.data, time.data, rows: x.batch, workspace)
             projected = buffer
         }
         h = try conv1(h, extraBias: projected?.data, workspace)

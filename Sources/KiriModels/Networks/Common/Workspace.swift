@@ -39,6 +39,8 @@ final class Workspace {
         case scores
         /// The feed-forward's GEGLU input and output for a chunk of tokens.
         case feedForward, gated
+        /// A chunk of a linear layer's weights, widened to float32.
+        case weights
     }
 
     private var free: [Int: [TensorStorage]] = [:]

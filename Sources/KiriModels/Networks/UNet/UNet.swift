@@ -34,7 +34,7 @@ public final class UNet {
     /// misshapen tensor is a ModelFileError naming its key. A network too large for the run's memory cap is refused
     /// before anything is converted (security case 36).
     public init(config: UNetConfig, weights file: any TensorSource) throws {
-        try reserveLoading(Self.loadingBytes(file), of: "the network", from: file)
+        try reserveLoading(loadingBytes(file), of: "the network", from: file)
         self.config = config
         let weights = WeightReader(file)
         let conditional = config.architecture == .unet2DCondition
@@ -173,21 +173,6 @@ public final class UNet {
         parameterCount = weights.parameterCount
     }
 
-    /// Bytes loading the parameters in `file` takes at most: each as float32, a 3×3 conv's [O, I, 3, 3] as its
-    /// Winograd filters U[16, O, I], plus three of the largest tensor for the originals a conversion holds while it
-    /// makes one conv's filters or stacks q, k and v. From the header alone; the data section holds every element in
-    /// at least two bytes, so no sum here can overflow.
-    public static func loadingBytes(_ file: any TensorSource) -> Int {
-        var total = 0, largest = 0
-        for name in file.names {
-            let shape = file.shape(name)!, count = shape.reduce(1, *)
-            let isFilter = shape.count == 4 && shape[2] == 3 && shape[3] == 3
-            total += isFilter ? count / 9 * winogradPoints : count
-            largest = max(largest, count)
-        }
-        return (total + 3 * largest) * MemoryLayout<Float>.stride
-    }
-
     /// The UNet's output for noisy input `x` [B, C, H, W] at `timesteps` (one per batch element, or one for all;
     /// fractional values are used as they are, as diffusers does with a float tensor). `classLabels` [B] are indices
     /// into the class embedding (UNet2DModel with num_class_embeds); `context` is encoder_hidden_states
@@ -255,10 +240,10 @@ public final class UNet {
         timestepEmbeddingForward(projected.data, times, dimension: convIn.outChannels, flipSinToCos: config.flipSinToCos,
                                  frequencyShift: config.freqShift)
         let hidden = try workspace.take([batch, timeDimension])
-        timeLinear1.forward(into: hidden.data, projected.data, rows: batch)
+        try timeLinear1.forward(into: hidden.data, projected.data, rows: batch, workspace)
         activationForward(hidden.data, hidden.data, outerActivation, count: hidden.count)
         let embedding = try workspace.take([batch, timeDimension])
-        timeLinear2.forward(into: embedding.data, hidden.data, rows: batch)
+        try timeLinear2.forward(into: embedding.data, hidden.data, rows: batch, workspace)
         if let classEmbedding, let classLabels {
             for (b, label) in classLabels.enumerated() {
                 let row = embedding.data + b * timeDimension, table = classEmbedding.data + label * timeDimension

@@ -50,7 +50,7 @@ public final class AutoencoderKL {
     /// (`query`, `key`, `value`, `proj_attn`). A network too large for the run's memory cap is refused before
     /// anything is converted (security case 36).
     public init(config: AutoencoderKLConfig, weights file: any TensorSource) throws {
-        try reserveLoading(Self.loadingBytes(file), of: "the network", from: file)
+        try reserveLoading(loadingBytes(file), of: "the network", from: file)
         self.config = config
         let weights = WeightReader(file)
         encoder = try VAEEncoder(weights, config: config)
@@ -62,9 +62,6 @@ public final class AutoencoderKL {
         let step = 4 * config.downscaleFactor
         tileSampleSize = max(step, config.sampleSize[0] / step * step)
     }
-
-    /// Bytes loading takes at most: the same estimate as the UNet's (float32 weights, Winograd filters).
-    public static func loadingBytes(_ file: any TensorSource) -> Int { UNet.loadingBytes(file) }
 
     /// Latents [B, latent_channels, H/f, W/f] for images [B, in_channels, H, W] in [-1, 1], where f is
     /// `config.downscaleFactor` (8 for Stable Diffusion) and H and W are multiples of it. Memory and
