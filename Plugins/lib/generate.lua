@@ -82,7 +82,9 @@ function generate.open(p)
         p.model_hash = p.model_hash or model:hash()   -- for the PNG's "Model hash", as A1111 writes it
         return model
     end
-    if vae or weights then error(format("%s= needs model=PATH (a Stable Diffusion checkpoint)", vae and "vae" or "weights"), 3) end
+    if vae or weights then
+        error(format("%s= needs model=PATH (a Stable Diffusion checkpoint)", vae and "vae" or "weights"), 3)
+    end
     return kiri.models[p.model]()
 end
 
