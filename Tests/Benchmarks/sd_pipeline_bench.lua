@@ -1,7 +1,8 @@
 -- Kiri's times for a full-size SD 1.5 pipeline (issue 12), the figures Tests/Benchmarks/sd_pipeline_bench.py
 -- measures for diffusers on the same weights. Seconds; medians of `runs` after one untimed warm-up (min in
 -- parentheses):
---   load     kiri.models.load(model), once, the first thing done (F16 weights converted to float32)
+--   load     kiri.models.load(model), once, the first thing done (weights copied as the file stores them, or
+--            converted to weights=FORMAT)
 --   encode   m:encode of one prompt (tokenizer + CLIP text encoder), a new prompt every run (3 × runs)
 --   step     one call of the CFG guider (kiri.guidance.cfg, scale 7.5) on 1×4×64×64 latents: cond and uncond in one
 --            batch-2 UNet call, 512×512 pixels
@@ -10,11 +11,11 @@
 --            (diffusers' EulerDiscreteScheduler sigmas) at CFG 7.5, 512×512, decode; txt2img_runs runs (0: none), no warm-up
 -- Peak RSS: run it under /usr/bin/time -v. Usage:
 --   kiri run --memory 20G --timeout 3600 Tests/Benchmarks/sd_pipeline_bench.lua model=DIR [runs=3] [steps=20]
---     [txt2img_runs=1] [load_only=1 (time the load only: a single-file checkpoint's)]
+--     [txt2img_runs=1] [load_only=1 (time the load only: a single-file checkpoint's)] [weights=f32|f16|bf16|q8_0]
 local recipe = require "lib.recipe"
 local generate = require "lib.generate"
 
-local p = recipe.params(arg, {model = "", runs = 3, steps = 20, txt2img_runs = 1, load_only = 0})
+local p = recipe.params(arg, {model = "", runs = 3, steps = 20, txt2img_runs = 1, load_only = 0, weights = ""})
 if p.model == "" then error("model=PATH expected (a diffusers SD folder or a single-file checkpoint)") end
 
 local function timed(body, runs, warmup)
@@ -37,7 +38,7 @@ local function report(name, median, fastest, runs)
 end
 
 local start = kiri.clock()
-local m <close> = kiri.models.load(p.model)
+local m <close> = kiri.models.load(p.model, {weights = p.weights ~= "" and p.weights or nil})
 print(string.format("load: %.3f s", kiri.clock() - start))
 print(string.format("%s, %d parameters, %s", m.info.architecture, m.info.parameters, m.info.dtype))
 if p.load_only == 1 then return end

@@ -96,7 +96,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="an SD 1.5 single-file checkpoint (or what sd.cpp loads)")
     parser.add_argument("--types", default="f16,f32,q8_0", help="weight types: f16 = the file's own F16")
-    parser.add_argument("--runs", type=int, default=1, help="processes of 1 step and of 2 steps per type")
+    parser.add_argument("--runs", type=int, default=1, help="processes of 1 step and of 2 steps per type (0: none)")
     parser.add_argument("--steps", type=int, default=20, help="steps of the --txt2img run")
     parser.add_argument("--txt2img", action="store_true", help="also one full --steps-step run per type")
     parser.add_argument("--threads", type=int, default=2)
@@ -126,10 +126,11 @@ def main():
         line(f"{wtype} load", [f["load"] for f in every])
         line(f"{wtype} load, reading tensors", [f.get("read") for f in every])
         line(f"{wtype} encode (both prompts)", [f.get("encode") for f in every])
-        sample1 = statistics.median(f["sample"] for f in runs[1])
-        sample2 = statistics.median(f["sample"] for f in runs[2])
-        print(f"{wtype} step: {sample2 - sample1:.2f} s (2-step sampling {sample2:.2f} minus 1-step {sample1:.2f})",
-              flush=True)
+        if arguments.runs > 0:
+            sample1 = statistics.median(f["sample"] for f in runs[1])
+            sample2 = statistics.median(f["sample"] for f in runs[2])
+            print(f"{wtype} step: {sample2 - sample1:.2f} s (2-step sampling {sample2:.2f} minus 1-step "
+                  f"{sample1:.2f})", flush=True)
         line(f"{wtype} sample 1", [f["sample"] for f in runs[1]])
         line(f"{wtype} decode", [f.get("decode") for f in every])
         line(f"{wtype} txt2img 1 step", [f["txt2img"] for f in runs[1]])

@@ -148,6 +148,27 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Upsample2D fused into the Winograd conv: reading the 2× nearest up-sampling of the input in the transform
+    /// gives the same bits as up-sampling it first, with even and odd input sides and several passes.
+    func testWinogradReadsANearestUpsamplingInPlace() throws {
+        for (batch, inChannels, height, width, outChannels, passRows) in [(2, 3, 4, 4, 5, nil), (1, 2, 3, 5, 3, 2), (2, 4, 1, 1, 2, nil)] {
+            let input = values(batch * inChannels * height * width, seed: 40), bias = values(outChannels, seed: 42)
+            let (weight, _) = try matrix(values(outChannels * inChannels * 9, seed: 41), rows: outChannels, format: .f16)
+            let chunks = WeightChunks(weight, rowFloats: 16 * inChannels)
+            let tiling = WinogradTiling(batch: batch, height: 2 * height, width: 2 * width)
+            var scratch = [Float](repeating: .nan, count: winogradScratchCount(chunks, tiling: tiling, tileRowsPerPass: passRows))
+            var upsampled = [Float](repeating: .nan, count: 4 * input.count)
+            upsampleNearestForward(&upsampled, input, planes: batch * inChannels, height: height, width: width,
+                                   outHeight: 2 * height, outWidth: 2 * width)
+            var expected = [Float](repeating: .nan, count: batch * outChannels * 4 * height * width), fused = expected
+            winogradConv2dForward(&expected, upsampled, chunks, bias, scratch: &scratch, tileRowsPerPass: passRows, batch: batch,
+                                  height: 2 * height, width: 2 * width)
+            winogradConv2dForward(&fused, input, chunks, bias, scratch: &scratch, tileRowsPerPass: passRows, batch: batch,
+                                  height: 2 * height, width: 2 * width, upsampled: true)
+            XCTAssertEqual(fused.map(\.bitPattern), expected.map(\.bitPattern), "[\(batch), \(inChannels), \(height), \(width)] up-sampled")
+        }
+    }
+
     // MARK: Normalisation
 
     func testGroupNormMatchesTwoPassDouble() {

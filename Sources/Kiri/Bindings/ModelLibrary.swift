@@ -178,17 +178,15 @@ public final class ModelLibrary: LuaLibrary {
         /// (handle, latents) → images [B, 3, H, W] in about [-1, 1], for m:decode(latents).
         Binding(name: "modelDecode", tables: ["host"], tensorResults: 1) { call in
             try Self.named("decode", handleFirst: true) {
-                let latents = try Self.sample(call)
-                guard let vae = try self.loadedModel(call).pipeline.vae else { return try call.push(latents) }
-                try call.push(Self.translated { try vae.decode(latents) })
+                let latents = try Self.sample(call), pipeline = try self.loadedModel(call).pipeline
+                try call.push(Self.translated { try pipeline.decode(latents) })
             }
         },
         /// (handle, images) → latents, the VAE posterior's mean times scaling_factor, for m:encode_image(images).
         Binding(name: "modelEncodeImage", tables: ["host"], tensorResults: 1) { call in
             try Self.named("encode_image", handleFirst: true) {
-                let images = try Self.sample(call)
-                guard let vae = try self.loadedModel(call).pipeline.vae else { return try call.push(images) }
-                try call.push(Self.translated { try vae.encode(images) })
+                let images = try Self.sample(call), pipeline = try self.loadedModel(call).pipeline
+                try call.push(Self.translated { try pipeline.encode(images: images) })
             }
         },
         /// (handle, width or nil, height or nil) → one sample's shape {C, h, w} for an image of that size (the

@@ -28,9 +28,14 @@ struct WinogradTiling {
 /// split into its even and odd columns (shifted by the padding), so patch column j of eight neighbouring tiles is
 /// one contiguous load; the two stages go through a small buffer so that few vectors are live at once. Channels
 /// are split over the cores.
+///
+/// With `upsampled`, the image (tiling.height × tiling.width, both even) is input[.., H/2, W/2] up-sampled 2× by
+/// nearest neighbour (F.interpolate, mode "nearest"), read without being made: row y is input row y/2, and its
+/// columns 2k - 1 and 2k are input columns k - 1 and k, so the split rows are the input row itself, shifted.
 func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ tiling: WinogradTiling,
-                            inChannels: Int, tileRows: Range<Int>) {
+                            inChannels: Int, tileRows: Range<Int>, upsampled: Bool = false) {
     let (height, width, rows, columns) = (tiling.height, tiling.width, tiling.rows, tiling.columns)
+    let (sourceHeight, sourceWidth) = upsampled ? (height / 2, width / 2) : (height, width)
     let n = tileRows.count * columns, plane = inChannels * n
     // Room for full-vector loads past the last tile.
     let span = columns + 16
@@ -42,12 +47,21 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
             split.update(repeating: 0, count: 8 * span)
             for channel in channels {
                 for tileRow in tileRows {
-                    let image = x.value + (tileRow / rows * inChannels + channel) * height * width, ty = tileRow % rows
+                    let image = x.value + (tileRow / rows * inChannels + channel) * sourceHeight * sourceWidth
+                    let ty = tileRow % rows
                     for i in 0..<4 {
                         let y = 2 * ty - 1 + i, even = split + 2 * i * span, odd = even + span
                         guard y >= 0, y < height else {
                             even.update(repeating: 0, count: columns + 1)
                             odd.update(repeating: 0, count: columns + 1)
+                            continue
+                        }
+                        if upsampled {
+                            let line = image + y / 2 * sourceWidth
+                            even[0] = 0
+                            (even + 1).update(from: line, count: sourceWidth)
+                            odd.update(from: line, count: sourceWidth)
+                            odd[sourceWidth] = 0
                             continue
                         }
                         let line = image + y * width
@@ -175,10 +189,12 @@ func winogradScratchCount(_ weight: WeightChunks, tiling: WinogradTiling, tileRo
 /// channels, the filters' transforms U[16, rows, I] are made from the stored weights (kiri_winograd_filters, on
 /// every core; no transformed copy outlives the call), then each pass of tiles is transformed, its 16 products
 /// shared out between the cores, each a one-thread sgemm, and transformed back. A stopped run skips the passes
-/// left. `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
+/// left. With `upsampled`, the conv reads input[B, I, H/2, W/2] up-sampled 2× by nearest neighbour without making
+/// the up-sampled image (Upsample2D). `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
 func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: WeightChunks,
                            _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
-                           scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, height: Int, width: Int) {
+                           scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, height: Int, width: Int,
+                           upsampled: Bool = false) {
     let matrix = weight.weight
     let (inChannels, outChannels) = (matrix.columns / 9, matrix.rows)
     let tiling = WinogradTiling(batch: batch, height: height, width: width)
@@ -196,7 +212,7 @@ func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePo
         var first = 0
         while first < tiling.tileRows, !(cancellation?.isStopped ?? false) {
             let tileRows = first..<min(tiling.tileRows, first + perPass), n = tileRows.count * tiling.columns
-            winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows)
+            winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows, upsampled: upsampled)
             let flops = 2 * winogradPoints * channels.count * inChannels * n
             Parallel.split(winogradPoints, pieces: Parallel.pieces(flops: flops)) { points in
                 for point in points {

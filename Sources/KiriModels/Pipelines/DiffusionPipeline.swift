@@ -87,6 +87,24 @@ public final class DiffusionPipeline {
         }
     }
 
+    /// Images for `latents` through the VAE (the latents themselves without one). Sampling ends before decoding,
+    /// so the UNet's pooled buffers are freed first, and the VAE's after: at 512×512 each holds hundreds of MB that
+    /// the other does not use, and a generation's peak is the larger of the two rather than their sum.
+    public func decode(_ latents: Tensor) throws -> Tensor {
+        guard let vae else { return latents }
+        unet.releaseBuffers()
+        defer { vae.releaseBuffers() }
+        return try vae.decode(latents)
+    }
+
+    /// Latents for `images` (the VAE posterior's mean times scaling_factor), freeing buffers as `decode` does.
+    public func encode(images: Tensor) throws -> Tensor {
+        guard let vae else { return images }
+        unet.releaseBuffers()
+        defer { vae.releaseBuffers() }
+        return try vae.encode(images)
+    }
+
     /// Merges the LoRA in `path` at `scale` into the UNet and the text encoder (LoRAFile: kohya/A1111 and
     /// diffusers/PEFT files), on top of those applied before: both networks are rebuilt from their weights with
     /// every LoRA's update added as they are read. The old networks stay until the new ones are built, so memory

@@ -89,6 +89,20 @@ struct Conv2d {
         try forward(into: out.data, x.data, shape, extraBias: extraBias, workspace)
         return out
     }
+
+    /// The conv of x up-sampled to `size` by nearest neighbour (Upsample2D): a Winograd conv reads a 2× up-sampling
+    /// from x as it is, and never makes the image four times x's size.
+    func upsampling(_ x: Buffer, to size: (height: Int, width: Int), _ workspace: Workspace) throws -> Buffer {
+        guard isWinograd, size == (2 * x.height, 2 * x.width) else {
+            return try self(try upsampleNearest(x, height: size.height, width: size.width, workspace), workspace)
+        }
+        let out = try workspace.take([x.batch, outChannels, size.height, size.width])
+        let tiling = WinogradTiling(batch: x.batch, height: size.height, width: size.width)
+        let scratch = try workspace.scratch(.columns, winogradScratchCount(chunks, tiling: tiling))
+        winogradConv2dForward(out.data, x.data, chunks, bias.data, scratch: scratch, batch: x.batch, height: size.height,
+                              width: size.width, upsampled: true)
+        return out
+    }
 }
 
 /// torch.nn.Linear; keys `PREFIX.weight` [O, I] and, when it has one, `PREFIX.bias` [O].

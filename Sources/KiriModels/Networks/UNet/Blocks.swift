@@ -112,8 +112,7 @@ final class UpBlock {
         switch upsampler {
         case nil: return h
         case .conv(let conv)?:
-            let size = size ?? (2 * h.height, 2 * h.width)
-            return try conv(try upsampleNearest(h, height: size.height, width: size.width, workspace), workspace)
+            return try conv.upsampling(h, to: size ?? (2 * h.height, 2 * h.width), workspace)
         case .resnet(let resnet)?: return try resnet(h, time: conditioning.time, workspace)
         }
     }

@@ -23,7 +23,7 @@ struct UpDecoderBlock2D {
         var h = x
         for resnet in resnets { h = try resnet(h, time: nil, workspace) }
         guard let upsampler else { return h }
-        return try upsampler(try upsampleNearest(h, height: 2 * h.height, width: 2 * h.width, workspace), workspace)
+        return try upsampler.upsampling(h, to: (2 * h.height, 2 * h.width), workspace)
     }
 }
 
