@@ -32,16 +32,17 @@ func reserveLoading(_ bytes: Int, of what: String, from source: any TensorSource
 }
 
 /// Bytes loading the parameters in `source` takes at most: each weight of rank 2 or more in the format the source
-/// gives it (q8_0 counted as float16, which its rows fall back to), the rest as float32, plus three of the largest
-/// tensor as float32 for what a conversion holds (the float32 original of the weight being narrowed, or q, k and v
-/// while they are stacked). From the header alone; the data section holds every element in at least two bytes, so
-/// no sum here can overflow.
+/// gives it (q8_0 counted as float16, which its rows fall back to), the rest as float32, a float32 3×3 filter
+/// [O, I, 3, 3] with its Winograd transforms U[16, O, I] too, plus three of the largest tensor as float32 for what
+/// a conversion holds (the float32 original of the weight being narrowed, or q, k and v while they are stacked).
+/// From the header alone; the data section holds every element in at least two bytes, so no sum here can overflow.
 public func loadingBytes(_ source: any TensorSource) -> Int {
     var total = 0, largest = 0
     for name in source.names {
         let shape = source.shape(name)!, count = shape.reduce(1, *)
         let format = shape.count >= 2 ? source.format(name) ?? .f32 : .f32
-        total += count * (format == .f32 ? 4 : 2)
+        let isFilter = shape.count == 4 && shape[2] == 3 && shape[3] == 3
+        total += format == .f32 ? 4 * (isFilter ? count + count / 9 * winogradPoints : count) : 2 * count
         largest = max(largest, count)
     }
     return total + 3 * largest * MemoryLayout<Float>.stride

@@ -37,7 +37,7 @@ struct PluginOptions: ParsableArguments {
 struct SandboxOptions: ParsableArguments {
     @Option(help: "Stop the script after this many seconds.")
     var timeout: Double = 60
-    @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M (an SD 1.5 pipeline needs about 8G).")
+    @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M (a 512×512 SD 1.5 generation fits in 4G).")
     var memory: ByteCount = ByteCount(argument: "4G")!
     @Option(help: "Cap on the bytes the script may write, all files together, e.g. 1G or 200M.")
     var disk: ByteCount = ByteCount(argument: "1G")!
@@ -164,7 +164,7 @@ extension KiriCommand {
         @Option(help: "A VAE .safetensors file to use instead of the model's own (LDM or diffusers layout).") var vae: String?
         @Option(help: "The format weights are kept in: f32, f16, bf16 or q8_0 (8-bit blocks, half of f16's memory); default: as the file stores them.")
         var weights: String?
-        @Option(help: "Memory cap for the run (the bundled recipe is trusted; an SD 1.5 pipeline needs about 8G).")
+        @Option(help: "Memory cap for the run (the bundled recipe is trusted; a 512×512 SD 1.5 generation fits in 4G).")
         var memory: ByteCount = ByteCount(argument: "16G")!
         @Option(help: "Sampler steps.") var steps = 20
         @Option(help: "Classifier-free guidance scale.") var cfg = 4.0

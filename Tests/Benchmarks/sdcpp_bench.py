@@ -13,7 +13,8 @@ no BLAS). Every measurement is a fresh process (this script with --child) that l
 (negative ""), CFG 7.5, sample_method euler, the default (discrete) schedule, seed 0. Per weight type (--types: f16 is
 the F16 file as it is, f32 and q8_0 are converted at load), --runs processes of 1 step and of 2 steps, and with
 --txt2img one of --steps steps. sd.cpp's log is kept (LOGS/TYPE-STEPS-RUN.log) and its stage timings read from it.
-Printed per type, one line per figure (seconds; medians over the processes, the minimum in parentheses):
+A line per process as it ends, then per type one line per figure (seconds; medians over the processes, the minimum
+in parentheses):
   load      the StableDiffusion(...) constructor (read the file, convert to TYPE), the first thing each process does
   encode    'get_learned_condition completed': both prompts (the prompt and the empty negative) through CLIP
   step      one CFG step at 512×512 (sd.cpp runs cond and uncond as two UNet calls): 'sampling completed' of the
@@ -80,6 +81,8 @@ def measure(arguments, wtype, steps, run):
     figures["cores"] = figures["cpu"] / wall
     weights = re.search(r"Weight type stat:\s*(.*)", text)
     figures["weights"] = " ".join(weights.group(1).split()) if weights else "?"
+    print(f"{wtype} run {steps} steps #{run}: " + ", ".join(f"{k} {figures[k]:.2f}" for k in
+          ("load", "encode", "sample", "decode", "txt2img", "rss", "cores") if k in figures), flush=True)
     return figures
 
 
@@ -122,6 +125,7 @@ def main():
         full = [measure(arguments, wtype, arguments.steps, "txt2img")] if arguments.txt2img else []
         loads.append(os.getloadavg()[0])
         every = runs[1] + runs[2] + full
+        print(f"-- {wtype}", flush=True)
         print(f"{wtype} weights: {every[0]['weights']}", flush=True)
         line(f"{wtype} load", [f["load"] for f in every])
         line(f"{wtype} load, reading tensors", [f.get("read") for f in every])

@@ -130,21 +130,22 @@ final class KernelTests: XCTestCase {
             let extra = values(c.batch * c.outChannels, seed: 33)
             let initial = c.accumulate ? values(c.batch * c.outChannels * c.height * c.width, seed: 34)
                                        : [Float](repeating: .nan, count: c.batch * c.outChannels * c.height * c.width)
-            // float32 whole, and float16 in chunks of two output channels (more than one when there are three or more).
+            // float32 with its transforms kept, and float16 made per call in chunks of two output channels (more
+            // than one when there are three or more).
             let format: WeightFormat = index % 2 == 0 ? .f32 : .f16
             let (weight, stored) = try matrix(values(c.outChannels * c.inChannels * 9, seed: 31), rows: c.outChannels, format: format)
-            let chunks = WeightChunks(weight, rowFloats: 16 * c.inChannels, rows: format == .f32 ? nil : 2)
+            let filters = try WinogradWeight(weight, chunkRows: 2)
             let tiling = WinogradTiling(batch: c.batch, height: c.height, width: c.width)
-            var scratch = [Float](repeating: .nan, count: winogradScratchCount(chunks, tiling: tiling, tileRowsPerPass: c.passRows))
+            var scratch = [Float](repeating: .nan, count: filters.scratchCount(tiling, tileRowsPerPass: c.passRows))
             var out = initial
-            winogradConv2dForward(&out, input, chunks, bias, extraBias: extra, accumulate: c.accumulate, scratch: &scratch,
+            winogradConv2dForward(&out, input, filters, bias, extraBias: extra, accumulate: c.accumulate, scratch: &scratch,
                                   tileRowsPerPass: c.passRows, batch: c.batch, height: c.height, width: c.width)
             let direct = directConvolution(input, stored, bias, s)
             let plane = c.height * c.width
             let expected = direct.indices.map { i in
                 direct[i] + Double(extra[i / plane]) + (c.accumulate ? Double(initial[i]) : 0)
             }
-            assertClose(out, expected, 2e-5, "Winograd conv case \(index) [\(c.batch), \(c.inChannels), \(c.height), \(c.width)] → \(c.outChannels) channels, \(format) weights in chunks of \(chunks.rows)\(c.passRows.map { ", passes of \($0) tile rows" } ?? "")\(c.accumulate ? ", accumulated" : "")")
+            assertClose(out, expected, 2e-5, "Winograd conv case \(index) [\(c.batch), \(c.inChannels), \(c.height), \(c.width)] → \(c.outChannels) channels, \(format) weights in chunks of \(filters.chunks.rows)\(c.passRows.map { ", passes of \($0) tile rows" } ?? "")\(c.accumulate ? ", accumulated" : "")")
         }
     }
 
@@ -154,16 +155,16 @@ final class KernelTests: XCTestCase {
         for (batch, inChannels, height, width, outChannels, passRows) in [(2, 3, 4, 4, 5, nil), (1, 2, 3, 5, 3, 2), (2, 4, 1, 1, 2, nil)] {
             let input = values(batch * inChannels * height * width, seed: 40), bias = values(outChannels, seed: 42)
             let (weight, _) = try matrix(values(outChannels * inChannels * 9, seed: 41), rows: outChannels, format: .f16)
-            let chunks = WeightChunks(weight, rowFloats: 16 * inChannels)
+            let filters = try WinogradWeight(weight)
             let tiling = WinogradTiling(batch: batch, height: 2 * height, width: 2 * width)
-            var scratch = [Float](repeating: .nan, count: winogradScratchCount(chunks, tiling: tiling, tileRowsPerPass: passRows))
+            var scratch = [Float](repeating: .nan, count: filters.scratchCount(tiling, tileRowsPerPass: passRows))
             var upsampled = [Float](repeating: .nan, count: 4 * input.count)
             upsampleNearestForward(&upsampled, input, planes: batch * inChannels, height: height, width: width,
                                    outHeight: 2 * height, outWidth: 2 * width)
             var expected = [Float](repeating: .nan, count: batch * outChannels * 4 * height * width), fused = expected
-            winogradConv2dForward(&expected, upsampled, chunks, bias, scratch: &scratch, tileRowsPerPass: passRows, batch: batch,
+            winogradConv2dForward(&expected, upsampled, filters, bias, scratch: &scratch, tileRowsPerPass: passRows, batch: batch,
                                   height: 2 * height, width: 2 * width)
-            winogradConv2dForward(&fused, input, chunks, bias, scratch: &scratch, tileRowsPerPass: passRows, batch: batch,
+            winogradConv2dForward(&fused, input, filters, bias, scratch: &scratch, tileRowsPerPass: passRows, batch: batch,
                                   height: 2 * height, width: 2 * width, upsampled: true)
             XCTAssertEqual(fused.map(\.bitPattern), expected.map(\.bitPattern), "[\(batch), \(inChannels), \(height), \(width)] up-sampled")
         }

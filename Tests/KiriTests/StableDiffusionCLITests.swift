@@ -151,15 +151,22 @@ final class StableDiffusionCLITests: CLITestCase {
         let parameters = try png("long.png").text.first { $0.key == "parameters" }?.value ?? ""
         XCTAssertTrue(parameters.hasPrefix(prompt), parameters)
         // The LoRAs are for another model: the error naming the file shows both paths were parsed.
-        let byList = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(deep.path)/tiny-sd",
-                               "lora=\(deep.path)/loras/kohya.safetensors : 0.8", "prompt=\(prompt)", "steps=1", "out=f.png"])
-        XCTAssertEqual(byList.status, 1)
-        XCTAssertTrue(byList.stderr.contains("/loras/kohya.safetensors: LoRA module"), byList.stderr)
-        let byTag = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(deep.path)/tiny-sd",
-                              "prompt=\(prompt) <lora:peft:0.5>", "lora_dir=\(deep.path)/loras", "steps=1", "out=g.png"])
-        XCTAssertEqual(byTag.status, 1)
-        XCTAssertTrue(byTag.stderr.contains("/loras/peft.safetensors: "), byTag.stderr)
-        XCTAssertFalse(exists("f.png") || exists("g.png"))
+        try assertForeignLoRAsRefused(model: deep.path + "/tiny-sd", loras: deep.path + "/loras", prompt: prompt)
+    }
+
+    /// A LoRA for another model, by lora= (with spaces around the weight) and by the prompt's <lora:NAME:weight> in
+    /// lora_dir, is refused naming the file, and nothing is written.
+    func assertForeignLoRAsRefused(model: String, loras: String, prompt: String, line: UInt = #line) throws {
+        let byList = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(model)",
+                               "lora=\(loras)/kohya.safetensors : 0.8", "prompt=\(prompt)", "steps=1", "out=by-list.png"])
+        XCTAssertEqual(byList.status, 1, line: line)
+        XCTAssertTrue(byList.stderr.contains("/kohya.safetensors: LoRA module 'lora_unet_down_blocks_0_attentions_0_proj_in'"),
+                      byList.stderr, line: line)
+        let byTag = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(model)",
+                              "prompt=\(prompt) <lora:peft:0.5>", "lora_dir=\(loras)", "steps=1", "out=by-tag.png"])
+        XCTAssertEqual(byTag.status, 1, line: line)
+        XCTAssertTrue(byTag.stderr.contains("/peft.safetensors: "), byTag.stderr, line: line)
+        XCTAssertFalse(exists("by-list.png") || exists("by-tag.png"), line: line)
     }
 
     func testBadInputSaysWhatIsWrongAndWritesNothing() throws {
@@ -184,17 +191,9 @@ final class StableDiffusionCLITests: CLITestCase {
         let family = try kiri(["info", unknown])
         XCTAssertEqual(family.status, 1)
         XCTAssertTrue(family.stderr.contains("unknown.safetensors: "), family.stderr)
-        // A LoRA for another model, by lora= and by the prompt's <lora:NAME:weight> in lora_dir.
         let loras = URL(fileURLWithPath: Self.model).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("lora").path
-        let other = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(Self.model)",
-                              "lora=\(loras)/kohya.safetensors:0.8", "steps=1", "out=d.png"])
-        XCTAssertEqual(other.status, 1)
-        XCTAssertTrue(other.stderr.contains("kohya.safetensors: LoRA module 'lora_unet_down_blocks_0_attentions_0_proj_in'"), other.stderr)
-        let tagged = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(Self.model)",
-                               "prompt=a fox <lora:peft:0.5>", "lora_dir=\(loras)", "steps=1", "out=e.png"])
-        XCTAssertEqual(tagged.status, 1)
-        XCTAssertTrue(tagged.stderr.contains("peft.safetensors: "), tagged.stderr)
+        try assertForeignLoRAsRefused(model: Self.model, loras: loras, prompt: "a fox")
         let untagged = try kiri(["run", "-o", ".", GenerationCLITests.scripts + "/txt2img.lua", "model=\(Self.model)",
                                  "prompt=a fox <lora:peft:0.5>", "steps=1", "out=f.png"])
         XCTAssertTrue(untagged.stderr.contains("txt2img.lua:15: <lora:peft> needs lora_dir=FOLDER"), untagged.stderr)

@@ -16,22 +16,30 @@ import KiriTensor
     return 1
 }
 
+/// For each chunk of the weight in turn, float32 [chunk.count, I], each of `batch` images' `tokens` split over the
+/// cores: `body(chunk, floats, tokens, image)`, each call one share.
+private func forEachShare(_ weight: WeightChunks, scratch: UnsafeMutablePointer<Float>?, batch: Int, tokens: Int,
+                          _ body: (Range<Int>, UnsafePointer<Float>, Range<Int>, Int) -> Void) {
+    weight.forEach(scratch: scratch) { chunk, floats in
+        let flops = 2 * batch * tokens * weight.weight.columns * chunk.count
+        Parallel.split(tokens, pieces: Parallel.pieces(flops: flops)) { range in
+            for image in 0..<batch { body(chunk, floats, range, image) }
+        }
+    }
+}
+
 /// out[rows, O] = input[rows, I] · weight[O, I]ᵀ + bias[O] (out += … with `accumulate`) — torch.nn.functional.linear.
 /// For each chunk of the weight, rows are split over the cores (Parallel.pieces), each share one single-threaded
 /// sgemm. `scratch` holds `weight.scratchCount` floats.
 func linearForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: WeightChunks,
                    _ bias: UnsafePointer<Float>?, accumulate: Bool = false, rows: Int, scratch: UnsafeMutablePointer<Float>?) {
     let (inFeatures, outFeatures) = (weight.weight.columns, weight.weight.rows)
-    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), b = UncheckedSendable(value: bias)
-    weight.forEach(scratch: scratch) { chunk, floats in
-        let w = UncheckedSendable(value: floats)
-        Parallel.split(rows, pieces: Parallel.pieces(flops: 2 * rows * inFeatures * chunk.count)) { range in
-            let target = o.value + range.lowerBound * outFeatures + chunk.lowerBound
-            let beta = prepareRows(target, b.value.map { $0 + chunk.lowerBound }, accumulate: accumulate, rows: range.count,
-                                   length: chunk.count, stride: outFeatures)
-            sgemm(transposeB: true, m: range.count, n: chunk.count, k: inFeatures, x.value + range.lowerBound * inFeatures,
-                  lda: inFeatures, w.value, ldb: inFeatures, beta: beta, target, ldc: outFeatures)
-        }
+    forEachShare(weight, scratch: scratch, batch: 1, tokens: rows) { chunk, w, range, _ in
+        let target = out + range.lowerBound * outFeatures + chunk.lowerBound
+        let beta = prepareRows(target, bias.map { $0 + chunk.lowerBound }, accumulate: accumulate, rows: range.count,
+                               length: chunk.count, stride: outFeatures)
+        sgemm(transposeB: true, m: range.count, n: chunk.count, k: inFeatures, input + range.lowerBound * inFeatures,
+              lda: inFeatures, w, ldb: inFeatures, beta: beta, target, ldc: outFeatures)
     }
 }
 
@@ -41,19 +49,13 @@ func linearForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Fl
 func linearFromChannelsForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: WeightChunks,
                                _ bias: UnsafePointer<Float>?, batch: Int, tokens: Int, scratch: UnsafeMutablePointer<Float>?) {
     let (inFeatures, outFeatures) = (weight.weight.columns, weight.weight.rows)
-    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), b = UncheckedSendable(value: bias)
-    weight.forEach(scratch: scratch) { chunk, floats in
-        let w = UncheckedSendable(value: floats)
-        Parallel.split(tokens, pieces: Parallel.pieces(flops: 2 * batch * tokens * inFeatures * chunk.count)) { range in
-            for image in 0..<batch {
-                let target = o.value + (image * tokens + range.lowerBound) * outFeatures + chunk.lowerBound
-                let beta = prepareRows(target, b.value.map { $0 + chunk.lowerBound }, accumulate: false, rows: range.count,
-                                       length: chunk.count, stride: outFeatures)
-                sgemm(transposeA: true, transposeB: true, m: range.count, n: chunk.count, k: inFeatures,
-                      x.value + image * inFeatures * tokens + range.lowerBound, lda: tokens, w.value, ldb: inFeatures,
-                      beta: beta, target, ldc: outFeatures)
-            }
-        }
+    forEachShare(weight, scratch: scratch, batch: batch, tokens: tokens) { chunk, w, range, image in
+        let target = out + (image * tokens + range.lowerBound) * outFeatures + chunk.lowerBound
+        let beta = prepareRows(target, bias.map { $0 + chunk.lowerBound }, accumulate: false, rows: range.count,
+                               length: chunk.count, stride: outFeatures)
+        sgemm(transposeA: true, transposeB: true, m: range.count, n: chunk.count, k: inFeatures,
+              input + image * inFeatures * tokens + range.lowerBound, lda: tokens, w, ldb: inFeatures, beta: beta,
+              target, ldc: outFeatures)
     }
 }
 
@@ -64,28 +66,21 @@ func linearToChannelsForward(_ out: UnsafeMutablePointer<Float>, _ input: Unsafe
                              _ bias: UnsafePointer<Float>?, accumulate: Bool = false, batch: Int, tokens: Int,
                              scratch: UnsafeMutablePointer<Float>?) {
     let (inFeatures, outFeatures) = (weight.weight.columns, weight.weight.rows)
-    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input), b = UncheckedSendable(value: bias)
-    weight.forEach(scratch: scratch) { chunk, floats in
-        let w = UncheckedSendable(value: floats)
-        Parallel.split(tokens, pieces: Parallel.pieces(flops: 2 * batch * tokens * inFeatures * chunk.count)) { range in
-            for image in 0..<batch {
-                let target = o.value + (image * outFeatures + chunk.lowerBound) * tokens + range.lowerBound
-                var beta: Float = accumulate ? 1 : 0
-                if let bias = b.value {
-                    for channel in chunk {
-                        let line = target + (channel - chunk.lowerBound) * tokens
-                        if accumulate {
-                            for i in 0..<range.count { line[i] += bias[channel] }
-                        } else {
-                            line.update(repeating: bias[channel], count: range.count)
-                        }
-                    }
-                    beta = 1
+    forEachShare(weight, scratch: scratch, batch: batch, tokens: tokens) { chunk, w, range, image in
+        let target = out + (image * outFeatures + chunk.lowerBound) * tokens + range.lowerBound
+        var beta: Float = accumulate ? 1 : 0
+        if let bias {
+            for channel in chunk {
+                let line = target + (channel - chunk.lowerBound) * tokens
+                if accumulate {
+                    for i in 0..<range.count { line[i] += bias[channel] }
+                } else {
+                    line.update(repeating: bias[channel], count: range.count)
                 }
-                sgemm(transposeB: true, m: chunk.count, n: range.count, k: inFeatures, w.value, lda: inFeatures,
-                      x.value + (image * tokens + range.lowerBound) * inFeatures, ldb: inFeatures, beta: beta, target,
-                      ldc: tokens)
             }
+            beta = 1
         }
+        sgemm(transposeB: true, m: chunk.count, n: range.count, k: inFeatures, w, lda: inFeatures,
+              input + (image * tokens + range.lowerBound) * inFeatures, ldb: inFeatures, beta: beta, target, ldc: tokens)
     }
 }

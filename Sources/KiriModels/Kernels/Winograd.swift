@@ -170,44 +170,69 @@ func winogradTileRowsPerPass(inChannels: Int, outChannels: Int, tiling: Winograd
     max(1, min(tiling.tileRows, (1 << 22) / (winogradPoints * max(inChannels, outChannels) * tiling.columns)))
 }
 
-/// Chunks of a 3×3 conv's weight [O, I·9] for Winograd: a chunk's transformed filters U[16, rows, I] take the
-/// scratch.
-func winogradChunks(_ weight: WeightMatrix) -> WeightChunks {
-    WeightChunks(weight, rowFloats: winogradPoints * weight.columns / 9)
-}
+/// A 3×3 conv's weight [O, I·9] for Winograd. Float32 weights keep their transforms U[16, O, I] (16/9 of the
+/// weight, made once: float32 was chosen for speed over memory, and making U per call costs a small image's forward
+/// 20%); weights stored as f16, bf16 or q8_0 make them per call, a chunk of output channels at a time, so that no
+/// float32 copy of the model exists (at SD's sizes that costs 2–3% of a step).
+struct WinogradWeight {
+    let chunks: WeightChunks
+    /// U[16, O, I], kept for float32 weights.
+    let filters: Tensor?
 
-/// Floats of scratch `winogradConv2dForward` needs: V[16, I, n] and M[16, rows, n] for a pass of n tiles and a
-/// chunk of rows, 8 more for the output transform's full-vector loads at the end of M, then U[16, rows, I].
-func winogradScratchCount(_ weight: WeightChunks, tiling: WinogradTiling, tileRowsPerPass: Int? = nil) -> Int {
-    let (inChannels, chunk) = (weight.weight.columns / 9, weight.rows)
-    let rows = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: chunk, tiling: tiling)
-    return winogradPoints * (inChannels + chunk) * tiling.columns * rows + 8 + winogradPoints * chunk * inChannels
+    /// `chunkRows` overrides the chunk size of stored weights (tests use it to make several chunks).
+    init(_ weight: WeightMatrix, chunkRows: Int? = nil) throws {
+        let inChannels = weight.columns / 9
+        guard let floats = weight.floats else {
+            (chunks, filters) = (WeightChunks(weight, rowFloats: winogradPoints * inChannels, rows: chunkRows), nil)
+            return
+        }
+        let filters = try Tensor(shape: [winogradPoints, weight.rows, inChannels])
+        let (u, g, plane) = (UncheckedSendable(value: filters.data), UncheckedSendable(value: floats), weight.rows * inChannels)
+        Parallel.forEach(plane, grain: 1 << 12) { range in
+            kiri_winograd_filters(u.value + range.lowerBound, plane, g.value + 9 * range.lowerBound, KIRI_F32, range.count)
+        }
+        (chunks, self.filters) = (WeightChunks(weight), filters)
+    }
+
+    /// Floats of scratch `winogradConv2dForward` needs: V[16, I, n] and M[16, rows, n] for a pass of n tiles and a
+    /// chunk of rows, 8 more for the output transform's full-vector loads at the end of M, then U[16, rows, I] when
+    /// it is made per call.
+    func scratchCount(_ tiling: WinogradTiling, tileRowsPerPass: Int? = nil) -> Int {
+        let (inChannels, rows) = (chunks.weight.columns / 9, chunks.rows)
+        let passRows = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: rows, tiling: tiling)
+        let made = filters == nil ? winogradPoints * rows * inChannels : 0
+        return winogradPoints * (inChannels + rows) * tiling.columns * passRows + 8 + made
+    }
 }
 
 /// out[B, O, H, W] = conv2d(input[B, I, H, W], weight[O, I, 3, 3], padding=1) + bias[O] + extraBias[B, O] (out += …
 /// with `accumulate`) — torch.nn.functional.conv2d for a 3×3 kernel, stride 1, padding 1. For each chunk of output
-/// channels, the filters' transforms U[16, rows, I] are made from the stored weights (kiri_winograd_filters, on
-/// every core; no transformed copy outlives the call), then each pass of tiles is transformed, its 16 products
+/// channels, the filters' transforms U[16, rows, I] are the kept ones or made from the stored weights
+/// (WinogradWeight, kiri_winograd_filters on every core), then each pass of tiles is transformed, its 16 products
 /// shared out between the cores, each a one-thread sgemm, and transformed back. A stopped run skips the passes
 /// left. With `upsampled`, the conv reads input[B, I, H/2, W/2] up-sampled 2× by nearest neighbour without making
 /// the up-sampled image (Upsample2D). `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
-func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: WeightChunks,
+func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ filters: WinogradWeight,
                            _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
                            scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, height: Int, width: Int,
                            upsampled: Bool = false) {
-    let matrix = weight.weight
+    let weight = filters.chunks, matrix = weight.weight
     let (inChannels, outChannels) = (matrix.columns / 9, matrix.rows)
     let tiling = WinogradTiling(batch: batch, height: height, width: width)
     let perPass = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: weight.rows, tiling: tiling)
     let transformed = scratch, products = scratch + winogradPoints * inChannels * perPass * tiling.columns
-    let filters = products + winogradPoints * weight.rows * perPass * tiling.columns + 8
-    let v = UncheckedSendable(value: transformed), m = UncheckedSendable(value: products), u = UncheckedSendable(value: filters)
+    let made = products + winogradPoints * weight.rows * perPass * tiling.columns + 8
+    let v = UncheckedSendable(value: transformed), m = UncheckedSendable(value: products)
+    let u = UncheckedSendable(value: filters.filters?.data ?? made)
     let cancellation = Cancellation.current
     for chunk in 0..<weight.count where !(cancellation?.isStopped ?? false) {
         let channels = weight.range(chunk), plane = weight.range(chunk).count * inChannels
-        Parallel.forEach(channels.count, grain: max(1, 4096 / inChannels)) { rows in
-            kiri_winograd_filters(u.value + rows.lowerBound * inChannels, plane, matrix.bytes(row: channels.lowerBound + rows.lowerBound),
-                                  matrix.format.kernelType, rows.count * inChannels)
+        if filters.filters == nil {
+            Parallel.forEach(channels.count, grain: max(1, 4096 / inChannels)) { rows in
+                kiri_winograd_filters(u.value + rows.lowerBound * inChannels, plane,
+                                      matrix.bytes(row: channels.lowerBound + rows.lowerBound), matrix.format.kernelType,
+                                      rows.count * inChannels)
+            }
         }
         var first = 0
         while first < tiling.tileRows, !(cancellation?.isStopped ?? false) {

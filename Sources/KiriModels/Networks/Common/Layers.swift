@@ -37,11 +37,13 @@ final class WeightReader {
 }
 
 /// torch.nn.Conv2d with a square kernel; keys `PREFIX.weight` [O, I, k, k] and `PREFIX.bias` [O]. A 3×3 conv with
-/// stride 1 and padding 1 runs as Winograd's F(2×2, 3×3); the rest run by im2col.
+/// stride 1 and padding 1 runs as Winograd's F(2×2, 3×3) (WinogradWeight); the rest run by im2col.
 struct Conv2d {
     /// [O, I·k·k], in the file's format.
     let weight: WeightMatrix
     let chunks: WeightChunks
+    /// The weight as Winograd uses it, for a 3×3 conv with stride 1 and padding 1.
+    let winogradWeight: WinogradWeight?
     let bias: Tensor
     let isWinograd: Bool
     let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, paddingEnd: Int
@@ -56,7 +58,8 @@ struct Conv2d {
         (self.inChannels, self.outChannels, self.kernel, self.stride) = (inChannels, outChannels, kernel, stride)
         (self.padding, self.paddingEnd) = (padding, paddingEnd ?? padding)
         isWinograd = Conv2d.winograd && kernel == 3 && stride == 1 && padding == 1 && self.paddingEnd == 1
-        chunks = isWinograd ? winogradChunks(weight) : WeightChunks(weight)
+        chunks = WeightChunks(weight)
+        winogradWeight = isWinograd ? try WinogradWeight(weight) : nil
     }
 
     func shape(batch: Int, height: Int, width: Int) -> ConvolutionShape {
@@ -70,10 +73,10 @@ struct Conv2d {
     /// [B, O] is added with the bias.
     func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape,
                  extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false, _ workspace: Workspace) throws {
-        if isWinograd {
+        if let winogradWeight {
             let tiling = WinogradTiling(batch: shape.batch, height: shape.height, width: shape.width)
-            let scratch = try workspace.scratch(.columns, winogradScratchCount(chunks, tiling: tiling))
-            winogradConv2dForward(out, input, chunks, bias.data, extraBias: extraBias, accumulate: accumulate, scratch: scratch,
+            let scratch = try workspace.scratch(.columns, winogradWeight.scratchCount(tiling))
+            winogradConv2dForward(out, input, winogradWeight, bias.data, extraBias: extraBias, accumulate: accumulate, scratch: scratch,
                                   batch: shape.batch, height: shape.height, width: shape.width)
             return
         }
@@ -93,13 +96,13 @@ struct Conv2d {
     /// The conv of x up-sampled to `size` by nearest neighbour (Upsample2D): a Winograd conv reads a 2× up-sampling
     /// from x as it is, and never makes the image four times x's size.
     func upsampling(_ x: Buffer, to size: (height: Int, width: Int), _ workspace: Workspace) throws -> Buffer {
-        guard isWinograd, size == (2 * x.height, 2 * x.width) else {
+        guard let winogradWeight, size == (2 * x.height, 2 * x.width) else {
             return try self(try upsampleNearest(x, height: size.height, width: size.width, workspace), workspace)
         }
         let out = try workspace.take([x.batch, outChannels, size.height, size.width])
         let tiling = WinogradTiling(batch: x.batch, height: size.height, width: size.width)
-        let scratch = try workspace.scratch(.columns, winogradScratchCount(chunks, tiling: tiling))
-        winogradConv2dForward(out.data, x.data, chunks, bias.data, scratch: scratch, batch: x.batch, height: size.height,
+        let scratch = try workspace.scratch(.columns, winogradWeight.scratchCount(tiling))
+        winogradConv2dForward(out.data, x.data, winogradWeight, bias.data, scratch: scratch, batch: x.batch, height: size.height,
                               width: size.width, upsampled: true)
         return out
     }
