@@ -64,16 +64,20 @@ final class WeightMatrix {
         try self.init(tensor.data, rows: tensor.shape[0], columns: tensor.count / max(tensor.shape[0], 1), format: format)
     }
 
-    /// Several matrices with the same columns, one under the other ([q | k | v] stacked), in the first one's format.
+    /// Several matrices with the same columns, one under the other ([q | k | v] stacked), in the first one's format;
+    /// one stored otherwise (a file may mix dtypes) is converted through float32.
     init(stacking matrices: [WeightMatrix]) throws {
         (format, columns) = (matrices[0].format, matrices[0].columns)
         rows = matrices.reduce(0) { $0 + $1.rows }
         storage = try TensorStorage(count: (rows * format.rowBytes(columns) + 3) / 4)
         var offset = 0
         for matrix in matrices {
-            precondition(matrix.format == format && matrix.columns == columns, "stacked weights differ in format or width")
-            let bytes = matrix.rows * format.rowBytes(columns)
-            (UnsafeMutableRawPointer(storage.pointer) + offset).copyMemory(from: matrix.storage.pointer, byteCount: bytes)
+            let bytes = matrix.rows * format.rowBytes(columns), target = UnsafeMutableRawPointer(storage.pointer) + offset
+            if matrix.format == format {
+                target.copyMemory(from: matrix.storage.pointer, byteCount: bytes)
+            } else {
+                kiri_narrow(target, try matrix.tensor().data, format.kernelType, matrix.rows * columns)
+            }
             offset += bytes
         }
     }
