@@ -170,6 +170,53 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// GroupNorm + SiLU fused into the Winograd conv (ResnetBlock2D's conv1 and conv2, conv_out): mapping each input
+    /// row as the transform reads it gives the same bits as normalising the whole input first, over several images,
+    /// passes of tile rows, chunks of output channels, odd sides and the 2× up-sampling.
+    func testWinogradReadsAGroupNormInPlace() throws {
+        let cases: [(batch: Int, channels: Int, height: Int, width: Int, outChannels: Int, passRows: Int?, upsampled: Bool)] = [
+            (2, 4, 6, 6, 5, nil, false), (3, 6, 5, 9, 3, 2, false), (1, 4, 7, 3, 4, 1, false), (2, 4, 3, 5, 3, 2, true),
+            (2, 2, 1, 1, 2, nil, true),
+        ]
+        for c in cases {
+            let input = values(c.batch * c.channels * c.height * c.width, seed: 50).map { $0 * 2 + 0.3 }
+            let gamma = values(c.channels, seed: 51).map { 1 + $0 }, beta = values(c.channels, seed: 52), bias = values(c.outChannels, seed: 53)
+            let (weight, _) = try matrix(values(c.outChannels * c.channels * 9, seed: 54), rows: c.outChannels, format: .f16)
+            let filters = try WinogradWeight(weight, chunkRows: 2)
+            let (height, width) = c.upsampled ? (2 * c.height, 2 * c.width) : (c.height, c.width)
+            let tiling = WinogradTiling(batch: c.batch, height: height, width: width)
+            var scratch = [Float](repeating: .nan, count: filters.scratchCount(tiling, tileRowsPerPass: c.passRows))
+            var normalized = [Float](repeating: .nan, count: input.count)
+            groupNormForward(&normalized, input, gamma, beta, eps: 1e-6, activation: .silu, batch: c.batch, channels: c.channels,
+                             spatial: c.height * c.width, groups: 2)
+            var expected = [Float](repeating: .nan, count: c.batch * c.outChannels * height * width), fused = expected
+            var upsampled = [Float](repeating: .nan, count: 4 * input.count)
+            if c.upsampled {
+                upsampleNearestForward(&upsampled, normalized, planes: c.batch * c.channels, height: c.height, width: c.width,
+                                       outHeight: height, outWidth: width)
+            }
+            winogradConv2dForward(&expected, c.upsampled ? upsampled : normalized, filters, bias, scratch: &scratch,
+                                  tileRowsPerPass: c.passRows, batch: c.batch, height: height, width: width)
+            var mean = [Float](repeating: .nan, count: c.batch * c.channels), scale = mean
+            groupNormStatistics(mean: &mean, scale: &scale, input, gamma, eps: 1e-6, batch: c.batch, channels: c.channels,
+                                spatial: c.height * c.width, groups: 2)
+            mean.withUnsafeBufferPointer { m in
+                scale.withUnsafeBufferPointer { s in
+                    beta.withUnsafeBufferPointer { b in
+                        let map = ChannelNormalization(mean: m.baseAddress!, scale: s.baseAddress!, shift: b.baseAddress!,
+                                                       channels: c.channels, activation: .silu)
+                        winogradConv2dForward(&fused, input, filters, bias, scratch: &scratch, tileRowsPerPass: c.passRows,
+                                              batch: c.batch, height: height, width: width, upsampled: c.upsampled,
+                                              normalization: map)
+                    }
+                }
+            }
+            XCTAssertFalse(fused.contains { $0.isNaN })
+            XCTAssertEqual(fused.map(\.bitPattern), expected.map(\.bitPattern),
+                           "[\(c.batch), \(c.channels), \(c.height), \(c.width)] normalised\(c.upsampled ? ", up-sampled" : "")")
+        }
+    }
+
     // MARK: Normalisation
 
     func testGroupNormMatchesTwoPassDouble() {

@@ -73,24 +73,65 @@ import KiriTensor
     activationMap(out, x, count, activation) { ($0 - m) * s + t }
 }
 
+/// GroupNorm's map of one channel of one image, activation((x - mean) · scale + shift), with mean and scale [B, C]
+/// (each channel has its group's mean, and its weight over the group's deviation) and shift [C] (the bias): a
+/// kernel that reads x applies it to what it reads (a Winograd conv's input transform), so that the normalised
+/// copy of x need not exist. Applied by every path alike, it gives the same bits. Kernels share it between threads
+/// that only read what it points at.
+struct ChannelNormalization: @unchecked Sendable {
+    let mean: UnsafePointer<Float>, scale: UnsafePointer<Float>, shift: UnsafePointer<Float>
+    let channels: Int
+    let activation: Activation?
+
+    /// out[count] = the map of channel `channel` of image `image` over x[count].
+    @inline(__always) func apply(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ count: Int, image: Int, channel: Int) {
+        let item = image * channels + channel
+        normalize(out, x, count, mean: mean[item], scale: scale[item], shift: shift[channel], activation)
+    }
+}
+
+/// mean[B, C] and scale[B, C] of GroupNorm(groups, C, eps) with affine weight[C] over input[B, C, S]: the
+/// statistics of ChannelNormalization.
+func groupNormStatistics(mean: UnsafeMutablePointer<Float>, scale: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>,
+                         _ weight: UnsafePointer<Float>, eps: Float, batch: Int, channels: Int, spatial: Int, groups: Int) {
+    let perGroup = channels / groups
+    let m = UncheckedSendable(value: mean), s = UncheckedSendable(value: scale)
+    let x = UncheckedSendable(value: input), w = UncheckedSendable(value: weight)
+    Parallel.forEach(batch * groups, grain: max(1, 16384 / max(perGroup * spatial, 1))) { items in
+        for item in items {
+            let (mean, inverseDeviation) = moments(x.value + item * perGroup * spatial, perGroup * spatial, eps: eps)
+            for c in 0..<perGroup {
+                let channel = item % groups * perGroup + c, index = item * perGroup + c
+                m.value[index] = mean
+                s.value[index] = w.value[channel] * inverseDeviation
+            }
+        }
+    }
+}
+
+/// out[B, C, S] = the map over input[B, C, S]. `out` may be `input`.
+func channelNormalizationForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ map: ChannelNormalization,
+                                 batch: Int, spatial: Int) {
+    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
+    Parallel.forEach(batch * map.channels, grain: max(1, 16384 / max(spatial, 1))) { items in
+        for item in items {
+            map.apply(o.value + item * spatial, x.value + item * spatial, spatial, image: item / map.channels,
+                      channel: item % map.channels)
+        }
+    }
+}
+
 /// out[B, C, S] = GroupNorm(groups, C, eps)(input[B, C, S]) with affine weight[C], bias[C], then `activation` if
 /// given (ResnetBlock2D's norm → nonlinearity) — torch.nn.GroupNorm, S = H·W. `out` may be `input`.
 func groupNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                       _ bias: UnsafePointer<Float>, eps: Float, activation: Activation? = nil,
                       batch: Int, channels: Int, spatial: Int, groups: Int) {
-    let perGroup = channels / groups
-    let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
-    let w = UncheckedSendable(value: weight), b = UncheckedSendable(value: bias)
-    Parallel.forEach(batch * groups, grain: max(1, 16384 / max(perGroup * spatial, 1))) { items in
-        for item in items {
-            let start = item * perGroup * spatial
-            let (mean, inverseDeviation) = moments(x.value + start, perGroup * spatial, eps: eps)
-            for c in 0..<perGroup {
-                let channel = item % groups * perGroup + c, offset = start + c * spatial
-                let scale = w.value[channel] * inverseDeviation
-                normalize(o.value + offset, x.value + offset, spatial, mean: mean, scale: scale, shift: b.value[channel], activation)
-            }
-        }
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * batch * channels) { statistics in
+        let mean = statistics.baseAddress!, scale = mean + batch * channels
+        groupNormStatistics(mean: mean, scale: scale, input, weight, eps: eps, batch: batch, channels: channels, spatial: spatial,
+                            groups: groups)
+        let map = ChannelNormalization(mean: mean, scale: scale, shift: bias, channels: channels, activation: activation)
+        channelNormalizationForward(out, input, map, batch: batch, spatial: spatial)
     }
 }
 

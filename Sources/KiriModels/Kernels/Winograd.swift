@@ -24,16 +24,20 @@ struct WinogradTiling {
 }
 
 /// V[16, I, n] for the n tiles of tile rows `tileRows`: Bᵀ d B of each tile's 4×4 input patch d (zero outside the
-/// image), with Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]. Each input row of a tile row is
-/// split into its even and odd columns (shifted by the padding), so patch column j of eight neighbouring tiles is
-/// one contiguous load; the two stages go through a small buffer so that few vectors are live at once. Channels
+/// image), with Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]. Each input row is split into its
+/// even and odd columns (shifted by the padding), so patch column j of eight neighbouring tiles is one contiguous
+/// load; a tile row shares two input rows with the next, so the split rows are kept in four slots by row number
+/// and each is made once. The two stages go through a small buffer so that few vectors are live at once. Channels
 /// are split over the cores.
 ///
 /// With `upsampled`, the image (tiling.height × tiling.width, both even) is input[.., H/2, W/2] up-sampled 2× by
 /// nearest neighbour (F.interpolate, mode "nearest"), read without being made: row y is input row y/2, and its
-/// columns 2k - 1 and 2k are input columns k - 1 and k, so the split rows are the input row itself, shifted.
+/// columns 2k - 1 and 2k are input columns k - 1 and k, so the split rows are the input row itself, shifted. With
+/// `normalization`, the image is the input as that map makes it (GroupNorm and its activation before the conv),
+/// each input row mapped as it is read.
 func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ tiling: WinogradTiling,
-                            inChannels: Int, tileRows: Range<Int>, upsampled: Bool = false) {
+                            inChannels: Int, tileRows: Range<Int>, upsampled: Bool = false,
+                            normalization: ChannelNormalization? = nil) {
     let (height, width, rows, columns) = (tiling.height, tiling.width, tiling.rows, tiling.columns)
     let (sourceHeight, sourceWidth) = upsampled ? (height / 2, width / 2) : (height, width)
     let n = tileRows.count * columns, plane = inChannels * n
@@ -41,30 +45,38 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
     let span = columns + 16
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
     Parallel.forEach(inChannels, grain: max(1, 4096 / max(n, 1))) { channels in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span + 128) { buffer in
-            // split[2i] holds input columns 2k - 1 of patch row i, split[2i + 1] columns 2k, for k = 0...columns.
-            let split = buffer.baseAddress!, stage = split + 8 * span
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span + 128 + sourceWidth) { buffer in
+            // Slot s holds an input row y with s = (y + 1) mod 4: columns 2k - 1 at split[2s], columns 2k at
+            // split[2s + 1], for k = 0...columns; `held` says which row of which image each slot holds.
+            let split = buffer.baseAddress!, stage = split + 8 * span, mapped = stage + 128
             split.update(repeating: 0, count: 8 * span)
             for channel in channels {
+                var held = SIMD4<Int>(repeating: -1)
                 for tileRow in tileRows {
-                    let image = x.value + (tileRow / rows * inChannels + channel) * sourceHeight * sourceWidth
-                    let ty = tileRow % rows
+                    let imageIndex = tileRow / rows, ty = tileRow % rows
+                    let image = x.value + (imageIndex * inChannels + channel) * sourceHeight * sourceWidth
                     for i in 0..<4 {
-                        let y = 2 * ty - 1 + i, even = split + 2 * i * span, odd = even + span
+                        let y = 2 * ty - 1 + i, slot = (y + 1) & 3, even = split + 2 * slot * span, odd = even + span
+                        let key = imageIndex * (height + 2) + y + 1
+                        guard held[slot] != key else { continue }
+                        held[slot] = key
                         guard y >= 0, y < height else {
                             even.update(repeating: 0, count: columns + 1)
                             odd.update(repeating: 0, count: columns + 1)
                             continue
                         }
+                        var line = image + (upsampled ? y / 2 : y) * sourceWidth
+                        if let normalization {
+                            normalization.apply(mapped, line, sourceWidth, image: imageIndex, channel: channel)
+                            line = UnsafePointer(mapped)
+                        }
                         if upsampled {
-                            let line = image + y / 2 * sourceWidth
                             even[0] = 0
                             (even + 1).update(from: line, count: sourceWidth)
                             odd.update(from: line, count: sourceWidth)
                             odd[sourceWidth] = 0
                             continue
                         }
-                        let line = image + y * width
                         even[0] = 0
                         for k in 1..<(width + 1) / 2 { even[k] = line[2 * k - 1] }
                         for k in 0..<width / 2 { odd[k] = line[2 * k] }
@@ -72,15 +84,18 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
                         for k in (width + 1) / 2...columns { even[k] = 2 * k - 1 < width ? line[2 * k - 1] : 0 }
                         for k in width / 2...columns { odd[k] = 2 * k < width ? line[2 * k] : 0 }
                     }
+                    // Patch row i of this tile row is input row 2ty - 1 + i, in slot (2ty + i) mod 4.
+                    let row0 = split + 2 * (2 * ty & 3) * span, row1 = split + 2 * ((2 * ty + 1) & 3) * span
+                    let row2 = split + 2 * ((2 * ty + 2) & 3) * span, row3 = split + 2 * ((2 * ty + 3) & 3) * span
                     let base = o.value + channel * n + (tileRow - tileRows.lowerBound) * columns
                     var tx = 0
                     while tx < columns {
                         let count = min(8, columns - tx)
                         // Stage 1, column by column: t = Bᵀ d.
                         for j in 0..<4 {
-                            let offset = tx + j / 2, parity = j % 2
-                            let d0 = Vector.load(split + (0 + parity) * span + offset), d1 = Vector.load(split + (2 + parity) * span + offset)
-                            let d2 = Vector.load(split + (4 + parity) * span + offset), d3 = Vector.load(split + (6 + parity) * span + offset)
+                            let offset = tx + j / 2 + j % 2 * span
+                            let d0 = Vector.load(row0 + offset), d1 = Vector.load(row1 + offset)
+                            let d2 = Vector.load(row2 + offset), d3 = Vector.load(row3 + offset)
                             (d0 - d2).store(stage + 8 * j)
                             (d1 + d2).store(stage + 8 * (4 + j))
                             (d2 - d1).store(stage + 8 * (8 + j))
@@ -209,13 +224,16 @@ struct WinogradWeight {
 /// with `accumulate`) — torch.nn.functional.conv2d for a 3×3 kernel, stride 1, padding 1. For each chunk of output
 /// channels, the filters' transforms U[16, rows, I] are the kept ones or made from the stored weights
 /// (WinogradWeight, kiri_winograd_filters on every core), then each pass of tiles is transformed, its 16 products
-/// shared out between the cores, each a one-thread sgemm, and transformed back. A stopped run skips the passes
-/// left. With `upsampled`, the conv reads input[B, I, H/2, W/2] up-sampled 2× by nearest neighbour without making
-/// the up-sampled image (Upsample2D). `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
+/// shared out between the cores, each a one-thread sgemm, and transformed back (when one pass holds every tile,
+/// the input is transformed once for all the chunks). A stopped run skips the passes left. With `upsampled`, the
+/// conv reads input[B, I, H/2, W/2] up-sampled 2× by nearest neighbour without making the up-sampled image
+/// (Upsample2D); with `normalization`, it reads the input as that map makes it (GroupNorm and its activation)
+/// without making the normalised input. `tileRowsPerPass` overrides the pass size (tests use it to make several
+/// passes).
 func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ filters: WinogradWeight,
                            _ bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false,
                            scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil, batch: Int, height: Int, width: Int,
-                           upsampled: Bool = false) {
+                           upsampled: Bool = false, normalization: ChannelNormalization? = nil) {
     let weight = filters.chunks, matrix = weight.weight
     let (inChannels, outChannels) = (matrix.columns / 9, matrix.rows)
     let tiling = WinogradTiling(batch: batch, height: height, width: width)
@@ -225,6 +243,12 @@ func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePo
     let v = UncheckedSendable(value: transformed), m = UncheckedSendable(value: products)
     let u = UncheckedSendable(value: filters.filters?.data ?? made)
     let cancellation = Cancellation.current
+    func transformInput(_ tileRows: Range<Int>) {
+        winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows, upsampled: upsampled,
+                               normalization: normalization)
+    }
+    let onePass = perPass >= tiling.tileRows
+    if onePass { transformInput(0..<tiling.tileRows) }
     for chunk in 0..<weight.count where !(cancellation?.isStopped ?? false) {
         let channels = weight.range(chunk), plane = weight.range(chunk).count * inChannels
         if filters.filters == nil {
@@ -237,7 +261,7 @@ func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePo
         var first = 0
         while first < tiling.tileRows, !(cancellation?.isStopped ?? false) {
             let tileRows = first..<min(tiling.tileRows, first + perPass), n = tileRows.count * tiling.columns
-            winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows, upsampled: upsampled)
+            if !onePass { transformInput(tileRows) }
             let flops = 2 * winogradPoints * channels.count * inChannels * n
             Parallel.split(winogradPoints, pieces: Parallel.pieces(flops: flops)) { points in
                 for point in points {

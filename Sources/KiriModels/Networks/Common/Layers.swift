@@ -70,40 +70,51 @@ struct Conv2d {
     func shape(_ x: Buffer) -> ConvolutionShape { shape(batch: x.batch, height: x.height, width: x.width) }
 
     /// Writes (or with `accumulate` adds) the convolution of `input` (shaped as `shape`) into `out`; `extraBias`
-    /// [B, O] is added with the bias.
+    /// [B, O] is added with the bias. With `normalization`, the conv is of the input as that map makes it: a
+    /// Winograd conv applies the map as it reads the input, the others convolve a normalised copy.
     func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape,
-                 extraBias: UnsafePointer<Float>? = nil, accumulate: Bool = false, _ workspace: Workspace) throws {
+                 normalizedBy normalization: InputNormalization? = nil, extraBias: UnsafePointer<Float>? = nil,
+                 accumulate: Bool = false, _ workspace: Workspace) throws {
         if let winogradWeight {
             let tiling = WinogradTiling(batch: shape.batch, height: shape.height, width: shape.width)
             let scratch = try workspace.scratch(.columns, winogradWeight.scratchCount(tiling))
             winogradConv2dForward(out, input, winogradWeight, bias.data, extraBias: extraBias, accumulate: accumulate, scratch: scratch,
-                                  batch: shape.batch, height: shape.height, width: shape.width)
+                                  batch: shape.batch, height: shape.height, width: shape.width, normalization: normalization?.map)
             return
         }
+        let normalized = try normalization?.apply(input, [shape.batch, shape.inChannels, shape.height, shape.width], workspace)
         let plan = ConvolutionPlan(shape)
         let count = plan.columnsCount(chunks)
         let columns = count > 0 ? try workspace.scratch(.columns, count) : nil
-        conv2dForward(out, input, chunks, bias.data, extraBias: extraBias, accumulate: accumulate, columns: columns, plan)
+        withExtendedLifetime(normalized) {
+            conv2dForward(out, normalized.map { UnsafePointer($0.data) } ?? input, chunks, bias.data, extraBias: extraBias, accumulate: accumulate,
+                          columns: columns, plan)
+        }
     }
 
-    func callAsFunction(_ x: Buffer, extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
+    func callAsFunction(_ x: Buffer, normalizedBy normalization: InputNormalization? = nil, extraBias: UnsafePointer<Float>? = nil,
+                        _ workspace: Workspace) throws -> Buffer {
         let shape = shape(x)
         let out = try workspace.take([x.batch, outChannels, shape.outHeight, shape.outWidth])
-        try forward(into: out.data, x.data, shape, extraBias: extraBias, workspace)
+        try forward(into: out.data, x.data, shape, normalizedBy: normalization, extraBias: extraBias, workspace)
         return out
     }
 
-    /// The conv of x up-sampled to `size` by nearest neighbour (Upsample2D): a Winograd conv reads a 2× up-sampling
-    /// from x as it is, and never makes the image four times x's size.
-    func upsampling(_ x: Buffer, to size: (height: Int, width: Int), _ workspace: Workspace) throws -> Buffer {
+    /// The conv of x (normalised by `normalization`, if given) up-sampled to `size` by nearest neighbour
+    /// (Upsample2D, ResnetBlock2D's up=True): a Winograd conv reads a 2× up-sampling from x as it is, and never makes
+    /// the image four times x's size.
+    func upsampling(_ x: Buffer, normalizedBy normalization: InputNormalization? = nil, to size: (height: Int, width: Int),
+                    extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
         guard let winogradWeight, size == (2 * x.height, 2 * x.width) else {
-            return try self(try upsampleNearest(x, height: size.height, width: size.width, workspace), workspace)
+            let source = try normalization?.apply(x.data, x.shape, workspace) ?? x
+            return try self(try upsampleNearest(source, height: size.height, width: size.width, workspace), extraBias: extraBias,
+                            workspace)
         }
         let out = try workspace.take([x.batch, outChannels, size.height, size.width])
         let tiling = WinogradTiling(batch: x.batch, height: size.height, width: size.width)
         let scratch = try workspace.scratch(.columns, winogradWeight.scratchCount(tiling))
-        winogradConv2dForward(out.data, x.data, winogradWeight, bias.data, scratch: scratch, batch: x.batch, height: size.height,
-                              width: size.width, upsampled: true)
+        winogradConv2dForward(out.data, x.data, winogradWeight, bias.data, extraBias: extraBias, scratch: scratch, batch: x.batch,
+                              height: size.height, width: size.width, upsampled: true, normalization: normalization?.map)
         return out
     }
 }
@@ -184,10 +195,32 @@ struct GroupNorm {
     }
 
     /// GroupNorm(x), then `activation` if given, into a new buffer.
-    func callAsFunction(_ x: Buffer, activation: UNetConfig.Activation? = nil, _ workspace: Workspace) throws -> Buffer {
-        let out = try workspace.take(x.shape)
-        groupNormForward(out.data, x.data, weight.data, bias.data, eps: eps, activation: activation, batch: x.batch,
-                         channels: channels, spatial: x.count / (x.batch * channels), groups: groups)
+    func callAsFunction(_ x: Buffer, activation: Activation? = nil, _ workspace: Workspace) throws -> Buffer {
+        try statistics(x, activation: activation, workspace).apply(x.data, x.shape, workspace)
+    }
+
+    /// GroupNorm's statistics of x, for a conv to apply as it reads x (Conv2d's `normalizedBy`).
+    func statistics(_ x: Buffer, activation: Activation?, _ workspace: Workspace) throws -> InputNormalization {
+        let statistics = try workspace.take([2, x.batch, channels])
+        let mean = statistics.data, scale = mean + x.batch * channels
+        groupNormStatistics(mean: mean, scale: scale, x.data, weight.data, eps: eps, batch: x.batch, channels: channels,
+                            spatial: x.count / (x.batch * channels), groups: groups)
+        let map = ChannelNormalization(mean: mean, scale: scale, shift: bias.data, channels: channels, activation: activation)
+        return InputNormalization(statistics: statistics, map: map)
+    }
+}
+
+/// GroupNorm's statistics of an input, with the activation after the norm: what a kernel needs to read that input
+/// normalised, so that the normalised copy (as large as the input) is made only where a kernel cannot.
+struct InputNormalization {
+    /// mean [B, C] then scale [B, C], which `map` points at.
+    let statistics: Buffer
+    let map: ChannelNormalization
+
+    /// The normalised copy of input [B, C, …].
+    func apply(_ input: UnsafePointer<Float>, _ shape: [Int], _ workspace: Workspace) throws -> Buffer {
+        let out = try workspace.take(shape)
+        channelNormalizationForward(out.data, input, map, batch: shape[0], spatial: out.count / (shape[0] * map.channels))
         return out
     }
 }

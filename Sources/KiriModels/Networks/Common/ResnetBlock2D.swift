@@ -25,39 +25,48 @@ final class ResnetBlock2D {
         self.outputScaleFactor = Float(outputScaleFactor)
     }
 
-    /// `time` is act(temb) [B, T], shared by every block of the network; nil without a time embedding.
-    func callAsFunction(_ x: Buffer, time: Buffer?, _ workspace: Workspace) throws -> Buffer {
-        var input = x
-        var h = try norm1(x, activation: activation, workspace)
-        switch resampling {
-        case .none: break
-        case .up:
-            input = try upsampleNearest(x, height: 2 * x.height, width: 2 * x.width, workspace)
-            h = try upsampleNearest(h, height: 2 * x.height, width: 2 * x.width, workspace)
-        case .down:
-            input = try averagePool(x, workspace)
-            h = try averagePool(h, workspace)
-        }
-
+    /// `time` is act(temb) [B, T], shared by every block of the network; nil without a time embedding. x is
+    /// consumed: once conv1 and the shortcut have read it, the block holds it no longer, so a caller that passes its
+    /// last reference (`consume`) lets its storage serve the rest of the block.
+    func callAsFunction(_ x: consuming Buffer, time: Buffer?, _ workspace: Workspace) throws -> Buffer {
         var projected: Buffer?
         if let timeProjection, let time {
             let buffer = try workspace.take([x.batch, conv1.outChannels])
             try timeProjection.forward(into: buffer.data, time.data, rows: x.batch, workspace)
             projected = buffer
         }
-        h = try conv1(h, extraBias: projected?.data, workspace)
-        groupNormForward(h.data, h.data, norm2.weight.data, norm2.bias.data, eps: norm2.eps, activation: activation,
-                         batch: h.batch, channels: h.channels, spatial: h.spatial, groups: norm2.groups)
+        let (h, out) = try firstHalf(x, extraBias: projected?.data, workspace)
+        _ = consume x
+        try conv2.forward(into: out.data, h.data, conv2.shape(h), normalizedBy: try norm2.statistics(h, activation: activation, workspace),
+                          accumulate: true, workspace)
+        if outputScaleFactor != 1 { scale(out, by: 1 / outputScaleFactor) }
+        return out
+    }
 
+    /// h = conv1(resample(act(norm1(x)))) + extraBias, with conv1 reading act(norm1(x)) without it being made, and
+    /// out = shortcut(resample(x)), to which conv2 adds.
+    private func firstHalf(_ x: Buffer, extraBias: UnsafePointer<Float>?, _ workspace: Workspace) throws -> (h: Buffer, out: Buffer) {
+        let normalized = try norm1.statistics(x, activation: activation, workspace)
+        let input: Buffer, h: Buffer
+        switch resampling {
+        case .none:
+            input = x
+            h = try conv1(x, normalizedBy: normalized, extraBias: extraBias, workspace)
+        case .up:
+            input = try upsampleNearest(x, height: 2 * x.height, width: 2 * x.width, workspace)
+            h = try conv1.upsampling(x, normalizedBy: normalized, to: (input.height, input.width), extraBias: extraBias, workspace)
+        case .down:
+            input = try averagePool(x, workspace)
+            let pooled = try averagePool(try normalized.apply(x.data, x.shape, workspace), workspace)
+            h = try conv1(pooled, extraBias: extraBias, workspace)
+        }
         let out = try workspace.take(h.shape)
         if let shortcut {
             try shortcut.forward(into: out.data, input.data, shortcut.shape(input), workspace)
         } else {
             out.data.update(from: input.data, count: out.count)
         }
-        try conv2.forward(into: out.data, h.data, conv2.shape(h), accumulate: true, workspace)
-        if outputScaleFactor != 1 { scale(out, by: 1 / outputScaleFactor) }
-        return out
+        return (h, out)
     }
 }
 

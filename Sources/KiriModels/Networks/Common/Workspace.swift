@@ -9,9 +9,9 @@ final class Buffer {
     private let storage: TensorStorage
     private let workspace: Workspace
 
-    fileprivate init(shape: [Int], storage: TensorStorage, workspace: Workspace) {
+    fileprivate init(shape: [Int], count: Int, storage: TensorStorage, workspace: Workspace) {
         self.shape = shape
-        count = storage.count
+        self.count = count
         data = storage.pointer
         self.storage = storage
         self.workspace = workspace
@@ -27,7 +27,7 @@ final class Buffer {
     var spatial: Int { shape[2] * shape[3] }
 }
 
-/// Free storage by element count, plus one growable scratch area per purpose (a conv's im2col columns or Winograd
+/// Free storage by element count (a request takes storage of its own size, else a somewhat larger one), plus one growable scratch area per purpose (a conv's im2col columns or Winograd
 /// tiles, attention scores, feed-forward chunks). A sampling run calls the network with the same shapes at every
 /// step, so after the first step every request is met from the free lists. Not thread-safe: one forward pass at a
 /// time (UNet locks).
@@ -55,11 +55,20 @@ final class Workspace {
         guard let count = elementCount(shape), count <= Self.maximumCount else {
             throw TensorError("an activation of shape \(shapeString(shape)) is over the \(Self.maximumCount) elements a buffer may hold")
         }
-        if let storage = free[count]?.popLast() {
-            return Buffer(shape: shape, storage: storage, workspace: self)
+        if let storage = free[count]?.popLast() ?? takeLarger(count) {
+            return Buffer(shape: shape, count: count, storage: storage, workspace: self)
         }
         allocations += 1
-        return Buffer(shape: shape, storage: try TensorStorage(count: count), workspace: self)
+        return Buffer(shape: shape, count: count, storage: try TensorStorage(count: count), workspace: self)
+    }
+
+    /// The smallest free storage larger than `count` floats but at most four times that: the VAE decoder's last
+    /// blocks halve their channels as the image doubles, and the storage of the wider activations they free serves
+    /// the narrower ones instead of new storage beside it.
+    private func takeLarger(_ count: Int) -> TensorStorage? {
+        let sizes = free.lazy.filter { $0.key > count && $0.key <= 4 * count && !$0.value.isEmpty }.map(\.key)
+        guard let size = sizes.min() else { return nil }
+        return free[size]?.popLast()
     }
 
     fileprivate func recycle(_ storage: TensorStorage) {
@@ -85,9 +94,13 @@ final class Workspace {
         return counts.reduce(0, +) * MemoryLayout<Float>.stride
     }
 
+    /// Returns the free storage to the system, keeping the scratch areas: where a pass goes on to larger
+    /// activations (the VAE's blocks), storage that no later request fits would otherwise sit beside the new.
+    func releaseFree() { free.removeAll() }
+
     /// Returns every free storage to the system (the scratch areas too).
     func trim() {
-        free.removeAll()
+        releaseFree()
         scratch = Array(repeating: nil, count: Scratch.allCases.count)
     }
 }

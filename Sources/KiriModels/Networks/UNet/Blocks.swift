@@ -106,7 +106,7 @@ final class UpBlock {
             let joined = try workspace.take([h.batch, h.channels + skip.channels, h.height, h.width])
             concatenateChannelsForward(joined.data, h.data, skip.data, batch: h.batch, channelsA: h.channels,
                                        channelsB: skip.channels, spatial: h.spatial)
-            h = try resnet(joined, time: conditioning.time, workspace)
+            h = try resnet(consume joined, time: conditioning.time, workspace)
             if !attentions.isEmpty { h = try attentions[index](h, conditioning, workspace) }
         }
         switch upsampler {

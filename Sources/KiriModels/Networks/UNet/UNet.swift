@@ -279,9 +279,9 @@ public final class UNet {
         }
 
         // 6. conv_out(act(conv_norm_out(h))), written straight into the result.
-        h = try normOut(h, activation: outerActivation, workspace)
         let result = try Tensor(shape: [batch, config.outChannels, height, width])
-        try convOut.forward(into: result.data, h.data, convOut.shape(h), workspace)
+        try convOut.forward(into: result.data, h.data, convOut.shape(h),
+                            normalizedBy: try normOut.statistics(h, activation: outerActivation, workspace), workspace)
         try cancellation?.check()
         return result
     }

@@ -6,9 +6,9 @@ struct DownEncoderBlock2D {
     let resnets: [ResnetBlock2D]
     let downsampler: Conv2d?
 
-    func callAsFunction(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
-        var h = x
-        for resnet in resnets { h = try resnet(h, time: nil, workspace) }
+    func callAsFunction(_ x: consuming Buffer, _ workspace: Workspace) throws -> Buffer {
+        var h = consume x
+        for resnet in resnets { h = try resnet(consume h, time: nil, workspace) }
         return try downsampler.map { try $0(h, workspace) } ?? h
     }
 }
@@ -19,9 +19,9 @@ struct UpDecoderBlock2D {
     let resnets: [ResnetBlock2D]
     let upsampler: Conv2d?
 
-    func callAsFunction(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
-        var h = x
-        for resnet in resnets { h = try resnet(h, time: nil, workspace) }
+    func callAsFunction(_ x: consuming Buffer, _ workspace: Workspace) throws -> Buffer {
+        var h = consume x
+        for resnet in resnets { h = try resnet(consume h, time: nil, workspace) }
         guard let upsampler else { return h }
         return try upsampler.upsampling(h, to: (2 * h.height, 2 * h.width), workspace)
     }
@@ -45,10 +45,10 @@ struct VAEMidBlock {
         second = try resnet(1)
     }
 
-    func callAsFunction(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
-        var h = try first(x, time: nil, workspace)
+    func callAsFunction(_ x: consuming Buffer, _ workspace: Workspace) throws -> Buffer {
+        var h = try first(consume x, time: nil, workspace)
         if let attention { h = try attention(h, workspace) }
-        return try second(h, time: nil, workspace)
+        return try second(consume h, time: nil, workspace)
     }
 }
 
@@ -93,11 +93,11 @@ final class VAEEncoder {
         var h = try convIn(x, workspace)
         for block in downBlocks {
             try cancellation?.check()
-            h = try block(h, workspace)
+            h = try block(consume h, workspace)
         }
         try cancellation?.check()
-        h = try midBlock(h, workspace)
-        return try convOut(try normOut(h, activation: .silu, workspace), workspace)
+        h = try midBlock(consume h, workspace)
+        return try convOut(h, normalizedBy: try normOut.statistics(h, activation: .silu, workspace), workspace)
     }
 }
 
@@ -137,12 +137,14 @@ final class VAEDecoder {
     func forward(into out: UnsafeMutablePointer<Float>, _ z: Buffer, _ workspace: Workspace) throws {
         let cancellation = Cancellation.current
         var h = try convIn(z, workspace)
-        h = try midBlock(h, workspace)
+        h = try midBlock(consume h, workspace)
         for block in upBlocks {
             try cancellation?.check()
-            h = try block(h, workspace)
+            // Each block's activations are larger than the last's, so the storage it frees is released.
+            workspace.releaseFree()
+            h = try block(consume h, workspace)
         }
-        h = try normOut(h, activation: .silu, workspace)
-        try convOut.forward(into: out, h.data, convOut.shape(h), workspace)
+        try convOut.forward(into: out, h.data, convOut.shape(h), normalizedBy: try normOut.statistics(h, activation: .silu, workspace),
+                            workspace)
     }
 }
