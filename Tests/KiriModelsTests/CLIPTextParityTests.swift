@@ -56,6 +56,14 @@ final class CLIPTextParityTests: ModelFileTestCase {
     /// tokens, fewer than the 16 positions, padded with 0.
     func testSD2LikeWithoutPrefix() throws { try check("clip_text_sd2") }
 
+    /// Both cases on the plain loops of ReferenceBackend (causal attention, quick_gelu and gelu included).
+    func testReferenceBackend() throws {
+        try onBackend(ReferenceBackend()) {
+            try check("clip_text_sd1")
+            try check("clip_text_sd2")
+        }
+    }
+
     /// Attention is causal, so the first T tokens of a sequence encode as they do inside the longer one: 12 of the
     /// fixture's 77 must give the reference's first 12 rows.
     func testShorterInputMatchesThePrefixOfTheLongerOne() throws {

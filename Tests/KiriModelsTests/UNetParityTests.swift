@@ -73,6 +73,15 @@ final class UNetParityTests: XCTestCase {
         try check("fashion-mnist", model: sources.appendingPathComponent("Kiri/Resources/models/fashion-mnist").path)
     }
 
+    /// The same cases on the plain loops of ReferenceBackend: the oracle the kernels are checked against agrees with
+    /// diffusers on its own.
+    func testEveryCaseOnTheReferenceBackend() throws {
+        try onBackend(ReferenceBackend()) {
+            for name in ["unet2d", "unet2d_attention_class", "unet2d_resnet_resampling", "unet2d_condition", "unet2d_condition_f16",
+                         "unet2d_condition_sd2", "unet2d_condition_layers"] { try check(name) }
+        }
+    }
+
     /// The same cases with every 3×3 conv by im2col instead of Winograd.
     func testEveryCaseWithoutWinograd() throws {
         Conv2d.winograd = false
@@ -80,6 +89,14 @@ final class UNetParityTests: XCTestCase {
         for name in ["unet2d", "unet2d_attention_class", "unet2d_resnet_resampling", "unet2d_condition", "unet2d_condition_sd2",
                      "unet2d_condition_layers"] { try check(name) }
     }
+}
+
+/// Runs `body` with the networks it builds on `backend`.
+func onBackend<T>(_ backend: any Backend, _ body: () throws -> T) rethrows -> T {
+    let previous = defaultBackend
+    defaultBackend = backend
+    defer { defaultBackend = previous }
+    return try body()
 }
 
 /// max |actual - expected| / max |expected|; infinite when the counts differ or a value is NaN.

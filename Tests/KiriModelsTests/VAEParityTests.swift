@@ -29,6 +29,16 @@ final class VAEParityTests: ModelFileTestCase {
 
     func testEncodeAndDecode() throws { try check(try load(), "vae") }
 
+    /// On the plain loops of ReferenceBackend, whole and tiled.
+    func testReferenceBackend() throws {
+        try onBackend(ReferenceBackend()) {
+            try check(try load(), "vae")
+            let network = try load()
+            network.tiling = .enabled
+            try check(network, "vae_tiled")
+        }
+    }
+
     /// Tiles of 32 pixels (16 latent) on a 64×52 image and 32×26 latents, against diffusers' enable_tiling().
     func testTiledEncodeAndDecode() throws {
         let network = try load()

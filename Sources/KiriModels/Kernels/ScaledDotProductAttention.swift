@@ -54,6 +54,16 @@ func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, columns: Int, inve
     }
 }
 
+/// Floats of attention scores a thread's chunk of queries may use: 4 MiB, so a 64×64 latent's 4096×4096 scores
+/// per head go in chunks of 255 rows.
+let attentionScoresPerThread = 1 << 20
+
+/// The scores `attentionForward` gives each thread for Nq queries and Nk keys: a chunk of at least one query's Nk
+/// scores and its sum, and no more than all of them.
+func attentionScoreFloats(queries: Int, keys: Int) -> Int {
+    min(max(attentionScoresPerThread, keys + 1), queries * (keys + 1))
+}
+
 /// Strided views of q, k, v and the output: head h of token t of batch element b is the `headDimension` floats at
 /// `base + (b·tokens + t)·stride + h·headDimension`, so fused projections ([q | k | v] per token) need no copy.
 struct AttentionOperand {

@@ -84,7 +84,7 @@ public final class CLIPTextModel {
     /// copy, q, k and v, the attention's output, the MLP's intermediate and the result; and the attention scores.
     func activationBytes(batch: Int, tokens: Int) -> Int {
         let perToken = 7 * config.hiddenSize + config.intermediateSize
-        let scores = Parallel.threads * CLIPEncoderLayer.scoresPerThread(tokens: tokens)
+        let scores = Parallel.threads * attentionScoreFloats(queries: tokens, keys: tokens)
         guard let count = elementCount([batch, tokens, perToken, MemoryLayout<Float>.stride]) else { return Int.max }
         let (total, overflow) = count.addingReportingOverflow(scores * MemoryLayout<Float>.stride)
         return overflow ? Int.max : total
@@ -101,7 +101,7 @@ public final class CLIPTextModel {
             try layer.forward(h, workspace)
         }
         let hiddenStates = try Tensor(shape: [batch, length, width])
-        finalLayerNorm.forward(into: hiddenStates.data, h.data, rows: batch * length)
+        finalLayerNorm.forward(into: hiddenStates.data, h.data, rows: batch * length, workspace)
 
         var pooledOutput: Tensor?
         if pooled {
@@ -114,7 +114,7 @@ public final class CLIPTextModel {
                 (ends.data + b * width).update(from: h.data + (b * length + endPosition(sequence)) * width, count: width)
             }
             let output = try Tensor(shape: [batch, width])
-            finalLayerNorm.forward(into: output.data, ends.data, rows: batch)
+            finalLayerNorm.forward(into: output.data, ends.data, rows: batch, workspace)
             pooledOutput = output
         }
         try cancellation?.check()
@@ -177,35 +177,25 @@ final class CLIPEncoderLayer {
         (heads, headDimension, activation) = (config.numAttentionHeads, width / config.numAttentionHeads, config.hiddenAct.kernel)
     }
 
-    /// Floats of scores a thread's chunk of queries may use (`attentionScoresPerThread`, less when T×(T + 1) fits).
-    static func scoresPerThread(tokens: Int) -> Int {
-        min(max(attentionScoresPerThread, tokens + 1), tokens * (tokens + 1))
-    }
-
     func forward(_ h: Buffer, _ workspace: Workspace) throws {
         let (batch, tokens, width) = (h.shape[0], h.shape[1], h.shape[2])
         let rows = batch * tokens
         let normalized = try workspace.take(h.shape)
-        layerNorm1.forward(into: normalized.data, h.data, rows: rows)
+        layerNorm1.forward(into: normalized.data, h.data, rows: rows, workspace)
         let qkv = try workspace.take([batch, tokens, 3 * width])
         try queryKeyValue.forward(into: qkv.data, normalized.data, rows: rows, workspace)
         let attended = try workspace.take(h.shape)
-        let perThread = Self.scoresPerThread(tokens: tokens)
-        // The causal mask halves the products of full attention's 4·B·T²·D.
-        let (flops, overflow) = (2 * rows * width).multipliedReportingOverflow(by: tokens)
-        let threads = min(overflow ? Parallel.threads : Parallel.threads(flops: flops), batch * heads * tokens)
-        let scores = try workspace.scratch(.scores, threads * perThread)
-        attentionForward(attended.data, outStride: width, AttentionOperand(base: qkv.data, stride: 3 * width),
-                         AttentionOperand(base: qkv.data + width, stride: 3 * width),
-                         AttentionOperand(base: qkv.data + 2 * width, stride: 3 * width), scores: scores,
-                         scoresPerThread: perThread, threads: threads, scale: 1 / Float(headDimension).squareRoot(),
-                         batch: batch, queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, causal: true)
+        try workspace.backend.attention(into: attended.data, outStride: width, query: AttentionOperand(base: qkv.data, stride: 3 * width),
+                                        key: AttentionOperand(base: qkv.data + width, stride: 3 * width),
+                                        value: AttentionOperand(base: qkv.data + 2 * width, stride: 3 * width), batch: batch,
+                                        queries: tokens, keys: tokens, heads: heads, headDimension: headDimension, causal: true,
+                                        workspace)
         try outputProjection.forward(into: h.data, attended.data, rows: rows, accumulate: true, workspace)
 
-        layerNorm2.forward(into: normalized.data, h.data, rows: rows)
+        layerNorm2.forward(into: normalized.data, h.data, rows: rows, workspace)
         let intermediate = try workspace.take([batch, tokens, fc1.outFeatures])
         try fc1.forward(into: intermediate.data, normalized.data, rows: rows, workspace)
-        activationForward(intermediate.data, intermediate.data, activation, count: intermediate.count)
+        workspace.backend.activation(activation, into: intermediate.data, intermediate.data, count: intermediate.count)
         try fc2.forward(into: h.data, intermediate.data, rows: rows, accumulate: true, workspace)
     }
 }

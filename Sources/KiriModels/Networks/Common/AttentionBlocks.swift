@@ -48,21 +48,11 @@ final class SpatialSelfAttention {
     }
 }
 
-/// Floats of attention scores a thread's chunk of queries may use: 4 MiB, so a 64×64 latent's 4096×4096 scores
-/// per head go in chunks of 255 rows.
-let attentionScoresPerThread = 1 << 20
-
-/// out[B, Nq, H·D] = SDPA over strided q, k, v with scale 1/√D, on every core when there is enough of it.
+/// out[B, Nq, H·D] = SDPA over strided q, k, v with scale 1/√D.
 func attend(_ out: UnsafeMutablePointer<Float>, query: AttentionOperand, key: AttentionOperand, value: AttentionOperand,
             batch: Int, queries: Int, keys: Int, heads: Int, headDimension: Int, _ workspace: Workspace) throws {
-    let perThread = min(max(attentionScoresPerThread, keys + 1), queries * (keys + 1))
-    // Keys times the output's size may pass Int.max for inputs the memory cap refuses later.
-    let (flops, overflow) = (4 * batch * queries * heads * headDimension).multipliedReportingOverflow(by: keys)
-    let threads = min(overflow ? Parallel.threads : Parallel.threads(flops: flops), batch * heads * queries)
-    let scores = try workspace.scratch(.scores, threads * perThread)
-    attentionForward(out, outStride: heads * headDimension, query, key, value, scores: scores, scoresPerThread: perThread,
-                     threads: threads, scale: 1 / Float(headDimension).squareRoot(), batch: batch, queries: queries, keys: keys,
-                     heads: heads, headDimension: headDimension)
+    try workspace.backend.attention(into: out, outStride: heads * headDimension, query: query, key: key, value: value, batch: batch,
+                                    queries: queries, keys: keys, heads: heads, headDimension: headDimension, causal: false, workspace)
 }
 
 /// One attention of a BasicTransformerBlock: diffusers' Attention (models/attention_processor.py) with unbiased
@@ -157,12 +147,12 @@ final class BasicTransformerBlock {
     func forward(_ h: Buffer, context: UnsafePointer<Float>, contextLength: Int, _ workspace: Workspace) throws {
         let rows = h.shape[0] * h.shape[1]
         let normalized = try workspace.take(h.shape)
-        norm1.forward(into: normalized.data, h.data, rows: rows)
+        norm1.forward(into: normalized.data, h.data, rows: rows, workspace)
         try attention1.forward(h, normalized: normalized, context: context, contextLength: contextLength, workspace)
-        norm2.forward(into: normalized.data, h.data, rows: rows)
+        norm2.forward(into: normalized.data, h.data, rows: rows, workspace)
         try attention2.forward(h, normalized: normalized, context: context, contextLength: contextLength, workspace)
 
-        norm3.forward(into: normalized.data, h.data, rows: rows)
+        norm3.forward(into: normalized.data, h.data, rows: rows, workspace)
         let chunk = min(rows, feedForwardRows)
         let projected = try workspace.scratch(.feedForward, chunk * 2 * feedForwardDimension)
         let gated = try workspace.scratch(.gated, chunk * feedForwardDimension)
@@ -170,7 +160,7 @@ final class BasicTransformerBlock {
         while start < rows {
             let count = min(chunk, rows - start)
             try feedForwardIn.forward(into: projected, normalized.data + start * dimension, rows: count, workspace)
-            gegluForward(gated, projected, rows: count, features: feedForwardDimension)
+            workspace.backend.geglu(into: gated, projected, rows: count, features: feedForwardDimension)
             try feedForwardOut.forward(into: h.data + start * dimension, gated, rows: count, accumulate: true, workspace)
             start += count
         }

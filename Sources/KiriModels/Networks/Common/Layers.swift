@@ -70,26 +70,12 @@ struct Conv2d {
     func shape(_ x: Buffer) -> ConvolutionShape { shape(batch: x.batch, height: x.height, width: x.width) }
 
     /// Writes (or with `accumulate` adds) the convolution of `input` (shaped as `shape`) into `out`; `extraBias`
-    /// [B, O] is added with the bias. With `normalization`, the conv is of the input as that map makes it: a
-    /// Winograd conv applies the map as it reads the input, the others convolve a normalised copy.
+    /// [B, O] is added with the bias. With `normalization`, the conv is of the input as that map makes it.
     func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape,
                  normalizedBy normalization: InputNormalization? = nil, extraBias: UnsafePointer<Float>? = nil,
                  accumulate: Bool = false, _ workspace: Workspace) throws {
-        if let winogradWeight {
-            let tiling = WinogradTiling(batch: shape.batch, height: shape.height, width: shape.width)
-            let scratch = try workspace.scratch(.columns, winogradWeight.scratchCount(tiling))
-            winogradConv2dForward(out, input, winogradWeight, bias.data, extraBias: extraBias, accumulate: accumulate, scratch: scratch,
-                                  batch: shape.batch, height: shape.height, width: shape.width, normalization: normalization?.map)
-            return
-        }
-        let normalized = try normalization?.apply(input, [shape.batch, shape.inChannels, shape.height, shape.width], workspace)
-        let plan = ConvolutionPlan(shape)
-        let count = plan.columnsCount(chunks)
-        let columns = count > 0 ? try workspace.scratch(.columns, count) : nil
-        withExtendedLifetime(normalized) {
-            conv2dForward(out, normalized.map { UnsafePointer($0.data) } ?? input, chunks, bias.data, extraBias: extraBias, accumulate: accumulate,
-                          columns: columns, plan)
-        }
+        try workspace.backend.conv2d(self, into: out, input, shape, upsampled: false, normalizedBy: normalization, extraBias: extraBias,
+                                     accumulate: accumulate, workspace)
     }
 
     func callAsFunction(_ x: Buffer, normalizedBy normalization: InputNormalization? = nil, extraBias: UnsafePointer<Float>? = nil,
@@ -101,20 +87,18 @@ struct Conv2d {
     }
 
     /// The conv of x (normalised by `normalization`, if given) up-sampled to `size` by nearest neighbour
-    /// (Upsample2D, ResnetBlock2D's up=True): a Winograd conv reads a 2× up-sampling from x as it is, and never makes
-    /// the image four times x's size.
+    /// (Upsample2D, ResnetBlock2D's up=True). At twice x's size the backend reads the up-sampling from x (the CPU's
+    /// Winograd conv never makes the image four times x's size); other sizes are up-sampled first.
     func upsampling(_ x: Buffer, normalizedBy normalization: InputNormalization? = nil, to size: (height: Int, width: Int),
                     extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
-        guard let winogradWeight, size == (2 * x.height, 2 * x.width) else {
+        guard size == (2 * x.height, 2 * x.width) else {
             let source = try normalization?.apply(x.data, x.shape, workspace) ?? x
             return try self(try upsampleNearest(source, height: size.height, width: size.width, workspace), extraBias: extraBias,
                             workspace)
         }
         let out = try workspace.take([x.batch, outChannels, size.height, size.width])
-        let tiling = WinogradTiling(batch: x.batch, height: size.height, width: size.width)
-        let scratch = try workspace.scratch(.columns, winogradWeight.scratchCount(tiling))
-        winogradConv2dForward(out.data, x.data, winogradWeight, bias.data, extraBias: extraBias, scratch: scratch, batch: x.batch,
-                              height: size.height, width: size.width, upsampled: true, normalization: normalization?.map)
+        try workspace.backend.conv2d(self, into: out.data, x.data, shape(batch: x.batch, height: size.height, width: size.width),
+                                     upsampled: true, normalizedBy: normalization, extraBias: extraBias, accumulate: false, workspace)
         return out
     }
 }
@@ -155,28 +139,24 @@ struct Linear {
         }
     }
 
-    /// Scratch for the kernels' widened chunk, from the workspace (nil for float32 weights).
-    func scratch(_ workspace: Workspace) throws -> UnsafeMutablePointer<Float>? {
-        chunks.scratchCount > 0 ? try workspace.scratch(.weights, chunks.scratchCount) : nil
-    }
-
     /// out[rows, O] (+)= input[rows, I]·Wᵀ + b.
     func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int, accumulate: Bool = false,
                  _ workspace: Workspace) throws {
-        linearForward(out, input, chunks, bias?.data, accumulate: accumulate, rows: rows, scratch: try scratch(workspace))
+        try workspace.backend.linear(self, into: out, input, .rows(rows), accumulate: accumulate, workspace)
     }
 
     /// out[B, T, O] = input[B, I, T]ᵀ·Wᵀ + b: channels-first features in, tokens out.
     func forward(tokensFrom input: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, batch: Int, tokens: Int,
                  _ workspace: Workspace) throws {
-        linearFromChannelsForward(out, input, chunks, bias?.data, batch: batch, tokens: tokens, scratch: try scratch(workspace))
+        try workspace.backend.linear(self, into: out, input, .tokensFromChannels(batch: batch, tokens: tokens), accumulate: false,
+                                     workspace)
     }
 
     /// out[B, O, T] (+)= W·input[B, T, I]ᵀ + b: tokens in, channels-first features out.
     func forward(channelsFrom input: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, accumulate: Bool = false,
                  batch: Int, tokens: Int, _ workspace: Workspace) throws {
-        linearToChannelsForward(out, input, chunks, bias?.data, accumulate: accumulate, batch: batch, tokens: tokens,
-                                scratch: try scratch(workspace))
+        try workspace.backend.linear(self, into: out, input, .channelsFromTokens(batch: batch, tokens: tokens),
+                                     accumulate: accumulate, workspace)
     }
 }
 
@@ -203,8 +183,8 @@ struct GroupNorm {
     func statistics(_ x: Buffer, activation: Activation?, _ workspace: Workspace) throws -> InputNormalization {
         let statistics = try workspace.take([2, x.batch, channels])
         let mean = statistics.data, scale = mean + x.batch * channels
-        groupNormStatistics(mean: mean, scale: scale, x.data, weight.data, eps: eps, batch: x.batch, channels: channels,
-                            spatial: x.count / (x.batch * channels), groups: groups)
+        workspace.backend.groupNormStatistics(self, mean: mean, scale: scale, x.data, batch: x.batch,
+                                              spatial: x.count / (x.batch * channels))
         let map = ChannelNormalization(mean: mean, scale: scale, shift: bias.data, channels: channels, activation: activation)
         return InputNormalization(statistics: statistics, map: map)
     }
@@ -220,7 +200,7 @@ struct InputNormalization {
     /// The normalised copy of input [B, C, …].
     func apply(_ input: UnsafePointer<Float>, _ shape: [Int], _ workspace: Workspace) throws -> Buffer {
         let out = try workspace.take(shape)
-        channelNormalizationForward(out.data, input, map, batch: shape[0], spatial: out.count / (shape[0] * map.channels))
+        workspace.backend.normalize(into: out.data, input, map, batch: shape[0], spatial: out.count / (shape[0] * map.channels))
         return out
     }
 }
@@ -236,7 +216,7 @@ struct LayerNorm {
         (self.features, self.eps) = (features, eps)
     }
 
-    func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int) {
-        layerNormForward(out, input, weight.data, bias.data, eps: eps, rows: rows, features: features)
+    func forward(into out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, rows: Int, _ workspace: Workspace) {
+        workspace.backend.layerNorm(self, into: out, input, rows: rows)
     }
 }

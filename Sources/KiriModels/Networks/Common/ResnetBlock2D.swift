@@ -73,15 +73,15 @@ final class ResnetBlock2D {
 /// F.interpolate(x, size=(height, width), mode="nearest").
 func upsampleNearest(_ x: Buffer, height: Int, width: Int, _ workspace: Workspace) throws -> Buffer {
     let out = try workspace.take([x.batch, x.channels, height, width])
-    upsampleNearestForward(out.data, x.data, planes: x.batch * x.channels, height: x.height, width: x.width,
-                           outHeight: height, outWidth: width)
+    workspace.backend.upsampleNearest(into: out.data, x.data, planes: x.batch * x.channels, height: x.height, width: x.width,
+                                      outHeight: height, outWidth: width)
     return out
 }
 
 /// F.avg_pool2d(x, 2, 2).
 func averagePool(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
     let out = try workspace.take([x.batch, x.channels, x.height / 2, x.width / 2])
-    averagePoolForward(out.data, x.data, planes: x.batch * x.channels, height: x.height, width: x.width)
+    workspace.backend.averagePool(into: out.data, x.data, planes: x.batch * x.channels, height: x.height, width: x.width)
     return out
 }
 

@@ -43,10 +43,14 @@ final class Workspace {
         case weights
     }
 
+    /// Where the network's operations run.
+    let backend: any Backend
     private var free: [Int: [TensorStorage]] = [:]
     private var scratch: [TensorStorage?] = Array(repeating: nil, count: Scratch.allCases.count)
     /// Storage allocated since creation (a test checks that a warmed-up pass allocates none).
     private(set) var allocations = 0
+
+    init(backend: any Backend = defaultBackend) { self.backend = backend }
 
     /// Elements one buffer may hold: BLAS takes 32-bit sizes and offsets.
     static let maximumCount = Int(Int32.max)

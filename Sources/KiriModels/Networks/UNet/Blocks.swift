@@ -104,8 +104,8 @@ final class UpBlock {
         for (index, resnet) in resnets.enumerated() {
             let skip = skips.removeLast()
             let joined = try workspace.take([h.batch, h.channels + skip.channels, h.height, h.width])
-            concatenateChannelsForward(joined.data, h.data, skip.data, batch: h.batch, channelsA: h.channels,
-                                       channelsB: skip.channels, spatial: h.spatial)
+            workspace.backend.concatenateChannels(into: joined.data, h.data, skip.data, batch: h.batch, channelsA: h.channels,
+                                                  channelsB: skip.channels, spatial: h.spatial)
             h = try resnet(consume joined, time: conditioning.time, workspace)
             if !attentions.isEmpty { h = try attentions[index](h, conditioning, workspace) }
         }

@@ -241,7 +241,7 @@ public final class UNet {
                                  frequencyShift: config.freqShift)
         let hidden = try workspace.take([batch, timeDimension])
         try timeLinear1.forward(into: hidden.data, projected.data, rows: batch, workspace)
-        activationForward(hidden.data, hidden.data, outerActivation, count: hidden.count)
+        workspace.backend.activation(outerActivation, into: hidden.data, hidden.data, count: hidden.count)
         let embedding = try workspace.take([batch, timeDimension])
         try timeLinear2.forward(into: embedding.data, hidden.data, rows: batch, workspace)
         if let classEmbedding, let classLabels {
@@ -251,7 +251,7 @@ public final class UNet {
             }
         }
         let time = try workspace.take([batch, timeDimension])
-        activationForward(time.data, embedding.data, config.activation, count: time.count)
+        workspace.backend.activation(config.activation, into: time.data, embedding.data, count: time.count)
         let conditioning = Conditioning(time: time, context: context.map { UnsafePointer($0.data) },
                                         contextLength: context?.shape[1] ?? 0)
 
