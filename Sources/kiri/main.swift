@@ -150,13 +150,13 @@ extension KiriCommand {
                 The default model draws Fashion-MNIST's classes: t-shirt, trouser, pullover, dress, coat, sandal, \
                 shirt, sneaker, bag and ankle boot (plurals and synonyms such as "boots" or "jeans" work too).
                 Example: kiri sample --prompt sneaker --steps 20 --cfg 4 --sampler dpmpp_2m --schedule karras --seed 7 -o sneaker.png
-                With --model, a Stable Diffusion 1.x or 2.x checkpoint: a diffusers folder or one .safetensors file.
+                With --model, a Stable Diffusion 1.x or 2.x checkpoint: a diffusers folder, one .safetensors file or a .gguf file.
                 Example: kiri sample --model sd15.safetensors --prompt "a red fox in the snow" --width 512 --height 512
                 """)
 
         @Option(help: "What to draw: a class name, with A1111's [from:to:when], [a|b] and AND if you like.") var prompt: String?
         @Option(help: "What to steer away from: a class name, or empty for none.") var negative = ""
-        @Option(help: "A model: a diffusers pipeline folder or a single-file .safetensors checkpoint (default: Kiri's).")
+        @Option(help: "A model: a diffusers pipeline folder or a single-file .safetensors or .gguf checkpoint (default: Kiri's).")
         var model: String?
         @Option(help: "Image width in pixels, a multiple of 8 (default: the model's).") var width = 0
         @Option(help: "Image height in pixels, a multiple of 8 (default: the model's).") var height = 0
@@ -232,7 +232,7 @@ extension KiriCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show what a model is: its files, architecture, parameters, dtype, prediction type and schedule.",
             discussion: "The fields are those of `m.info` in Lua. The weights are not loaded, only their header.")
-        @Argument(help: "A diffusers pipeline folder, a single-file SD 1.x/2.x checkpoint (.safetensors), a .safetensors file with its config.json beside it, or a diffusers model folder.")
+        @Argument(help: "A diffusers pipeline folder, a single-file SD 1.x/2.x checkpoint (.safetensors or stable-diffusion.cpp's .gguf), a .safetensors file with its config.json beside it, or a diffusers model folder.")
         var path: String
 
         func run() throws {

@@ -39,15 +39,32 @@ final class FuzzTests: XCTestCase {
                          "\"", ",", ":", "null", "\\u0000", "\\ud800", "   "].map { Array($0.utf8) },
             structural: [Self.corruptLengthPrefix],
             repair: Self.fitLengthPrefix
-        ) { bytes in
-            try writeFile(path, bytes)
-            // What the loader does with a file: open (which validates the whole header), then read tensors.
-            let file = try SafetensorsFile(path: path)
-            _ = (file.parameterCount, file.storageDType, file.metadata)
-            for name in file.names where file.info(name)!.count <= 1 << 20 {
-                _ = try file.tensor(name)
-            }
+        ) { bytes in try Self.load(path, bytes) }
+        _ = fuzz(target)
+    }
+
+    /// What the loader does with a model file: open (which validates the whole header), then read its tensors.
+    static func load(_ path: String, _ bytes: [UInt8]) throws {
+        try writeFile(path, bytes)
+        let file = try SafetensorsFile(path: path)
+        _ = (file.parameterCount, file.storageDType, file.metadata)
+        for name in file.names where file.info(name)!.count <= 1 << 20 {
+            _ = try file.tensor(name)
         }
+    }
+
+    // MARK: - GGUF (stable-diffusion.cpp's files, the same checks)
+
+    func testGGUF() {
+        let path = scratch + "/model.gguf"
+        // Counts, lengths, dimensions, ggml types and offsets next to the checks, as little-endian u32 and u64.
+        let numbers: [UInt64] = [0, 1, 2, 3, 4, 5, 8, 9, 12, 30, 31, 32, 33, 64, 99, 1 << 20, 1 << 31, 1 << 32, 1 << 63, UInt64.max]
+        let target = FuzzTarget(
+            name: "gguf",
+            dictionary: numbers.flatMap { n in [withUnsafeBytes(of: n.littleEndian, Array.init),
+                                                withUnsafeBytes(of: UInt32(truncatingIfNeeded: n).littleEndian, Array.init)] }
+                + ["GGUF", "general.alignment", "general.name"].map { Array($0.utf8) }
+        ) { bytes in try Self.load(path, bytes) }
         _ = fuzz(target)
     }
 

@@ -4,7 +4,7 @@ import KiriModels
 /// Conversions against bit patterns taken from the IEEE 754 and bfloat16 definitions.
 final class DTypeTests: XCTestCase {
     func convert(_ dtype: DType, _ bytes: [UInt8]) -> [Float] {
-        let count = bytes.count / dtype.byteSize
+        let count = bytes.count / dtype.bytes(1)
         var out = [Float](repeating: .nan, count: count)
         // One byte of offset makes every element unaligned.
         let shifted = [0] + bytes

@@ -82,10 +82,10 @@ final class SafetensorsTests: ModelFileTestCase {
                                          data: Array(repeating: 0, count: 20)))
         let file = try SafetensorsFile(path: path)
         XCTAssertEqual(file.names, ["w"])
-        XCTAssertEqual(file.integerTensors, ["ids": "I64"])
+        XCTAssertEqual(file.unreadTensors, ["ids": "I64"])
         XCTAssertNil(file.shape("ids"))
         XCTAssertThrowsError(try file.tensor("ids")) { error in
-            XCTAssertEqual("\(error)", "\(path): tensor 'ids': dtype I64 is not supported (Kiri reads F32, F16 and BF16)")
+            XCTAssertEqual("\(error)", "\(path): tensor 'ids': dtype I64 is not supported (Kiri reads F32, F16, BF16 and GGUF's Q8_0)")
         }
         try assertRefused(safetensors("{\(tensorEntry("ids", "I64", "[2]", "[0,12]"))}", data: Array(repeating: 0, count: 12)),
                           ["tensor 'ids': shape [2] × I64 is 16 bytes but data_offsets [0, 12] span 12"])

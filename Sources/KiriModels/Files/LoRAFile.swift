@@ -173,7 +173,7 @@ enum LoRAKeys {
     static func modules(_ file: SafetensorsFile) throws(ModelFileError) -> [Module] {
         var modules: [Module] = [], index: [String: Int] = [:]
         // Integer tensors are no part of a LoRA: their keys are checked too, so that one is an error, not ignored.
-        for key in file.names + file.integerTensors.keys.sorted() {
+        for key in file.names + file.unreadTensors.keys.sorted() {
             guard let (suffix, role) = suffixes.first(where: { key.hasSuffix($0.suffix) }),
                   !(suffix == ".down.weight" || suffix == ".up.weight") || key.dropLast(suffix.count).hasSuffix("_lora") else {
                 throw ModelFileError(file.path, "key '\(key)' has an unknown suffix: Kiri reads LoRA modules' .lora_down.weight, .lora_up.weight and .alpha (kohya) or .lora_A.weight and .lora_B.weight (PEFT); LyCORIS's LoHa, LoKr and DoRA are not supported")

@@ -36,7 +36,7 @@ public struct ModelFiles: Sendable, Equatable {
 
     private static func single(_ path: String) throws(ModelFileError) -> ModelFiles {
         try PickleCheckpoint.refuse(path)
-        guard URL(fileURLWithPath: path).pathExtension.lowercased() == "safetensors" else {
+        guard ["safetensors", "gguf"].contains(URL(fileURLWithPath: path).pathExtension.lowercased()) else {
             throw ModelFileError(path, "not a .safetensors file (Kiri reads safetensors weights with a diffusers config.json)")
         }
         let folder = Self.folder(of: path)

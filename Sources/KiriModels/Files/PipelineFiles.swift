@@ -56,8 +56,8 @@ public struct PipelineFiles: Sendable, Equatable {
         if !isFolder.boolValue {
             try PickleCheckpoint.refuse(path)
             let beside = join(ModelFiles.folder(of: path), "config.json")
-            let isSafetensors = URL(fileURLWithPath: path).pathExtension.lowercased() == "safetensors"
-            if isSafetensors && !FileManager.default.fileExists(atPath: beside) {
+            let isCheckpoint = ["safetensors", "gguf"].contains(URL(fileURLWithPath: path).pathExtension.lowercased())
+            if isCheckpoint && !FileManager.default.fileExists(atPath: beside) {
                 return PipelineFiles(layout: .singleFile(path))
             }
             return PipelineFiles(layout: .network(try ModelFiles.locate(path)))

@@ -6,6 +6,9 @@ import KiriTensor
 /// header `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}`, then the data
 /// section, which the tensors must tile exactly (huggingface/safetensors, `SafeTensors::deserialize`).
 ///
+/// A GGUF file (stable-diffusion.cpp's, starting "GGUF") is read the same way, its header validated as strictly
+/// (GGUF.swift): the same tensors, by the same names, with Q8_0 among the dtypes.
+///
 /// Tensors are converted to float32 once, by `tensor(_:)`; the mapping stays open until `close()` or deinit.
 public final class SafetensorsFile {
     public struct TensorInfo: Sendable, Equatable {
@@ -27,9 +30,10 @@ public final class SafetensorsFile {
     /// The header's `__metadata__` (empty if absent).
     public let metadata: [String: String]
     private let tensors: [String: TensorInfo]
-    /// Integer tensors by name, with their dtype: buffers such as a text encoder's int64 `position_ids`, which many
-    /// checkpoints carry and no network reads. They are validated like the rest but never converted.
-    public let integerTensors: [String: String]
+    /// Tensors of a dtype Kiri does not read, by name, with their dtype: integer buffers such as a text encoder's
+    /// int64 `position_ids`, which many checkpoints carry and no network reads, or a GGUF file's other
+    /// quantisations. They are validated like the rest but never converted.
+    public let unreadTensors: [String: String]
     private let mapping: MappedFile
     /// File offset of the data section: 8 + header length.
     private let dataStart: Int
@@ -37,13 +41,14 @@ public final class SafetensorsFile {
     public init(path: String) throws(ModelFileError) {
         try PickleCheckpoint.refuse(path)
         let mapping = try MappedFile(path: path)
-        let header = try Header(bytes: mapping.bytes, path: path)
+        let header = GGUF.starts(mapping.bytes) ? try TensorFileHeader(gguf: mapping.bytes, path: path)
+            : try TensorFileHeader(bytes: mapping.bytes, path: path)
         self.path = path
         self.mapping = mapping
         names = header.names
         metadata = header.metadata
         tensors = header.tensors
-        integerTensors = header.integerTensors
+        unreadTensors = header.unreadTensors
         dataStart = header.dataStart
     }
 
@@ -80,13 +85,14 @@ public final class SafetensorsFile {
     /// how a `TensorMap` reads part of a fused tensor or a reshaped one.
     func tensor(_ name: String, elements: Range<Int>, shape: [Int]) throws(ModelFileError) -> Tensor {
         guard let info = tensors[name] else {
-            if let dtype = integerTensors[name] {
-                throw ModelFileError(path, "tensor '\(name)': dtype \(dtype) is not supported (Kiri reads F32, F16 and BF16)")
+            if let dtype = unreadTensors[name] {
+                throw ModelFileError(path, "tensor '\(name)': dtype \(dtype) is not supported (Kiri reads F32, F16, BF16 and GGUF's Q8_0)")
             }
             throw ModelFileError(path, "missing tensor '\(name)'")
         }
-        guard elements.lowerBound >= 0, elements.upperBound <= info.count, elements.count == shape.reduce(1, *) else {
-            throw ModelFileError(path, "tensor '\(name)' \(shapeString(info.shape)) has no elements \(elements) of shape \(shapeString(shape))")
+        guard elements.lowerBound >= 0, elements.upperBound <= info.count, elements.count == shape.reduce(1, *),
+              Self.isWholeBlocks(elements, info) else {
+            throw ModelFileError(path, "tensor '\(name)' \(shapeString(info.shape)) \(info.dtype.rawValue) has no elements \(elements) of shape \(shapeString(shape))")
         }
         guard let base = mapping.base else { throw ModelFileError(path, "file is closed; cannot read tensor '\(name)'") }
         let tensor: Tensor
@@ -95,9 +101,9 @@ public final class SafetensorsFile {
         } catch {
             throw ModelFileError(path, "tensor '\(name)': \(error)")
         }
-        let start = dataStart + info.dataOffsets.lowerBound + elements.lowerBound * info.dtype.byteSize
+        let start = dataStart + info.dataOffsets.lowerBound + info.dtype.bytes(elements.lowerBound)
         Self.convert(info.dtype, base + start, count: elements.count, into: tensor.data)
-        mapping.release(start..<start + elements.count * info.dtype.byteSize)
+        mapping.release(start..<start + info.dtype.bytes(elements.count))
         if let cancellation = Cancellation.current, cancellation.isStopped {
             throw ModelFileError(path, "tensor '\(name)': \(cancellation.error.message)")
         }
@@ -108,9 +114,9 @@ public final class SafetensorsFile {
     /// file's pages for them are released. False (nothing copied) for another dtype or no such tensor.
     func copyStored(_ name: String, elements: Range<Int>, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool {
         guard let info = tensors[name], WeightFormat(info.dtype) == format, let base = mapping.base,
-              elements.lowerBound >= 0, elements.upperBound <= info.count else { return false }
-        let (start, byteSize) = (dataStart + info.dataOffsets.lowerBound, info.dtype.byteSize)
-        let range = start + elements.lowerBound * byteSize..<start + elements.upperBound * byteSize
+              elements.lowerBound >= 0, elements.upperBound <= info.count, Self.isWholeBlocks(elements, info) else { return false }
+        let start = dataStart + info.dataOffsets.lowerBound
+        let range = start + info.dtype.bytes(elements.lowerBound)..<start + info.dtype.bytes(elements.upperBound)
         let (source, target) = (UInt(bitPattern: base + range.lowerBound), UInt(bitPattern: out))
         Parallel.forEach(range.count, grain: 1 << 20) { part in
             UnsafeMutableRawPointer(bitPattern: target)!.advanced(by: part.lowerBound)
@@ -120,24 +126,30 @@ public final class SafetensorsFile {
         return true
     }
 
-    /// Large tensors convert on every core (an SD UNet holds 860 M elements), in pieces that stop with the run
-    /// (Parallel.split): converting a multi-GB file takes seconds.
+    /// Whether `elements` of the tensor start and end on its dtype's blocks (a q8_0 slice of whole rows).
+    private static func isWholeBlocks(_ elements: Range<Int>, _ info: TensorInfo) -> Bool {
+        elements.lowerBound % info.dtype.blockSize == 0 && elements.upperBound % info.dtype.blockSize == 0
+    }
+
+    /// Large tensors convert on every core (an SD UNet holds 860 M elements), a range of whole blocks each:
+    /// converting a multi-GB file takes seconds.
     private static func convert(_ dtype: DType, _ source: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
         // Sendable stand-ins for the pointers.
-        let sourceAddress = UInt(bitPattern: source), outAddress = UInt(bitPattern: out)
-        Parallel.forEach(count, grain: 1 << 18) { range in
-            dtype.convert(UnsafeRawPointer(bitPattern: sourceAddress).unsafelyUnwrapped + range.lowerBound * dtype.byteSize,
+        let sourceAddress = UInt(bitPattern: source), outAddress = UInt(bitPattern: out), block = dtype.blockSize
+        Parallel.forEach(count / block, grain: (1 << 18) / block) { blocks in
+            let range = blocks.lowerBound * block..<blocks.upperBound * block
+            dtype.convert(UnsafeRawPointer(bitPattern: sourceAddress).unsafelyUnwrapped + dtype.bytes(range.lowerBound),
                           count: range.count,
                           into: UnsafeMutablePointer<Float>(bitPattern: outAddress).unsafelyUnwrapped + range.lowerBound)
         }
     }
 }
 
-/// The parsed and validated header of a safetensors file.
-private struct Header {
+/// The parsed and validated header of a safetensors (or GGUF) file.
+struct TensorFileHeader {
     var names: [String] = []
     var tensors: [String: SafetensorsFile.TensorInfo] = [:]
-    var integerTensors: [String: String] = [:]
+    var unreadTensors: [String: String] = [:]
     var metadata: [String: String] = [:]
     var dataStart = 0
 
@@ -197,7 +209,7 @@ private struct Header {
                 let (info, integerDType) = try Self.tensorInfo(member.key, member.value, dataSize: dataSize, path: path)
                 spans[member.key] = info.dataOffsets
                 if let integerDType {
-                    integerTensors[member.key] = integerDType
+                    unreadTensors[member.key] = integerDType
                 } else {
                     tensors[member.key] = info
                     names.append(member.key)
@@ -234,7 +246,8 @@ private struct Header {
         guard let dtypeValue = value["dtype"] else { throw failure("missing 'dtype'") }
         guard case .string(let dtypeName) = dtypeValue else { throw failure("dtype is \(dtypeValue.kindName), not a string") }
         let integerSize = Self.integerDTypes[dtypeName]
-        guard let dtype = integerSize != nil ? .f32 : DType(rawValue: dtypeName) else {
+        // Q8_0 is GGUF's, not a safetensors dtype.
+        guard let dtype = integerSize != nil ? .f32 : DType(rawValue: dtypeName).flatMap({ $0.blockSize == 1 ? $0 : nil }) else {
             if otherFormatDTypes.contains(dtypeName) {
                 throw failure("dtype \(dtypeName) is not supported (Kiri reads F32, F16 and BF16)")
             }
@@ -251,7 +264,7 @@ private struct Header {
             shape.append(size)
         }
         guard let count = elementCount(shape) else { throw failure("element count of shape \(shapeString(shape)) overflows") }
-        let (byteCount, overflow) = count.multipliedReportingOverflow(by: integerSize ?? dtype.byteSize)
+        let (byteCount, overflow) = count.multipliedReportingOverflow(by: integerSize ?? dtype.bytes(1))
         guard !overflow else { throw failure("byte size of shape \(shapeString(shape)) × \(dtypeName) overflows") }
 
         guard let offsetsValue = value["data_offsets"] else { throw failure("missing 'data_offsets'") }

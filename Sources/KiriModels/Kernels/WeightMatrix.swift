@@ -14,6 +14,7 @@ public enum WeightFormat: String, Sendable, CaseIterable {
         case .f32: self = .f32
         case .f16: self = .f16
         case .bf16: self = .bf16
+        case .q8_0: self = .q8_0
         }
     }
 

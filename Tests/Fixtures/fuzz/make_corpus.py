@@ -3,6 +3,8 @@
 
   safetensors/  valid files of each dtype, rank 0 and zero-size tensors, metadata, whitespace padding, and a few
                 of the malformed shapes of security cases 22-28 (so the mutator starts next to each check)
+  gguf/         GGUF files (stable-diffusion.cpp's format) with F32, F16, BF16 and Q8_0 tensors, metadata of every
+                value type, a larger alignment, and one case per check of the header (GGUFTests expects each error)
   config/       UNet config.json and scheduler_config.json variants beyond Tests/Fixtures/models, which the
                 harness also reads
   png/          PNGs with tEXt, zTXt and iTXt chunks (compressed and not), several chunks, a palette, and a zTXt that
@@ -10,7 +12,7 @@
   prompt/       A1111 prompt syntax: editing, alternation, nesting, escapes, AND weights, UTF-8
   regressions/  minimised inputs of the harnesses' findings (listed in regressions/README.md)
 
-Run from anywhere: python3 Tests/Fixtures/fuzz/make_corpus.py (it rewrites these four folders).
+Run from anywhere: python3 Tests/Fixtures/fuzz/make_corpus.py (it rewrites these folders).
 """
 import json
 import os
@@ -88,6 +90,78 @@ def make_safetensors():
 
 
 # MARK: configs
+
+# MARK: GGUF (ggml/docs/gguf.md)
+
+GGML_TYPES = {"F32": 0, "F16": 1, "Q8_0": 8, "Q4_K": 12, "BF16": 30, "unknown": 99}
+
+
+def gguf_string(text):
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def gguf(tensors, metadata=(), version=3, alignment=32, counts=None, offsets=None, trailing=b""):
+    """tensors: [(name, type name, dims innermost first, raw bytes)], laid out in order, each at an aligned offset;
+    metadata: [(key, gguf value type, packed value)]; counts and offsets override what the header says."""
+    header = b"GGUF" + struct.pack("<I", version)
+    tensor_count, pair_count = counts or (len(tensors), len(metadata))
+    header += struct.pack("<QQ", tensor_count, pair_count)
+    for key, kind, packed in metadata:
+        header += gguf_string(key) + struct.pack("<I", kind) + packed
+    data, positions = b"", []
+    for name, kind, dims, raw in tensors:
+        data += b"\0" * (-len(data) % alignment)
+        positions.append(len(data))
+        data += raw
+    for i, (name, kind, dims, raw) in enumerate(tensors):
+        offset = offsets[i] if offsets else positions[i]
+        header += gguf_string(name) + struct.pack("<I", len(dims)) + struct.pack("<%dQ" % len(dims), *dims)
+        header += struct.pack("<IQ", GGML_TYPES[kind], offset)
+    header += b"\0" * (-len(header) % alignment)
+    return header + data + trailing
+
+
+def q8_0(scale, values):
+    """One block: a float16 scale and 32 int8 values."""
+    return struct.pack("<e32b", scale, *values)
+
+
+def make_gguf():
+    out = folder("gguf")
+    block = q8_0(0.5, list(range(-16, 16)))
+    weights = [("w", "F32", [2, 2], f32(1, 2, 3, 4)), ("h", "F16", [3], struct.pack("<3e", 1, -2, 0.5)),
+               ("b", "BF16", [1, 2], struct.pack("<2H", 0x3F80, 0xC000)), ("q", "Q8_0", [32, 2], block + block)]
+    values = [("general.name", 8, gguf_string("tiny")), ("u8", 0, struct.pack("<B", 7)), ("i8", 1, struct.pack("<b", -7)),
+              ("u16", 2, struct.pack("<H", 7)), ("i16", 3, struct.pack("<h", -7)), ("u32", 4, struct.pack("<I", 7)),
+              ("i32", 5, struct.pack("<i", -7)), ("f32", 6, struct.pack("<f", 0.5)), ("bool", 7, struct.pack("<B", 1)),
+              ("u64", 10, struct.pack("<Q", 7)), ("i64", 11, struct.pack("<q", -7)), ("f64", 12, struct.pack("<d", 0.25)),
+              ("tokens", 9, struct.pack("<IQ", 8, 2) + gguf_string("a") + gguf_string("é"))]
+    aligned = [("general.alignment", 4, struct.pack("<I", 64))]
+    cases = {
+        "valid": gguf(weights, values),
+        "alignment_64": gguf(weights, aligned, alignment=64),
+        "version_2": gguf(weights, version=2),
+        "other_quantisation": gguf(weights + [("k", "Q4_K", [256], b"\0" * 144)]),
+        # One per check, named by what GGUFTests expects.
+        "bad_version": gguf(weights, version=1),
+        "truncated": gguf([], [("k", 10, struct.pack("<Q", 7))])[:40],
+        "tensor_count_huge": gguf(weights, counts=(1 << 40, 0)),
+        "string_past_end": gguf([], [("k" * 8, 8, struct.pack("<Q", 1 << 40))]),
+        "duplicate_key": gguf(weights, [values[1], values[1]]),
+        "duplicate_name": gguf([weights[0], weights[0]]),
+        "nested_array": gguf([], [("a", 9, struct.pack("<IQ", 9, 1) + struct.pack("<IQ", 0, 0))]),
+        "bad_alignment": gguf(weights, [("general.alignment", 4, struct.pack("<I", 48))]),
+        "five_dimensions": gguf([("w", "F32", [1, 1, 1, 1, 1], f32(1))]),
+        "q8_0_partial_row": gguf([("q", "Q8_0", [16, 2], block)]),
+        "misaligned_offset": gguf([weights[0]], offsets=[4], trailing=b"\0" * 4),
+        "past_end": gguf([weights[0]], offsets=[32]),
+        "overlap": gguf([weights[0], ("v", "F32", [2], f32(1, 2))], offsets=[0, 0]),
+        "unknown_type": gguf([("w", "unknown", [1], f32(1))]),
+    }
+    for name, data in cases.items():
+        write(os.path.join(out, name + ".gguf"), data)
+
 
 def make_configs():
     out = folder("config")
@@ -214,6 +288,7 @@ def make_regressions():
 
 if __name__ == "__main__":
     make_safetensors()
+    make_gguf()
     make_configs()
     make_pngs()
     make_prompts()
