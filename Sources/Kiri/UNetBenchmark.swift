@@ -65,6 +65,13 @@ public enum UNetBenchmark {
     /// Runs a committed PyTorch script of Tests/Benchmarks and reads its "batch N: median X ms" lines.
     static func torchTimes(python: String, script name: String, arguments: [String]) throws
         -> (banner: String, medians: [Int: Double], flops: [Int: Double]) {
+        let text = try output(python: python, script: name, arguments: arguments)
+        let (medians, flops) = batchTimes(text)
+        return ("PyTorch: " + (text.split(separator: "\n").first.map(String.init) ?? ""), medians, flops)
+    }
+
+    /// The standard output of a committed script of Tests/Benchmarks run by `python`.
+    static func output(python: String, script name: String, arguments: [String]) throws -> String {
         let script = benchmarks.appendingPathComponent(name).path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
@@ -77,8 +84,7 @@ public enum UNetBenchmark {
         guard process.terminationStatus == 0 else {
             throw BenchmarkError("\(python) \(script) failed with status \(process.terminationStatus)")
         }
-        let (medians, flops) = batchTimes(text)
-        return ("PyTorch: " + (text.split(separator: "\n").first.map(String.init) ?? ""), medians, flops)
+        return text
     }
 
     /// Tests/Benchmarks in the checkout this binary was built from.

@@ -247,7 +247,7 @@ extension KiriCommand {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks, each against a baseline measured in the same run.",
-            subcommands: [Step.self, Model.self, Sample.self], defaultSubcommand: Step.self)
+            subcommands: [Step.self, Model.self, Sample.self, Pipeline.self], defaultSubcommand: Step.self)
     }
 }
 
@@ -291,6 +291,42 @@ extension KiriCommand.Bench {
 
         func run() throws {
             print(try SampleBenchmark.run(runs: runs, python: python))
+        }
+    }
+}
+
+extension KiriCommand.Bench {
+    struct Pipeline: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A Stable Diffusion pipeline's load, encode, CFG step, decode and txt2img, against diffusers and stable-diffusion.cpp on the same weights.",
+            discussion: """
+                Make full-size random SD 1.5 weights with Tests/Benchmarks/make_sd15_pipeline.py --out DIR --single-file FILE. \
+                Each engine runs in turn, with its own peak RSS; see Tests/Benchmarks/README.md.
+                """)
+        @Argument(help: "A diffusers SD pipeline folder (Kiri and diffusers load it).")
+        var model: String
+        @Option(help: "Timed runs of the step and the decode; the median is reported.")
+        var runs: Int = 3
+        @Option(help: "Steps of the whole txt2img.")
+        var steps: Int = 20
+        @Option(help: "Whole txt2img runs (0: none).")
+        var txt2imgRuns: Int = 1
+        @Option(help: "Kiri's weight format: f32, f16, bf16 or q8_0 (default: as stored).")
+        var weights: String?
+        @Option(help: "A Python with torch and diffusers, to time diffusers in the same run.")
+        var python: String?
+        @Option(help: "A Python with stable-diffusion-cpp-python, to time stable-diffusion.cpp in the same run.")
+        var sdcppPython: String?
+        @Option(help: "The single-file checkpoint (or GGUF) stable-diffusion.cpp loads.")
+        var singleFile: String?
+        @Option(help: "stable-diffusion.cpp's weight types, comma-separated (f16 is the file's own).")
+        var sdcppTypes: String = "f16"
+
+        func run() throws {
+            var options = PipelineBenchmark.Options(model: model)
+            (options.runs, options.steps, options.txt2imgRuns, options.weights) = (runs, steps, txt2imgRuns, weights)
+            (options.python, options.sdcppPython, options.singleFile, options.sdcppTypes) = (python, sdcppPython, singleFile, sdcppTypes)
+            print(try PipelineBenchmark.run(options))
         }
     }
 }

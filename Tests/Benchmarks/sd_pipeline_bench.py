@@ -8,7 +8,8 @@ On `torch.set_num_threads(2)`, float32 on the CPU, it prints one line per figure
 one untimed warm-up, the minimum in parentheses):
   load      StableDiffusionPipeline.from_pretrained(MODEL, torch_dtype=torch.float32), once, the first thing done
   encode    pipe.encode_prompt of one prompt (tokenizer + CLIP text encoder; no negative), a new prompt every run
-  step      one UNet call at batch 2 (cond + uncond, as CFG runs it) on 1×4×64×64 latents doubled, 512×512 pixels
+  step      one UNet call at batch 2 (cond + uncond, as CFG runs it) on 1×4×64×64 latents doubled, 512×512 pixels;
+            and its floating-point operations as torch's FlopCounterMode counts them ("step FLOP")
   decode    pipe.vae.decode of 1×4×64×64 latents (a 512×512 image)
   txt2img   the whole pipe(...) call: 20 EulerDiscreteScheduler steps at 512×512, CFG 7.5, output_type "pt"
             (encode both prompts, 20 batch-2 UNet calls, decode), the model already loaded; --txt2img-runs runs (0: none)
@@ -75,6 +76,11 @@ def main():
         t = torch.tensor(500.0)
         median, fastest = timed(lambda i: pipe.unet(x, t, encoder_hidden_states=contexts).sample, arguments.runs)
         report("step", median, fastest, arguments.runs)
+        from torch.utils.flop_counter import FlopCounterMode
+        counter = FlopCounterMode(display=False)
+        with counter:
+            pipe.unet(x, t, encoder_hidden_states=contexts)
+        print(f"step FLOP: {counter.get_total_flops():.6g}", flush=True)
 
         scaling = pipe.vae.config.scaling_factor
         median, fastest = timed(lambda i: pipe.vae.decode(latents / scaling).sample, arguments.runs)

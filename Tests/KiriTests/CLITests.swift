@@ -251,6 +251,18 @@ final class CLITests: CLITestCase {
         XCTAssertNotEqual(try kiri(["bench", "model", "nowhere"]).status, 0)
     }
 
+    /// The pipeline benchmark runs end to end on the tiny SD pipeline (Kiri alone: diffusers and sd.cpp are not in CI).
+    func testPipelineBenchmarkRuns() throws {
+        let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/models/pipeline/tiny-sd").path
+        let result = try kiri(["bench", "pipeline", model, "--runs", "1", "--steps", "2"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        for row in ["| load | ", "| step, CFG, 512² | ", "| decode, 512² | ", "| txt2img, 2 steps | ", "| peak RSS | "] {
+            XCTAssertTrue(result.stdout.contains(row), "\(row) in \(result.stdout)")
+        }
+        XCTAssertNotEqual(try kiri(["bench", "pipeline", "nowhere"]).status, 0)
+    }
+
     func testBundledRecipeRuns() throws {
         let recipe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/gaussian_euler.lua").path
