@@ -68,14 +68,14 @@ public enum PipelineBenchmark {
         return result
     }
 
-    /// Rows of figures, a column per engine, then Kiri's ratio to each other engine.
+    /// Rows of figures (those some engine measured), a column per engine, then Kiri's ratio to each other engine.
     static func table(_ columns: [(name: String, figures: [String: Double])], steps: Int, sgemm: Double) -> String {
         let rows = [("load", "load", "s"), ("encode", "encode", "s"), ("step", "step, CFG, 512²", "s"), ("decode", "decode, 512²", "s"),
                     ("txt2img \(steps) steps", "txt2img, \(steps) steps", "s"), ("peak RSS", "peak RSS", "MiB")]
         let others = columns.dropFirst().map(\.name)
         var lines = ["| figure | " + (columns.map(\.name) + others.map { "Kiri / \($0)" }).joined(separator: " | ") + " |",
                      "|" + String(repeating: " --- |", count: 1 + columns.count + others.count)]
-        for (key, label, unit) in rows {
+        for (key, label, unit) in rows where columns.contains(where: { $0.figures[key] != nil }) {
             let kiri = columns[0].figures[key]
             let values = columns.map { $0.figures[key].map { String(format: unit == "s" ? "%.2f s" : "%.0f MiB", $0) } ?? "" }
             let ratios = columns.dropFirst().map { column in
