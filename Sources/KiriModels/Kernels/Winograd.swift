@@ -33,8 +33,9 @@ struct WinogradTiling {
 /// With `upsampled`, the image (tiling.height × tiling.width, both even) is input[.., H/2, W/2] up-sampled 2× by
 /// nearest neighbour (F.interpolate, mode "nearest"), read without being made: row y is input row y/2, and its
 /// columns 2k - 1 and 2k are input columns k - 1 and k, so the split rows are the input row itself, shifted. With
-/// `normalization`, the image is the input as that map makes it (GroupNorm and its activation before the conv),
-/// each input row mapped as it is read.
+/// `normalization`, the image is the input as that map makes it (GroupNorm and its activation before the conv): the
+/// input rows a channel of an image needs in this pass are mapped in one run into `mapped` (one call per run
+/// rather than per row, which small images' short rows would pay for).
 func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ tiling: WinogradTiling,
                             inChannels: Int, tileRows: Range<Int>, upsampled: Bool = false,
                             normalization: ChannelNormalization? = nil) {
@@ -43,15 +44,19 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
     let n = tileRows.count * columns, plane = inChannels * n
     // Room for full-vector loads past the last tile.
     let span = columns + 16
+    // Source rows a pass reads of one image: two per tile row and two more.
+    let mappedRows = normalization == nil ? 0 : min(sourceHeight, 2 * tileRows.count + 2)
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
     Parallel.forEach(inChannels, grain: max(1, 4096 / max(n, 1))) { channels in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span + 128 + sourceWidth) { buffer in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span + 128 + mappedRows * sourceWidth) { buffer in
             // Slot s holds an input row y with s = (y + 1) mod 4: columns 2k - 1 at split[2s], columns 2k at
             // split[2s + 1], for k = 0...columns; `held` says which row of which image each slot holds.
             let split = buffer.baseAddress!, stage = split + 8 * span, mapped = stage + 128
             split.update(repeating: 0, count: 8 * span)
             for channel in channels {
                 var held = SIMD4<Int>(repeating: -1)
+                // The image and source rows `mapped` holds.
+                var mappedImage = -1, mappedFirst = 0, mappedEnd = 0
                 for tileRow in tileRows {
                     let imageIndex = tileRow / rows, ty = tileRow % rows
                     let image = x.value + (imageIndex * inChannels + channel) * sourceHeight * sourceWidth
@@ -65,10 +70,19 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
                             odd.update(repeating: 0, count: columns + 1)
                             continue
                         }
-                        var line = image + (upsampled ? y / 2 : y) * sourceWidth
+                        let sourceRow = upsampled ? y / 2 : y
+                        var line = image + sourceRow * sourceWidth
                         if let normalization {
-                            normalization.apply(mapped, line, sourceWidth, image: imageIndex, channel: channel)
-                            line = UnsafePointer(mapped)
+                            if mappedImage != imageIndex || sourceRow < mappedFirst || sourceRow >= mappedEnd {
+                                // From this row to the last this pass reads of the image.
+                                let lastTileRow = min(tileRows.upperBound, (imageIndex + 1) * rows) - 1
+                                let lastRow = min(height - 1, 2 * (lastTileRow % rows) + 2)
+                                (mappedImage, mappedFirst) = (imageIndex, sourceRow)
+                                mappedEnd = min(sourceRow + mappedRows, (upsampled ? lastRow / 2 : lastRow) + 1)
+                                normalization.apply(mapped, line, (mappedEnd - mappedFirst) * sourceWidth, image: imageIndex,
+                                                    channel: channel)
+                            }
+                            line = UnsafePointer(mapped + (sourceRow - mappedFirst) * sourceWidth)
                         }
                         if upsampled {
                             even[0] = 0
