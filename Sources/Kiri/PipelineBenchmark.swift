@@ -60,10 +60,8 @@ public enum PipelineBenchmark {
         var result: [String: Double] = [:]
         for line in text.split(separator: "\n") where line.hasPrefix(prefix) {
             let parts = line.dropFirst(prefix.count).split(separator: ":", maxSplits: 1)
-            let key = parts.first.map { $0.replacingOccurrences(of: " (both prompts)", with: "") } ?? ""
-            let words = (parts.count == 2 ? parts[1] : line.dropFirst(prefix.count + 9)).split(separator: " ")
-            guard let value = words.lazy.compactMap({ Double($0) }).first else { continue }
-            result[key.hasPrefix("peak RSS") ? "peak RSS" : key] = value
+            guard parts.count == 2, let value = parts[1].split(separator: " ").lazy.compactMap({ Double($0) }).first else { continue }
+            result[parts[0].replacingOccurrences(of: " (both prompts)", with: "")] = value
         }
         return result
     }

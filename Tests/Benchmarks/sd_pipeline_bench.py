@@ -97,7 +97,7 @@ def main():
             median, fastest = timed(txt2img, arguments.txt2img_runs, warmup=0)
             report(f"txt2img {arguments.steps} steps", median, fastest, arguments.txt2img_runs)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-    print(f"peak RSS {rss:.0f} MiB")
+    print(f"peak RSS: {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -219,6 +219,24 @@ final class KernelTests: XCTestCase {
 
     // MARK: Normalisation
 
+    /// out[B, C, S] = GroupNorm(groups, C, eps)(input) with affine weight and bias, then `activation`, as the networks
+    /// run it: groupNormStatistics, then the map (CPUBackend's two kernels).
+    func groupNormForward(_ out: inout [Float], _ input: [Float], _ weight: [Float], _ bias: [Float], eps: Float,
+                          activation: Activation? = nil, batch: Int, channels: Int, spatial: Int, groups: Int) {
+        var mean = [Float](repeating: .nan, count: batch * channels), scale = mean
+        groupNormStatistics(mean: &mean, scale: &scale, input, weight, eps: eps, batch: batch, channels: channels, spatial: spatial,
+                            groups: groups)
+        mean.withUnsafeBufferPointer { m in
+            scale.withUnsafeBufferPointer { s in
+                bias.withUnsafeBufferPointer { b in
+                    let map = ChannelNormalization(mean: m.baseAddress!, scale: s.baseAddress!, shift: b.baseAddress!,
+                                                   channels: channels, activation: activation)
+                    channelNormalizationForward(&out, input, map, batch: batch, spatial: spatial)
+                }
+            }
+        }
+    }
+
     func testGroupNormMatchesTwoPassDouble() {
         for (batch, channels, spatial, groups, activation) in [(2, 8, 13, 4, nil), (1, 6, 64, 1, UNetConfig.Activation.silu),
                                                                (2, 4, 3, 4, nil), (3, 16, 40, 8, .silu)] {

@@ -58,6 +58,9 @@ private struct GGUFReader {
         return String(decoding: text, as: UTF8.self)
     }
 
+    /// Bytes of a metadata value of each fixed-size gguf_type.
+    static let sizes: [UInt32: Int] = [0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8]
+
     /// A metadata value of gguf_type `type` as text (numbers, booleans and strings; nil for an array, skipped).
     mutating func value(_ type: UInt32, inArray: Bool = false) throws(ModelFileError) -> String? {
         switch type {
@@ -76,8 +79,12 @@ private struct GGUFReader {
         case 9:
             guard !inArray else { throw failure("an array holds arrays, which Kiri does not read") }
             let elementType = try read(UInt32.self)
-            // Every element takes at least a byte (a string its 8-byte length).
-            let count = try count("array elements", itemBytes: elementType == 8 ? 8 : 1)
+            // Skipped unread: numbers by their size at once, strings by their lengths.
+            if let size = Self.sizes[elementType] {
+                offset += size * (try count("array elements", itemBytes: size))
+                return nil
+            }
+            let count = try count("array elements", itemBytes: 8)
             for _ in 0..<count { _ = try value(elementType, inArray: true) }
             return nil
         case 10: return String(try read(UInt64.self))

@@ -121,20 +121,6 @@ func channelNormalizationForward(_ out: UnsafeMutablePointer<Float>, _ input: Un
     }
 }
 
-/// out[B, C, S] = GroupNorm(groups, C, eps)(input[B, C, S]) with affine weight[C], bias[C], then `activation` if
-/// given (ResnetBlock2D's norm → nonlinearity) — torch.nn.GroupNorm, S = H·W. `out` may be `input`.
-func groupNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                      _ bias: UnsafePointer<Float>, eps: Float, activation: Activation? = nil,
-                      batch: Int, channels: Int, spatial: Int, groups: Int) {
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * batch * channels) { statistics in
-        let mean = statistics.baseAddress!, scale = mean + batch * channels
-        groupNormStatistics(mean: mean, scale: scale, input, weight, eps: eps, batch: batch, channels: channels, spatial: spatial,
-                            groups: groups)
-        let map = ChannelNormalization(mean: mean, scale: scale, shift: bias, channels: channels, activation: activation)
-        channelNormalizationForward(out, input, map, batch: batch, spatial: spatial)
-    }
-}
-
 /// out[rows, F] = LayerNorm(F, eps)(input[rows, F]) · weight[F] + bias[F] — torch.nn.LayerNorm over the last
 /// dimension. `out` may be `input`.
 func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
