@@ -23,5 +23,6 @@ end
 image = kiri.post.clamp(image)
 local shape = image:shape()
 print(string.format("wrote %s (%dx%d)", kiri.image.save(p.out, image, {
-    parameters = string.format("Post-processing of %s: size %dx%d (%s), sharpen %g (sigma %g), contrast %g, levels %g..%g gamma %g",
+    parameters = string.format("Post-processing of %s: size %dx%d (%s), sharpen %g (sigma %g), contrast %g, "
+        .. "levels %g..%g gamma %g",
         p.init, shape[3], shape[2], p.mode, p.sharpen, p.radius, p.contrast, p.black, p.white, p.gamma)}), shape[3], shape[2]))

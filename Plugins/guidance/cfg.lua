@@ -34,7 +34,9 @@ local format = string.format
 local function list_option(value, key)
     if value == nil then return {} end
     if type(value) == "function" then return {value} end
-    if type(value) ~= "table" then error(format("cfg: %s must be a function or a list of functions, got %s", key, type(value)), 5) end
+    if type(value) ~= "table" then
+        error(format("cfg: %s must be a function or a list of functions, got %s", key, type(value)), 5)
+    end
     return value
 end
 

@@ -31,7 +31,9 @@ end
 return function(opts)
     opts = opts or {}
     local multiplier, space, data = opts.multiplier or 0.7, opts.space or "v", opts.sigma_data or 1
-    if type(multiplier) ~= "number" then error(format("rescale_cfg: multiplier must be a number, got %s", type(multiplier)), 2) end
+    if type(multiplier) ~= "number" then
+        error(format("rescale_cfg: multiplier must be a number, got %s", type(multiplier)), 2)
+    end
     if not spaces[space] then error(format("rescale_cfg: unknown space '%s' (v or eps)", tostring(space)), 2) end
     return {cfg = function(args)
         local to, from = spaces[space](args.x, args.sigma, data)

@@ -14,12 +14,16 @@ return function(opts)
     opts = opts or {}
     local shape, from, to = opts.shape or "linear", opts.from or 1, opts.to
     local ramp = shapes[shape]
-    if not ramp then error(string.format("scale_schedule: unknown shape '%s' (constant, linear or cosine)", tostring(shape)), 2) end
+    if not ramp then
+        error(string.format("scale_schedule: unknown shape '%s' (constant, linear or cosine)", tostring(shape)), 2)
+    end
     if type(from) ~= "number" or (to ~= nil and type(to) ~= "number") then
         error("scale_schedule: from and to must be numbers", 2)
     end
     return {scale = function(args)
-        if not args.step then error("scale_schedule needs the step: give the guider its sigmas (kiri.guidance.cfg{sigmas = ...})", 0) end
+        if not args.step then
+            error("scale_schedule needs the step: give the guider its sigmas (kiri.guidance.cfg{sigmas = ...})", 0)
+        end
         local t = args.steps > 1 and (args.step - 1) / (args.steps - 1) or 1
         local target = to or args.scale
         return from + (target - from) * ramp(t)

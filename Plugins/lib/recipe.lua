@@ -29,7 +29,7 @@ local recipe = {}
 
 local format = string.format
 
-local function parse(key, text, default)
+local function parse(text, default)
     local kind = math.type(default) or type(default)
     if kind == "string" then return text end
     if kind == "boolean" then
@@ -50,7 +50,7 @@ function recipe.values(key, values, default)
     local list = {}
     for _, item in ipairs(strings.split(values, ",")) do
         item = strings.trim(item)
-        local value, expected = parse(key, item, default)
+        local value, expected = parse(item, default)
         if value == nil then error(format("%s: every value must be %s, got '%s'", key, expected, item), 2) end
         list[#list + 1] = value
     end
@@ -74,7 +74,7 @@ function recipe.params(arguments, defaults)
             error(format("argument %d: unknown key '%s'; keys: %s", i, key, table.concat(keys, ", ")), 2)
         end
         local written = arguments[i]:sub(equals + 1)
-        local value, expected = parse(key, written, defaults[key])
+        local value, expected = parse(written, defaults[key])
         if value == nil then error(format("argument %d: %s must be %s, got '%s'", i, key, expected, written), 2) end
         params[key] = value
     end

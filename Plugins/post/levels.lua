@@ -14,7 +14,7 @@ return function(image, opts)
     local gamma = check.number(opts, "gamma", 1, 2, "levels", "a positive number", function(g) return g > 0 end)
     local out_black = check.number(opts, "out_black", 0, 2, "levels")
     local out_white = check.number(opts, "out_white", 1, 2, "levels")
-    if not (in_white > in_black) then
+    if in_white <= in_black then   -- both finite numbers (check.number)
         check.fail(2, "levels", string.format("in_white must be greater than in_black (%s), got %s", in_black, in_white), 3)
     end
     local scaled = ((image - in_black) / (in_white - in_black)):clamp_(0, 1)

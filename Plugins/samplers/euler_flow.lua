@@ -8,7 +8,8 @@
 -- kiri.schedules.flow. Options are kiri.samplers.euler's.
 return function(model, x, sigmas, opts)
     if sigmas[1] > 1 then
-        error(("euler_flow: flow times in [0, 1] expected, got sigmas[1] = %g (use euler for sigma schedules)"):format(sigmas[1]), 2)
+        error(("euler_flow: flow times in [0, 1] expected, got sigmas[1] = %g (use euler for sigma schedules)")
+            :format(sigmas[1]), 2)
     end
     return kiri.samplers.euler(model, x, sigmas, opts)
 end

@@ -7,7 +7,8 @@
 -- FlowMatchHeunDiscreteScheduler; take the times from kiri.schedules.flow. Options are kiri.samplers.heun's.
 return function(model, x, sigmas, opts)
     if sigmas[1] > 1 then
-        error(("heun_flow: flow times in [0, 1] expected, got sigmas[1] = %g (use heun for sigma schedules)"):format(sigmas[1]), 2)
+        error(("heun_flow: flow times in [0, 1] expected, got sigmas[1] = %g (use heun for sigma schedules)")
+            :format(sigmas[1]), 2)
     end
     return kiri.samplers.heun(model, x, sigmas, opts)
 end
