@@ -9,7 +9,9 @@
 --   parameters_text(fields)   -> the A1111 "parameters" text: the prompt, "Negative prompt: ...", then
 --                                "Steps: 20, Sampler: ..., Schedule type: ..., CFG scale: ..., Seed: ...,
 --                                Size: WxH, Model: ..." (stable-diffusion-webui modules/processing.py
---                                create_infotext), which A1111, ComfyUI and civitai read back.
+--                                create_infotext), which A1111, ComfyUI and civitai read back; a plot's
+--                                axes (x_type, x_values, ... z_values) last, as "X Type: Steps, X Values: ..."
+--   field_name(key)           -> the name parameters_text gives a key ("CFG scale" for cfg), for labels
 --   save(path, image, fields) saves an image in [0, 1] ([C, H, W] or [1, C, H, W]) as a PNG whose
 --                                "parameters" text is parameters_text(fields); fields.size defaults to
 --                                the image's. The engine adds the recipe's name, source and arguments.
@@ -86,7 +88,19 @@ local ordered = {
     {"steps", "Steps"}, {"sampler", "Sampler"}, {"schedule", "Schedule type"}, {"cfg", "CFG scale"}, {"guidance", "Guidance"},
     {"seed", "Seed"}, {"size", "Size"}, {"model_hash", "Model hash"}, {"model", "Model"}, {"vae", "VAE"},
     {"clip_skip", "Clip skip"}, {"strength", "Denoising strength"}, {"batch", "Batch size"}, {"position", "Batch pos"},
+    -- An X/Y/Z plot's axes, as scripts/xyz_grid.py adds them to its grid's infotext.
+    {"x_type", "X Type"}, {"x_values", "X Values"}, {"y_type", "Y Type"}, {"y_values", "Y Values"},
+    {"z_type", "Z Type"}, {"z_values", "Z Values"},
 }
+
+function recipe.field_name(key)
+    if key == "prompt" then return "Prompt" end
+    if key == "negative" then return "Negative prompt" end
+    for _, pair in ipairs(ordered) do
+        if pair[1] == key then return pair[2] end
+    end
+    return key
+end
 
 local function quoted(value)
     value = tostring(value)

@@ -1,21 +1,26 @@
 -- A labelled grid of images: cells in rows and columns with row, column and title labels (A1111's X/Y plot)
 -- Follows AUTOMATIC1111 modules/images.py, image_grid (rows of equal cells) and draw_grid_annotations
--- (labels above the columns and left of the rows), with padding as torchvision.utils.make_grid has it:
--- before every row and column, and after the last.
+-- (labels above the columns and left of the rows, wrapped word by word to fit), with padding as
+-- torchvision.utils.make_grid has it: before every row and column, and after the last.
 --
 -- kiri.post.grid(images, opts) -> [C, H, W] in [0, 1]
 --   images  a list of rows, each a list of [C, h, w] or [1, C, h, w] images in [0, 1], all of one h and w,
 --           C = 1 or 3 (grey cells become RGB when any cell is RGB); or an [N, C, h, w] tensor, laid out
 --           row-major in opts.columns columns (default ceil(sqrt(N))). Cells a row lacks are background.
---   opts    row_labels      one string per row, right-aligned in a column left of the rows
---           column_labels   one string per column, centred above it; a column is as wide as its cell or
---                           its label, whichever is wider, with the cell centred in it
---           title           one line, centred above everything
+--   opts    row_labels      one string per row, right-aligned in a column left of the rows, wrapped to the
+--                           wider of a cell and 20 characters
+--           column_labels   one string per column, centred above it and wrapped to the cell's width, so a
+--                           long label takes more lines rather than its neighbour's place
+--           title           centred above everything, in its own lines ("\n") only; the grid widens
+--                           to fit it
 --           scale           whole-number nearest-neighbour upscaling of every cell (1)
 --           text_scale      whole-number upscaling of the labels' 5x7 font, lib.font (1)
 --           padding         pixels between cells and around them (2)
 --           background, ink grey levels in [0, 1] (1, white, and 0, black)
--- Rows are as tall as a cell or a row label, whichever is taller, with both centred in the row.
+-- A label may have several lines ("\n"); lib.font's wrap breaks the long ones, between words, else inside a
+-- word. Rows are as tall as a cell or the tallest row label, whichever is taller, with both centred in the
+-- row; the band of column labels is as tall as the tallest of them. A column is as wide as its cell (wider
+-- only when the cell is narrower than one character).
 local font = require "lib.font"
 local check = require "lib.check"
 local format = string.format
@@ -140,35 +145,63 @@ return function(images, opts)
         joined[#joined + 1] = gap
         return kiri.cat(joined, dim)
     end
-    local function text(label)
-        local mask = kiri.post.upscale_nearest(font.render(label), text_scale)
+    local function text(line)
+        local mask = kiri.post.upscale_nearest(font.render(line), text_scale)
         local image = mask * ink + (1 - mask) * background   -- exact at both levels
         return image:unsqueeze(1):expand({ channels, image:size(1), image:size(2) })
     end
-    local function text_width(label)
-        return font.width(label) * text_scale
+
+    -- A label's lines, wrapped to `limit` pixels, with the width and height they take: 2 font pixels between
+    -- lines, since the glyphs' descenders reach their bottom row and would touch the next line's capitals.
+    local text_height, line_gap = font.height * text_scale, 2 * text_scale
+    local function wrapped(label, limit)
+        local lines = font.wrap(label, limit // text_scale)
+        local widest = 0
+        for _, line in ipairs(lines) do widest = math.max(widest, font.width(line) * text_scale) end
+        return { lines = lines, width = widest, height = #lines * (text_height + line_gap) - line_gap }
+    end
+    -- a wrapped label's lines one under another in `columns_wide`, each centred, or right-aligned if `right`
+    local function block(label, columns_wide, right)
+        local parts = {}
+        for k, line in ipairs(label.lines) do
+            if k > 1 then parts[#parts + 1] = fill(line_gap, columns_wide) end
+            local image = text(line)
+            local left = right and columns_wide - image:size(3) or (columns_wide - image:size(3)) // 2
+            parts[#parts + 1] = place(image, text_height, columns_wide, 0, left)
+        end
+        return kiri.cat(parts, 2)
     end
 
-    local text_height = font.height * text_scale
     local cell_height, cell_width = height * scale, width * scale
-    local row_height = math.max(cell_height, row_labels and text_height or 0)
-    local label_width, widths = 0, {}
-    for _, label in ipairs(row_labels or {}) do label_width = math.max(label_width, text_width(label)) end
+    local rows_text, columns_text = {}, {}
+    local label_width, row_height, band_height = 0, cell_height, 0
+    for i, label in ipairs(row_labels or {}) do
+        -- A1111 gives the row labels 3/4 of a cell; 20 characters keep Kiri's small cells' labels readable.
+        rows_text[i] = wrapped(label, math.max(cell_width, (20 * font.advance - 1) * text_scale))
+        label_width = math.max(label_width, rows_text[i].width)
+        row_height = math.max(row_height, rows_text[i].height)
+    end
+    local widths = {}
     for j = 1, column_count do
-        widths[j] = math.max(cell_width, column_labels and text_width(column_labels[j]) or 0)
+        widths[j] = cell_width
+        if column_labels then
+            columns_text[j] = wrapped(column_labels[j], cell_width)
+            widths[j] = math.max(cell_width, columns_text[j].width)
+            band_height = math.max(band_height, columns_text[j].height)
+        end
     end
 
     local bands = {}
     if column_labels then
-        local parts = row_labels and { fill(text_height, label_width) } or {}
-        for j, label in ipairs(column_labels) do parts[#parts + 1] = centre(text(label), text_height, widths[j]) end
-        bands[#bands + 1] = spaced(parts, 3, text_height)
+        local parts = row_labels and { fill(band_height, label_width) } or {}
+        for j, label in ipairs(columns_text) do parts[#parts + 1] = centre(block(label, widths[j]), band_height, widths[j]) end
+        bands[#bands + 1] = spaced(parts, 3, band_height)
     end
     for i, row in ipairs(rows) do
         local parts = {}
         if row_labels then
-            local label = text(row_labels[i])
-            parts[1] = place(label, row_height, label_width, (row_height - text_height) // 2, label_width - label:size(3))
+            local label = block(rows_text[i], label_width, true)
+            parts[1] = place(label, row_height, label_width, (row_height - label:size(2)) // 2, 0)
         end
         for j = 1, column_count do
             local image = row[j]
@@ -183,8 +216,9 @@ return function(images, opts)
     end
 
     local body_width = bands[1]:size(3)
-    local total_width = math.max(body_width, title and text_width(title) + 2 * padding or 0)
+    local heading = title and wrapped(title, math.huge)
+    local total_width = math.max(body_width, heading and heading.width + 2 * padding or 0)
     for b, band in ipairs(bands) do bands[b] = centre(band, band:size(2), total_width) end
-    if title then table.insert(bands, 1, centre(text(title), text_height, total_width)) end
+    if heading then table.insert(bands, 1, centre(block(heading, heading.width), heading.height, total_width)) end
     return spaced(bands, 2, total_width)
 end

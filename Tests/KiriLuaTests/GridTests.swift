@@ -3,14 +3,16 @@ import XCTest
 
 /// kiri.post.grid, lib.font and kiri.post.upscale_nearest. The expected grids are drawn here, in Swift,
 /// pixel by pixel at positions this file computes from the layout rules (padding before every band and
-/// column and after the last, as torchvision's make_grid; columns as wide as their label; cells and labels
-/// centred), with this file's own copy of the glyphs the labels use: a wrong offset, a wrong glyph or a
-/// lost padding pixel in the plugins fails the comparison.
+/// column and after the last, as torchvision's make_grid; columns as wide as their cell, labels wrapped to
+/// fit, 2 font pixels between a label's lines; cells and labels centred, row labels right-aligned), with
+/// this file's own copy of the glyphs the labels use and each test's own wrapping of its labels: a wrong
+/// offset, a wrong glyph, a wrong line break or a lost padding pixel in the plugins fails the comparison.
 final class GridTests: XCTestCase {
     /// The glyphs the tests' labels use, copied by hand from the font's sheet.
     static let glyphs: [Character: [String]] = [
         "I": [".###.", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."],
         "T": ["#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."],
+        " ": [".....", ".....", ".....", ".....", ".....", ".....", "....."],
     ]
     static let box = ["#####", "#...#", "#...#", "#...#", "#...#", "#...#", "#####"]
 
@@ -88,18 +90,30 @@ final class GridTests: XCTestCase {
         var title: String? = nil
         var scale = 1, textScale = 1, padding = 2
         var background: Float = 1, ink: Float = 0
+        /// The lines a label is expected to wrap to, where it is not just its own lines ("\n").
+        var wrapped: [String: [String]] = [:]
+
+        func lines(_ label: String) -> [String] {
+            wrapped[label] ?? label.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        }
 
         var lua: String {
+            func quoted(_ label: String) -> String { "\"" + label.replacingOccurrences(of: "\n", with: "\\n") + "\"" }
             func list(_ labels: [String]?) -> String {
-                labels.map { "{" + $0.map { "\"\($0)\"" }.joined(separator: ", ") + "}" } ?? "nil"
+                labels.map { "{" + $0.map(quoted).joined(separator: ", ") + "}" } ?? "nil"
             }
             return "{row_labels = \(list(rowLabels)), column_labels = \(list(columnLabels)), title = "
-                + (title.map { "\"\($0)\"" } ?? "nil")
+                + (title.map(quoted) ?? "nil")
                 + ", scale = \(scale), text_scale = \(textScale), padding = \(padding), background = \(background), ink = \(ink)}"
         }
     }
 
     static func textWidth(_ text: String, _ scale: Int) -> Int { text.isEmpty ? 0 : (6 * text.count - 1) * scale }
+
+    /// The width and height of a label's lines: 7 font pixels a line, 2 between lines.
+    static func blockSize(_ lines: [String], _ scale: Int) -> (width: Int, height: Int) {
+        (lines.map { textWidth($0, scale) }.max() ?? 0, (lines.count * 9 - 2) * scale)
+    }
 
     /// The grid as the layout rules place it, drawn here independently of the plugin.
     static func expectedGrid(_ rows: [[Picture?]], _ options: Options) -> Picture {
@@ -107,38 +121,50 @@ final class GridTests: XCTestCase {
         let (p, scale, textScale) = (options.padding, options.scale, options.textScale)
         let channels = cells.map(\.channels).max()!
         let (cellHeight, cellWidth) = (cells[0].height * scale, cells[0].width * scale)
-        let textHeight = 7 * textScale
         let columnCount = rows.map(\.count).max()!
+        let columnLines = options.columnLabels?.map(options.lines)
+        let rowLines = options.rowLabels?.map(options.lines)
         let columnWidths = (0..<columnCount).map { j in
-            max(cellWidth, options.columnLabels.map { textWidth($0[j], textScale) } ?? 0)
+            max(cellWidth, columnLines.map { blockSize($0[j], textScale).width } ?? 0)
         }
-        let rowHeight = max(cellHeight, options.rowLabels == nil ? 0 : textHeight)
-        let labelWidth = options.rowLabels?.map { textWidth($0, textScale) }.max() ?? 0
+        let bandHeight = columnLines?.map { blockSize($0, textScale).height }.max() ?? 0
+        let rowHeight = max(cellHeight, rowLines?.map { blockSize($0, textScale).height }.max() ?? 0)
+        let labelWidth = rowLines?.map { blockSize($0, textScale).width }.max() ?? 0
+        let titleLines = options.title.map(options.lines)
+        let titleSize = titleLines.map { blockSize($0, textScale) }
         let bodyWidth = p + (options.rowLabels == nil ? 0 : labelWidth + p) + columnWidths.reduce(0) { $0 + $1 + p }
-        let width = max(bodyWidth, options.title.map { textWidth($0, textScale) + 2 * p } ?? 0)
-        let height = p + (options.title == nil ? 0 : textHeight + p) + (options.columnLabels == nil ? 0 : textHeight + p)
+        let width = max(bodyWidth, titleSize.map { $0.width + 2 * p } ?? 0)
+        let height = p + (titleSize.map { $0.height + p } ?? 0) + (options.columnLabels == nil ? 0 : bandHeight + p)
             + rows.count * (rowHeight + p)
         var grid = Picture(channels: channels, height: height, width: width, fill: options.background)
+
+        /// Lines one under another from `top`, each centred on `centre`, or ending at `right`.
+        func write(_ lines: [String], top: Int, centre: (left: Int, width: Int)? = nil, right: Int? = nil) {
+            for (k, line) in lines.enumerated() {
+                let lineWidth = textWidth(line, textScale)
+                let left = right.map { $0 - lineWidth } ?? centre!.left + (centre!.width - lineWidth) / 2
+                grid.write(line, scale: textScale, top: top + k * 9 * textScale, left: left, ink: options.ink)
+            }
+        }
 
         let bodyLeft = (width - bodyWidth) / 2
         let firstColumn = bodyLeft + p + (options.rowLabels == nil ? 0 : labelWidth + p)
         let columnLefts = (0..<columnCount).map { j in firstColumn + columnWidths[..<j].reduce(0) { $0 + $1 + p } }
         var top = p
-        if let title = options.title {
-            grid.write(title, scale: textScale, top: top, left: (width - textWidth(title, textScale)) / 2, ink: options.ink)
-            top += textHeight + p
+        if let titleLines, let titleSize {
+            write(titleLines, top: top, centre: ((width - titleSize.width) / 2, titleSize.width))
+            top += titleSize.height + p
         }
-        if let labels = options.columnLabels {
-            for (j, label) in labels.enumerated() {
-                let left = columnLefts[j] + (columnWidths[j] - textWidth(label, textScale)) / 2
-                grid.write(label, scale: textScale, top: top, left: left, ink: options.ink)
+        if let columnLines {
+            for (j, lines) in columnLines.enumerated() {
+                let blockHeight = blockSize(lines, textScale).height
+                write(lines, top: top + (bandHeight - blockHeight) / 2, centre: (columnLefts[j], columnWidths[j]))
             }
-            top += textHeight + p
+            top += bandHeight + p
         }
         for (i, row) in rows.enumerated() {
-            if let label = options.rowLabels?[i] {
-                grid.write(label, scale: textScale, top: top + (rowHeight - textHeight) / 2,
-                           left: bodyLeft + p + labelWidth - textWidth(label, textScale), ink: options.ink)
+            if let lines = rowLines?[i] {
+                write(lines, top: top + (rowHeight - blockSize(lines, textScale).height) / 2, right: bodyLeft + p + labelWidth)
             }
             for (j, cell) in row.enumerated() {
                 guard let cell else { continue }
@@ -188,9 +214,10 @@ final class GridTests: XCTestCase {
     // MARK: - Geometry, cells and padding
 
     func testOutputShapeFollowsTheLayoutFormula() {
-        // 2 rows x 3 columns of 1 x 5 x 4 cells, scale 3, padding 4, labels "TIT" (17 px, wider than the
-        // 12 px cell) over column 2: W = 4 + 12 + 4 + 17 + 4 + 12 + 4 = 57; with row labels "I", "TT"
-        // (11 px) and 15 px tall cells: W += 11 + 4; H = 4 + (7 + 4) + 2 * (15 + 4) = 53.
+        // 2 rows x 3 columns of 1 x 5 x 4 cells, scale 3, padding 4, label "TIT" (17 px, wider than the 12 px
+        // cell, which holds 2 characters) over column 2 wraps to "TI" and "T": a band of 7 + 2 + 7 px, the
+        // columns stay 12 px. W = 4 + 3 * (12 + 4) = 52; H = 4 + (16 + 4) + 2 * (15 + 4) = 62. With row labels
+        // "I", "TT" (11 px): W += 11 + 4.
         let cell = "kiri.zeros({1, 5, 4})"
         let rows = "{{\(cell), \(cell), \(cell)}, {\(cell), \(cell), \(cell)}}"
         let shapes = runLua("""
@@ -202,8 +229,8 @@ final class GridTests: XCTestCase {
         """)
         // The title "TITITITITIT", 2 * 65 px, is wider than the body: W = 1 + 130 + 1; H = 1 + (14 + 1) + 2 * (5 + 1).
         XCTAssertEqual(shapes, """
-        1 53 57
-        1 53 72
+        1 62 52
+        1 62 67
         1 10 12
         1 28 132
 
@@ -231,16 +258,54 @@ final class GridTests: XCTestCase {
 
     func testLabelPixelsAreTheGlyphs() {
         let cells = (0..<4).map { Picture.sample($0, channels: 3, height: 6, width: 5) }
-        // "I" centred over a 10 px cell; "TITIT" (29 px) widens its column around one; row labels
-        // right-aligned in 11 px.
+        // "I" centred over a 10 px cell; "TITIT" (29 px) wraps to one character a line, the most a 10 px cell
+        // holds; row labels right-aligned in 11 px.
         checkGrid([[cells[0], cells[1]], [cells[2], cells[3]]],
                   Options(rowLabels: ["T", "IT"], columnLabels: ["I", "TITIT"], title: "TIT", scale: 2, padding: 2,
-                          background: 0.5, ink: 0.125))
+                          background: 0.5, ink: 0.125, wrapped: ["TITIT": ["T", "I", "T", "I", "T"]]))
         // Text scaled 2x, taller than the cells; a title wider than the body, which is centred under it.
         checkGrid([[cells[0]], [cells[1]]],
                   Options(rowLabels: ["T", "IT"], columnLabels: ["I"], title: "TITITIT", textScale: 2, padding: 1))
         // An unknown character is a box.
-        checkGrid([[cells[0]]], Options(columnLabels: ["I\u{e9}"]))
+        checkGrid([[cells[0]]], Options(columnLabels: ["I\u{e9}"], scale: 3))   // 15 px: 2 characters
+    }
+
+    /// Long column labels wrap inside their own column: between words, then inside a word too long for a
+    /// line. The columns keep the cells' width, so each label's ink lies over its own cell and the padding
+    /// between columns stays background down through the label band.
+    func testLongColumnLabelsWrapWithinTheirColumns() {
+        let cells = (0..<3).map { Picture.sample($0, channels: 1, height: 4, width: 20) }   // 20 px: 3 characters
+        let labels = ["TIT TITIT", "I", "TITITITIT"]
+        let options = Options(columnLabels: labels, padding: 2,
+                              wrapped: ["TIT TITIT": ["TIT", "TIT", "IT"], "TITITITIT": ["TIT", "ITI", "TIT"]])
+        checkGrid([cells], options)
+        guard let got = tensor("kiri.post.grid({{\(cells.map { $0.lua() }.joined(separator: ", "))}}, \(options.lua))") else {
+            return XCTFail("no output")
+        }
+        let band = 3 * 7 + 2 * 2
+        XCTAssertEqual([got.width, got.height], [2 + 3 * (20 + 2), 2 + band + 2 + 4 + 2], "columns as wide as the cells")
+        guard got.width == 2 + 3 * (20 + 2), got.height == 2 + band + 2 + 4 + 2 else { return }
+        for j in 0..<3 {
+            let left = 2 + j * 22
+            let ink = (2..<(2 + band)).flatMap { y in (left..<(left + 20)).map { x in got[0, y, x] } }.filter { $0 == 0 }
+            XCTAssertGreaterThan(ink.count, 0, "label \(j + 1) is drawn over its column")
+            for x in [left - 2, left - 1, left + 20, left + 21] where x < got.width {
+                let column = (0..<(2 + band + 2)).map { got[0, $0, x] }
+                XCTAssertEqual(Set(column), [1], "x = \(x), between columns \(j) and \(j + 1), is background")
+            }
+        }
+    }
+
+    /// A label's own lines ("\n") are drawn line by line: column labels and the title centred, row labels
+    /// right-aligned and vertically centred in a row that grows to hold them. Row labels wrap at 20
+    /// characters when the cells are narrower.
+    func testMultiLineLabels() {
+        let cells = (0..<4).map { Picture.sample($0, channels: 3, height: 5, width: 6) }
+        let long = "TITITITITIT TITITITITIT"
+        checkGrid([[cells[0], cells[1]], [cells[2], cells[3]]],
+                  Options(rowLabels: ["I\nTT\nT", long], columnLabels: ["T\nI", "TI"], title: "I\nTIT", padding: 3,
+                          wrapped: [long: ["TITITITITIT", "TITITITITIT"], "TI": ["T", "I"]]))
+        checkGrid([[cells[0]]], Options(rowLabels: ["TIT\n\nI"], columnLabels: ["I\n"], textScale: 2))
     }
 
     // MARK: - Font
@@ -274,6 +339,32 @@ final class GridTests: XCTestCase {
         end
         print(table.concat(font.render(text):shape(), " "), boxes, font.render(" "):sum(), box:sum())
         """), "7 \(95 * 6 - 1)\t0\t0.0\t20.0\n", "every printable ASCII character has its own glyph")
+    }
+
+    /// lib.font's wrap, by characters: words joined while they fit, a word longer than a line broken after
+    /// its last "_", "-", "/", ".", "," or ":" in the line's second half, else at the width; "\n" starts a
+    /// line; a line holds at least one character; runs of spaces are one break.
+    func testFontWrap() {
+        let cases: [(text: String, width: Int, lines: [String])] = [
+            ("Sampler: dpmpp_2m_sde", 56, ["Sampler:", "dpmpp_2m_", "sde"]),   // 56 px: 9 characters
+            ("Sampler: euler", 83, ["Sampler: euler"]),                         // 14 characters, exactly
+            ("Sampler: euler", 82, ["Sampler:", "euler"]),
+            ("abcdefghijkl", 29, ["abcde", "fghij", "kl"]),
+            ("a_bcdefghijk", 29, ["a_bcd", "efghi", "jk"]),                     // "_" in the first half: no break there
+            ("ab-cdefghij", 17, ["ab-", "cde", "fgh", "ij"]),
+            ("abc-defghij", 29, ["abc-", "defgh", "ij"]),
+            ("  two   words  ", 200, ["two words"]),
+            ("one\n\ntwo\n", 200, ["one", "", "two", ""]),
+            ("", 10, [""]),
+            ("wide", 0, ["w", "i", "d", "e"]),
+            ("\u{e9}t\u{e9} d\u{e9}j\u{e0}", 23, ["\u{e9}t\u{e9}", "d\u{e9}j\u{e0}"]),
+        ]
+        for (text, width, lines) in cases {
+            let quoted = text.replacingOccurrences(of: "\n", with: "\\n")
+            XCTAssertEqual(runLua("print(table.concat(require('lib.font').wrap(\"\(quoted)\", \(width)), '|'))"),
+                           lines.joined(separator: "|") + "\n", "wrap(\(text.debugDescription), \(width))")
+        }
+        XCTAssertEqual(runLua("print(table.concat(require('lib.font').wrap(1234, 11), '|'))"), "12|34\n")
     }
 
     // MARK: - Tensor input
@@ -332,6 +423,7 @@ final class GridTests: XCTestCase {
             ("kiri.post.grid({{a}}, {background = 2})", "grid: background must be a number in [0, 1], got 2"),
             ("kiri.post.upscale_nearest(a, 0)", "bad argument #2 to 'upscale_nearest' (positive integer expected, got 0)"),
             ("require('lib.font').width({})", "bad argument #1 to 'width' (string expected, got table)"),
+            ("require('lib.font').wrap('a')", "bad argument #2 to 'wrap' (number expected, got nil)"),
         ]
         for (call, message) in cases {
             // The images share line 1 with the call, so the messages can name test.lua:1.

@@ -154,7 +154,9 @@ final class GenerationCLITests: CLITestCase {
         let image = try png("out/grid.png")
         XCTAssertGreaterThan(image.width, 2 * 28)
         XCTAssertGreaterThan(image.height, 2 * 28)
-        XCTAssertTrue(text(image, "parameters")?.contains("Steps: \"4,8\", Sampler: \"euler,heun\"") ?? false, "\(image.text)")
+        // The first cell's parameters, and the axes as A1111's X/Y/Z plot writes them.
+        XCTAssertEqual(text(image, "parameters"), "sneaker\nSteps: 4, Sampler: euler, Schedule type: karras, CFG scale: 4.0, "
+            + "Seed: 0, Size: 28x28, Model: default, X Type: Sampler, X Values: \"euler,heun\", Y Type: Steps, Y Values: \"4,8\"")
     }
 
     /// ys=classes takes every class of the model the grid opened.
