@@ -60,7 +60,7 @@ local function cell(x, y, z)
 end
 
 -- A value as A1111's labels show it, "Steps: 20", with the name the PNG's parameters give the key.
-local function label(key, value) return recipe.field_name(key) .. ": " .. tostring(value) end
+local function label(key, value) return recipe.field_name(key) .. ": " .. recipe.field_text(key, value) end
 
 local row_labels, column_labels = {}, {}
 for i, x in ipairs(xs) do column_labels[i] = label(p.x, x) end

@@ -1,13 +1,16 @@
 -- The pipeline the recipes share: prompt -> conditioning -> guided denoiser -> sigmas -> noise -> sampler
 --
---   generate.model_options(defaults) -> defaults plus model, width, height, clip_skip, vae, weights, lora, lora_dir
+--   generate.model_options(defaults) -> defaults plus model, width, height, clip_skip, vae, weights, lora, lora_dir,
+--     subseed and subseed_strength (A1111's variation seed: each image's noise slerped that far towards the
+--     subseed's noise)
 --   generate.open(p) -> the model p.model names: a file or folder (kiri.models.load: a diffusers pipeline, a
 --     single-file checkpoint, ...) when it has a "/", "." or ":", else a kiri.models plugin ("default"); with
 --     p.vae, a VAE file to use instead of the model's own; with p.weights, the format the weights are kept in
 --     (f32, f16, bf16 or q8_0; "" keeps the file's)
 --   generate.sample(p [, init [, hooks [, model]]]) -> images [batch, C, H, W] in [-1, 1]: the samples, decoded
 --     by the model (m:decode; latent models' VAE)
---     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model, and optionally
+--     p: prompt, negative, steps, cfg, sampler, schedule, seed, batch and model (image k of the batch has seed
+--     seed + k - 1, for its starting noise and its sampler's noise, as in A1111), and optionally
 --     width and height (image pixels; 0 or absent: the model's default size), clip_skip (A1111's "Clip skip",
 --     for text encoders), guidance: comma-separated names of guidance patches to apply with their defaults
 --     ("rescale_cfg,dynamic_thresholding"; "none" or "" for none); model: an open model to use instead of
@@ -58,18 +61,21 @@ local function patches(p, hooks)
     return list
 end
 
--- prompt.schedule, with a syntax error raised at the recipe's line (the parser's own errors carry none).
-local function schedule(text, steps, encode)
+-- prompt.schedule for the user's prompt or negative prompt (`what`): its syntax errors and the model's refusals
+-- (a class the default model does not know, a prompt too long) are input errors that say which of the two.
+local function schedule(text, steps, encode, what)
     local ok, result = pcall(prompt.schedule, text, steps, encode)
     if ok then return result end
-    error(result, type(result) == "string" and result:find("^prompt: ") and 3 or 0)
+    if type(result) ~= "string" or result:find("not enough memory", 1, true) then error(result, 0) end
+    local message = result:gsub("^[^\n]-:%d+: ", ""):gsub("^prompt: ", "")
+    recipe.input_error(what .. ": " .. message)
 end
 
 -- `defaults` with the keys every recipe takes for its model (recipe.params checks them): model (plugin name or
 -- path), width and height (0: the model's), clip_skip, vae, lora and lora_dir.
 function generate.model_options(defaults)
     local options = {model = "default", width = 0, height = 0, clip_skip = 0, vae = "", weights = "", lora = "",
-        lora_dir = ""}
+        lora_dir = "", subseed = 0, subseed_strength = 0.0}
     for key, value in pairs(defaults) do options[key] = value end
     return options
 end
@@ -161,6 +167,32 @@ local function mask_for(mask, sample_shape)
     return mask:reshape({h, factor, w, factor}):mean(4):mean(2):reshape({1, 1, h, w})
 end
 
+-- Spherical interpolation from `low` (val 0) to `high` (val 1), A1111's slerp (modules/processing.py) for its
+-- variation seeds; A1111 normalises over dim 1 of a [C, H, W] noise, this over the whole sample, and keeps its
+-- linear fallback for (nearly) parallel noises.
+local function slerp(val, low, high)
+    local dot = (low * high):sum() / math.sqrt((low * low):sum() * (high * high):sum())
+    if dot > 0.9995 then return low * val + high * (1 - val) end
+    local omega = math.acos(dot)
+    local so = math.sin(omega)
+    return low * (math.sin((1 - val) * omega) / so) + high * (math.sin(val * omega) / so)
+end
+
+-- Each image's starting noise and seed, as A1111's create_random_tensors: image k has seed + k - 1 (and with a
+-- variation seed, subseed + k - 1), so any image of a batch is the one its seed makes alone.
+local function starting_noise(p, sample_shape)
+    local shape = {1, table.unpack(sample_shape)}
+    local noises, seeds = {}, {}
+    for k = 1, p.batch do
+        seeds[k] = p.seed + k - 1
+        noises[k] = kiri.randn(shape, seeds[k])
+        if (p.subseed_strength or 0) > 0 then
+            noises[k] = slerp(p.subseed_strength, noises[k], kiri.randn(shape, (p.subseed or 0) + k - 1))
+        end
+    end
+    return #noises == 1 and noises[1] or kiri.cat(noises, 1), seeds
+end
+
 -- Both entry points tail-call this, so that errors raised at level 3 below point at the recipe's line.
 local function sample(p, init, hooks, model, decode)
     hooks = hooks or {}
@@ -173,7 +205,7 @@ local function sample(p, init, hooks, model, decode)
     for key, value in pairs(model.info.schedule or {}) do schedule_opts[key] = value end
     local sigmas = kiri.schedules[p.schedule](schedule_opts)
     local sample_shape, image_shape = shapes(model, p, init)
-    local noise = kiri.randn({p.batch, table.unpack(sample_shape)}, p.seed)
+    local noise, seeds = starting_noise(p, sample_shape)
     local image, mask = init and (init.latents or init.image), init and init.mask
     if init then
         if type(image) == "string" then image = recipe.load_image(image, image_shape) end
@@ -189,13 +221,13 @@ local function sample(p, init, hooks, model, decode)
     local clip_skip = p.clip_skip and p.clip_skip > 0 and {clip_skip = p.clip_skip} or nil
     local encode = function(text) return model:encode(text, clip_skip) end
     local steps = #sigmas - 1
-    local negative = schedule(p.negative, steps, encode)
-    if #negative(1) > 1 then error("the negative prompt cannot be composed with AND", 2) end
+    local negative = schedule(p.negative, steps, encode, "negative prompt")
+    if #negative(1) > 1 then recipe.input_error("negative prompt: it cannot be composed with AND") end
     local guided = kiri.guidance.cfg(denoiser, {
-        cond = schedule(prompt_text, steps, encode), uncond = negative, scale = p.cfg, sigmas = sigmas,
+        cond = schedule(prompt_text, steps, encode, "prompt"), uncond = negative, scale = p.cfg, sigmas = sigmas,
         encode = encode, pre_cfg = hooks.pre_cfg, cfg = hooks.cfg, post_cfg = hooks.post_cfg, patches = patches(p, hooks),
     })
-    local opts = {seed = p.seed, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}
+    local opts = {seed = seeds, callback = hooks.on_step, noise_sampler = hooks.noise_sampler}
     local x
     if not init then
         x = kiri.samplers[p.sampler](guided, noise * sigmas[1], sigmas, opts)

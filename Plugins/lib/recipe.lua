@@ -2,24 +2,31 @@
 --
 --   params(arg, defaults)     -> a table of parameters: the defaults, overridden by `key=value`
 --                                arguments. Each value takes the type of its default (number, integer,
---                                boolean or string). An unknown key or a bad value is an error that lists
---                                the valid keys.
+--                                boolean or string), and the keys every pipeline shares must be in range
+--                                (recipe.ranges: steps >= 1, cfg >= 0, ...). An unknown key or a bad value
+--                                is an input error that names the argument and lists the valid keys.
+--   input_error(message)      raises an error about the user's input: the command line shows the message
+--                                alone, with no position or traceback in the recipe (bridge.c)
 --   values(key, text, default) -> the comma-separated values of `text` as a list, each of the type of
 --                                `default` (for X/Y plots: "5,10,20" for steps)
 --   parameters_text(fields)   -> the A1111 "parameters" text: the prompt, "Negative prompt: ...", then
 --                                "Steps: 20, Sampler: ..., Schedule type: ..., CFG scale: ..., Seed: ...,
 --                                Size: WxH, Model: ..." (stable-diffusion-webui modules/processing.py
---                                create_infotext), which A1111, ComfyUI and civitai read back; a plot's
+--                                create_infotext), which A1111, ComfyUI and civitai read back, with A1111's
+--                                names ("Sampler: DPM++ 2M", "Schedule type: Karras": recipe.display_names)
+--                                and number format ("CFG scale: 7", recipe.number_text); a plot's
 --                                axes (x_type, x_values, ... z_values) last, as "X Type: Steps, X Values: ..."
 --   field_name(key)           -> the name parameters_text gives a key ("CFG scale" for cfg), for labels
 --   save(path, image, fields) saves an image in [0, 1] ([C, H, W] or [1, C, H, W]) as a PNG whose
 --                                "parameters" text is parameters_text(fields); fields.size defaults to
---                                the image's. The engine adds the recipe's name, source and arguments.
+--                                the image's, fields.version "kiri VERSION". The engine adds the recipe's
+--                                name, source and arguments.
 --                                Returns the path written, with the output folder.
 --   save_samples(path, x, fields)
 --                                each sample of x [batch, C, H, W] in [-1, 1] as a PNG: `path` itself
---                                for one sample, else path-1.png, path-2.png, ... (Batch pos in fields);
---                                returns the paths written
+--                                for one sample, else path-1.png, path-2.png, ..., sample k with its own
+--                                Seed (seed + k - 1); returns the paths written (an existing file is kept
+--                                and the next free name taken, unless the run may overwrite)
 --   load_image(path, shape)   -> a PNG as a [1, C, H, W] sample in [-1, 1] for a model whose samples have
 --                                shape {C, H, W}: RGB becomes grey by Rec. 601 luma (as PIL's "L"), alpha
 --                                is dropped; the size must match
@@ -48,15 +55,41 @@ local function parse(text, default)
     return number
 end
 
+local input_error_meta = {__tostring = function(self) return self.input_error end}
+
+function recipe.input_error(message)
+    error(setmetatable({input_error = message}, input_error_meta), 0)
+end
+
+-- The ranges of the keys recipes share (lib/generate.lua's), so that `steps=0` or `cfg=-1` is refused by name
+-- before anything runs. A1111's UI bounds them alike (its batch size goes to 8; 64 here).
+recipe.ranges = {
+    steps = {least = 1}, cfg = {least = 0}, batch = {least = 1, most = 64}, seed = {least = 0},
+    strength = {above = 0, most = 1}, width = {least = 0, multiple = 8}, height = {least = 0, multiple = 8},
+    clip_skip = {least = 0}, subseed = {least = 0}, subseed_strength = {least = 0, most = 1},
+}
+
+local function out_of_range(key, value)
+    local range = recipe.ranges[key]
+    if range == nil or type(value) ~= "number" then return nil end
+    if range.least and value < range.least then return format("must be at least %s", range.least) end
+    if range.above and value <= range.above then return format("must be more than %s", range.above) end
+    if range.most and value > range.most then return format("must be at most %s", range.most) end
+    if range.multiple and value % range.multiple ~= 0 then return format("must be a multiple of %d", range.multiple) end
+    return nil
+end
+
 function recipe.values(key, values, default)
     local list = {}
     for _, item in ipairs(strings.split(values, ",")) do
         item = strings.trim(item)
         local value, expected = parse(item, default)
-        if value == nil then error(format("%s: every value must be %s, got '%s'", key, expected, item), 2) end
+        if value == nil then recipe.input_error(format("%s: every value must be %s, got '%s'", key, expected, item)) end
+        local problem = out_of_range(key, value)
+        if problem then recipe.input_error(format("%s: %s, got %s", key, problem, item)) end
         list[#list + 1] = value
     end
-    if #list == 0 then error(format("%s: no values in '%s'", key, values), 2) end
+    if #list == 0 then recipe.input_error(format("%s: no values in '%s'", key, values)) end
     return list
 end
 
@@ -70,14 +103,18 @@ function recipe.params(arguments, defaults)
         local equals = arguments[i]:find("=", 1, true)   -- not a pattern: a value may be a long prompt
         local key = equals and arguments[i]:sub(1, equals - 1)
         if not (key and key:find("^[%w_]+$")) then
-            error(format("argument %d ('%s'): key=value expected; keys: %s", i, arguments[i], table.concat(keys, ", ")), 2)
+            local hint = arguments[i]:find("^%-") and " (kiri's own options go before the recipe's FILE)" or ""
+            recipe.input_error(format("argument %d ('%s'): key=value expected%s; keys: %s", i, arguments[i], hint,
+                table.concat(keys, ", ")))
         end
         if defaults[key] == nil then
-            error(format("argument %d: unknown key '%s'; keys: %s", i, key, table.concat(keys, ", ")), 2)
+            recipe.input_error(format("argument %d: unknown key '%s'; keys: %s", i, key, table.concat(keys, ", ")))
         end
         local written = arguments[i]:sub(equals + 1)
         local value, expected = parse(written, defaults[key])
-        if value == nil then error(format("argument %d: %s must be %s, got '%s'", i, key, expected, written), 2) end
+        if value == nil then recipe.input_error(format("%s=%s: %s must be %s", key, written, key, expected)) end
+        local problem = out_of_range(key, value)
+        if problem then recipe.input_error(format("%s=%s: %s %s", key, written, key, problem)) end
         params[key] = value
     end
     return params
@@ -87,11 +124,54 @@ end
 local ordered = {
     {"steps", "Steps"}, {"sampler", "Sampler"}, {"schedule", "Schedule type"}, {"cfg", "CFG scale"}, {"guidance", "Guidance"},
     {"seed", "Seed"}, {"size", "Size"}, {"model_hash", "Model hash"}, {"model", "Model"}, {"vae", "VAE"},
-    {"clip_skip", "Clip skip"}, {"strength", "Denoising strength"}, {"batch", "Batch size"}, {"position", "Batch pos"},
+    {"subseed", "Variation seed"}, {"subseed_strength", "Variation seed strength"},
+    {"strength", "Denoising strength"}, {"clip_skip", "Clip skip"}, {"lora_hashes", "Lora hashes"},
     -- An X/Y/Z plot's axes, as scripts/xyz_grid.py adds them to its grid's infotext.
     {"x_type", "X Type"}, {"x_values", "X Values"}, {"y_type", "Y Type"}, {"y_values", "Y Values"},
-    {"z_type", "Z Type"}, {"z_values", "Z Values"},
+    {"z_type", "Z Type"}, {"z_values", "Z Values"}, {"version", "Version"},
 }
+
+-- A1111's names for the samplers and schedules it shares with Kiri (modules/sd_samplers_kdiffusion.py,
+-- sd_samplers_timesteps.py, sd_schedulers.py), so its readers and civitai show and restore them; the others keep
+-- Kiri's plugin name.
+recipe.display_names = {
+    sampler = {
+        euler = "Euler", euler_ancestral = "Euler a", heun = "Heun", lms = "LMS", dpm_2 = "DPM2",
+        dpm_2_ancestral = "DPM2 a", dpmpp_2s_ancestral = "DPM++ 2S a", dpmpp_2m = "DPM++ 2M", dpmpp_sde = "DPM++ SDE",
+        dpmpp_2m_sde = "DPM++ 2M SDE", dpmpp_3m_sde = "DPM++ 3M SDE", dpm_fast = "DPM fast", dpm_adaptive = "DPM adaptive",
+        restart = "Restart", ddim = "DDIM", lcm = "LCM", unipc = "UniPC", ipndm = "iPNDM", ipndm_v = "iPNDM_v",
+        deis = "DEIS", heunpp2 = "HeunPP2", euler_cfg_pp = "Euler CFG++", dpmpp_2m_cfg_pp = "DPM++ 2M CFG++",
+    },
+    schedule = {
+        karras = "Karras", exponential = "Exponential", polyexponential = "Polyexponential", sgm_uniform = "SGM Uniform",
+        kl_optimal = "KL Optimal", ays = "Align Your Steps", simple = "Simple", normal = "Normal",
+        ddim_uniform = "DDIM", beta = "Beta", discrete = "Automatic",
+    },
+}
+
+-- A number as Python writes a JSON number A1111 got from its UI: whole values without ".0" ("CFG scale: 7"),
+-- others in the fewest digits that read back the same.
+function recipe.number_text(value)
+    if math.type(value) == "integer" then return tostring(value) end
+    if value == math.floor(value) and math.abs(value) < 2 ^ 53 then return format("%d", value) end
+    for digits = 15, 17 do
+        local text = format("%." .. digits .. "g", value)
+        if tonumber(text) == value then return text end
+    end
+    return tostring(value)
+end
+
+-- A field's value as A1111 writes it: display names for samplers and schedules, numbers in one format, models and
+-- VAEs by their file's name (no host folder goes into a shared PNG).
+function recipe.field_text(key, value)
+    if type(value) == "number" then return recipe.number_text(value) end
+    local names = recipe.display_names[key]
+    if names and names[value] then return names[value] end
+    if (key == "model" or key == "vae") and type(value) == "string" then
+        return (value:match("([^/]+)/?$") or value):gsub("%.safetensors$", ""):gsub("%.gguf$", "")
+    end
+    return tostring(value)
+end
 
 function recipe.field_name(key)
     if key == "prompt" then return "Prompt" end
@@ -108,18 +188,19 @@ local function quoted(value)
     return value
 end
 
--- Models and VAEs by their file's name, as A1111 shows them (and no host folder goes into a shared PNG).
-local function file_name(path) return (path:match("([^/]+)/?$") or path):gsub("%.safetensors$", "") end
-
 function recipe.parameters_text(fields)
     local lines = {fields.prompt or ""}
     if fields.negative and fields.negative ~= "" then lines[#lines + 1] = "Negative prompt: " .. fields.negative end
     local settings = {}
     for _, pair in ipairs(ordered) do
         local value = fields[pair[1]]
-        if (pair[1] == "model" or pair[1] == "vae") and value ~= nil then value = file_name(value) end
         if pair[1] == "clip_skip" and (value or 0) <= 1 then value = nil end   -- A1111 shows only a skip
-        if value ~= nil and value ~= "" then settings[#settings + 1] = pair[2] .. ": " .. quoted(value) end
+        if (pair[1] == "subseed" or pair[1] == "subseed_strength") and (fields.subseed_strength or 0) == 0 then
+            value = nil                                                         -- and a variation seed only in use
+        end
+        if value ~= nil and value ~= "" then
+            settings[#settings + 1] = pair[2] .. ": " .. quoted(recipe.field_text(pair[1], value))
+        end
     end
     lines[#lines + 1] = table.concat(settings, ", ")
     return table.concat(lines, "\n")
@@ -128,6 +209,7 @@ end
 function recipe.save(path, image, fields)
     local shape = image:shape()
     fields.size = fields.size or format("%dx%d", shape[#shape], shape[#shape - 1])
+    fields.version = fields.version or "kiri " .. kiri.version()
     return kiri.image.save(path, image, {parameters = recipe.parameters_text(fields)})
 end
 
@@ -137,8 +219,9 @@ function recipe.save_samples(path, x, fields)
     for i = 1, count do
         local position = {}
         for key, value in pairs(fields) do position[key] = value end
-        position.batch, position.position = nil, nil
-        if count > 1 then position.batch, position.position = count, i end
+        -- Image i was made from seed + i - 1 (lib/generate.lua), and is made alone from that seed.
+        if math.type(fields.seed) == "integer" then position.seed = fields.seed + i - 1 end
+        if math.type(fields.subseed) == "integer" then position.subseed = fields.subseed + i - 1 end
         local name = count == 1 and path or path:gsub("%.png$", "") .. "-" .. i .. ".png"
         paths[i] = recipe.save(name, kiri.post.to_image(x:narrow(1, i, 1)), position)
     end

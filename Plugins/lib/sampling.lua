@@ -15,7 +15,8 @@
 --                                              calls opts.callback{i=, x=, sigma=, sigma_hat=, denoised=}
 --                                              (i is the 1-based step: sigma == sigmas[i]); `fields`
 --                                              adds entries. Tensors in info belong to the sampler.
---   noise_sampler(x, opts)                     opts.noise_sampler, else default_noise_sampler(x, opts.seed)
+--   noise_sampler(x, opts)                     opts.noise_sampler, else default_noise_sampler(x, opts.seed); a
+--                                              list of seeds, one per sample, draws each sample's own stream
 --   brownian_noise_sampler(x, sigmas, opts)    opts.noise_sampler, else a Brownian tree over the positive
 --                                              sigmas, seeded by opts.seed (the SDE samplers' default)
 --   default_noise_sampler(x, seed)             kiri.noise.gaussian(x, seed): independent N(0, I) draws
@@ -83,8 +84,25 @@ function sampling.callback(opts, i, x, sigma, sigma_hat, denoised, fields)
     opts.callback(info)
 end
 
+-- `make(x, seed)`'s noise sampler, or with a list of seeds, one per sample (lib/generate.lua gives image k the
+-- seed seed + k - 1, as A1111 does), one stream per sample: an image of a batch then gets the noise it gets alone.
+function sampling.per_sample(x, seeds, make)
+    if type(seeds) ~= "table" then return make(x, seeds) end
+    if #seeds ~= x:size(1) then
+        error(("%d seeds for a batch of %d samples"):format(#seeds, x:size(1)), 3)
+    end
+    local streams = {}
+    for k, seed in ipairs(seeds) do streams[k] = make(x:narrow(1, k, 1), seed) end
+    if #streams == 1 then return streams[1] end
+    return function(...)
+        local parts = {}
+        for k, stream in ipairs(streams) do parts[k] = stream(...) end
+        return kiri.cat(parts, 1)
+    end
+end
+
 function sampling.default_noise_sampler(x, seed)
-    return kiri.noise.gaussian(x, seed)
+    return sampling.per_sample(x, seed, kiri.noise.gaussian)
 end
 
 function sampling.noise_sampler(x, opts)
@@ -96,7 +114,9 @@ end
 function sampling.brownian_noise_sampler(x, sigmas, opts)
     if opts.noise_sampler then return opts.noise_sampler end
     local sigma_min, sigma_max = sampling.sigma_range(sigmas)
-    return kiri.noise.brownian_tree(x, sigma_min, sigma_max, opts.seed)
+    return sampling.per_sample(x, opts.seed, function(sample, seed)
+        return kiri.noise.brownian_tree(sample, sigma_min, sigma_max, seed)
+    end)
 end
 
 function sampling.sigma_range(sigmas)

@@ -16,10 +16,12 @@ public struct RunRequest {
     public var allowedFiles: [String]
     /// Where the samplers' progress goes (nil: nowhere).
     public var progress: KiriProgress?
+    /// Whether the run may replace files in the output folder (`--overwrite`); else it writes the next free name.
+    public var overwrite: Bool
 
     public init(script: String, arguments: [String] = [], limits: SandboxLimits = SandboxLimits(),
                 outputDirectory: String = "out", pluginDirectories: [String] = [], source: String? = nil,
-                allowedFiles: [String] = [], progress: KiriProgress? = nil) {
+                allowedFiles: [String] = [], progress: KiriProgress? = nil, overwrite: Bool = false) {
         self.script = script
         self.arguments = arguments
         self.limits = limits
@@ -28,6 +30,7 @@ public struct RunRequest {
         self.source = source
         self.allowedFiles = allowedFiles
         self.progress = progress
+        self.overwrite = overwrite
     }
 }
 
@@ -59,7 +62,8 @@ public enum RecipeRunner {
         let files = FileAccess(
             readRoots: recipeFolder + pluginFolders + Array(models.values) + namedFiles,
             moduleRoots: recipeFolder + pluginFolders,
-            outputDirectory: request.outputDirectory)
+            outputDirectory: request.outputDirectory, overwrite: request.overwrite,
+            missingNamedFiles: embedded ? [] : missingFiles(request.arguments))
         // Scripts and the PNGs they write see the recipe by its file name: no host folder is shown or shared.
         let name = FileAccess.name(of: request.script)
         let provenance = RecipeProvenance(recipe: name, source: source, arguments: request.arguments).text
@@ -67,6 +71,7 @@ public enum RecipeRunner {
                                             bundledModels: models, imageText: provenance, output: output)
         defer { runtime.close() }
         runtime.progress = request.progress
+        defer { request.progress?.end() }   // a failed run's bar ends its line before the error is printed
         do {
             try runtime.run(source: source, name: name, arguments: request.arguments)
         } catch var failure as ScriptFailure {
@@ -97,6 +102,16 @@ public enum RecipeRunner {
               trimmed[trimmed.index(after: colon)...].allSatisfy({ $0.isWhitespace || "0123456789.+-".contains($0) })
         else { return trimmed }
         return trimmed[..<colon].trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The values of `key=value` arguments that look like a file's name (a known file extension) but name nothing:
+    /// `init=nonexistent.png` is then "no such file", not a sandbox refusal.
+    static func missingFiles(_ arguments: [String]) -> [String] {
+        let extensions = ["png", "safetensors", "gguf", "ckpt", "pt", "bin", "json", "lua", "txt"]
+        return filesIn(arguments).filter { path in
+            guard !path.utf8.contains(0), !path.contains("="), let dot = path.lastIndex(of: ".") else { return false }
+            return extensions.contains(path[path.index(after: dot)...].lowercased()) && !FileManager.default.fileExists(atPath: path)
+        }
     }
 
     /// Only regular files are granted: a folder would open everything under it, a FIFO or device would block.

@@ -74,7 +74,7 @@ public enum UNetBenchmark {
     static func output(python: String, script name: String, arguments: [String]) throws -> String {
         let script = benchmarks.appendingPathComponent(name).path
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
+        process.executableURL = URL(fileURLWithPath: try executable(python))
         process.arguments = [script] + arguments
         let output = Pipe()
         process.standardOutput = output
@@ -85,6 +85,16 @@ public enum UNetBenchmark {
             throw BenchmarkError("\(python) \(script) failed with status \(process.terminationStatus)")
         }
         return text
+    }
+
+    /// A program as a shell finds it: a name without a '/' (`python3`) is looked up in PATH.
+    static func executable(_ program: String) throws -> String {
+        if program.contains("/") { return program }
+        let folders = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":")
+        guard let found = folders.map({ "\($0)/\(program)" }).first(where: FileManager.default.isExecutableFile) else {
+            throw BenchmarkError("--python \(program): no such program in PATH")
+        }
+        return found
     }
 
     /// Tests/Benchmarks in the checkout this binary was built from.

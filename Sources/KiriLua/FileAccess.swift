@@ -11,11 +11,19 @@ public struct FileAccess: Sendable {
     /// Folders searched by `require`, in order; `a.b` is `a/b.lua` in one of them.
     public var moduleRoots: [String]
     public var outputDirectory: String?
+    /// Whether a write may replace an existing file (`--overwrite`); otherwise it takes the next free name.
+    public var overwrite: Bool
+    /// Files the user named on the command line that do not exist: reading one says "no such file", since the
+    /// user asked for it, where any other missing path outside the roots is refused without saying whether it exists.
+    public var missingNamedFiles: [String]
 
-    public init(readRoots: [String] = [], moduleRoots: [String] = [], outputDirectory: String? = nil) {
+    public init(readRoots: [String] = [], moduleRoots: [String] = [], outputDirectory: String? = nil,
+                overwrite: Bool = false, missingNamedFiles: [String] = []) {
         self.readRoots = readRoots
         self.moduleRoots = moduleRoots
         self.outputDirectory = outputDirectory
+        self.overwrite = overwrite
+        self.missingNamedFiles = missingNamedFiles
     }
 
     /// The real path of an existing file or folder (a model folder) the script may read.
@@ -26,6 +34,9 @@ public struct FileAccess: Sendable {
         let real = Self.realPath(path)
         let nearest = real ?? Self.realPath(Self.folder(of: path))
         let roots = readRoots + (outputDirectory.map { [$0] } ?? [])
+        if real == nil, missingNamedFiles.contains(path) {
+            throw ScriptError("cannot read '\(path)': no such file (it was named on the command line)")
+        }
         guard let nearest, roots.contains(where: { root in Self.realPath(root).map { Self.isInside(nearest, $0) } ?? false }) else {
             throw ScriptError("cannot read '\(path)': outside the folders this run may read (the recipe's folder, plugin folders, the output folder, files named on the command line)")
         }
@@ -40,12 +51,15 @@ public struct FileAccess: Sendable {
     /// costs nothing.
     public static let maxWritePath = 1024
 
-    /// Writes `data` to `path` under the output folder, charging `disk` first. Refuses absolute paths, `..` and
-    /// folders that are symlinks; creates missing folders. The walk opens one folder at a time relative to the
-    /// last (linear in the depth, and no symlink swapped in later can redirect it); the file is written beside
-    /// its final name and renamed over it, so a failed write never leaves half a file and a symlink at the final
-    /// name is replaced, not followed.
-    public func write(_ data: some ContiguousBytes, to path: String, disk: DiskBudget) throws {
+    /// Writes `data` to `path` under the output folder, charging `disk` first, and returns the path written. Refuses
+    /// absolute paths, `..` and folders that are symlinks; creates missing folders. The walk opens one folder at a
+    /// time relative to the last (linear in the depth, and no symlink swapped in later can redirect it); the file
+    /// is written beside its final name and then moved there, so a failed write never leaves half a file and a
+    /// symlink at the final name is never followed. Without `overwrite` an existing file is kept and the data goes
+    /// to `NAME-2.EXT`, `NAME-3.EXT`, ...: the first free name, claimed by a hard link, which fails rather than
+    /// replace (so two runs writing at once cannot both take one name).
+    @discardableResult
+    public func write(_ data: some ContiguousBytes, to path: String, disk: DiskBudget) throws -> String {
         let count = data.withUnsafeBytes(\.count)
         guard let outputDirectory else { throw ScriptError("cannot write '\(path)': this run has no output folder") }
         try Self.checkName(path, "write")
@@ -94,12 +108,31 @@ public struct FileAccess: Sendable {
         }
         let writeError = errno
         Foundation.close(descriptor)
-        guard written == count, renameat(folder, temporary, folder, name) == 0 else {
-            if written != count { errno = writeError }
-            let error = failure(written == count ? "cannot replace it" : "write failed")
+        guard written == count else {
+            errno = writeError
+            let error = failure("write failed")
             unlinkat(folder, temporary, 0)
             throw error
         }
+        defer { unlinkat(folder, temporary, 0) }
+        if overwrite {
+            guard renameat(folder, temporary, folder, name) == 0 else { throw failure("cannot replace it") }
+            return path
+        }
+        for candidate in Self.freeNameCandidates(name) {
+            if linkat(folder, temporary, folder, candidate, 0) == 0 {
+                return (components.dropLast() + [candidate]).joined(separator: "/")
+            }
+            guard errno == EEXIST else { throw failure("cannot create it") }
+        }
+        throw ScriptError("cannot write '\(path)': it and the next 9999 numbered names exist (--overwrite replaces)")
+    }
+
+    /// `name`, then `stem-2.ext` ... `stem-10000.ext`.
+    static func freeNameCandidates(_ name: String) -> some Sequence<String> {
+        let dot = name.lastIndex(of: ".").flatMap { $0 == name.startIndex ? nil : $0 } ?? name.endIndex
+        let (stem, ext) = (name[..<dot], name[dot...])
+        return [name].lazy + (2...10000).lazy.map { "\(stem)-\($0)\(ext)" }
     }
 
     /// How a script sees the file it wrote at `path`: with the output folder when that is a relative path (so a

@@ -50,7 +50,8 @@ extension Bindings {
         },
         Binding(name: "write_text", tables: ["kiri"], tensorResults: 0) { call in
             let path = try call.string(1), text = try call.string(2)
-            try call.runtime.files.write(Data(text.utf8), to: path, disk: call.runtime.disk)
+            let written = try call.runtime.files.write(Data(text.utf8), to: path, disk: call.runtime.disk)
+            try call.push(call.runtime.files.shownPath(written))
         },
         /// (step, total): the outermost sampler reached `step` of `total` (0 as it starts).
         Binding(name: "progress", tables: ["host"], tensorResults: 0) { call in

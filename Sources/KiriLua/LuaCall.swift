@@ -20,11 +20,16 @@ public struct Binding: @unchecked Sendable {  // immutable after start-up
     /// How many new tensors it may return: the C side reserves their userdata before the call.
     public var tensorResults: Int
     public var body: (LuaCall) throws -> Void
+    /// A model evaluation (loading, a forward pass, hashing a checkpoint): it runs off the script clock, so the
+    /// time limit stops runaway Lua, not the minutes a model takes on a CPU (Cancellation).
+    public var offScriptClock: Bool
 
-    public init(name: String, tables: [String], tensorResults: Int, body: @escaping (LuaCall) throws -> Void) {
+    public init(name: String, tables: [String], tensorResults: Int, offScriptClock: Bool = false,
+                body: @escaping (LuaCall) throws -> Void) {
         self.name = name
         self.tables = tables
         self.tensorResults = tensorResults
+        self.offScriptClock = offScriptClock
         self.body = body
     }
 }

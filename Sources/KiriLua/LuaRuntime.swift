@@ -11,15 +11,20 @@ public protocol KiriProgress: AnyObject {
 
 /// Limits of one sandboxed run (security-cases.md, section B).
 public struct SandboxLimits: Sendable {
-    /// Wall-clock limit, enforced by an instruction hook and by long host kernels (Cancellation); sticky once tripped.
+    /// Seconds of script time: the run's time outside model evaluations, which stops a runaway recipe without
+    /// counting the minutes a model takes on a CPU. Enforced by an instruction hook and by long host kernels
+    /// (Cancellation); sticky once tripped.
     public var timeout: Double
+    /// Seconds of wall-clock time for the whole run, model evaluations included (infinity: no limit).
+    public var wallTimeout: Double
     /// One cap for Lua's allocations and tensor bytes together.
     public var memory: Int
     /// Bytes the run may write, all files together.
     public var disk: Int
 
-    public init(timeout: Double = 60, memory: Int = 4 << 30, disk: Int = 1 << 30) {
+    public init(timeout: Double = 60, wallTimeout: Double = .infinity, memory: Int = 4 << 30, disk: Int = 1 << 30) {
         self.timeout = timeout
+        self.wallTimeout = wallTimeout
         self.memory = memory
         self.disk = disk
     }
@@ -30,6 +35,8 @@ public struct ScriptFailure: Error, CustomStringConvertible {
     public enum Kind: Sendable { case error, timeout, cancelled, memory, setup }
     public var kind: Kind
     public var message: String
+    /// Which limit stopped the run, for a `.timeout` or `.cancelled` failure.
+    public var stoppedBy: Cancellation.Reason?
     /// The files the failed run had loaded, so `--watch` knows what to wait for.
     public var loadedFiles: [String] = []
     public var description: String { message }
@@ -84,11 +91,14 @@ public final class LuaRuntime {
         self.plugins = plugins
         self.output = output
         budget = MemoryBudget(limit: limits.memory)
-        cancellation = Cancellation(timeout: limits.timeout)
+        cancellation = Cancellation(timeout: limits.timeout, wallTimeout: limits.wallTimeout)
         disk = DiskBudget(limit: limits.disk)
         self.libraries = libraries
         let libraryBindings = libraries.flatMap(\.bindings)
-        libraryBodies = ContiguousArray(libraryBindings.map(\.body))
+        libraryBodies = ContiguousArray(libraryBindings.map { binding in
+            guard binding.offScriptClock else { return binding.body }
+            return { call in try call.runtime.cancellation.offScriptClock { try binding.body(call) } }
+        })
         var options = KiriStateOptions(
             memoryCounter: budget.counter, host: nil, dispatch: dispatchBinding, releaseHandle: releaseTensorHandle,
             output: writeOutput, interrupt: interruptRun)
@@ -168,7 +178,9 @@ public final class LuaRuntime {
         // A stopped run fails even when the script caught the error and returned normally.
         if let reason = cancellation.reason {
             let message = status != 0 ? text(of: error) : "\(name): \(cancellation.error.message)"
-            throw ScriptFailure(kind: reason == .cancelled ? .cancelled : .timeout, message: message)
+            var failure = ScriptFailure(kind: reason == .cancelled ? .cancelled : .timeout, message: message)
+            failure.stoppedBy = reason
+            throw failure
         }
         guard status != 0 else { return }
         let kind: ScriptFailure.Kind = status == 4 /* LUA_ERRMEM */ ? .memory : .error

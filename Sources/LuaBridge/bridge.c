@@ -772,8 +772,15 @@ static const char *push_script_message(lua_State *L, const char *message) {
     return lua_tostring(L, -1);
 }
 
-/// Message handler: the error as a string plus a traceback. Never called for memory errors.
+/// Message handler: the error as a string plus a traceback. Never called for memory errors. An error about the
+/// user's input (a table with a string `input_error`, which lib/recipe.lua's input_error raises) is that string
+/// alone: it names the argument or option the user gave, and a traceback into the recipe would only distract.
 static int traceback_handler(lua_State *L) {
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        lua_pushliteral(L, "input_error");
+        if (lua_rawget(L, 1) == LUA_TSTRING) return 1;
+        lua_pop(L, 1);
+    }
     const char *message = lua_tostring(L, 1);
     if (message == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) message = lua_tostring(L, -1);

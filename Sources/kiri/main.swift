@@ -15,8 +15,16 @@ struct KiriCommand: ParsableCommand {
 }
 
 /// Parses "4G", "512M", "64K" or a plain byte count.
-struct ByteCount: ExpressibleByArgument {
+struct ByteCount: ExpressibleByArgument, CustomStringConvertible {
     var bytes: Int
+    /// How --help shows a default: "4G", as it is typed.
+    var description: String {
+        for (unit, scale) in [("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] where bytes % scale == 0 {
+            return "\(bytes / scale)\(unit)"
+        }
+        return "\(bytes)"
+    }
+    var defaultValueDescription: String { description }
     init?(argument: String) {
         let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
         var text = argument.uppercased()
@@ -32,11 +40,50 @@ struct ByteCount: ExpressibleByArgument {
 struct PluginOptions: ParsableArguments {
     @Option(name: .customLong("plugins"), help: "A folder of user plugins, searched before the bundled ones (repeatable).")
     var directories: [String] = []
+
+    /// A misspelt folder would otherwise leave the bundled plugins in use without a word.
+    func validate() throws {
+        for directory in directories {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isFolder), isFolder.boolValue else {
+                throw ValidationError("--plugins '\(directory)': no such folder")
+            }
+        }
+    }
+
+    /// Says which user plugins replace bundled ones of the same name, so a recipe's different output is explained.
+    func reportOverrides() {
+        let catalog = PluginPath.catalog(user: directories)
+        for domain in PluginCatalog.domains {
+            for entry in catalog.entries(domain: domain) where entry.overridesBundled {
+                report("note: the user plugin \(entry.path) replaces the bundled \(domain)/\(entry.name).lua")
+            }
+        }
+    }
+}
+
+/// The run's two clocks (SandboxLimits), the same for `run` and `sample`: the script's own time is limited so
+/// that a runaway recipe stops, while model evaluations (minutes for Stable Diffusion on a CPU) are not.
+struct TimeLimitOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Stop a recipe after this many seconds of its own work; model evaluations (loading, each network pass) do not count.")
+    var timeout: Double = 60
+    @Option(parsing: .unconditional, help: "Stop the whole run after this many seconds, model evaluations included (default: no limit).")
+    var wallTimeout: Double?
+
+    func validate() throws {
+        guard timeout.isFinite, timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds, got \(timeout)") }
+        if let wallTimeout, !(wallTimeout.isFinite && wallTimeout > 0) {
+            throw ValidationError("--wall-timeout must be a positive number of seconds, got \(wallTimeout)")
+        }
+    }
+
+    func limits(memory: Int, disk: Int) -> SandboxLimits {
+        SandboxLimits(timeout: timeout, wallTimeout: wallTimeout ?? .infinity, memory: memory, disk: disk)
+    }
 }
 
 struct SandboxOptions: ParsableArguments {
-    @Option(help: "Stop the script after this many seconds.")
-    var timeout: Double = 60
+    @OptionGroup var time: TimeLimitOptions
     @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M (a 512×512 SD 1.5 generation fits in 4G).")
     var memory: ByteCount = ByteCount(argument: "4G")!
     @Option(help: "Cap on the bytes the script may write, all files together, e.g. 1G or 200M.")
@@ -45,19 +92,20 @@ struct SandboxOptions: ParsableArguments {
     var allowedFiles: [String] = []
     @Option(name: [.short, .long], help: "Folder the script may write into.")
     var output: String = "out"
+    @Flag(help: "Let the script replace files in the output folder; without it an existing file is kept and the new one gets the next free name (NAME-2.png, ...).")
+    var overwrite = false
     @OptionGroup var plugins: PluginOptions
-    @Flag(name: [.short, .long], help: "No progress bar (it is only drawn when stderr is a terminal anyway).")
+    @Flag(name: [.short, .long], help: "No progress bar or notes (the bar is only drawn when stderr is a terminal anyway).")
     var quiet = false
 
-    func validate() throws {
-        guard timeout.isFinite, timeout > 0 else { throw ValidationError("--timeout must be a positive number of seconds") }
-    }
-
     func request(script: String, arguments: [String], source: String? = nil, outputDirectory: String? = nil) -> RunRequest {
-        RunRequest(script: script, arguments: arguments,
-                   limits: SandboxLimits(timeout: timeout, memory: memory.bytes, disk: disk.bytes),
-                   outputDirectory: outputDirectory ?? output, pluginDirectories: plugins.directories, source: source,
-                   allowedFiles: allowedFiles, progress: ProgressBar.standardError(quiet: quiet))
+        if !quiet { plugins.reportOverrides() }
+        var request = RunRequest(script: script, arguments: arguments,
+                                 limits: time.limits(memory: memory.bytes, disk: disk.bytes),
+                                 outputDirectory: outputDirectory ?? output, pluginDirectories: plugins.directories,
+                                 source: source, allowedFiles: allowedFiles, progress: ProgressBar.standardError(quiet: quiet))
+        request.overwrite = overwrite
+        return request
     }
 }
 
@@ -67,6 +115,11 @@ func runOnce(_ request: RunRequest) -> Result<[String], ScriptFailure> {
         return .success(try RecipeRunner.run(request))
     } catch let failure as ScriptFailure {
         report(failure.message)
+        switch failure.stoppedBy {
+        case .timeLimit: report("the recipe's own time passed --timeout; give a larger --timeout SECONDS if it is legitimate (files it wrote are kept)")
+        case .wallTimeLimit: report("the run passed --wall-timeout; give a larger one, or none, if it is legitimate (files it wrote are kept)")
+        default: break
+        }
         return .failure(failure)
     } catch {
         report("\(error)")
@@ -149,7 +202,7 @@ extension KiriCommand {
             discussion: """
                 The default model draws Fashion-MNIST's classes: t-shirt, trouser, pullover, dress, coat, sandal, \
                 shirt, sneaker, bag and ankle boot (plurals and synonyms such as "boots" or "jeans" work too).
-                Example: kiri sample --prompt sneaker --steps 20 --cfg 4 --sampler dpmpp_2m --schedule karras --seed 7 -o sneaker.png
+                Example: kiri sample --prompt sneaker --steps 20 --cfg 4 --sampler dpmpp_2m --schedule karras --seed 7 --name sneaker.png
                 With --model, a Stable Diffusion 1.x or 2.x checkpoint: a diffusers folder, one .safetensors file or a .gguf file.
                 Example: kiri sample --model sd15.safetensors --prompt "a red fox in the snow" --width 512 --height 512
                 """)
@@ -158,44 +211,87 @@ extension KiriCommand {
         @Option(help: "What to steer away from: a class name, or empty for none.") var negative = ""
         @Option(help: "A model: a diffusers pipeline folder or a single-file .safetensors or .gguf checkpoint (default: Kiri's).")
         var model: String?
-        @Option(help: "Image width in pixels, a multiple of 8 (default: the model's).") var width = 0
-        @Option(help: "Image height in pixels, a multiple of 8 (default: the model's).") var height = 0
-        @Option(help: "A1111's Clip skip: 2 takes the text encoder's penultimate layer (default 1, the last).") var clipSkip = 1
+        @Option(parsing: .unconditional, help: "Image width in pixels, a multiple of 8 (default: the model's).") var width = 0
+        @Option(parsing: .unconditional, help: "Image height in pixels, a multiple of 8 (default: the model's).") var height = 0
+        @Option(parsing: .unconditional, help: "A1111's Clip skip: 2 takes the text encoder's penultimate layer (default 1, the last).") var clipSkip = 1
         @Option(help: "A VAE .safetensors file to use instead of the model's own (LDM or diffusers layout).") var vae: String?
         @Option(help: "The format weights are kept in: f32, f16, bf16 or q8_0 (8-bit blocks, half of f16's memory); default: as the file stores them.")
         var weights: String?
         @Option(help: "Memory cap for the run (the bundled recipe is trusted; a 512×512 SD 1.5 generation fits in 4G).")
         var memory: ByteCount = ByteCount(argument: "16G")!
-        @Option(help: "Sampler steps.") var steps = 20
-        @Option(help: "Classifier-free guidance scale.") var cfg = 4.0
+        @Option(parsing: .unconditional, help: "Sampler steps.") var steps = 20
+        @Option(parsing: .unconditional, help: "Classifier-free guidance scale.") var cfg = 4.0
         @Option(help: "A sampler plugin (kiri list samplers).") var sampler = "dpmpp_2m"
         @Option(help: "A schedule plugin (kiri list schedules).") var schedule = "karras"
         @Option(help: "Guidance patches with their defaults, comma-separated (kiri list guidance), e.g. rescale_cfg,apg.")
         var guidance = ""
         @OptionGroup var plugins: PluginOptions
-        @Option(help: "Seed of the starting noise and of the sampler's noise.") var seed = 0
-        @Option(help: "Images to make at once; several are written as NAME-1.png, NAME-2.png, ...") var batch = 1
-        @Option(name: [.short, .long], help: "The PNG to write.") var output = "sample.png"
-        @Flag(name: [.short, .long], help: "No progress bar.") var quiet = false
-        @Option(help: "Stop after this many seconds (a 512² Stable Diffusion image takes minutes on a CPU).") var timeout: Double = 3600
+        @Option(parsing: .unconditional, help: "Seed of image 1's noise; image k of a batch has seed + k - 1, as in A1111. -1 picks one at random (and says which).")
+        var seed = 0
+        @Option(parsing: .unconditional, help: "A1111's variation seed: each image's noise is slerped --subseed-strength of the way towards this seed's.")
+        var subseed = 0
+        @Option(parsing: .unconditional, help: "How far towards the variation seed's noise, from 0 (none) to 1.") var subseedStrength = 0.0
+        @Option(parsing: .unconditional, help: "Images to make at once (1 to 64).") var batch = 1
+        @Option(name: [.short, .long], help: "The folder to write into, as for kiri run.") var output = "out"
+        @Option(help: "The PNG's name in the output folder (default: A1111's NUMBER-SEED.png, numbered on from the folder's files); several images are NAME-1.png, NAME-2.png, ...")
+        var name: String?
+        @Flag(help: "Replace an existing file of that name; without it the new image gets the next free name.") var overwrite = false
+        @Flag(name: [.short, .long], help: "No progress bar or notes.") var quiet = false
+        @OptionGroup var time: TimeLimitOptions
+
+        /// Ranges as lib/recipe.lua checks them, said here with the option's own name.
+        func validate() throws {
+            func check(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
+            try check(steps >= 1, "--steps must be at least 1, got \(steps)")
+            try check(cfg.isFinite && cfg >= 0, "--cfg must be a number from 0 up, got \(cfg)")
+            try check((1...64).contains(batch), "--batch must be from 1 to 64, got \(batch)")
+            try check(seed >= -1, "--seed must be 0 or more (or -1 for a random one), got \(seed)")
+            try check(subseed >= 0, "--subseed must be 0 or more, got \(subseed)")
+            try check((0...1).contains(subseedStrength), "--subseed-strength must be from 0 to 1, got \(subseedStrength)")
+            try check(width >= 0 && width % 8 == 0, "--width must be a multiple of 8 (0: the model's), got \(width)")
+            try check(height >= 0 && height % 8 == 0, "--height must be a multiple of 8 (0: the model's), got \(height)")
+            try check(clipSkip >= 1, "--clip-skip must be at least 1, got \(clipSkip)")
+            try check(!output.lowercased().hasSuffix(".png"),
+                      "-o names the output folder, as for kiri run; give the file's name with --name \(FileAccess.name(of: output))")
+            if let name {
+                try check(name.lowercased().hasSuffix(".png"), "--name: Kiri writes PNG files, so the name must end in .png, got '\(name)'")
+                try check(!name.contains("/"), "--name is a file name inside the output folder (-o), got '\(name)'")
+            }
+        }
 
         func run() throws {
             guard let scripts = BundledFiles.scripts else { throw fail("cannot find Kiri's Scripts folder (set KIRI_HOME)") }
-            let folder = FileAccess.folder(of: output)
+            let seed = self.seed >= 0 ? self.seed : Int(UInt32.random(in: 0...UInt32.max))   // A1111's range
+            let file = name ?? String(format: "%05d-%d.png", Self.nextNumber(in: output), seed)
             let arguments = [
                 "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
                 "sampler=\(sampler)", "schedule=\(schedule)", "guidance=\(guidance)", "seed=\(seed)", "batch=\(batch)",
-                "out=\(FileAccess.name(of: output))", "width=\(width)", "height=\(height)", "clip_skip=\(clipSkip)",
+                "subseed=\(subseed)", "subseed_strength=\(subseedStrength)",
+                "out=\(file)", "width=\(width)", "height=\(height)", "clip_skip=\(clipSkip)",
             ] + (model.map { ["model=\($0)"] } ?? []) + (vae.map { ["vae=\($0)"] } ?? []) + (weights.map { ["weights=\($0)"] } ?? [])
-            let request = RunRequest(
+            var request = RunRequest(
                 script: scripts + "/txt2img.lua", arguments: arguments,
-                limits: SandboxLimits(timeout: timeout, memory: memory.bytes), outputDirectory: folder,
+                limits: time.limits(memory: memory.bytes, disk: SandboxLimits().disk), outputDirectory: output,
                 pluginDirectories: plugins.directories, progress: ProgressBar.standardError(quiet: quiet))
-            if prompt == nil {
-                print("kiri sample: no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
-                    + "CFG \(cfg), seed \(seed)). Try --prompt \"ankle boot\" or kiri sample --help.")
+            request.overwrite = overwrite
+            if !quiet {
+                plugins.reportOverrides()
+                if prompt == nil {
+                    report("no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
+                        + "CFG \(cfg), seed \(seed)). Try --prompt \"ankle boot\" or kiri sample --help.")
+                } else if self.seed < 0 {
+                    report("--seed -1: using seed \(seed)")
+                }
             }
             if case .failure = runOnce(request) { throw ExitCode(1) }
+        }
+
+        /// A1111's next image number (modules/images.py get_next_sequence_number): one more than the largest
+        /// number that starts a file name in the folder, 0 in an empty or new folder.
+        static func nextNumber(in folder: String) -> Int {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            let numbers = names.compactMap { name in Int(name.prefix { $0.isASCII && $0.isNumber }.prefix(9)) }
+            return (numbers.max() ?? -1) + 1
         }
     }
 
@@ -331,6 +427,13 @@ extension KiriCommand.Bench {
     }
 }
 
+// A KIRI_HOME that is not a folder would silently fall back to the checkout's or the install's files.
+if let home = ProcessInfo.processInfo.environment["KIRI_HOME"] {
+    var isFolder: ObjCBool = false
+    if !FileManager.default.fileExists(atPath: home, isDirectory: &isFolder) || !isFolder.boolValue {
+        report("warning: KIRI_HOME=\(home) is not a folder, so it is ignored")
+    }
+}
 // KIRI_ISA=generic|avx2|avx512 runs the kernels of a lower instruction set than the CPU's best.
 if let isa = ProcessInfo.processInfo.environment["KIRI_ISA"] {
     do {

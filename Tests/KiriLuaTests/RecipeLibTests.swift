@@ -16,17 +16,28 @@ final class RecipeLibTests: XCTestCase {
     }
 
     func testParamErrorsNameTheKeyAndListTheKeys() {
-        let defaults = "{steps = 20, cfg = 4.0, prompt = 'sneaker'}"
+        // Input errors (issue 14, 2 and 4): the argument as the user wrote it, no position in the recipe, no traceback.
+        let defaults = "{steps = 20, cfg = 4.0, prompt = 'sneaker', batch = 1, strength = 0.75, width = 0}"
         let cases: [(String, String)] = [
-            ("{'stpes=3'}", "test.lua:1: argument 1: unknown key 'stpes'; keys: cfg, prompt, steps"),
-            ("{'steps=2.5'}", "test.lua:1: argument 1: steps must be an integer, got '2.5'"),
-            ("{'cfg=high'}", "test.lua:1: argument 1: cfg must be a number, got 'high'"),
-            ("{'sneaker'}", "test.lua:1: argument 1 ('sneaker'): key=value expected; keys: cfg, prompt, steps"),
+            ("{'stpes=3'}", "argument 1: unknown key 'stpes'; keys: batch, cfg, prompt, steps, strength, width"),
+            ("{'steps=2.5'}", "steps=2.5: steps must be an integer"),
+            ("{'cfg=high'}", "cfg=high: cfg must be a number"),
+            ("{'sneaker'}", "argument 1 ('sneaker'): key=value expected; keys: batch, cfg, prompt, steps, strength, width"),
+            ("{'--steps'}", "argument 1 ('--steps'): key=value expected (kiri's own options go before the recipe's FILE); "
+                + "keys: batch, cfg, prompt, steps, strength, width"),
+            ("{'steps=0'}", "steps=0: steps must be at least 1"),
+            ("{'steps=-3'}", "steps=-3: steps must be at least 1"),
+            ("{'cfg=-1'}", "cfg=-1: cfg must be at least 0"),
+            ("{'batch=1000'}", "batch=1000: batch must be at most 64"),
+            ("{'strength=0'}", "strength=0: strength must be more than 0"),
+            ("{'strength=1.5'}", "strength=1.5: strength must be at most 1"),
+            ("{'width=100'}", "width=100: width must be a multiple of 8"),
         ]
         for (arguments, expected) in cases {
             let failure = luaError("require('lib.recipe').params(\(arguments), \(defaults))")
-            XCTAssertEqual(failure?.message.split(separator: "\n").first.map(String.init), expected)
+            XCTAssertEqual(failure?.message, expected)
         }
+        XCTAssertEqual(luaError("require('lib.recipe').values('steps', '5,0', 1)")?.message, "steps: must be at least 1, got 0")
         XCTAssertTrue(luaError("require('lib.recipe').values('steps', '5,x', 1)")?.message
             .contains("steps: every value must be an integer, got 'x'") ?? false)
     }
@@ -38,13 +49,25 @@ final class RecipeLibTests: XCTestCase {
             print(recipe.parameters_text{prompt = "sneaker", negative = "bag", steps = 20, sampler = "dpmpp_2m",
                 schedule = "karras", cfg = 4.0, seed = 7, size = "28x28", model = "default"})
             print(recipe.parameters_text{prompt = "coat", negative = "", steps = 4, sampler = "euler,heun", seed = 1})
+            print(recipe.parameters_text{prompt = "fox", steps = 25, sampler = "euler_ancestral", schedule = "sgm_uniform",
+                cfg = 7.5, seed = 3, subseed = 9, subseed_strength = 0.25, strength = 0.75, clip_skip = 2,
+                model = "/home/me/models/sd15-pruned.safetensors", version = "kiri 0.1.0"})
+            print(recipe.parameters_text{prompt = "fox", sampler = "my_sampler", schedule = "my_schedule", cfg = 0.1 + 0.2,
+                subseed = 9, subseed_strength = 0})
             """)
+        // Issue 14, 8: A1111's display names (Sampler: DPM++ 2M, Schedule type: Karras) and number format (CFG scale: 4;
+        // 0.1 + 0.2 as Python's repr writes it), variation seeds only when in use, no host folder.
         XCTAssertEqual(printed, """
             sneaker
             Negative prompt: bag
-            Steps: 20, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 4.0, Seed: 7, Size: 28x28, Model: default
+            Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 4, Seed: 7, Size: 28x28, Model: default
             coat
             Steps: 4, Sampler: "euler,heun", Seed: 1
+            fox
+            Steps: 25, Sampler: Euler a, Schedule type: SGM Uniform, CFG scale: 7.5, Seed: 3, Model: sd15-pruned, \
+            Variation seed: 9, Variation seed strength: 0.25, Denoising strength: 0.75, Clip skip: 2, Version: kiri 0.1.0
+            fox
+            Sampler: my_sampler, Schedule type: my_schedule, CFG scale: 0.30000000000000004
 
             """)
     }

@@ -391,22 +391,29 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outside), [], "something was made outside")
     }
 
-    /// A.7: a symlink as the file itself is not followed, whether its target exists or not: the new file
-    /// replaces the link.
+    /// A.7: a symlink as the file itself is not followed, whether its target exists or not. By default the link
+    /// is kept and the new file takes the next free name (issue 14, 7: nothing is overwritten); with `overwrite`
+    /// the new file replaces the link.
     func testA7_SymlinkedFileIsReplacedNotFollowed() throws {
-        let base = try temporaryFolder()
-        let out = base + "/out", outside = base + "/outside"
-        for folder in [out, outside] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
-        try "original".write(toFile: outside + "/target.txt", atomically: true, encoding: .utf8)
-        try FileManager.default.createSymbolicLink(atPath: out + "/existing.txt", withDestinationPath: outside + "/target.txt")
-        try FileManager.default.createSymbolicLink(atPath: out + "/dangling.txt", withDestinationPath: outside + "/new.txt")
-        let files = FileAccess(outputDirectory: out)
-        expectSuccess("kiri.write_text('existing.txt', 'mine'); kiri.write_text('dangling.txt', 'mine')", files: files)
-        XCTAssertEqual(try String(contentsOfFile: outside + "/target.txt", encoding: .utf8), "original")
-        XCTAssertFalse(FileManager.default.fileExists(atPath: outside + "/new.txt"))
-        for name in ["existing.txt", "dangling.txt"] {
-            XCTAssertNil(try? FileManager.default.destinationOfSymbolicLink(atPath: out + "/" + name), name)
-            XCTAssertEqual(try String(contentsOfFile: out + "/" + name, encoding: .utf8), "mine")
+        for overwrite in [false, true] {
+            let base = try temporaryFolder()
+            let out = base + "/out", outside = base + "/outside"
+            for folder in [out, outside] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+            try "original".write(toFile: outside + "/target.txt", atomically: true, encoding: .utf8)
+            try FileManager.default.createSymbolicLink(atPath: out + "/existing.txt", withDestinationPath: outside + "/target.txt")
+            try FileManager.default.createSymbolicLink(atPath: out + "/dangling.txt", withDestinationPath: outside + "/new.txt")
+            let files = FileAccess(outputDirectory: out, overwrite: overwrite)
+            let printed = expectSuccess("print(kiri.write_text('existing.txt', 'mine'), kiri.write_text('dangling.txt', 'mine'))",
+                                        files: files)
+            XCTAssertEqual(printed, overwrite ? "existing.txt\tdangling.txt\n" : "existing-2.txt\tdangling-2.txt\n")
+            XCTAssertEqual(try String(contentsOfFile: outside + "/target.txt", encoding: .utf8), "original")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: outside + "/new.txt"))
+            for name in ["existing", "dangling"] {
+                let written = out + "/" + name + (overwrite ? ".txt" : "-2.txt")
+                XCTAssertNil(try? FileManager.default.destinationOfSymbolicLink(atPath: written), written)
+                XCTAssertEqual(try String(contentsOfFile: written, encoding: .utf8), "mine")
+                XCTAssertEqual(overwrite, (try? FileManager.default.destinationOfSymbolicLink(atPath: out + "/\(name).txt")) == nil)
+            }
         }
     }
 

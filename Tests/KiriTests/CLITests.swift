@@ -106,6 +106,23 @@ final class CLITests: CLITestCase {
         XCTAssertTrue(result.stderr.contains("\(script):3: in main chunk"), result.stderr)
     }
 
+    /// Issue 14, 1: a stopped run says which option raises its limit, and keeps the files it wrote.
+    func testAStoppedRunNamesItsLimitAndKeepsWhatItWrote() throws {
+        let script = try write("slow.lua", """
+            kiri.image.save("first.png", kiri.zeros(1, 4, 4))
+            while true do end
+            """)
+        let timedOut = try kiri(["run", "--timeout", "0.3", script])
+        XCTAssertEqual(timedOut.status, 1)
+        XCTAssertTrue(timedOut.stderr.contains("give a larger --timeout SECONDS"), timedOut.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("out/first.png").path))
+
+        let walled = try kiri(["run", "--wall-timeout", "0.3", script])
+        XCTAssertEqual(walled.status, 1)
+        XCTAssertTrue(walled.stderr.contains("wall-clock time limit exceeded (0.3 s"), walled.stderr)
+        XCTAssertTrue(walled.stderr.contains("--wall-timeout"), walled.stderr)
+    }
+
     func testSyntaxErrorNamesTheFile() throws {
         let script = try write("syntax.lua", "local x = = 1\n")
         let result = try kiri(["run", script])
@@ -126,6 +143,7 @@ final class CLITests: CLITestCase {
         XCTAssertEqual(timedOut.status, 1)
         XCTAssertTrue(timedOut.stderr.contains("time limit exceeded"), timedOut.stderr)
         XCTAssertLessThan(Date().timeIntervalSince(started), 10)
+        XCTAssertNotEqual(try kiri(["run", "--timeout", "-1", busy]).status, 0, "a negative --timeout is refused")
 
         let bomb = try write("bomb.lua", "local t = {} for i = 1, 1e9 do t[i] = kiri.zeros(1024) end")
         let capped = try kiri(["run", "--memory", "64M", bomb])

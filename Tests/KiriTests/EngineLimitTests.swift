@@ -9,9 +9,10 @@ import KiriLua
 final class EngineLimitTests: XCTestCase {
     struct Outcome { var failure: ScriptFailure?; var output: String; var seconds: Double; var peak: Int }
 
-    func run(_ source: String, timeout: Double, memory: Int, files: FileAccess) throws -> Outcome {
+    func run(_ source: String, timeout: Double, wallTimeout: Double = .infinity, memory: Int, files: FileAccess) throws -> Outcome {
         var printed = ""
-        let runtime = try LuaRuntime.engine(limits: SandboxLimits(timeout: timeout, memory: memory), files: files,
+        let limits = SandboxLimits(timeout: timeout, wallTimeout: wallTimeout, memory: memory)
+        let runtime = try LuaRuntime.engine(limits: limits, files: files,
                                             output: { printed += $0 })
         defer { runtime.close() }
         let start = DispatchTime.now()
@@ -28,19 +29,41 @@ final class EngineLimitTests: XCTestCase {
         return FileAccess.realPath(path) ?? path
     }
 
+    static let parityUNet = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/models/parity/unet2d_condition").path
+
     /// Self-attention over a 256² latent's 65 536 tokens takes minutes; the kernels check the stop between tiles.
-    func testF38_AModelForwardStopsAtTheDeadline() throws {
-        let model = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/models/parity/unet2d_condition").path
+    /// Model evaluations are off the script clock, so it is the wall clock that stops this one.
+    func testF38_AModelForwardStopsAtTheWallDeadline() throws {
+        let model = Self.parityUNet
         let outcome = try run("""
             local m = kiri.models.load("\(model)")
             local y = m:forward(kiri.randn({1, 4, 256, 256}, 1), 500, {context = kiri.randn({1, 7, 24}, 2)})
             print("finished")
-            """, timeout: 0.5, memory: 2 << 30, files: FileAccess(readRoots: [model]))
+            """, timeout: 60, wallTimeout: 0.5, memory: 2 << 30, files: FileAccess(readRoots: [model]))
         XCTAssertEqual(outcome.failure?.kind, .timeout, outcome.failure?.message ?? "no failure")
-        XCTAssertTrue(outcome.failure?.message.contains("time limit exceeded") ?? false)
+        XCTAssertEqual(outcome.failure?.stoppedBy, .wallTimeLimit)
+        XCTAssertTrue(outcome.failure?.message.contains("wall-clock time limit exceeded (0.5 s") ?? false)
         XCTAssertLessThan(outcome.seconds, 1.5)
         XCTAssertEqual(outcome.output, "")
+    }
+
+    /// Issue 14, 1: a long generation is legitimate, so time inside model evaluations does not count against the
+    /// script's limit; a runaway loop in the recipe's own Lua is still stopped, after the limit's worth of it.
+    func testModelEvaluationsAreOffTheScriptClock() throws {
+        let model = Self.parityUNet
+        let outcome = try run("""
+            local m = kiri.models.load("\(model)")
+            local x, context = kiri.randn({2, 4, 64, 64}, 1), kiri.randn({2, 7, 24}, 2)
+            for _ = 1, 12 do x = m:forward(x, 500, {context = context}) end
+            print("forwards done")
+            while true do end
+            """, timeout: 0.4, memory: 2 << 30, files: FileAccess(readRoots: [model]))
+        XCTAssertEqual(outcome.output, "forwards done\n")
+        XCTAssertEqual(outcome.failure?.stoppedBy, .timeLimit, outcome.failure?.message ?? "no failure")
+        XCTAssertTrue(outcome.failure?.message.contains("time limit exceeded (0.4 s of script time") ?? false)
+        // The forwards took longer than the whole limit, and the loop still had most of it to run.
+        XCTAssertGreaterThan(outcome.seconds, 0.8, "the forwards were too quick to show anything")
     }
 
     /// One big string used as the value of many keys: each copy the host makes counts against the memory cap.

@@ -19,14 +19,15 @@ final class GenerationCLITests: CLITestCase {
 
     func testSampleWritesAPNGWithItsParametersAndRunFromReproducesItBitForBit() throws {
         let made = try kiri(["sample", "--prompt", "sneaker", "--negative", "", "--steps", "20", "--cfg", "4",
-                             "--sampler", "dpmpp_2m", "--schedule", "karras", "--seed", "7", "-o", "sneaker.png"])
+                             "--sampler", "dpmpp_2m", "--schedule", "karras", "--seed", "7", "-o", ".", "--name", "sneaker.png"])
         XCTAssertEqual(made.status, 0, made.stderr)
         XCTAssertEqual(made.stdout, "wrote sneaker.png\n")
         XCTAssertFalse(made.stderr.contains("step "), "no progress bar when stderr is not a terminal: \(made.stderr)")
         let image = try png("sneaker.png")
         XCTAssertEqual([image.width, image.height, image.channels], [28, 28, 1])
         XCTAssertEqual(text(image, "parameters"),
-                       "sneaker\nSteps: 20, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 4.0, Seed: 7, Size: 28x28, Model: default")
+                       "sneaker\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 4, Seed: 7, Size: 28x28, Model: default, "
+                       + "Version: kiri \(KiriVersion.string)")
         XCTAssertEqual(text(image, RecipeProvenance.recipeKey), "txt2img.lua", "the file name, not a host path")
         XCTAssertEqual(text(image, RecipeProvenance.sourceKey), try String(contentsOfFile: Self.scripts + "/txt2img.lua", encoding: .utf8))
 
@@ -36,35 +37,146 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertEqual(try Data(contentsOf: folder.appendingPathComponent("again/sneaker.png")), original)
 
         // A different seed gives a different image, so the comparison above can fail.
-        XCTAssertEqual(try kiri(["sample", "--prompt", "sneaker", "--seed", "8", "-o", "other.png"]).status, 0)
+        XCTAssertEqual(try kiri(["sample", "--prompt", "sneaker", "--seed", "8", "-o", ".", "--name", "other.png"]).status, 0)
         XCTAssertNotEqual(try Data(contentsOf: folder.appendingPathComponent("other.png")), original)
     }
 
     func testSampleWithGuidancePatchesAndAPromptScheduleRecordsAndReproducesThem() throws {
         let made = try kiri(["sample", "--prompt", "[coat:sandal:0.5]", "--guidance", "rescale_cfg,apg", "--steps", "8",
-                             "--cfg", "6", "--seed", "2", "-o", "styled.png"])
+                             "--cfg", "6", "--seed", "2", "-o", ".", "--name", "styled.png"])
         XCTAssertEqual(made.status, 0, made.stderr)
-        XCTAssertEqual(text(try png("styled.png"), "parameters"), "[coat:sandal:0.5]\nSteps: 8, Sampler: dpmpp_2m, "
-            + "Schedule type: karras, CFG scale: 6.0, Guidance: \"rescale_cfg,apg\", Seed: 2, Size: 28x28, Model: default")
+        XCTAssertEqual(text(try png("styled.png"), "parameters"), "[coat:sandal:0.5]\nSteps: 8, Sampler: DPM++ 2M, "
+            + "Schedule type: Karras, CFG scale: 6, Guidance: \"rescale_cfg,apg\", Seed: 2, Size: 28x28, Model: default, "
+            + "Version: kiri \(KiriVersion.string)")
         XCTAssertEqual(try kiri(["run", "--from", "styled.png", "-o", "again"]).status, 0)
         XCTAssertEqual(try Data(contentsOf: folder.appendingPathComponent("again/styled.png")),
                        try Data(contentsOf: folder.appendingPathComponent("styled.png")))
         XCTAssertEqual(try kiri(["sample", "--prompt", "[coat:sandal:0.5]", "--steps", "8", "--cfg", "6", "--seed", "2",
-                                 "-o", "plain.png"]).status, 0)
+                                 "-o", ".", "--name", "plain.png"]).status, 0)
         XCTAssertNotEqual(try png("plain.png").pixels, try png("styled.png").pixels, "the patches change the image")
 
-        let bad = try kiri(["sample", "--prompt", "coat AND [sandal", "-o", "bad.png"])
+        let bad = try kiri(["sample", "--prompt", "coat AND [sandal", "-o", ".", "--name", "bad.png"])
         XCTAssertEqual(bad.status, 1)
-        XCTAssertTrue(bad.stderr.contains("txt2img.lua:15: prompt: column 17: '[' at column 10 is never closed"), bad.stderr)
+        XCTAssertEqual(bad.stderr, "kiri: prompt: column 17: '[' at column 10 is never closed\n")
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("bad.png").path))
     }
 
     func testSampleWithoutArgumentsSaysWhatItDid() throws {
         let result = try kiri(["sample"])
         XCTAssertEqual(result.status, 0, result.stderr)
-        XCTAssertTrue(result.stdout.contains("no --prompt given, so drawing a sneaker"), result.stdout)
-        XCTAssertTrue(result.stdout.contains("sample.png"), result.stdout)
-        XCTAssertEqual(try png("sample.png").width, 28)
+        XCTAssertTrue(result.stderr.contains("no --prompt given, so drawing a sneaker"), result.stderr)
+        XCTAssertTrue(result.stdout.contains("wrote out/00000-0.png"), result.stdout)
+        XCTAssertEqual(try png("out/00000-0.png").width, 28)
+        // Issue 14, 7 and 12: A1111's numbering goes on, nothing is overwritten, and -q silences the note.
+        let again = try kiri(["sample", "-q"])
+        XCTAssertEqual(again.stderr, "")
+        XCTAssertTrue(again.stdout.contains("wrote out/00001-0.png"), again.stdout)
+        XCTAssertEqual(try png("out/00000-0.png").pixels, try png("out/00001-0.png").pixels)
+    }
+
+    /// Issue 14, 6: image k of a batch has seed + k - 1, for its starting noise and its sampler's noise (ancestral
+    /// Gaussian draws and SDE Brownian trees alike), so it is bit for bit the image that seed makes alone, and its
+    /// PNG says so.
+    func testEachImageOfABatchIsItsOwnSeed() throws {
+        let txt2img = GenerationCLITests.scripts + "/txt2img.lua"
+        for sampler in ["euler_ancestral", "dpmpp_2m_sde"] {
+            let batch = try kiri(["run", txt2img, "prompt=coat", "steps=4", "sampler=\(sampler)", "seed=7", "batch=3",
+                                  "out=\(sampler).png"])
+            XCTAssertEqual(batch.status, 0, batch.stderr)
+            let alone = try kiri(["run", txt2img, "prompt=coat", "steps=4", "sampler=\(sampler)", "seed=8",
+                                  "out=\(sampler)-alone.png"])
+            XCTAssertEqual(alone.status, 0, alone.stderr)
+            let second = try png("out/\(sampler)-2.png"), single = try png("out/\(sampler)-alone.png")
+            XCTAssertEqual(second.pixels, single.pixels, sampler)
+            XCTAssertNotEqual(try png("out/\(sampler)-1.png").pixels, single.pixels, "the seeds differ, so this can fail")
+            XCTAssertTrue(text(second, "parameters")?.contains("Seed: 8,") ?? false, text(second, "parameters") ?? "")
+        }
+    }
+
+    /// Issue 14, 6: A1111's variation seed. Strength 0 is the seed's image, strength 1 the subseed's (slerp's ends are
+    /// exact), and in between something else; the PNG records both seeds only when one is in use.
+    func testVariationSeeds() throws {
+        let txt2img = GenerationCLITests.scripts + "/txt2img.lua"
+        func make(_ name: String, _ arguments: [String]) throws -> PNGImage {
+            let result = try kiri(["run", txt2img, "prompt=bag", "steps=3", "out=\(name).png"] + arguments)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            return try png("out/\(name).png")
+        }
+        let seed = try make("seed", ["seed=5"]), subseed = try make("subseed", ["seed=9"])
+        let none = try make("none", ["seed=5", "subseed=9", "subseed_strength=0"])
+        let all = try make("all", ["seed=5", "subseed=9", "subseed_strength=1"])
+        let half = try make("half", ["seed=5", "subseed=9", "subseed_strength=0.5"])
+        XCTAssertEqual(none.pixels, seed.pixels)
+        XCTAssertEqual(all.pixels, subseed.pixels)
+        XCTAssertNotEqual(half.pixels, seed.pixels)
+        XCTAssertNotEqual(half.pixels, subseed.pixels)
+        XCTAssertFalse(text(none, "parameters")?.contains("Variation seed") ?? true)
+        XCTAssertTrue(text(half, "parameters")?.contains("Seed: 5, Size: 28x28, Model: default, Variation seed: 9, "
+            + "Variation seed strength: 0.5") ?? false, text(half, "parameters") ?? "")
+    }
+
+    /// Issue 14, 2: a schedule plugin that returns increasing sigmas is blamed by its file, not the recipe.
+    func testABadSchedulePluginIsNamed() throws {
+        _ = try write("plugins/schedules/rising.lua", "return function(opts) return kiri.tensor({1, 2, 0}) end\n")
+        let result = try kiri(["run", "--plugins", "plugins", GenerationCLITests.scripts + "/txt2img.lua", "schedule=rising"])
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("schedules/rising.lua: the schedule's sigmas must not increase, "
+            + "got sigmas[2] = 2 after sigmas[1] = 1"), result.stderr)
+    }
+
+    /// Issue 14, 5: a misspelt plugin folder is an error, and a user plugin that replaces a bundled one says so.
+    func testPluginFoldersAreCheckedAndOverridesAnnounced() throws {
+        let misspelt = try kiri(["run", "--plugins", "plugnis", GenerationCLITests.scripts + "/txt2img.lua"])
+        XCTAssertNotEqual(misspelt.status, 0)
+        XCTAssertTrue(misspelt.stderr.contains("--plugins 'plugnis': no such folder"), misspelt.stderr)
+        _ = try write("plugins/schedules/karras.lua", "return function(opts) return kiri.tensor({14, 1, 0}) end\n")
+        let override = try kiri(["sample", "--plugins", "plugins", "--steps", "2"])
+        XCTAssertEqual(override.status, 0, override.stderr)
+        XCTAssertTrue(override.stderr.contains("note: the user plugin plugins/schedules/karras.lua replaces the bundled "
+            + "schedules/karras.lua"), override.stderr)
+        XCTAssertFalse(try kiri(["sample", "--plugins", "plugins", "--steps", "2", "-q"]).stderr.contains("note:"))
+    }
+
+    /// Issue 14, 2: an unknown class in the negative prompt says it was the negative prompt, with no traceback.
+    func testInputErrorsNameTheUsersInput() throws {
+        let negative = try kiri(["sample", "--prompt", "coat", "--negative", "horse"])
+        XCTAssertEqual(negative.status, 1)
+        XCTAssertTrue(negative.stderr.hasPrefix("kiri: negative prompt: the default model knows no 'horse'"), negative.stderr)
+        XCTAssertFalse(negative.stderr.contains("traceback"), negative.stderr)
+        XCTAssertFalse(negative.stderr.contains(".lua:"), negative.stderr)
+
+        let run = try kiri(["run", GenerationCLITests.scripts + "/txt2img.lua", "steps=0"])
+        XCTAssertEqual(run.status, 1)
+        XCTAssertEqual(run.stderr, "kiri: steps=0: steps must be at least 1\n")
+        // Issue 14, 4: negative values reach the validation, which names the option.
+        for (option, value, message) in [("--cfg", "-1", "--cfg must be a number from 0 up, got -1.0"),
+                                         ("--steps", "-3", "--steps must be at least 1, got -3"),
+                                         ("--steps", "0", "--steps must be at least 1, got 0")] {
+            let result = try kiri(["sample", option, value])
+            XCTAssertNotEqual(result.status, 0)
+            XCTAssertTrue(result.stderr.contains(message), result.stderr)
+        }
+        XCTAssertEqual(try kiri(["run", GenerationCLITests.scripts + "/txt2img.lua", "cfg=-1"]).stderr,
+                       "kiri: cfg=-1: cfg must be at least 0\n")
+    }
+
+    /// Issue 14, 3 and 7: a missing file named on the command line is "no such file"; -o is a folder for both
+    /// commands, and a name Kiri cannot write is refused.
+    func testMissingFilesAndOutputNames() throws {
+        let missing = try kiri(["run", GenerationCLITests.scripts + "/img2img.lua", "init=nonexistent.png"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.stderr.contains("cannot read 'nonexistent.png': no such file"), missing.stderr)
+        let jpeg = try kiri(["sample", "--name", "out.jpg"])
+        XCTAssertNotEqual(jpeg.status, 0)
+        XCTAssertTrue(jpeg.stderr.contains("Kiri writes PNG files"), jpeg.stderr)
+        let file = try kiri(["sample", "-o", "sneaker.png"])
+        XCTAssertNotEqual(file.status, 0)
+        XCTAssertTrue(file.stderr.contains("-o names the output folder"), file.stderr)
+        let recipe = try kiri(["run", GenerationCLITests.scripts + "/txt2img.lua", "out=x.jpg"])
+        XCTAssertTrue(recipe.stderr.contains("Kiri writes PNG files: give a name ending in .png, got 'x.jpg'"), recipe.stderr)
+        try FileManager.default.createDirectory(at: folder.appendingPathComponent("existing"), withIntermediateDirectories: true)
+        XCTAssertEqual(try kiri(["sample", "-o", "existing", "--name", "a.png", "--steps", "2"]).status, 0)
+        XCTAssertEqual(try png("existing/a.png").width, 28)
     }
 
     func testUnknownPromptListsTheClasses() throws {
@@ -72,7 +184,7 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertEqual(result.status, 1)
         XCTAssertTrue(result.stderr.contains("the default model knows no 'giraffe'"), result.stderr)
         XCTAssertTrue(result.stderr.contains("t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"), result.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("sample.png").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("out").path))
     }
 
     func testRunFromAPNGWithoutARecipeFails() throws {
@@ -87,7 +199,7 @@ final class GenerationCLITests: CLITestCase {
 
     func testProgressBarOnATerminalOnly() throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else { throw XCTSkip("no script(1) for a terminal") }
-        let command = "\(Self.binary.path) sample --prompt bag --steps 6 -o bag.png"
+        let command = "\(Self.binary.path) sample --prompt bag --steps 6 -o . --name bag.png --overwrite"
         let terminal = try run("/usr/bin/script", ["-qec", command, "/dev/null"])
         XCTAssertTrue(terminal.contains("step 6/6 [####################]"), terminal)
         XCTAssertTrue(terminal.contains("it/s") || terminal.contains("s/it"), terminal)
@@ -96,7 +208,7 @@ final class GenerationCLITests: CLITestCase {
     }
 
     func testImg2ImgKeepsTheImageAtLowStrength() throws {
-        XCTAssertEqual(try kiri(["sample", "--prompt", "dress", "--seed", "3", "-o", "dress.png"]).status, 0)
+        XCTAssertEqual(try kiri(["sample", "--prompt", "dress", "--seed", "3", "-o", ".", "--name", "dress.png"]).status, 0)
         func distance(_ strength: Double) throws -> Double {
             let result = try kiri(["run", Self.scripts + "/img2img.lua", "init=dress.png", "strength=\(strength)",
                                    "prompt=bag", "seed=5", "out=img2img-\(strength).png"])
@@ -112,7 +224,7 @@ final class GenerationCLITests: CLITestCase {
     }
 
     func testInpaintKeepsTheUnmaskedPixelsExactly() throws {
-        XCTAssertEqual(try kiri(["sample", "--prompt", "coat", "--seed", "4", "-o", "coat.png"]).status, 0)
+        XCTAssertEqual(try kiri(["sample", "--prompt", "coat", "--seed", "4", "-o", ".", "--name", "coat.png"]).status, 0)
         // Repaint the right half.
         let mask = try Tensor(shape: [1, 28, 28])
         for y in 0..<28 { for x in 0..<28 { mask.data[y * 28 + x] = x < 14 ? 0 : 1 } }
@@ -134,7 +246,7 @@ final class GenerationCLITests: CLITestCase {
     /// Scripts/postprocess.lua: at neutral settings it writes the pixels it read; each step it is given
     /// changes them; a resize to twice the width keeps the aspect ratio.
     func testPostprocessRecipeChainsThePlugins() throws {
-        XCTAssertEqual(try kiri(["sample", "--prompt", "bag", "--seed", "5", "-o", "bag.png"]).status, 0)
+        XCTAssertEqual(try kiri(["sample", "--prompt", "bag", "--seed", "5", "-o", ".", "--name", "bag.png"]).status, 0)
         let neutral = try kiri(["run", Self.scripts + "/postprocess.lua", "init=bag.png", "out=same.png"])
         XCTAssertEqual(neutral.status, 0, neutral.stderr)
         let original = try png("bag.png").pixels
@@ -155,8 +267,9 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertGreaterThan(image.width, 2 * 28)
         XCTAssertGreaterThan(image.height, 2 * 28)
         // The first cell's parameters, and the axes as A1111's X/Y/Z plot writes them.
-        XCTAssertEqual(text(image, "parameters"), "sneaker\nSteps: 4, Sampler: euler, Schedule type: karras, CFG scale: 4.0, "
-            + "Seed: 0, Size: 28x28, Model: default, X Type: Sampler, X Values: \"euler,heun\", Y Type: Steps, Y Values: \"4,8\"")
+        XCTAssertEqual(text(image, "parameters"), "sneaker\nSteps: 4, Sampler: Euler, Schedule type: Karras, CFG scale: 4, "
+            + "Seed: 0, Size: 28x28, Model: default, X Type: Sampler, X Values: \"euler,heun\", Y Type: Steps, Y Values: \"4,8\", "
+            + "Version: kiri \(KiriVersion.string)")
     }
 
     /// ys=classes takes every class of the model the grid opened.

@@ -50,14 +50,14 @@ final class GridRecipeTests: CLITestCase {
         XCTAssertNotEqual(alone[0].pixels, alone[1].pixels, "the step counts differ, so the comparisons can fail")
 
         let parameters = xyz.text.first { $0.key == "parameters" }?.value ?? ""
-        XCTAssertTrue(parameters.hasPrefix("sneaker\nSteps: 2, Sampler: dpmpp_2m, Schedule type: karras, CFG scale: 1.5, "
+        XCTAssertTrue(parameters.hasPrefix("sneaker\nSteps: 2, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 1.5, "
             + "Seed: 1, Size: 28x28, "), parameters)
         XCTAssertTrue(parameters.hasSuffix(", X Type: Seed, X Values: \"1,2\", Y Type: CFG Scale, Y Values: \"1.5,4.5\", "
-            + "Z Type: Steps, Z Values: \"2,3\""), parameters)
+            + "Z Type: Steps, Z Values: \"2,3\", Version: kiri \(KiriVersion.string)"), parameters)
 
         // The cell in column 2, row 2 of grid 2: seed 2, CFG 4.5, 3 steps; cells are 56 px (scale 2) after a
         // 2 + 83 + 2 px label column ("CFG scale: 4.5") and 2 + 7 + 2 px of column labels ("Seed: 1").
-        let sample = try kiri(["sample", "--prompt", "sneaker", "--seed", "2", "--cfg", "4.5", "--steps", "3", "-o", "cell.png"])
+        let sample = try kiri(["sample", "--prompt", "sneaker", "--seed", "2", "--cfg", "4.5", "--steps", "3", "-o", ".", "--name", "cell.png"])
         XCTAssertEqual(sample.status, 0, sample.stderr)
         let cell = try png("cell.png")
         let upscaled = (0..<56).flatMap { y in (0..<56).map { x in cell.pixels[(y / 2) * 28 + x / 2] } }

@@ -100,7 +100,7 @@ final class GuidanceEndToEndTests: XCTestCase {
             ("generate.sample(params{guidance = 'dual_cfg'})",
              "guidance 'dual_cfg' with its defaults: dual_cfg: middle (the second prompt, or its extra) is required"),
             ("generate.sample(params{guidance = 'cfg'})", "guidance 'cfg' with its defaults: bad argument #2 to 'cfg'"),
-            ("generate.sample(params{negative = 'coat AND sandal'})", "the negative prompt cannot be composed with AND"),
+            ("generate.sample(params{negative = 'coat AND sandal'})", "negative prompt: it cannot be composed with AND"),
             ("generate.sample(params{prompt = '[coat:sandal'})", "column"),
         ]
         for (source, message) in cases {

@@ -58,8 +58,8 @@ final class ImageAPITests: XCTestCase {
         let printed = try run("""
             for _, shape in ipairs({{1, 4, 3}, {2, 5, 2}, {3, 6, 7}, {4, 2, 9}, {1, 3, 8, 5}}) do
                 local x = kiri.rand(shape, 7) * 1.2 - 0.1             -- some values outside [0, 1]
-                kiri.image.save("sub/img.png", x)
-                local y, text = kiri.image.load(OUT .. "/sub/img.png")
+                local written = kiri.image.save("sub/img.png", x)   -- img.png, then img-2.png, ...: never overwritten
+                local y, text = kiri.image.load(OUT .. "/" .. written)
                 local expected = (x * 255 + 0.5):clamp(0, 255):floor() / 255
                 if #shape == 4 then expected = expected:squeeze(1) end
                 local same = #y:shape() == 3 and y:shape()[1] == expected:shape()[1]
@@ -126,13 +126,12 @@ final class ImageAPITests: XCTestCase {
         XCTAssertTrue(failure("kiri.image.save('link/x.png', \(image))").contains("cannot write 'link/x.png': it leads out of the output folder"))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch + "/elsewhere"), [])
 
-        // A symlink as the file itself is replaced, not written through.
+        // A symlink as the file itself is never written through: it is kept, and the image takes the next free name.
         try Data("victim".utf8).write(to: URL(fileURLWithPath: scratch + "/victim.txt"))
         try FileManager.default.createSymbolicLink(atPath: output + "/evil.png", withDestinationPath: scratch + "/victim.txt")
-        _ = try run("kiri.image.save('evil.png', \(image))")
+        XCTAssertEqual(try run("print(kiri.image.save('evil.png', \(image)))"), "evil-2.png\n")
         XCTAssertEqual(try String(contentsOfFile: scratch + "/victim.txt", encoding: .utf8), "victim")
-        XCTAssertEqual(try PNGImage.read(path: output + "/evil.png").pixels, [0, 0, 0, 0])
-        XCTAssertNil(try? FileManager.default.destinationOfSymbolicLink(atPath: output + "/evil.png"))
+        XCTAssertEqual(try PNGImage.read(path: output + "/evil-2.png").pixels, [0, 0, 0, 0])
     }
 
     func testLoadingOutsideTheReadRootsIsRefused() throws {

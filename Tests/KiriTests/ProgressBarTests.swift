@@ -1,5 +1,6 @@
 import XCTest
 @testable import Kiri
+import KiriLua
 
 /// The bar's frames, and what it writes for a run of steps.
 final class ProgressBarTests: XCTestCase {
@@ -24,5 +25,24 @@ final class ProgressBarTests: XCTestCase {
         XCTAssertTrue(frames.last?.hasPrefix("step 3/3 [####################]") ?? false, written)
         XCTAssertTrue(written.hasSuffix("\u{1B}[K\n"), written)
         XCTAssertEqual(written.filter { $0 == "\n" }.count, 1)
+    }
+
+    /// Issue 14, 1: a sampler stopped by the time limit (whose cleanup in Lua cannot run then) still ends the bar's
+    /// line, so the error starts on a line of its own.
+    func testARunStoppedInASamplerEndsTheBar() throws {
+        var written = ""
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-bar-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let script = folder.appendingPathComponent("stuck.lua").path
+        try """
+            local function model(x) while true do end end
+            kiri.samplers.euler(model, kiri.zeros(1, 2, 2), kiri.tensor({1, 0.5, 0}))
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        let request = RunRequest(script: script, limits: SandboxLimits(timeout: 0.3), outputDirectory: folder.path,
+                                 progress: ProgressBar { written += $0 })
+        XCTAssertThrowsError(try RecipeRunner.run(request, output: { _ in }))
+        XCTAssertTrue(written.hasPrefix("\rstep 0/2 ["), written)
+        XCTAssertTrue(written.hasSuffix("\n"), written)
     }
 }

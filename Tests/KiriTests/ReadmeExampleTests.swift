@@ -36,7 +36,7 @@ final class ReadmeExampleTests: XCTestCase {
 
         func txt2img(_ arguments: [String]) throws -> [PNGImage.TextChunk] {
             try RecipeRunner.run(RunRequest(script: scripts + "/txt2img.lua", arguments: arguments + ["steps=8"],
-                                            outputDirectory: out, pluginDirectories: [plugins.path]), output: { _ in })
+                                            outputDirectory: out, pluginDirectories: [plugins.path], overwrite: true), output: { _ in })
             return try PNGImage.read(path: out + "/txt2img.png").text
         }
         XCTAssertTrue(try txt2img(["sampler=euler_half"]).contains { $0.value.contains("Sampler: euler_half") })

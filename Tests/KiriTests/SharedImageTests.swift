@@ -67,7 +67,7 @@ final class SharedImageTests: CLITestCase {
         XCTAssertEqual(own.stderr, "kiri: running mine.lua from the source embedded in own.png (sha256 "
             + "\(try sha256sum("print('mine')"))); no bundled recipe has its name\n")
 
-        XCTAssertEqual(try kiri(["sample", "--steps", "2", "-o", "real.png"]).status, 0)
+        XCTAssertEqual(try kiri(["sample", "--steps", "2", "-o", ".", "--name", "real.png"]).status, 0)
         let real = try kiri(["run", "--from", "real.png", "-o", "again"])
         XCTAssertEqual(real.status, 0, real.stderr)
         XCTAssertTrue(real.stderr.hasPrefix("kiri: running the bundled recipe txt2img.lua (sha256 \(try sha256sum(bundled)), "

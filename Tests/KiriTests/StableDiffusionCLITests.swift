@@ -1,4 +1,5 @@
 import Foundation
+import Kiri
 import KiriImage
 import KiriModels
 import KiriTensor
@@ -17,7 +18,7 @@ final class StableDiffusionCLITests: CLITestCase {
 
     func testSampleWithAModelFolderWritesAnImageThatRunFromReproduces() throws {
         let made = try kiri(["sample", "--model", Self.model, "--prompt", "a (red:1.2) fox in the snow", "--negative", "blurry",
-                             "--width", "64", "--height", "48", "--steps", "3", "--cfg", "7", "--seed", "3", "-o", "fox.png"])
+                             "--width", "64", "--height", "48", "--steps", "3", "--cfg", "7", "--seed", "3", "-o", ".", "--name", "fox.png"])
         XCTAssertEqual(made.status, 0, made.stderr)
         let image = try png("fox.png")
         XCTAssertEqual([image.width, image.height, image.channels], [64, 48, 3])
@@ -30,7 +31,7 @@ final class StableDiffusionCLITests: CLITestCase {
         XCTAssertEqual(try Data(contentsOf: folder.appendingPathComponent("again/fox.png")),
                        try Data(contentsOf: folder.appendingPathComponent("fox.png")))
         let other = try kiri(["sample", "--model", Self.model, "--prompt", "a (red:1.2) fox in the snow", "--negative", "blurry",
-                              "--width", "64", "--height", "48", "--steps", "3", "--cfg", "7", "--seed", "4", "-o", "other.png"])
+                              "--width", "64", "--height", "48", "--steps", "3", "--cfg", "7", "--seed", "4", "-o", ".", "--name", "other.png"])
         XCTAssertEqual(other.status, 0, other.stderr)
         XCTAssertNotEqual(try png("other.png").pixels, image.pixels, "the seed changes the image")
     }
@@ -41,18 +42,19 @@ final class StableDiffusionCLITests: CLITestCase {
         let vae = URL(fileURLWithPath: Self.model).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("singlefile/sd1.safetensors").path
         let made = try kiri(["sample", "--model", Self.model, "--vae", vae, "--prompt", "a fox", "--width", "64", "--height", "64",
-                             "--steps", "2", "--clip-skip", "2", "-o", "vae.png"])
+                             "--steps", "2", "--clip-skip", "2", "-o", ".", "--name", "vae.png"])
         XCTAssertEqual(made.status, 0, made.stderr)
         let image = try png("vae.png")
         XCTAssertEqual([image.width, image.height], [64, 64])
         let parameters = image.text.first { $0.key == "parameters" }?.value ?? ""
-        XCTAssertTrue(parameters.hasSuffix("Size: 64x64, Model: tiny-sd, VAE: sd1, Clip skip: 2"), parameters)
+        XCTAssertTrue(parameters.hasSuffix("Size: 64x64, Model: tiny-sd, VAE: sd1, Clip skip: 2, Version: kiri \(KiriVersion.string)"),
+                      parameters)
         let plain = try kiri(["sample", "--model", Self.model, "--prompt", "a fox", "--width", "64", "--height", "64",
-                              "--steps", "2", "--clip-skip", "2", "-o", "plain.png"])
+                              "--steps", "2", "--clip-skip", "2", "-o", ".", "--name", "plain.png"])
         XCTAssertEqual(plain.status, 0, plain.stderr)
         XCTAssertNotEqual(try png("plain.png").pixels, image.pixels)
         let notVAE = try kiri(["sample", "--model", Self.model, "--vae", Self.model + "/unet/diffusion_pytorch_model.safetensors",
-                               "--prompt", "a fox", "-o", "bad.png"])
+                               "--prompt", "a fox", "-o", ".", "--name", "bad.png"])
         XCTAssertEqual(notVAE.status, 1)
         XCTAssertTrue(notVAE.stderr.contains("diffusion_pytorch_model.safetensors: not a VAE"), notVAE.stderr)
     }
@@ -113,7 +115,7 @@ final class StableDiffusionCLITests: CLITestCase {
         let arguments = ["sample", "--model", Self.model, "--prompt", "a fox", "--width", "64", "--height", "64", "--steps", "2"]
         var images: [String: [UInt8]] = [:]
         for isa in KernelISA.available {
-            let made = try kiri(arguments + ["-o", "\(isa).png"], environment: ["KIRI_ISA": isa])
+            let made = try kiri(arguments + ["-o", ".", "--name", "\(isa).png"], environment: ["KIRI_ISA": isa])
             XCTAssertEqual(made.status, 0, made.stderr)
             images[isa] = try png("\(isa).png").pixels
         }
@@ -122,14 +124,14 @@ final class StableDiffusionCLITests: CLITestCase {
         XCTAssertEqual(lacking.status, 1)
         XCTAssertTrue(lacking.stderr.contains("KIRI_ISA=sse9: unknown instruction set 'sse9'"), lacking.stderr)
 
-        let quantized = try kiri(arguments + ["--weights", "q8_0", "-o", "q8.png"])
+        let quantized = try kiri(arguments + ["--weights", "q8_0", "-o", ".", "--name", "q8.png"])
         XCTAssertEqual(quantized.status, 0, quantized.stderr)
         let (reference, q8) = (try png("generic.png").pixels, try png("q8.png").pixels)
         XCTAssertNotEqual(reference, q8, "q8_0 weights differ from f16 ones")
         let worst = zip(reference, q8).map { abs(Int($0) - Int($1)) }.max() ?? 255
         print("q8_0 weights against f16: largest pixel difference \(worst)/255")
         XCTAssertLessThanOrEqual(worst, 32)
-        let bad = try kiri(arguments + ["--weights", "f8", "-o", "bad.png"])
+        let bad = try kiri(arguments + ["--weights", "f8", "-o", ".", "--name", "bad.png"])
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stderr.contains("weights must be one of f32, f16, bf16, q8_0, got 'f8'"), bad.stderr)
         XCTAssertFalse(exists("bad.png"))
@@ -170,17 +172,17 @@ final class StableDiffusionCLITests: CLITestCase {
     }
 
     func testBadInputSaysWhatIsWrongAndWritesNothing() throws {
-        let size = try kiri(["sample", "--model", Self.model, "--prompt", "a fox", "--width", "60", "--height", "64", "-o", "a.png"])
-        XCTAssertEqual(size.status, 1)
-        XCTAssertTrue(size.stderr.contains("width must be a positive multiple of 8"), size.stderr)
-        let brackets = try kiri(["sample", "--model", Self.model, "--prompt", "a (red fox", "--steps", "2", "-o", "b.png"])
+        let size = try kiri(["sample", "--model", Self.model, "--prompt", "a fox", "--width", "60", "--height", "64", "-o", ".", "--name", "a.png"])
+        XCTAssertNotEqual(size.status, 0)
+        XCTAssertTrue(size.stderr.contains("--width must be a multiple of 8 (0: the model's), got 60"), size.stderr)
+        let brackets = try kiri(["sample", "--model", Self.model, "--prompt", "a (red fox", "--steps", "2", "-o", ".", "--name", "b.png"])
         XCTAssertEqual(brackets.status, 1)
         XCTAssertTrue(brackets.stderr.contains("prompt: column 11: '(' at column 3 is never closed"), brackets.stderr)
 
         let truncated = folder.appendingPathComponent("truncated.safetensors").path
         let whole = try Data(contentsOf: URL(fileURLWithPath: Self.model + "/unet/diffusion_pytorch_model.safetensors"))
         try whole.prefix(whole.count / 2).write(to: URL(fileURLWithPath: truncated))
-        let cut = try kiri(["sample", "--model", truncated, "--prompt", "a fox", "-o", "c.png"])
+        let cut = try kiri(["sample", "--model", truncated, "--prompt", "a fox", "-o", ".", "--name", "c.png"])
         XCTAssertEqual(cut.status, 1)
         XCTAssertTrue(cut.stderr.contains("truncated.safetensors: "), cut.stderr)
 

@@ -431,10 +431,16 @@ function kiri.stack(tensors, dim) end
 ---@return string
 function kiri.read_text(path) end
 
----Writes `text` to a relative path under the output folder (`-o`).
+---Writes `text` to a relative path under the output folder (`-o`); an existing file is kept and the text goes to
+---the next free name (`x-2.txt`) unless the run may overwrite. Returns the path written.
 ---@param path string
 ---@param text string
+---@return string
 function kiri.write_text(path, text) end
+
+---The engine's version, e.g. "0.1.0".
+---@return string
+function kiri.version() end
 
 ---Monotonic wall-clock seconds.
 ---@return number

@@ -16,6 +16,10 @@ public final class ImageLibrary: LuaLibrary {
     public func close() {}
 
     public var bindings: [Binding] { [
+        /// () → the engine's version, which the PNGs it writes record (A1111's "Version").
+        Binding(name: "version", tables: ["kiri"], tensorResults: 0) { call in
+            try call.push(KiriVersion.string)
+        },
         /// (path) → the image as a [C, H, W] tensor (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) and its text chunks
         /// as {key = value}.
         Binding(name: "load", tables: ["kiri.image"], tensorResults: 1) { call in
@@ -39,7 +43,8 @@ public final class ImageLibrary: LuaLibrary {
         },
         /// (path, image, text): writes a [C, H, W] or [1, C, H, W] tensor in [0, 1] as an 8-bit PNG under the
         /// output folder, with the text chunks `text` (string keys and values) and then the run's `imageText`
-        /// for keys `text` does not have. Returns the file's path as the user knows it (with the output folder).
+        /// for keys `text` does not have. Returns the file's path as the user knows it (with the output folder):
+        /// the next free name when `path` exists and the run may not overwrite (FileAccess.write).
         Binding(name: "save", tables: ["kiri.image"], tensorResults: 0) { call in
             let path = try call.string(1)
             let tensor = try call.tensor(2)
@@ -69,8 +74,11 @@ public final class ImageLibrary: LuaLibrary {
                 throw ScriptError("not enough memory to write '\(path)' (\(describeBytes(encoded.count)); --memory)")
             }
             defer { runtime.budget.release(encoded.count) }
-            try runtime.files.write(encoded, to: path, disk: runtime.disk)
-            try call.push(runtime.files.shownPath(path))
+            guard path.lowercased().hasSuffix(".png") else {
+                throw ScriptError(argument: 1, "Kiri writes PNG files: give a name ending in .png, got '\(path)'")
+            }
+            let written = try runtime.files.write(encoded, to: path, disk: runtime.disk)
+            try call.push(runtime.files.shownPath(written))
         },
     ] }
 }

@@ -86,7 +86,7 @@ public final class ModelLibrary: LuaLibrary {
 
     public var bindings: [Binding] { [
         /// (path, vae path or nil, weight format or nil) → handle.
-        Binding(name: "modelLoad", tables: ["host"], tensorResults: 0) { call in
+        Binding(name: "modelLoad", tables: ["host"], tensorResults: 0, offScriptClock: true) { call in
             try Self.named("load") {
                 let path = try call.string(1)
                 let vae = call.isNil(2) ? nil : try call.string(2)
@@ -119,7 +119,7 @@ public final class ModelLibrary: LuaLibrary {
             }
         },
         /// (handle, x, t, class, context) → the network's output, for m:forward(x, t, {class=, context=}).
-        Binding(name: "modelForward", tables: ["host"], tensorResults: 1) { call in
+        Binding(name: "modelForward", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
             try Self.named("forward") {
                 let model = try self.loadedModel(call)
                 let config = model.network.config
@@ -155,7 +155,7 @@ public final class ModelLibrary: LuaLibrary {
         },
         /// (handle, prompt, clip_skip) → the text encoder's hidden states [1, 77·k, D] for the prompt's k chunks of 75
         /// tokens, with A1111's emphasis (PromptEncoder), for m:encode(prompt, opts).
-        Binding(name: "modelEncode", tables: ["host"], tensorResults: 1) { call in
+        Binding(name: "modelEncode", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
             try Self.named("encode", handleFirst: true) {
                 let model = try self.loadedModel(call)
                 let pipeline = model.pipeline
@@ -176,14 +176,14 @@ public final class ModelLibrary: LuaLibrary {
             }
         },
         /// (handle, latents) → images [B, 3, H, W] in about [-1, 1], for m:decode(latents).
-        Binding(name: "modelDecode", tables: ["host"], tensorResults: 1) { call in
+        Binding(name: "modelDecode", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
             try Self.named("decode", handleFirst: true) {
                 let latents = try Self.sample(call), pipeline = try self.loadedModel(call).pipeline
                 try call.push(Self.translated { try pipeline.decode(latents) })
             }
         },
         /// (handle, images) → latents, the VAE posterior's mean times scaling_factor, for m:encode_image(images).
-        Binding(name: "modelEncodeImage", tables: ["host"], tensorResults: 1) { call in
+        Binding(name: "modelEncodeImage", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
             try Self.named("encode_image", handleFirst: true) {
                 let images = try Self.sample(call), pipeline = try self.loadedModel(call).pipeline
                 try call.push(Self.translated { try pipeline.encode(images: images) })
@@ -207,7 +207,7 @@ public final class ModelLibrary: LuaLibrary {
             }
         },
         /// (handle, path, scale): merges a LoRA file into the UNet and text encoder (m:apply_lora(path, scale)).
-        Binding(name: "modelApplyLoRA", tables: ["host"], tensorResults: 0) { call in
+        Binding(name: "modelApplyLoRA", tables: ["host"], tensorResults: 0, offScriptClock: true) { call in
             try Self.named("apply_lora", handleFirst: true) {
                 let model = try self.loadedModel(call)
                 let path = try call.string(2)
@@ -224,7 +224,7 @@ public final class ModelLibrary: LuaLibrary {
             }
         },
         /// (handle) → A1111's short hash of the model's file, or nothing for a folder (m:hash()).
-        Binding(name: "modelHash", tables: ["host"], tensorResults: 0) { call in
+        Binding(name: "modelHash", tables: ["host"], tensorResults: 0, offScriptClock: true) { call in
             if let hash = try self.loadedModel(call).hash { try call.push(hash) } else { call.pushNil() }
         },
         /// (handle): frees the network now (m:close(), or `local m <close> = ...`).

@@ -359,6 +359,29 @@ local function with_progress(sampler)
     end
 end
 
+-- A schedule's sigmas are checked where it returns them, so that a wrong one is blamed by its file, not in the
+-- sampler or the recipe that called it: a 1-D list of at least two finite sigmas, never negative or increasing.
+local function checked_schedule(schedule, file)
+    local function fail(problem) error(format("%s: the schedule's sigmas %s", file, problem), 0) end
+    return function(...)
+        local sigmas = schedule(...)
+        if type(sigmas) ~= "userdata" or sigmas:dim() ~= 1 then
+            fail(format("must be a 1-D Tensor, got %s", type(sigmas) == "userdata" and sigmas:dim() .. "-D" or type(sigmas)))
+        end
+        local values = sigmas:totable()
+        if #values < 2 then fail(format("must be at least 2 (one step), got %d", #values)) end
+        for i, sigma in ipairs(values) do
+            if sigma ~= sigma or sigma == math.huge or sigma < 0 then
+                fail(format("must be finite and not negative, got sigmas[%d] = %s", i, tostring(sigma)))
+            end
+            if i > 1 and sigma > values[i - 1] then
+                fail(format("must not increase, got sigmas[%d] = %.9g after sigmas[%d] = %.9g", i, sigma, i - 1, values[i - 1]))
+            end
+        end
+        return sigmas
+    end
+end
+
 local function resolve(domain, name)
     local value = resolved[domain][name]
     if value ~= nil then return value end
@@ -373,6 +396,7 @@ local function resolve(domain, name)
                 error(format("%s: a %s plugin must return a function, got %s", chunkName:sub(2), singular[domain],
                     type(value)), 0)
             end
+            if domain == "schedules" then value = checked_schedule(value, chunkName:sub(2)) end
         end
     end
     if value ~= nil and domain == "samplers" then value = with_progress(value) end
