@@ -89,7 +89,7 @@ function generate.open(p)
         return model
     end
     if vae or weights then
-        error(format("%s= needs model=PATH (a Stable Diffusion checkpoint)", vae and "vae" or "weights"), 3)
+        recipe.input_error(format("%s= needs model=PATH (a Stable Diffusion checkpoint)", vae and "vae" or "weights"))
     end
     return kiri.models[p.model]()
 end
@@ -103,7 +103,7 @@ local function requested_loras(p)
         local colon = strings.last_colon(path)
         local suffix = colon and path:sub(colon + 1)
         if suffix and suffix:find("^[%s%d.+-]+$") then   -- "PATH:0.8"; a ':' before anything else is the path's
-            scale = tonumber(suffix) or error(format("lora: bad scale in '%s'", item), 3)
+            scale = tonumber(suffix) or recipe.input_error(format("lora: bad scale in '%s'", item))
             path = strings.trim(path:sub(1, colon - 1))
         end
         wanted[path] = (wanted[path] or 0) + scale
@@ -117,12 +117,12 @@ local function requested_loras(p)
         local tag = prompt_text:sub(open + 6, close - 1)   -- NAME or NAME:WEIGHT
         local colon = tag:find(":", 1, true)
         local name, weight = tag:sub(1, (colon or 0) - 1), colon and tag:sub(colon + 1) or ""
-        if name == "" then error(format("<lora:%s>: the tag names no LoRA", tag), 3) end
+        if name == "" then recipe.input_error(format("<lora:%s>: the tag names no LoRA", tag)) end
         if (p.lora_dir or "") == "" then
-            error(format("<lora:%s> needs lora_dir=FOLDER, where %s.safetensors is", name, name), 3)
+            recipe.input_error(format("<lora:%s> needs lora_dir=FOLDER, where %s.safetensors is", name, name))
         end
         if weight ~= "" and tonumber(weight) == nil then
-            error(format("<lora:%s:%s>: the weight must be a number", name, weight), 3)
+            recipe.input_error(format("<lora:%s:%s>: the weight must be a number", name, weight))
         end
         local path = p.lora_dir .. "/" .. name .. ".safetensors"
         wanted[path] = (wanted[path] or 0) + (tonumber(weight) or 1)

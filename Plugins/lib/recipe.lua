@@ -206,6 +206,86 @@ function recipe.parameters_text(fields)
     return table.concat(lines, "\n")
 end
 
+-- The `key: value` pairs of an A1111 settings line, values unquoted (modules/infotext_utils.py re_param and
+-- unquote); nil when the line has fewer than three, as A1111 then takes it for part of the prompt.
+local function settings_of(line)
+    local pairs_found, position = {}, 1
+    while position <= #line do
+        local key, rest = line:match("^%s*([%w][%w %-/]-):%s*()", position)
+        if not key then return nil end
+        local value
+        if line:sub(rest, rest) == '"' then
+            local close = rest + 1
+            while close <= #line and line:sub(close, close) ~= '"' do
+                close = close + (line:sub(close, close) == "\\" and 2 or 1)
+            end
+            value = line:sub(rest + 1, close - 1):gsub("\\n", "\n"):gsub("\\(.)", "%1")
+            position = close + 1
+        else
+            local comma = line:find(",", rest, true) or #line + 1
+            value = line:sub(rest, comma - 1):gsub("%s+$", "")
+            position = comma
+        end
+        pairs_found[#pairs_found + 1] = {key, value}
+        position = (line:find("[^,%s]", position) or #line + 1)
+    end
+    return #pairs_found >= 3 and pairs_found or nil
+end
+
+-- What txt2img takes from each A1111 field, with the value converted; other fields are reported, not honoured.
+local honoured = {
+    ["Steps"] = {"steps", math.tointeger}, ["CFG scale"] = {"cfg", function(v) return tonumber(v) and tonumber(v) + 0.0 end},
+    ["Seed"] = {"seed", math.tointeger}, ["Variation seed"] = {"subseed", math.tointeger},
+    ["Variation seed strength"] = {"subseed_strength", function(v) return tonumber(v) and tonumber(v) + 0.0 end},
+    ["Clip skip"] = {"clip_skip", math.tointeger},
+}
+
+-- A sampler's or schedule's Kiri name from A1111's display name; A1111 before 1.9 wrote the schedule into the
+-- sampler's name ("DPM++ 2M Karras"), which gives both.
+local function plugin_names(kind, value, fields)
+    for name, display in pairs(recipe.display_names[kind]) do
+        if display == value then fields[kind] = name; return true end
+    end
+    if kind == "sampler" then
+        for schedule, display in pairs(recipe.display_names.schedule) do
+            local sampler = value:sub(-#display - 1) == " " .. display and value:sub(1, -#display - 2)
+            if sampler and plugin_names("sampler", sampler, fields) then fields.schedule = schedule; return true end
+        end
+    end
+    return false
+end
+
+-- An A1111 `parameters` text read back (modules/infotext_utils.py parse_generation_parameters): the prompt, the
+-- negative prompt and the settings Kiri's txt2img has, as recipe fields (sampler and schedule by Kiri's plugin
+-- names), and the list of "Key: value" settings it cannot honour.
+function recipe.from_parameters(text)
+    local lines = strings.split(text, "\n")
+    local settings = settings_of(lines[#lines])
+    if settings then lines[#lines] = nil end
+    local prompt, negative, in_negative = {}, {}, false
+    for _, line in ipairs(lines) do
+        if line:find("^Negative prompt:") then in_negative, line = true, strings.trim(line:sub(17)) end
+        if in_negative then negative[#negative + 1] = line else prompt[#prompt + 1] = line end
+    end
+    local fields = {prompt = strings.trim(table.concat(prompt, "\n")), negative = strings.trim(table.concat(negative, "\n"))}
+    local ignored = {}
+    for _, pair in ipairs(settings or {}) do
+        local key, value = pair[1], pair[2]
+        local rule = honoured[key]
+        local converted = rule and rule[2](value)
+        local width, height = value:match("^(%d+)x(%d+)$")
+        if converted ~= nil then
+            fields[rule[1]] = converted
+        elseif key == "Size" and width then
+            fields.width, fields.height = math.tointeger(tonumber(width)), math.tointeger(tonumber(height))
+        elseif not ((key == "Sampler" and plugin_names("sampler", value, fields))
+            or (key == "Schedule type" and plugin_names("schedule", value, fields)) or key == "Version") then
+            ignored[#ignored + 1] = key .. ": " .. value
+        end
+    end
+    return fields, ignored
+end
+
 function recipe.save(path, image, fields)
     local shape = image:shape()
     fields.size = fields.size or format("%dx%d", shape[#shape], shape[#shape - 1])

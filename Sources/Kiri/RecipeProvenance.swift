@@ -13,6 +13,8 @@ public struct RecipeProvenance: Equatable, Sendable {
     public var recipe: String
     public var source: String
     public var arguments: [String]
+    /// The PNG came from AUTOMATIC1111: the recipe is the bundled txt2img.lua, given the PNG's `parameters` text.
+    public var fromA1111 = false
 
     public init(recipe: String, source: String, arguments: [String]) {
         self.recipe = recipe
@@ -39,8 +41,17 @@ public struct RecipeProvenance: Equatable, Sendable {
         try self.init(text: text.map { ($0.key, $0.value) }, file: path)
     }
 
-    /// Reads them back from a PNG's text chunks; `file` names the image in errors.
+    /// Reads them back from a PNG's text chunks; `file` names the image in errors. A PNG from AUTOMATIC1111 (a
+    /// `parameters` chunk and no recipe) runs the bundled txt2img.lua with that text as `parameters=`, which reads
+    /// the settings it can honour and says which it cannot.
     public init(text: [(key: String, value: String)], file: String) throws(ProvenanceError) {
+        if !text.contains(where: { $0.key == Self.recipeKey }), let parameters = text.first(where: { $0.key == "parameters" }),
+           let scripts = BundledFiles.scripts,
+           let bundled = try? String(contentsOfFile: scripts + "/txt2img.lua", encoding: .utf8) {
+            (recipe, source, arguments) = ("txt2img.lua", bundled, ["parameters=" + parameters.value])
+            fromA1111 = true
+            return
+        }
         func value(_ key: String) throws(ProvenanceError) -> String {
             guard let found = text.first(where: { $0.key == key }) else {
                 throw ProvenanceError(message: "'\(file)' has no '\(key)' text chunk, so it does not say which recipe made it "
@@ -70,6 +81,10 @@ extension RecipeProvenance {
     public func announcement(image: String) -> String {
         let hash = SHA256.hex(source.utf8)
         var text: String
+        if fromA1111 {
+            return "\(image) has A1111's parameters and no Kiri recipe: running the bundled txt2img.lua (sha256 \(hash)) "
+                + "with the settings it can honour"
+        }
         if let scripts = BundledFiles.scripts, let bundled = try? String(contentsOfFile: scripts + "/" + recipeName, encoding: .utf8) {
             text = bundled == source
                 ? "running the bundled recipe \(recipeName) (sha256 \(hash), the source embedded in \(image))"

@@ -147,7 +147,10 @@ public enum PluginPath {
     public static func catalog(user: [String]) -> PluginCatalog {
         let environment = ProcessInfo.processInfo.environment["KIRI_PLUGIN_PATH"]?
             .split(separator: ":").map(String.init) ?? []
-        let userFolders = (user + environment).map { PluginCatalog.Folder(path: $0, isBundled: false) }
+        // The bundled folder named again as a user folder is still the bundled one: its plugins override nothing.
+        let bundledReal = BundledFiles.plugins.flatMap(FileAccess.realPath)
+        let userFolders = (user + environment).filter { bundledReal == nil || FileAccess.realPath($0) != bundledReal }
+            .map { PluginCatalog.Folder(path: $0, isBundled: false) }
         let bundled = BundledFiles.plugins.map { [PluginCatalog.Folder(path: $0, isBundled: true)] } ?? []
         return PluginCatalog(folders: userFolders + bundled)
     }

@@ -151,7 +151,7 @@ extension KiriCommand {
                 """)
 
         @OptionGroup var sandbox: SandboxOptions
-        @Option(name: .customLong("from"), help: "Run the recipe stored in a PNG Kiri wrote, with its arguments.")
+        @Option(name: .customLong("from"), help: "Run the recipe stored in a PNG Kiri wrote, with its arguments (key=value arguments after it change them); a PNG from AUTOMATIC1111 runs txt2img.lua with its parameters.")
         var image: String?
         @Flag(help: "Run again whenever the recipe or a plugin or module it loaded changes.")
         var watch = false
@@ -161,7 +161,9 @@ extension KiriCommand {
         var arguments: [String] = []
 
         func validate() throws {
-            if image != nil, file != nil { throw ValidationError("give a recipe FILE or --from IMAGE, not both") }
+            if image != nil, let file, !file.contains("=") {
+                throw ValidationError("give a recipe FILE or --from IMAGE, not both (after --from IMAGE, key=value arguments change the stored ones)")
+            }
             if image == nil, file == nil { throw ValidationError("missing the recipe: kiri run FILE.lua [ARGS...] or kiri run --from IMAGE.png") }
             if image != nil, watch { throw ValidationError("--watch needs a recipe file, not --from") }
         }
@@ -176,11 +178,14 @@ extension KiriCommand {
                     throw fail("\(error)")
                 }
                 report(provenance.announcement(image: image))
-                request = sandbox.request(script: provenance.recipeName, arguments: provenance.arguments, source: provenance.source)
+                // key=value arguments typed after --from IMAGE come after the stored ones, so they win.
+                let typed = (file.map { [$0] } ?? []) + arguments
+                request = sandbox.request(script: provenance.recipeName, arguments: provenance.arguments + typed,
+                                          source: provenance.source)
             } else {
                 request = sandbox.request(script: file!, arguments: arguments)
             }
-            guard watch, let file else {
+            guard watch, image == nil, let file else {
                 if case .failure = runOnce(request) { throw ExitCode(1) }
                 return
             }

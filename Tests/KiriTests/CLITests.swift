@@ -1,4 +1,5 @@
 import Foundation
+@testable import Kiri
 import XCTest
 
 /// `kiri` as a user runs it: a separate process, its exit status, stdout and stderr, in a fresh folder.
@@ -121,6 +122,57 @@ final class CLITests: CLITestCase {
         XCTAssertEqual(walled.status, 1)
         XCTAssertTrue(walled.stderr.contains("wall-clock time limit exceeded (0.3 s"), walled.stderr)
         XCTAssertTrue(walled.stderr.contains("--wall-timeout"), walled.stderr)
+    }
+
+    /// Issue 14, 12: the smaller things a new user runs into.
+    func testHelpDefaultsHomeAndPythonLookup() throws {
+        let help = try kiri(["run", "--help"])
+        XCTAssertTrue(help.stdout.contains("(default: 4G)"), help.stdout)
+        XCTAssertFalse(help.stdout.contains("ByteCount"), help.stdout)
+        let home = try kiri(["list", "samplers"], environment: ["KIRI_HOME": folder.appendingPathComponent("nowhere").path])
+        XCTAssertTrue(home.stderr.contains("warning: KIRI_HOME=") && home.stderr.contains("is not a folder"), home.stderr)
+        let script = try write("args.lua", "print(arg[1])")
+        let misplaced = try kiri(["run", script, "--timeout", "5"])
+        XCTAssertTrue(misplaced.stdout.contains("--timeout"), "a plain script gets the option as its argument")
+        let recipe = try kiri(["run", GenerationCLITests.scripts + "/txt2img.lua", "--steps", "5"])
+        XCTAssertTrue(recipe.stderr.contains("kiri's own options go before the recipe's FILE"), recipe.stderr)
+        // --python python3 is looked up in PATH, as a shell does.
+        let env = try UNetBenchmark.executable("env")
+        XCTAssertTrue(env.hasSuffix("/env") && FileManager.default.isExecutableFile(atPath: env), env)
+        XCTAssertThrowsError(try UNetBenchmark.executable("no-such-python-here"))
+    }
+
+    /// Issue 14, 12: Tools/install.sh puts a binary that finds its plugins, recipes and model under PREFIX, and the
+    /// shell completions where the shells look.
+    func testInstallScript() throws {
+        let checkout = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let prefix = folder.appendingPathComponent("prefix").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [checkout.appendingPathComponent("Tools/install.sh").path, prefix]
+        process.environment = ProcessInfo.processInfo.environment.merging(["KIRI_BINARY": Self.binary.path]) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        for file in ["bin/kiri", "share/kiri/Plugins/samplers/euler.lua", "share/kiri/Scripts/txt2img.lua",
+                     "share/kiri/models/fashion-mnist", "share/kiri/clip/merges.txt", "share/kiri/docs/luals/kiri.lua",
+                     "share/bash-completion/completions/kiri", "share/zsh/site-functions/_kiri",
+                     "share/fish/vendor_completions.d/kiri.fish"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: prefix + "/" + file), file)
+        }
+        let completion = try String(contentsOfFile: prefix + "/share/bash-completion/completions/kiri", encoding: .utf8)
+        XCTAssertTrue(completion.contains("--wall-timeout"), "the completions know the options")
+        let installed = Process()
+        installed.executableURL = URL(fileURLWithPath: prefix + "/bin/kiri")
+        installed.arguments = ["run", prefix + "/share/kiri/Scripts/txt2img.lua", "steps=2"]
+        installed.currentDirectoryURL = folder
+        installed.standardOutput = FileHandle.nullDevice
+        try installed.run()
+        installed.waitUntilExit()
+        XCTAssertEqual(installed.terminationStatus, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("out/txt2img.png").path))
     }
 
     func testSyntaxErrorNamesTheFile() throws {

@@ -74,6 +74,32 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertEqual(try png("out/00000-0.png").pixels, try png("out/00001-0.png").pixels)
     }
 
+    /// Issue 14, 8: a PNG from AUTOMATIC1111 (its `parameters` text only) runs the bundled txt2img.lua with the settings
+    /// Kiri has, says which it cannot honour, and makes what the same settings typed as txt2img.lua arguments make;
+    /// key=value arguments after --from IMAGE change them.
+    func testRunFromAnA1111PNG() throws {
+        let parameters = "coat\nNegative prompt: bag\nSteps: 3, Sampler: Euler a, Schedule type: Karras, CFG scale: 5, "
+            + "Seed: 11, Size: 28x28, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Hires upscale: 2, Version: v1.10.1"
+        try PNGImage(tensor: try Tensor(shape: [1, 28, 28]).fill(0.5), text: [PNGImage.TextChunk(key: "parameters", value: parameters)])
+            .save(to: folder.appendingPathComponent("a1111.png").path)
+        let run = try kiri(["run", "--from", "a1111.png", "out=from.png"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stderr.contains("a1111.png has A1111's parameters and no Kiri recipe"), run.stderr)
+        XCTAssertTrue(run.stdout.contains("A1111 settings Kiri does not honour: Model hash: 6ce0161689; "
+            + "Model: v1-5-pruned-emaonly; Hires upscale: 2"), run.stdout)
+        let typed = try kiri(["run", GenerationCLITests.scripts + "/txt2img.lua", "prompt=coat", "negative=bag", "steps=3",
+                              "sampler=euler_ancestral", "schedule=karras", "cfg=5", "seed=11", "out=typed.png"])
+        XCTAssertEqual(typed.status, 0, typed.stderr)
+        let from = try png("out/from.png")
+        XCTAssertEqual(from.pixels, try png("out/typed.png").pixels)
+        XCTAssertTrue(text(from, "parameters")?.hasPrefix("coat\nNegative prompt: bag\nSteps: 3, Sampler: Euler a, "
+            + "Schedule type: Karras, CFG scale: 5, Seed: 11,") ?? false, text(from, "parameters") ?? "")
+
+        let changed = try kiri(["run", "--from", "a1111.png", "steps=2", "out=changed.png"])
+        XCTAssertEqual(changed.status, 0, changed.stderr)
+        XCTAssertTrue(text(try png("out/changed.png"), "parameters")?.contains("Steps: 2,") ?? false)
+    }
+
     /// Issue 14, 6: image k of a batch has seed + k - 1, for its starting noise and its sampler's noise (ancestral
     /// Gaussian draws and SDE Brownian trees alike), so it is bit for bit the image that seed makes alone, and its
     /// PNG says so.
