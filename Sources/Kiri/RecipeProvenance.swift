@@ -9,12 +9,39 @@ public struct RecipeProvenance: Equatable, Sendable {
     public static let sourceKey = "kiri-recipe-source"
     public static let argumentsKey = "kiri-arguments"
     public static let versionKey = "kiri-version"
+    public static let pluginsKey = "kiri-plugins"
+
+    /// A plugin file the run loaded, as the PNG records it: `DOMAIN/NAME.lua`, "bundled" or "user", and the
+    /// SHA-256 of its source, so `--from` can say which folder to pass and whether the plugin found there is the same.
+    public struct Plugin: Codable, Equatable, Sendable {
+        public var plugin: String
+        public var origin: String
+        public var sha256: String
+
+        public init(plugin: String, origin: String, sha256: String) {
+            (self.plugin, self.origin, self.sha256) = (plugin, origin, sha256)
+        }
+    }
 
     public var recipe: String
     public var source: String
     public var arguments: [String]
     /// The PNG came from AUTOMATIC1111: the recipe is the bundled txt2img.lua, given the PNG's `parameters` text.
     public var fromA1111 = false
+    /// The plugins the PNG says made it (none for a PNG from before Kiri recorded them).
+    public var plugins: [Plugin] = []
+
+    /// The `kiri-plugins` text for what a run has loaded: each plugin once, in the order it was loaded.
+    public static func pluginText(_ loaded: [LoadedPlugin]) -> String {
+        var seen = Set<String>(), records: [Plugin] = []
+        for plugin in loaded where seen.insert(plugin.domain + "/" + plugin.name).inserted {
+            records.append(Plugin(plugin: "\(plugin.domain)/\(plugin.name).lua", origin: plugin.isBundled ? "bundled" : "user",
+                                  sha256: SHA256.hex(plugin.source.utf8)))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]   // the same bytes in every process
+        return (try? encoder.encode(records)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+    }
 
     public init(recipe: String, source: String, arguments: [String]) {
         self.recipe = recipe
@@ -65,6 +92,12 @@ public struct RecipeProvenance: Equatable, Sendable {
             throw ProvenanceError(message: "'\(file)': its '\(Self.argumentsKey)' text chunk is not a JSON list of strings")
         }
         self.arguments = arguments
+        if let recorded = text.first(where: { $0.key == Self.pluginsKey }) {
+            guard let plugins = try? JSONDecoder().decode([Plugin].self, from: Data(recorded.value.utf8)) else {
+                throw ProvenanceError(message: "'\(file)': its '\(Self.pluginsKey)' text chunk is not a JSON list of plugins")
+            }
+            self.plugins = plugins
+        }
     }
 }
 
@@ -78,7 +111,7 @@ extension RecipeProvenance {
 
     /// What `kiri run --from` says before running: the recipe's name, where its source comes from and the source's
     /// SHA-256 (as `sha256sum` prints it), and whether it differs from the bundled recipe of the same name.
-    public func announcement(image: String) -> String {
+    public func announcement(image: String, catalog: PluginCatalog? = nil) -> String {
         let hash = SHA256.hex(source.utf8)
         var text: String
         if fromA1111 {
@@ -94,7 +127,26 @@ extension RecipeProvenance {
             text = "running \(recipeName) from the source embedded in \(image) (sha256 \(hash)); no bundled recipe has its name"
         }
         if !arguments.isEmpty { text += "\n  with the arguments stored there: " + arguments.joined(separator: " ") }
+        if let catalog { text += pluginNotes(catalog).map { "\n  " + $0 }.joined() }
         return text
+    }
+
+    /// What differs between the plugins the PNG records and the ones this run would load: a user plugin that no
+    /// folder here has (pass its folder with --plugins), or one, user or bundled, whose source is not the same.
+    func pluginNotes(_ catalog: PluginCatalog) -> [String] {
+        plugins.compactMap { recorded in
+            let parts = recorded.plugin.dropLast(".lua".count).split(separator: "/").map(String.init)
+            guard parts.count == 2, recorded.plugin.hasSuffix(".lua") else { return nil }
+            guard let path = catalog.file(domain: parts[0], name: parts[1]),
+                  let source = try? String(contentsOfFile: path, encoding: .utf8) else {
+                return "it used the \(recorded.origin) plugin \(recorded.plugin) (sha256 \(recorded.sha256)), which no plugin "
+                    + "folder here has: pass the folder that holds it with --plugins"
+            }
+            let hash = SHA256.hex(source.utf8)
+            guard hash != recorded.sha256 else { return nil }
+            return "its \(recorded.origin) plugin \(recorded.plugin) (sha256 \(recorded.sha256)) DIFFERS from \(path) "
+                + "(sha256 \(hash)), which this run uses"
+        }
     }
 }
 

@@ -25,6 +25,8 @@ extension Bindings {
                 throw ScriptError("cannot read plugin '\(domain)/\(name).lua': \(FileAccess.reason(error))")
             }
             runtime.loadedFiles.append(path)
+            let isBundled = runtime.plugins.folders.first { path.hasPrefix($0.path + "/") }?.isBundled ?? false
+            runtime.loadedPlugins.append(LoadedPlugin(domain: domain, name: name, isBundled: isBundled, source: source))
             try call.push(source)
             try call.push("@\(domain)/\(name).lua")
         },

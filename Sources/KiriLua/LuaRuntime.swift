@@ -30,6 +30,14 @@ public struct SandboxLimits: Sendable {
     }
 }
 
+/// A plugin file a run loaded: `DOMAIN/NAME.lua`, whether it is a bundled one, and its source.
+public struct LoadedPlugin: Sendable {
+    public var domain: String
+    public var name: String
+    public var isBundled: Bool
+    public var source: String
+}
+
 /// How a run failed: the message carries `file:line:` and a traceback.
 public struct ScriptFailure: Error, CustomStringConvertible {
     public enum Kind: Sendable { case error, timeout, cancelled, memory, setup }
@@ -70,6 +78,8 @@ public final class LuaRuntime {
     public let plugins: PluginCatalog
     /// Every file the run loaded (modules and plugins), for `kiri run --watch`.
     public internal(set) var loadedFiles: [String] = []
+    /// The plugin files the run loaded, for the PNGs it writes: a shared image says which plugins made it.
+    public internal(set) var loadedPlugins: [LoadedPlugin] = []
     /// Receives what the script prints.
     public let output: (String) -> Void
     /// Bytes the run has written, against `limits.disk`.

@@ -177,7 +177,7 @@ extension KiriCommand {
                 } catch {
                     throw fail("\(error)")
                 }
-                report(provenance.announcement(image: image))
+                report(provenance.announcement(image: image, catalog: PluginPath.catalog(user: sandbox.plugins.directories)))
                 // key=value arguments typed after --from IMAGE come after the stored ones, so they win.
                 let typed = (file.map { [$0] } ?? []) + arguments
                 request = sandbox.request(script: provenance.recipeName, arguments: provenance.arguments + typed,

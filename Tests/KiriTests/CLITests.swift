@@ -57,6 +57,11 @@ class CLITestCase: XCTestCase {
                       stderr: String(decoding: stderr, as: UTF8.self))
     }
 
+    /// What `sha256sum` says of `text`: the reference an announced hash must match.
+    func sha256sum(_ text: String) throws -> String {
+        String(try run("/usr/bin/sha256sum", [try write("hashed.txt", text)]).prefix(64))
+    }
+
     /// Runs another program in the test folder and returns its output and errors together.
     func run(_ executable: String, _ arguments: [String]) throws -> String {
         let process = Process()

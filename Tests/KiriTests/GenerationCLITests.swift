@@ -150,6 +150,34 @@ final class GenerationCLITests: CLITestCase {
             + "got sigmas[2] = 2 after sigmas[1] = 1"), result.stderr)
     }
 
+    /// Issue 14, 5: a PNG records each plugin that made it (origin and SHA-256), and `--from` says which user plugin
+    /// it lacks and which one differs, instead of only failing with "unknown schedule".
+    func testRunFromSaysWhichPluginsItNeeds() throws {
+        let source = "return function(opts) return kiri.schedules.karras(opts) * 0.9 end\n"
+        _ = try write("mine/schedules/gentle.lua", source)
+        let made = try kiri(["run", "--plugins", "mine", GenerationCLITests.scripts + "/txt2img.lua", "schedule=gentle",
+                             "steps=3", "out=gentle.png"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let recorded = try JSONDecoder().decode([RecipeProvenance.Plugin].self,
+                                                 from: Data((text(try png("out/gentle.png"), "kiri-plugins") ?? "").utf8))
+        XCTAssertTrue(recorded.contains(RecipeProvenance.Plugin(plugin: "schedules/gentle.lua", origin: "user",
+                                                                sha256: try sha256sum(source))), "\(recorded)")
+        XCTAssertTrue(recorded.contains { $0.plugin == "samplers/dpmpp_2m.lua" && $0.origin == "bundled" }, "\(recorded)")
+
+        let without = try kiri(["run", "--from", "out/gentle.png", "-o", "again"])
+        XCTAssertEqual(without.status, 1)
+        XCTAssertTrue(without.stderr.contains("it used the user plugin schedules/gentle.lua (sha256 \(try sha256sum(source))), "
+            + "which no plugin folder here has: pass the folder that holds it with --plugins"), without.stderr)
+        let with = try kiri(["run", "--from", "out/gentle.png", "--plugins", "mine", "-o", "again"])
+        XCTAssertEqual(with.status, 0, with.stderr)
+        XCTAssertFalse(with.stderr.contains("gentle.lua"), with.stderr)
+        XCTAssertEqual(try png("again/gentle.png").pixels, try png("out/gentle.png").pixels)
+        _ = try write("mine/schedules/gentle.lua", source.replacingOccurrences(of: "0.9", with: "0.8"))
+        let changed = try kiri(["run", "--from", "out/gentle.png", "--plugins", "mine", "-o", "again"])
+        XCTAssertTrue(changed.stderr.contains("its user plugin schedules/gentle.lua (sha256 \(try sha256sum(source))) DIFFERS from "
+            + "mine/schedules/gentle.lua"), changed.stderr)
+    }
+
     /// Issue 14, 5: a misspelt plugin folder is an error, and a user plugin that replaces a bundled one says so.
     func testPluginFoldersAreCheckedAndOverridesAnnounced() throws {
         let misspelt = try kiri(["run", "--plugins", "plugnis", GenerationCLITests.scripts + "/txt2img.lua"])

@@ -17,11 +17,6 @@ final class SharedImageTests: CLITestCase {
         try image.save(to: folder.appendingPathComponent(name).path)
     }
 
-    /// What `sha256sum` says of `text`: the reference the announced hash must match.
-    func sha256sum(_ text: String) throws -> String {
-        String(try run("/usr/bin/sha256sum", [try write("hashed.txt", text)]).prefix(64))
-    }
-
     /// Findings 1 and 2: the recorded recipe path (absolute, or one letter) and paths among the recorded arguments,
     /// folders and files alike, grant neither reads nor modules; only --allow does.
     func testRunFromAPNGGrantsNothingFromIt() throws {

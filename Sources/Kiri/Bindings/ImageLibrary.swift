@@ -58,6 +58,9 @@ public final class ImageLibrary: LuaLibrary {
             let runtime = call.runtime
             let keys = Set(given.map(\.key))
             text += self.imageText.filter { !keys.contains($0.key) }.map { PNGImage.TextChunk(key: $0.key, value: $0.value) }
+            if !runtime.loadedPlugins.isEmpty, !keys.contains(RecipeProvenance.pluginsKey) {
+                text.append(PNGImage.TextChunk(key: RecipeProvenance.pluginsKey, value: RecipeProvenance.pluginText(runtime.loadedPlugins)))
+            }
             let encoded: [UInt8]
             do throws(ImageError) {
                 try PNGImage.checkTextTotal(text)
