@@ -150,6 +150,8 @@ extension KiriCommand {
                 the files named with --allow.
                 """)
 
+        static let sharedRecipeWallTimeout: Double = 3600
+
         @OptionGroup var sandbox: SandboxOptions
         @Option(name: .customLong("from"), help: "Run the recipe stored in a PNG Kiri wrote, with its arguments (key=value arguments after it change them); a PNG from AUTOMATIC1111 runs txt2img.lua with its parameters.")
         var image: String?
@@ -169,7 +171,7 @@ extension KiriCommand {
         }
 
         func run() throws {
-            let request: RunRequest
+            var request: RunRequest
             if let image {
                 let provenance: RecipeProvenance
                 do {
@@ -182,6 +184,9 @@ extension KiriCommand {
                 let typed = (file.map { [$0] } ?? []) + arguments
                 request = sandbox.request(script: provenance.recipeName, arguments: provenance.arguments + typed,
                                           source: provenance.source)
+                // A shared PNG's recipe could call models in a loop, which the script clock does not count: it gets
+                // an hour of wall time unless --wall-timeout says otherwise.
+                if sandbox.time.wallTimeout == nil { request.limits.wallTimeout = Self.sharedRecipeWallTimeout }
             } else {
                 request = sandbox.request(script: file!, arguments: arguments)
             }
