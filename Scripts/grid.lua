@@ -30,24 +30,24 @@ local axis_types = {
 
 local function axis(name, key, text)
     if not axis_types[key] then
-        error(format("%s: cannot plot '%s'; choose prompt, negative, steps, cfg, sampler, schedule, guidance, seed or "
-            .. "clip_skip", name, key), 0)
+        recipe.input_error(format("%s: cannot plot '%s'; choose prompt, negative, steps, cfg, sampler, schedule, "
+            .. "guidance, seed or clip_skip", name, key))
     end
     if text == "classes" and (key == "prompt" or key == "negative") then
-        if not model.classes then error("classes: this model has no list of classes (the default model has)", 0) end
+        if not model.classes then recipe.input_error("classes: this model has no list of classes (the default model has)") end
         return model.classes
     end
     return recipe.values(key, text, p[key])
 end
 local xs, ys, zs = axis("x", p.x, p.xs), axis("y", p.y, p.ys), {}
-if p.y == p.x then error(format("x and y are both '%s'; plot two different keys", p.x), 0) end
+if p.y == p.x then recipe.input_error(format("x and y are both '%s'; plot two different keys", p.x)) end
 if p.z ~= "" then
     if p.z == p.x or p.z == p.y then
-        error(format("z is '%s', as %s is; each key can be on one axis only", p.z, p.z == p.x and "x" or "y"), 0)
+        recipe.input_error(format("z is '%s', as %s is; each key can be on one axis only", p.z, p.z == p.x and "x" or "y"))
     end
     zs = axis("z", p.z, p.zs)
 elseif p.zs ~= "" then
-    error("zs= needs z=KEY, the parameter its values are for", 0)
+    recipe.input_error("zs= needs z=KEY, the parameter its values are for")
 end
 
 -- The parameters of the cell at these values (z nil without a Z axis).

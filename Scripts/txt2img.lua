@@ -19,6 +19,7 @@ if p.parameters ~= "" then
     local fields, ignored = recipe.from_parameters(p.parameters)
     for key, value in pairs(fields) do defaults[key] = value end
     p = recipe.params(arg, defaults)
+    recipe.check_ranges(p, "A1111 parameters")
     p.parameters = nil
     if #ignored > 0 then print("A1111 settings Kiri does not honour: " .. table.concat(ignored, "; ")) end
     print("Kiri's noise is not A1111's (Philox, not torch.randn), so the image will differ from the original")

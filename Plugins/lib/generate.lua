@@ -66,7 +66,10 @@ end
 local function schedule(text, steps, encode, what)
     local ok, result = pcall(prompt.schedule, text, steps, encode)
     if ok then return result end
-    if type(result) ~= "string" or result:find("not enough memory", 1, true) then error(result, 0) end
+    -- Only the parser's and the model's refusals are about the prompt: a stopped run, a memory error or a bug passes.
+    local stopped = type(result) == "string" and (result:find("time limit exceeded", 1, true) or
+        result:find("run cancelled", 1, true) or result:find("not enough memory", 1, true))
+    if type(result) ~= "string" or stopped then error(result, 0) end
     local message = result:gsub("^[^\n]-:%d+: ", ""):gsub("^prompt: ", "")
     recipe.input_error(what .. ": " .. message)
 end
@@ -168,8 +171,8 @@ local function mask_for(mask, sample_shape)
 end
 
 -- Spherical interpolation from `low` (val 0) to `high` (val 1), A1111's slerp (modules/processing.py) for its
--- variation seeds; A1111 normalises over dim 1 of a [C, H, W] noise, this over the whole sample, and keeps its
--- linear fallback for (nearly) parallel noises.
+-- variation seeds. A1111 normalises over dim 1 of a [C, H, W] noise, this over the whole sample; its fallback for
+-- (nearly) parallel noises, kept as it is, weights them the other way round (it never happens with Gaussian noise).
 local function slerp(val, low, high)
     local dot = (low * high):sum() / math.sqrt((low * low):sum() * (high * high):sum())
     if dot > 0.9995 then return low * val + high * (1 - val) end

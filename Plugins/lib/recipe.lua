@@ -17,7 +17,7 @@
 --                                and number format ("CFG scale: 7", recipe.number_text); a plot's
 --                                axes (x_type, x_values, ... z_values) last, as "X Type: Steps, X Values: ..."
 --   field_name(key)           -> the name parameters_text gives a key ("CFG scale" for cfg), for labels
---   save(path, image, fields) saves an image in [0, 1] ([C, H, W] or [1, C, H, W]) as a PNG whose
+--   save(path, image, fields [, text]) saves an image in [0, 1] ([C, H, W] or [1, C, H, W]) as a PNG whose
 --                                "parameters" text is parameters_text(fields); fields.size defaults to
 --                                the image's, fields.version "kiri VERSION". The engine adds the recipe's
 --                                name, source and arguments.
@@ -64,19 +64,30 @@ end
 -- The ranges of the keys recipes share (lib/generate.lua's), so that `steps=0` or `cfg=-1` is refused by name
 -- before anything runs. A1111's UI bounds them alike (its batch size goes to 8; 64 here).
 recipe.ranges = {
-    steps = {least = 1}, cfg = {least = 0}, batch = {least = 1, most = 64}, seed = {least = 0},
+    steps = {least = 1}, cfg = {least = 0}, batch = {least = 1, most = 64}, seed = {least = 0, most = (1 << 53) - 1},
     strength = {above = 0, most = 1}, width = {least = 0, multiple = 8}, height = {least = 0, multiple = 8},
-    clip_skip = {least = 0}, subseed = {least = 0}, subseed_strength = {least = 0, most = 1},
+    clip_skip = {least = 0}, subseed = {least = 0, most = (1 << 53) - 1}, subseed_strength = {least = 0, most = 1},
 }
 
 local function out_of_range(key, value)
     local range = recipe.ranges[key]
     if range == nil or type(value) ~= "number" then return nil end
+    if value ~= value or value == math.huge or value == -math.huge then return "must be a finite number" end
     if range.least and value < range.least then return format("must be at least %s", range.least) end
     if range.above and value <= range.above then return format("must be more than %s", range.above) end
     if range.most and value > range.most then return format("must be at most %s", range.most) end
     if range.multiple and value % range.multiple ~= 0 then return format("must be a multiple of %d", range.multiple) end
     return nil
+end
+
+-- Checks the shared keys of `p` against recipe.ranges, for values that came from elsewhere than the command line
+-- (an A1111 PNG's text): `what` says where, as "A1111 parameters: steps must be at least 1, got 0".
+function recipe.check_ranges(p, what)
+    for key in pairs(recipe.ranges) do
+        -- A size is the model's to check: the default model's 28x28 is no multiple of 8.
+        local problem = key ~= "width" and key ~= "height" and out_of_range(key, p[key])
+        if problem then recipe.input_error(format("%s: %s %s, got %s", what, key, problem, tostring(p[key]))) end
+    end
 end
 
 function recipe.values(key, values, default)
@@ -93,7 +104,12 @@ function recipe.values(key, values, default)
     return list
 end
 
+-- The command line's key=value arguments, as recipe.params last read them (save_samples gives each image of a batch
+-- its own, so that `kiri run --from` one of them makes that image alone).
+local command_line
+
 function recipe.params(arguments, defaults)
+    command_line = arguments
     local keys = {}
     for key in pairs(defaults) do keys[#keys + 1] = key end
     table.sort(keys)
@@ -145,7 +161,7 @@ recipe.display_names = {
     schedule = {
         karras = "Karras", exponential = "Exponential", polyexponential = "Polyexponential", sgm_uniform = "SGM Uniform",
         kl_optimal = "KL Optimal", ays = "Align Your Steps", simple = "Simple", normal = "Normal",
-        ddim_uniform = "DDIM", beta = "Beta", discrete = "Automatic",
+        ddim_uniform = "DDIM", beta = "Beta",
     },
 }
 
@@ -206,30 +222,35 @@ function recipe.parameters_text(fields)
     return table.concat(lines, "\n")
 end
 
--- The `key: value` pairs of an A1111 settings line, values unquoted (modules/infotext_utils.py re_param and
--- unquote); nil when the line has fewer than three, as A1111 then takes it for part of the prompt.
+-- JSON's escapes, undone in one pass as json.loads does (\\n stays a backslash and an n).
+local escapes = {n = "\n", t = "\t", r = "\r", b = "\b", f = "\f", ['"'] = '"', ["\\"] = "\\", ["/"] = "/"}
+
+-- The `key: value` pairs of an A1111 settings line, values unquoted, as modules/infotext_utils.py's
+-- re_param.findall and unquote read it: a segment that is not `key: value` is skipped; nil when fewer than three
+-- pairs are found, as A1111 then takes the line for part of the prompt.
 local function settings_of(line)
-    local pairs_found, position = {}, 1
+    local found, position = {}, 1
     while position <= #line do
-        local key, rest = line:match("^%s*([%w][%w %-/]-):%s*()", position)
-        if not key then return nil end
+        local key, rest = line:match("^%s*([%w_][%w_ %-/]-):%s*()", position)
         local value
-        if line:sub(rest, rest) == '"' then
+        if key and line:sub(rest, rest) == '"' then
             local close = rest + 1
             while close <= #line and line:sub(close, close) ~= '"' do
                 close = close + (line:sub(close, close) == "\\" and 2 or 1)
             end
-            value = line:sub(rest + 1, close - 1):gsub("\\n", "\n"):gsub("\\(.)", "%1")
+            value = line:sub(rest + 1, close - 1):gsub("\\(.)", function(c) return escapes[c] or "\\" .. c end)
             position = close + 1
-        else
+        elseif key then
             local comma = line:find(",", rest, true) or #line + 1
             value = line:sub(rest, comma - 1):gsub("%s+$", "")
             position = comma
+        else
+            position = (line:find(",", position, true) or #line) + 1   -- not a pair: skip to the next comma
         end
-        pairs_found[#pairs_found + 1] = {key, value}
-        position = (line:find("[^,%s]", position) or #line + 1)
+        if key then found[#found + 1] = {key, value} end
+        position = line:find("[^,%s]", position) or #line + 1
     end
-    return #pairs_found >= 3 and pairs_found or nil
+    return #found >= 3 and found or nil
 end
 
 -- What txt2img takes from each A1111 field, with the value converted; other fields are reported, not honoured.
@@ -286,11 +307,30 @@ function recipe.from_parameters(text)
     return fields, ignored
 end
 
-function recipe.save(path, image, fields)
+function recipe.save(path, image, fields, text)
     local shape = image:shape()
     fields.size = fields.size or format("%dx%d", shape[#shape], shape[#shape - 1])
     fields.version = fields.version or "kiri " .. kiri.version()
-    return kiri.image.save(path, image, {parameters = recipe.parameters_text(fields)})
+    local chunks = {parameters = recipe.parameters_text(fields)}
+    for key, value in pairs(text or {}) do chunks[key] = value end
+    return kiri.image.save(path, image, chunks)
+end
+
+local function json_string(text)
+    return '"' .. text:gsub('[%c"\\]', function(c)
+        return c == '"' and '\\"' or c == "\\" and "\\\\" or format("\\u%04x", c:byte())
+    end) .. '"'
+end
+
+-- The arguments that make image i of a batch alone: the command line's, with its seed (and variation seed) and
+-- batch=1 last (the last value of a key wins), as the engine's `kiri-arguments` JSON list.
+local function arguments_alone(seed, subseed)
+    local list = {}
+    for _, argument in ipairs(command_line or {}) do list[#list + 1] = json_string(argument) end
+    list[#list + 1] = json_string("seed=" .. seed)
+    if subseed then list[#list + 1] = json_string("subseed=" .. subseed) end
+    list[#list + 1] = json_string("batch=1")
+    return "[" .. table.concat(list, ",") .. "]"
 end
 
 function recipe.save_samples(path, x, fields)
@@ -302,8 +342,17 @@ function recipe.save_samples(path, x, fields)
         -- Image i was made from seed + i - 1 (lib/generate.lua), and is made alone from that seed.
         if math.type(fields.seed) == "integer" then position.seed = fields.seed + i - 1 end
         if math.type(fields.subseed) == "integer" then position.subseed = fields.subseed + i - 1 end
-        local name = count == 1 and path or path:gsub("%.png$", "") .. "-" .. i .. ".png"
-        paths[i] = recipe.save(name, kiri.post.to_image(x:narrow(1, i, 1)), position)
+        -- kiri sample's NUMBER-SEED.png numbers on per image, as A1111 names a batch's files.
+        local number, seed = path:match("^(%d+)%-(%d+)%.png$")
+        local name = path
+        if count > 1 and number and math.tointeger(tonumber(seed)) == fields.seed then
+            name = format("%0" .. #number .. "d-%d.png", tonumber(number) + i - 1, position.seed)
+        elseif count > 1 then
+            name = path:gsub("%.png$", "") .. "-" .. i .. ".png"
+        end
+        local text = count > 1 and command_line and position.seed and {["kiri-arguments"] =
+            arguments_alone(position.seed, (fields.subseed_strength or 0) > 0 and position.subseed or nil)}
+        paths[i] = recipe.save(name, kiri.post.to_image(x:narrow(1, i, 1)), position, text or nil)
     end
     return paths
 end

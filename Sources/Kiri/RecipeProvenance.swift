@@ -10,6 +10,7 @@ public struct RecipeProvenance: Equatable, Sendable {
     public static let argumentsKey = "kiri-arguments"
     public static let versionKey = "kiri-version"
     public static let pluginsKey = "kiri-plugins"
+    static let maximumPlugins = 256
 
     /// A plugin file the run loaded, as the PNG records it: `DOMAIN/NAME.lua`, "bundled" or "user", and the
     /// SHA-256 of its source, so `--from` can say which folder to pass and whether the plugin found there is the same.
@@ -93,8 +94,14 @@ public struct RecipeProvenance: Equatable, Sendable {
         }
         self.arguments = arguments
         if let recorded = text.first(where: { $0.key == Self.pluginsKey }) {
-            guard let plugins = try? JSONDecoder().decode([Plugin].self, from: Data(recorded.value.utf8)) else {
-                throw ProvenanceError(message: "'\(file)': its '\(Self.pluginsKey)' text chunk is not a JSON list of plugins")
+            // Someone else's text: at most what a run can load, each entry of the form Kiri writes, or none at all.
+            let hex = Set("0123456789abcdef")
+            guard let plugins = try? JSONDecoder().decode([Plugin].self, from: Data(recorded.value.utf8)),
+                  plugins.count <= Self.maximumPlugins,
+                  plugins.allSatisfy({ ["bundled", "user"].contains($0.origin) && $0.sha256.count == 64
+                      && $0.sha256.allSatisfy(hex.contains) && $0.plugin.utf8.count <= 128 }) else {
+                throw ProvenanceError(message: "'\(file)': its '\(Self.pluginsKey)' text chunk is not a list of at most "
+                    + "\(Self.maximumPlugins) plugins as Kiri writes them")
             }
             self.plugins = plugins
         }

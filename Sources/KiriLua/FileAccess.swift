@@ -123,6 +123,16 @@ public struct FileAccess: Sendable {
             if linkat(folder, temporary, folder, candidate, 0) == 0 {
                 return (components.dropLast() + [candidate]).joined(separator: "/")
             }
+            // Filesystems without hard links (vfat, exFAT, many network mounts): claim the name with an exclusive
+            // create, then move the data over that empty placeholder.
+            if [EPERM, ENOTSUP, EOPNOTSUPP, EXDEV, ENOSYS].contains(errno) {
+                let placeholder = openat(folder, candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                if placeholder >= 0 {
+                    Foundation.close(placeholder)
+                    guard renameat(folder, temporary, folder, candidate) == 0 else { throw failure("cannot create it") }
+                    return (components.dropLast() + [candidate]).joined(separator: "/")
+                }
+            }
             guard errno == EEXIST else { throw failure("cannot create it") }
         }
         throw ScriptError("cannot write '\(path)': it and the next 9999 numbered names exist (--overwrite replaces)")

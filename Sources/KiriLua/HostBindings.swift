@@ -25,8 +25,11 @@ extension Bindings {
                 throw ScriptError("cannot read plugin '\(domain)/\(name).lua': \(FileAccess.reason(error))")
             }
             runtime.loadedFiles.append(path)
-            let isBundled = runtime.plugins.folders.first { path.hasPrefix($0.path + "/") }?.isBundled ?? false
-            runtime.loadedPlugins.append(LoadedPlugin(domain: domain, name: name, isBundled: isBundled, source: source))
+            // Once per plugin: one that fails to load is looked up again on every use.
+            if !runtime.loadedPlugins.contains(where: { $0.domain == domain && $0.name == name }) {
+                let isBundled = runtime.plugins.folders.first { path.hasPrefix($0.path + "/") }?.isBundled ?? false
+                runtime.loadedPlugins.append(LoadedPlugin(domain: domain, name: name, isBundled: isBundled, source: source))
+            }
             try call.push(source)
             try call.push("@\(domain)/\(name).lua")
         },

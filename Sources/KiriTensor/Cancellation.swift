@@ -39,7 +39,7 @@ public final class Cancellation: Sendable {
         self.wallTimeout = wallTimeout
     }
 
-    /// Starts the clocks (again, for a second run on the same state), unless already stopped.
+    /// Starts the clocks (again, for a second run on the same state); a stop already recorded stays.
     public func start() {
         let now = Self.now()
         deadline.store(Self.deadline(now, timeout), ordering: .relaxed)

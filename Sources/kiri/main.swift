@@ -82,6 +82,15 @@ struct TimeLimitOptions: ParsableArguments {
     }
 }
 
+/// `-o` is a folder for every command: a name with an image's extension, or an existing file, is a mistake.
+enum OutputFolder {
+    static func looksLikeAFile(_ path: String) -> Bool {
+        let extensions = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]
+        let name = FileAccess.name(of: path).lowercased()
+        return extensions.contains { name.hasSuffix("." + $0) } || FileAccess.isRegularFile(path)
+    }
+}
+
 struct SandboxOptions: ParsableArguments {
     @OptionGroup var time: TimeLimitOptions
     @Option(help: "Memory cap for Lua and tensors together, e.g. 4G or 512M (a 512×512 SD 1.5 generation fits in 4G).")
@@ -97,6 +106,12 @@ struct SandboxOptions: ParsableArguments {
     @OptionGroup var plugins: PluginOptions
     @Flag(name: [.short, .long], help: "No progress bar or notes (the bar is only drawn when stderr is a terminal anyway).")
     var quiet = false
+
+    func validate() throws {
+        if OutputFolder.looksLikeAFile(output) {
+            throw ValidationError("-o names the folder the script writes into, not a file: '\(output)'")
+        }
+    }
 
     func request(script: String, arguments: [String], source: String? = nil, outputDirectory: String? = nil) -> RunRequest {
         if !quiet { plugins.reportOverrides() }
@@ -261,7 +276,7 @@ extension KiriCommand {
             try check(width >= 0 && width % 8 == 0, "--width must be a multiple of 8 (0: the model's), got \(width)")
             try check(height >= 0 && height % 8 == 0, "--height must be a multiple of 8 (0: the model's), got \(height)")
             try check(clipSkip >= 1, "--clip-skip must be at least 1, got \(clipSkip)")
-            try check(!output.lowercased().hasSuffix(".png"),
+            try check(!OutputFolder.looksLikeAFile(output),
                       "-o names the output folder, as for kiri run; give the file's name with --name \(FileAccess.name(of: output))")
             if let name {
                 try check(name.lowercased().hasSuffix(".png"), "--name: Kiri writes PNG files, so the name must end in .png, got '\(name)'")
@@ -289,9 +304,8 @@ extension KiriCommand {
                 if prompt == nil {
                     report("no --prompt given, so drawing a sneaker (\(steps) \(sampler) steps on the \(schedule) schedule, "
                         + "CFG \(cfg), seed \(seed)). Try --prompt \"ankle boot\" or kiri sample --help.")
-                } else if self.seed < 0 {
-                    report("--seed -1: using seed \(seed)")
                 }
+                if self.seed < 0 { report("--seed -1: using seed \(seed)") }
             }
             if case .failure = runOnce(request) { throw ExitCode(1) }
         }

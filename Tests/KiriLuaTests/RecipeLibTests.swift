@@ -42,6 +42,45 @@ final class RecipeLibTests: XCTestCase {
             .contains("steps: every value must be an integer, got 'x'") ?? false)
     }
 
+    /// Issue 14, 8: A1111's parameters text read back as modules/infotext_utils.py parse_generation_parameters reads
+    /// it: a multi-line prompt and negative prompt, quoted values with JSON escapes, keys with underscores, segments
+    /// that are not `key: value` skipped, A1111's older "DPM++ 2M Karras", and a last line of fewer than three pairs
+    /// kept as prompt.
+    func testParametersTextIsReadBackAsA1111ReadsIt() {
+        let printed = runLua(#"""
+            local recipe = require "lib.recipe"
+            local function show(text)
+                local fields, ignored = recipe.from_parameters(text)
+                local keys = {}
+                for key in pairs(fields) do keys[#keys + 1] = key end
+                table.sort(keys)
+                for _, key in ipairs(keys) do print(key, (tostring(fields[key]):gsub("\n", "|"))) end
+                print("ignored", table.concat(ignored, " ; "))
+            end
+            show('a fox\nin snow\nNegative prompt: blurry\nlowres\nSteps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7.5, '
+                .. 'Seed: 42, Size: 512x768, Downcast alphas_cumprod: True, Lora hashes: "a: 1, b\\"c\\\\nd", '
+                .. 'garbage without colon, Clip skip: 2, Version: v1.10.1')
+            show("just words: here\nSteps: 5, Seed: 1")
+            """#)
+        XCTAssertEqual(printed, #"""
+            cfg	7.5
+            clip_skip	2
+            height	768
+            negative	blurry|lowres
+            prompt	a fox|in snow
+            sampler	dpmpp_2m
+            schedule	karras
+            seed	42
+            steps	30
+            width	512
+            ignored	Downcast alphas_cumprod: True ; Lora hashes: a: 1, b"c\nd
+            negative	
+            prompt	just words: here|Steps: 5, Seed: 1
+            ignored	
+
+            """#)
+    }
+
     /// The layout of stable-diffusion-webui's create_infotext, which A1111, ComfyUI and civitai parse.
     func testParametersTextIsA1111s() {
         let printed = runLua("""

@@ -95,6 +95,15 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertTrue(text(from, "parameters")?.hasPrefix("coat\nNegative prompt: bag\nSteps: 3, Sampler: Euler a, "
             + "Schedule type: Karras, CFG scale: 5, Seed: 11,") ?? false, text(from, "parameters") ?? "")
 
+        for (setting, message) in [("Steps: 0", "A1111 parameters: steps must be at least 1, got 0"),
+                                   ("CFG scale: -5", "A1111 parameters: cfg must be at least 0, got -5.0")] {
+            let bad = parameters.replacingOccurrences(of: setting.hasPrefix("Steps") ? "Steps: 3" : "CFG scale: 5", with: setting)
+            try PNGImage(tensor: try Tensor(shape: [1, 28, 28]).fill(0.5), text: [PNGImage.TextChunk(key: "parameters", value: bad)])
+                .save(to: folder.appendingPathComponent("bad.png").path)
+            let refused = try kiri(["run", "--from", "bad.png"])
+            XCTAssertEqual(refused.status, 1)
+            XCTAssertTrue(refused.stderr.hasSuffix("kiri: \(message)\n"), refused.stderr)
+        }
         let changed = try kiri(["run", "--from", "a1111.png", "steps=2", "out=changed.png"])
         XCTAssertEqual(changed.status, 0, changed.stderr)
         XCTAssertTrue(text(try png("out/changed.png"), "parameters")?.contains("Steps: 2,") ?? false)
@@ -116,7 +125,21 @@ final class GenerationCLITests: CLITestCase {
             XCTAssertEqual(second.pixels, single.pixels, sampler)
             XCTAssertNotEqual(try png("out/\(sampler)-1.png").pixels, single.pixels, "the seeds differ, so this can fail")
             XCTAssertTrue(text(second, "parameters")?.contains("Seed: 8,") ?? false, text(second, "parameters") ?? "")
+            // The image's own arguments make it alone again.
+            let again = try kiri(["run", "--from", "out/\(sampler)-2.png", "-o", "again"])
+            XCTAssertEqual(again.status, 0, again.stderr)
+            XCTAssertEqual(try png("again/\(sampler).png").pixels, single.pixels)
         }
+    }
+
+    /// Issue 14, 6: as in A1111, seed -1 picks a seed at random, says which, and names and records the image by it.
+    func testSeedMinusOnePicksOneAndSaysWhich() throws {
+        let result = try kiri(["sample", "--seed", "-1", "--steps", "2"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let said = result.stderr.components(separatedBy: "--seed -1: using seed ").dropFirst().first?
+            .prefix { $0.isNumber }
+        let seed = try XCTUnwrap(said.flatMap { Int($0) }, result.stderr)
+        XCTAssertTrue(text(try png("out/00000-\(seed).png"), "parameters")?.contains("Seed: \(seed),") ?? false)
     }
 
     /// Issue 14, 6: A1111's variation seed. Strength 0 is the seed's image, strength 1 the subseed's (slerp's ends are
@@ -223,9 +246,17 @@ final class GenerationCLITests: CLITestCase {
         let jpeg = try kiri(["sample", "--name", "out.jpg"])
         XCTAssertNotEqual(jpeg.status, 0)
         XCTAssertTrue(jpeg.stderr.contains("Kiri writes PNG files"), jpeg.stderr)
-        let file = try kiri(["sample", "-o", "sneaker.png"])
-        XCTAssertNotEqual(file.status, 0)
-        XCTAssertTrue(file.stderr.contains("-o names the output folder"), file.stderr)
+        for output in ["sneaker.png", "out.jpg"] {
+            let file = try kiri(["sample", "-o", output])
+            XCTAssertNotEqual(file.status, 0)
+            XCTAssertTrue(file.stderr.contains("-o names the output folder"), file.stderr)
+            XCTAssertNotEqual(try kiri(["run", "-o", output, GenerationCLITests.scripts + "/txt2img.lua"]).status, 0)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent(output).path))
+        }
+        // A batch from kiri sample is numbered on per image, each with its own seed, as A1111 names them.
+        XCTAssertEqual(try kiri(["sample", "--batch", "2", "--seed", "4", "--steps", "2", "-o", "batch"]).status, 0)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("batch").path).sorted(),
+                       ["00000-4.png", "00001-5.png"])
         let recipe = try kiri(["run", GenerationCLITests.scripts + "/txt2img.lua", "out=x.jpg"])
         XCTAssertTrue(recipe.stderr.contains("Kiri writes PNG files: give a name ending in .png, got 'x.jpg'"), recipe.stderr)
         try FileManager.default.createDirectory(at: folder.appendingPathComponent("existing"), withIntermediateDirectories: true)

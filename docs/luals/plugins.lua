@@ -22,7 +22,7 @@
 ---@field callback? fun(info: StepInfo): "stop"|nil returning "stop" ends the run with that step's denoised
 ---@field eta? number ancestral noise scale
 ---@field s_noise? number
----@field seed? integer for the noise of ancestral and SDE samplers
+---@field seed? integer|integer[] for the noise of ancestral and SDE samplers; a list gives each sample its own
 ---@field s_churn? number
 ---@field s_tmin? number
 ---@field s_tmax? number

@@ -450,7 +450,9 @@ function api.register(kind, name, fn)
     if not callable(fn) then
         error(format("bad argument #3 to 'register' (function expected, got %s)", type(fn)), 2)
     end
-    resolved[domain][name] = domain == "samplers" and with_progress(fn) or fn
+    if domain == "samplers" then fn = with_progress(fn) end
+    if domain == "schedules" then fn = checked_schedule(fn, format("kiri.register(\"schedule\", \"%s\")", name)) end
+    resolved[domain][name] = fn
 end
 
 for _, extension in ipairs(extensions) do extension(api, host, resolve) end
