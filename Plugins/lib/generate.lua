@@ -70,7 +70,11 @@ local function schedule(text, steps, encode, what)
     local stopped = type(result) == "string" and (result:find("time limit exceeded", 1, true) or
         result:find("run cancelled", 1, true) or result:find("not enough memory", 1, true))
     if type(result) ~= "string" or stopped then error(result, 0) end
-    local message = result:gsub("^[^\n]-:%d+: ", ""):gsub("^prompt: ", "")
+    -- Without the "file:line: " an error starts with, looked for in its head: the whole message may quote a long
+    -- prompt, and the sandbox refuses a costly pattern on a long subject.
+    local _, last = result:sub(1, 256):find("^[^\n]-:%d+: ")
+    local message = last and result:sub(last + 1) or result
+    message = message:sub(1, 8) == "prompt: " and message:sub(9) or message
     recipe.input_error(what .. ": " .. message)
 end
 

@@ -227,28 +227,34 @@ local escapes = {n = "\n", t = "\t", r = "\r", b = "\b", f = "\f", ['"'] = '"', 
 
 -- The `key: value` pairs of an A1111 settings line, values unquoted, as modules/infotext_utils.py's
 -- re_param.findall and unquote read it: a segment that is not `key: value` is skipped; nil when fewer than three
--- pairs are found, as A1111 then takes the line for part of the prompt.
+-- pairs are found, as A1111 then takes the line for part of the prompt. Plain searches only: a pattern over the
+-- whole line would be refused on a long one.
 local function settings_of(line)
     local found, position = {}, 1
     while position <= #line do
-        local key, rest = line:match("^%s*([%w_][%w_ %-/]-):%s*()", position)
-        local value
-        if key and line:sub(rest, rest) == '"' then
-            local close = rest + 1
-            while close <= #line and line:sub(close, close) ~= '"' do
-                close = close + (line:sub(close, close) == "\\" and 2 or 1)
-            end
-            value = line:sub(rest + 1, close - 1):gsub("\\(.)", function(c) return escapes[c] or "\\" .. c end)
-            position = close + 1
-        elseif key then
-            local comma = line:find(",", rest, true) or #line + 1
-            value = line:sub(rest, comma - 1):gsub("%s+$", "")
-            position = comma
+        local colon, comma = line:find(":", position, true), line:find(",", position, true)
+        if not colon then break end
+        if comma and comma < colon then
+            position = comma + 1                                    -- not a pair: skip to the next comma
         else
-            position = (line:find(",", position, true) or #line) + 1   -- not a pair: skip to the next comma
+            local key = strings.trim(line:sub(position, colon - 1))
+            local start = colon + 1
+            while line:sub(start, start) == " " do start = start + 1 end
+            local value
+            if line:sub(start, start) == '"' then
+                local close = start + 1
+                while close <= #line and line:sub(close, close) ~= '"' do
+                    close = close + (line:sub(close, close) == "\\" and 2 or 1)
+                end
+                value = line:sub(start + 1, close - 1):gsub("\\(.)", function(c) return escapes[c] or "\\" .. c end)
+                position = (line:find(",", close + 1, true) or #line) + 1
+            else
+                local stop = line:find(",", start, true) or #line + 1
+                value = strings.trim(line:sub(start, stop - 1))
+                position = stop + 1
+            end
+            if #key <= 64 and key:find("^[%w_][%w_ %-/]*$") then found[#found + 1] = {key, value} end
         end
-        if key then found[#found + 1] = {key, value} end
-        position = line:find("[^,%s]", position) or #line + 1
     end
     return #found >= 3 and found or nil
 end
@@ -294,7 +300,8 @@ function recipe.from_parameters(text)
         local key, value = pair[1], pair[2]
         local rule = honoured[key]
         local converted = rule and rule[2](value)
-        local width, height = value:match("^(%d+)x(%d+)$")
+        local width, height
+        if #value <= 32 then width, height = value:match("^(%d+)x(%d+)$") end
         if converted ~= nil then
             fields[rule[1]] = converted
         elseif key == "Size" and width then

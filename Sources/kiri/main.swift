@@ -287,7 +287,7 @@ extension KiriCommand {
         func run() throws {
             guard let scripts = BundledFiles.scripts else { throw fail("cannot find Kiri's Scripts folder (set KIRI_HOME)") }
             let seed = self.seed >= 0 ? self.seed : Int(UInt32.random(in: 0...UInt32.max))   // A1111's range
-            let file = name ?? String(format: "%05d-%d.png", Self.nextNumber(in: output), seed)
+            let file = name ?? String(format: "%05ld", Self.nextNumber(in: output)) + "-\(seed).png"
             let arguments = [
                 "prompt=\(prompt ?? "sneaker")", "negative=\(negative)", "steps=\(steps)", "cfg=\(cfg)",
                 "sampler=\(sampler)", "schedule=\(schedule)", "guidance=\(guidance)", "seed=\(seed)", "batch=\(batch)",

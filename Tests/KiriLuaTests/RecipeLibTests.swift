@@ -61,6 +61,11 @@ final class RecipeLibTests: XCTestCase {
                 .. 'Seed: 42, Size: 512x768, Downcast alphas_cumprod: True, Lora hashes: "a: 1, b\\"c\\\\nd", '
                 .. 'garbage without colon, Clip skip: 2, Version: v1.10.1')
             show("just words: here\nSteps: 5, Seed: 1")
+            -- A long line (Lora hashes, extensions' fields) is read with plain searches, not refused as a costly pattern.
+            local long = {"Steps: 20", "Sampler: Euler", "Seed: 3", "Size: " .. string.rep("9", 5000)}
+            for i = 1, 300 do long[#long + 1] = "Extra " .. i .. ": " .. i end
+            local fields, ignored = recipe.from_parameters("x\n" .. table.concat(long, ", "))
+            print(fields.steps, fields.sampler, fields.seed, #ignored)
             """#)
         XCTAssertEqual(printed, #"""
             cfg	7.5
@@ -77,6 +82,7 @@ final class RecipeLibTests: XCTestCase {
             negative	
             prompt	just words: here|Steps: 5, Seed: 1
             ignored	
+            20	euler	3	301
 
             """#)
     }

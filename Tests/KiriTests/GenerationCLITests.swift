@@ -140,6 +140,9 @@ final class GenerationCLITests: CLITestCase {
             .prefix { $0.isNumber }
         let seed = try XCTUnwrap(said.flatMap { Int($0) }, result.stderr)
         XCTAssertTrue(text(try png("out/00000-\(seed).png"), "parameters")?.contains("Seed: \(seed),") ?? false)
+        // A1111's seeds reach 2^32 - 1: the name holds all of the seed.
+        XCTAssertEqual(try kiri(["sample", "--seed", "4294967295", "--steps", "2"]).status, 0)
+        XCTAssertTrue(text(try png("out/00001-4294967295.png"), "parameters")?.contains("Seed: 4294967295,") ?? false)
     }
 
     /// Issue 14, 6: A1111's variation seed. Strength 0 is the seed's image, strength 1 the subseed's (slerp's ends are
@@ -221,6 +224,9 @@ final class GenerationCLITests: CLITestCase {
         XCTAssertTrue(negative.stderr.hasPrefix("kiri: negative prompt: the default model knows no 'horse'"), negative.stderr)
         XCTAssertFalse(negative.stderr.contains("traceback"), negative.stderr)
         XCTAssertFalse(negative.stderr.contains(".lua:"), negative.stderr)
+        // An error that quotes a long prompt is shortened with plain searches, never a pattern the sandbox refuses.
+        let long = try kiri(["sample", "--prompt", "coat", "--negative", String(repeating: "horse ", count: 8000)])
+        XCTAssertTrue(long.stderr.hasPrefix("kiri: negative prompt: the default model knows no 'horse horse"), String(long.stderr.prefix(300)))
 
         let run = try kiri(["run", GenerationCLITests.scripts + "/txt2img.lua", "steps=0"])
         XCTAssertEqual(run.status, 1)
