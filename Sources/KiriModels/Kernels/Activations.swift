@@ -1,3 +1,4 @@
+import Foundation
 import KiriTensor
 
 // Pointwise nonlinearities: diffusers' get_activation (models/activations.py) and GEGLU.
@@ -70,5 +71,32 @@ func gegluForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Flo
                 (Vector.load(a + i, count: tail) * exactGelu(Vector.load(gate + i, count: tail))).store(o + i, count: tail)
             }
         }
+    }
+}
+
+/// dInput[count] = dOut · activation′(input), the backward of activationForward: the derivatives torch's autograd
+/// uses for each activation. `dInput` may be `dOut`.
+func activationBackward(_ dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                        _ activation: Activation, count: Int) {
+    func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
+    for i in 0..<count {
+        let x = input[i]
+        let slope: Float
+        switch activation {
+        case .silu, .swish:   // σ(x) · (1 + x · (1 − σ(x)))
+            let s = sigmoid(x)
+            slope = s * (1 + x * (1 - s))
+        case .quickGelu:      // the same with 1.702 x inside σ
+            let s = sigmoid(1.702 * x)
+            slope = s * (1 + 1.702 * x * (1 - s))
+        case .gelu:           // Φ(x) + x · φ(x)
+            slope = 0.5 * (1 + Foundation.erf(x * 0.7071067811865476)) + x * Foundation.exp(-0.5 * x * x) * 0.3989422804014327
+        case .mish:           // tanh(softplus(x)) + x · sech²(softplus(x)) · σ(x); softplus is x beyond 20, as torch's
+            let t = Foundation.tanh(x > 20 ? x : Foundation.log1p(Foundation.exp(x)))
+            slope = t + x * (1 - t * t) * sigmoid(x)
+        case .relu:
+            slope = x > 0 ? 1 : 0
+        }
+        dInput[i] = dOut[i] * slope
     }
 }

@@ -138,3 +138,55 @@ func conv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Fl
 @inline(__always) func floorDivision(_ a: Int, _ b: Int) -> Int {
     a >= 0 ? a / b : -((-a + b - 1) / b)
 }
+
+/// dInput[I, H, W] += the gradients columns[I·k·k, Ho·Wo] hold for each input pixel an im2col over all output rows
+/// read: im2col's adjoint (torch's col2im), for the input gradient of a convolution.
+func col2im(_ dInput: UnsafeMutablePointer<Float>, _ columns: UnsafePointer<Float>, _ shape: ConvolutionShape) {
+    let (k, stride, pad) = (shape.kernel, shape.stride, shape.padding)
+    let (height, width, outHeight, outWidth) = (shape.height, shape.width, shape.outHeight, shape.outWidth)
+    for channel in 0..<shape.inChannels {
+        let image = dInput + channel * height * width
+        for ky in 0..<k {
+            for kx in 0..<k {
+                let row = columns + ((channel * k + ky) * k + kx) * outHeight * outWidth
+                for oy in 0..<outHeight {
+                    let iy = oy * stride - pad + ky
+                    guard iy >= 0, iy < height else { continue }
+                    for ox in 0..<outWidth {
+                        let ix = ox * stride - pad + kx
+                        if ix >= 0, ix < width { image[iy * width + ix] += row[oy * outWidth + ox] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The gradients of conv2dForward (torch.nn.functional.conv2d's backward) for a float32 weight[O, I·k·k], image by
+/// image: dWeight += dOut[O, Ho·Wo] · columnsᵀ and dBias[O] += Σ dOut (accumulated, as parameter gradients are), and
+/// dInput[B, I, H, W] = col2im(weightᵀ · dOut) (nil: not wanted). `columns` holds I·k·k·Ho·Wo floats of scratch.
+func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
+                    dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                    _ shape: ConvolutionShape, columns: UnsafeMutablePointer<Float>) {
+    let taps = shape.inChannels * shape.kernel * shape.kernel, positions = shape.outHeight * shape.outWidth
+    let imageSize = shape.inChannels * shape.height * shape.width
+    for image in 0..<shape.batch {
+        let gradient = dOut + image * shape.outChannels * positions
+        im2col(columns, input + image * imageSize, shape, rows: 0..<shape.outHeight)
+        sgemm(transposeB: true, m: shape.outChannels, n: taps, k: positions, gradient, lda: positions, columns,
+              ldb: positions, beta: 1, dWeight, ldc: taps)
+        if let dBias {
+            for o in 0..<shape.outChannels {
+                var total: Float = 0
+                for p in 0..<positions { total += gradient[o * positions + p] }
+                dBias[o] += total
+            }
+        }
+        guard let dInput else { continue }
+        sgemm(transposeA: true, m: taps, n: positions, k: shape.outChannels, weight, lda: taps, gradient, ldb: positions,
+              beta: 0, columns, ldc: positions)
+        let target = dInput + image * imageSize
+        target.update(repeating: 0, count: imageSize)
+        col2im(target, columns, shape)
+    }
+}

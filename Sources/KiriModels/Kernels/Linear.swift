@@ -84,3 +84,22 @@ func linearToChannelsForward(_ out: UnsafeMutablePointer<Float>, _ input: Unsafe
               input + (image * tokens + range.lowerBound) * inFeatures, ldb: inFeatures, beta: beta, target, ldc: tokens)
     }
 }
+
+/// The gradients of linearForward (torch.nn.functional.linear's backward) for a float32 weight[O, I]:
+/// dInput[rows, I] = dOut[rows, O] · weight (nil: not wanted), and dWeight[O, I] += dOut[rows, O]ᵀ · input[rows, I],
+/// dBias[O] += Σ over rows of dOut, accumulated as parameter gradients are across a batch's calls.
+func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
+                    dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                    rows: Int, inFeatures: Int, outFeatures: Int) {
+    if let dInput {
+        sgemm(m: rows, n: inFeatures, k: outFeatures, dOut, lda: outFeatures, weight, ldb: inFeatures, beta: 0,
+              dInput, ldc: inFeatures)
+    }
+    sgemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows, dOut, lda: outFeatures, input, ldb: inFeatures,
+          beta: 1, dWeight, ldc: inFeatures)
+    guard let dBias else { return }
+    for row in 0..<rows {
+        let line = dOut + row * outFeatures
+        for o in 0..<outFeatures { dBias[o] += line[o] }
+    }
+}

@@ -121,6 +121,41 @@ func channelNormalizationForward(_ out: UnsafeMutablePointer<Float>, _ input: Un
     }
 }
 
+/// The gradients of GroupNorm(groups, C, eps) with affine weight[C] (torch.nn.functional.group_norm's backward) over
+/// input[B, C, S]: dInput[B, C, S] = r/N · (N·ĝ − Σĝ − x̂ · Σ(ĝ·x̂)) per group of N = C/groups · S values, where
+/// x̂ = (x − mean) · r, r = 1/√(var + eps) and ĝ = dOut · weight; dWeight[C] += Σ dOut · x̂ and dBias[C] += Σ dOut,
+/// accumulated. The statistics are recomputed from the input, as the forward computes them.
+func groupNormBackward(dInput: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>,
+                       dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
+                       batch: Int, channels: Int, spatial: Int, groups: Int) {
+    let perGroup = channels / groups, count = perGroup * spatial
+    for item in 0..<batch * groups {
+        let x = input + item * count, g = dOut + item * count, dx = dInput + item * count
+        let (mean, r) = moments(x, count, eps: eps)
+        var sumG = 0.0, sumGX = 0.0   // Σĝ and Σĝ·x̂ over the group, in double
+        for c in 0..<perGroup {
+            let channel = item % groups * perGroup + c, w = weight[channel]
+            var sumDy = 0.0, sumDyX = 0.0
+            for i in c * spatial..<(c + 1) * spatial {
+                let normalized = (x[i] - mean) * r
+                sumDy += Double(g[i])
+                sumDyX += Double(g[i] * normalized)
+            }
+            dBias[channel] += Float(sumDy)
+            dWeight[channel] += Float(sumDyX)
+            sumG += sumDy * Double(w)
+            sumGX += sumDyX * Double(w)
+        }
+        let n = Float(count), meanG = Float(sumG) / n, meanGX = Float(sumGX) / n
+        for c in 0..<perGroup {
+            let w = weight[item % groups * perGroup + c]
+            for i in c * spatial..<(c + 1) * spatial {
+                dx[i] = r * (g[i] * w - meanG - (x[i] - mean) * r * meanGX)
+            }
+        }
+    }
+}
+
 /// out[rows, F] = LayerNorm(F, eps)(input[rows, F]) · weight[F] + bias[F] — torch.nn.LayerNorm over the last
 /// dimension. `out` may be `input`.
 func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
@@ -142,5 +177,27 @@ func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer
                 i += 1
             }
         }
+    }
+}
+
+/// The gradients of layerNormForward (torch.nn.LayerNorm's backward) over input[rows, F]: dInput = r/F · (F·ĝ − Σĝ −
+/// x̂ · Σ(ĝ·x̂)) per row, with x̂ = (x − mean) · r and ĝ = dOut · weight; dWeight[F] += Σ dOut · x̂ and
+/// dBias[F] += Σ dOut over the rows, accumulated. The statistics are recomputed from the input.
+func layerNormBackward(dInput: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>,
+                       dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
+                       rows: Int, features: Int) {
+    for row in 0..<rows {
+        let x = input + row * features, g = dOut + row * features, dx = dInput + row * features
+        let (mean, r) = moments(x, features, eps: eps)
+        var sumG = 0.0, sumGX = 0.0
+        for i in 0..<features {
+            let normalized = (x[i] - mean) * r, scaled = g[i] * weight[i]
+            dBias[i] += g[i]
+            dWeight[i] += g[i] * normalized
+            sumG += Double(scaled)
+            sumGX += Double(scaled * normalized)
+        }
+        let n = Double(features), meanG = Float(sumG / n), meanGX = Float(sumGX / n)
+        for i in 0..<features { dx[i] = r * (g[i] * weight[i] - meanG - (x[i] - mean) * r * meanGX) }
     }
 }
