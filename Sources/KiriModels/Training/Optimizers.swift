@@ -1,0 +1,48 @@
+import Foundation
+
+/// torch.optim.AdamW's hyperparameters, in double as torch's Python floats are: the scalars derived from them
+/// (1 − β2, 1 − lr·weight_decay, ...) are worked out in double and rounded to float32 once, as torch does.
+public struct AdamWOptions: Sendable, Equatable {
+    public var lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double
+
+    public init(lr: Double = 1e-3, beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-8, weightDecay: Double = 1e-2) {
+        (self.lr, self.beta1, self.beta2, self.eps, self.weightDecay) = (lr, beta1, beta2, eps, weightDecay)
+    }
+}
+
+/// Step `step` (counted from 1) of torch.optim.AdamW on param[count], in the order and float32 arithmetic of torch's
+/// _single_tensor_adamw: decoupled weight decay, then exp_avg.lerp_(grad, 1 − β1), exp_avg_sq ·β2 + (1 − β2)·grad²,
+/// and param −= lr/(1 − β1ᵗ) · exp_avg / (√exp_avg_sq / √(1 − β2ᵗ) + eps).
+func adamwStep(_ param: UnsafeMutablePointer<Float>, expAvg: UnsafeMutablePointer<Float>, expAvgSq: UnsafeMutablePointer<Float>,
+               grad: UnsafePointer<Float>, count: Int, step: Int, _ options: AdamWOptions) {
+    let decay = Float(1 - options.lr * options.weightDecay)
+    let stepSize = Float(options.lr / (1 - Foundation.pow(options.beta1, Double(step))))
+    let correction = Float((1 - Foundation.pow(options.beta2, Double(step))).squareRoot())
+    let (beta2, oneMinusBeta2, weight) = (Float(options.beta2), Float(1 - options.beta2), Float(1 - options.beta1))
+    let eps = Float(options.eps)
+    for i in 0..<count {
+        param[i] *= decay
+        expAvg[i] += weight * (grad[i] - expAvg[i])
+        expAvgSq[i] = expAvgSq[i] * beta2 + oneMinusBeta2 * grad[i] * grad[i]
+        param[i] -= stepSize * expAvg[i] / (expAvgSq[i].squareRoot() / correction + eps)
+    }
+}
+
+/// torch.nn.utils.clip_grad_norm_(parameters, maxNorm): the 2-norm of all the gradients together (of each one's
+/// norm), returned, and every gradient scaled by min(1, maxNorm / (norm + 1e-6)).
+func clipGradNorm(_ gradients: [UnsafeMutableBufferPointer<Float>], maxNorm: Float) -> Float {
+    let norms = gradients.map { gradient in Float(gradient.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()) }
+    let total = Float(norms.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
+    let scale = min(1, maxNorm / (total + 1e-6))
+    for gradient in gradients {
+        for i in gradient.indices { gradient[i] *= scale }
+    }
+    return total
+}
+
+/// average[count] −= (1 − decay) · (average − param): one step of diffusers' EMAModel at a fixed decay (1 − decay
+/// worked out in double, as there).
+func emaUpdate(_ average: UnsafeMutablePointer<Float>, _ param: UnsafePointer<Float>, count: Int, decay: Double) {
+    let weight = Float(1 - decay)
+    for i in 0..<count { average[i] -= weight * (average[i] - param[i]) }
+}
