@@ -187,4 +187,22 @@ final class BackwardKernelTests: XCTestCase {
         assertClose(dW, numericalGradient(wd) { loss(xd, $0, bd) }, "layer norm dWeight", tolerance: 1e-5)
         assertClose(dB, numericalGradient(bd) { loss(xd, wd, $0) }, "layer norm dBias", tolerance: 1e-5)
     }
+
+    func testGegluBackward() {
+        let (rows, features) = (3, 5)
+        let x = values(rows * 2 * features, seed: 70).map { $0 * 3 }, dOut = values(rows * features, seed: 71)
+        func loss(_ x: [Double]) -> Double {   // Σ dOut · a · GELU(gate), [a | gate] per row
+            var total = 0.0
+            for r in 0..<rows {
+                for i in 0..<features {
+                    let a = x[r * 2 * features + i], gate = x[r * 2 * features + features + i]
+                    total += Double(dOut[r * features + i]) * a * gate * 0.5 * (1 + erf(gate / 2.0.squareRoot()))
+                }
+            }
+            return total
+        }
+        var dX = [Float](repeating: .nan, count: x.count)
+        gegluBackward(&dX, dOut: dOut, input: x, rows: rows, features: features)
+        assertClose(dX, numericalGradient(x.map(Double.init), loss), "geglu dInput", tolerance: 1e-5)
+    }
 }

@@ -74,6 +74,21 @@ func gegluForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Flo
     }
 }
 
+/// dInput[rows, 2·features] = [dOut · GELU(gate) | dOut · a · GELU′(gate)]: the backward of gegluForward.
+func gegluBackward(_ dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                   rows: Int, features: Int) {
+    for row in 0..<rows {
+        let a = input + row * 2 * features, gate = a + features, g = dOut + row * features
+        let dA = dInput + row * 2 * features, dGate = dA + features
+        activationBackward(dGate, dOut: g, input: gate, .gelu, count: features)   // dOut · GELU′(gate)
+        for i in 0..<features {
+            let x = gate[i]
+            dA[i] = g[i] * x * 0.5 * (1 + Foundation.erf(x * 0.7071067811865476))
+            dGate[i] *= a[i]
+        }
+    }
+}
+
 /// dInput[count] = dOut · activation′(input), the backward of activationForward: the derivatives torch's autograd
 /// uses for each activation. `dInput` may be `dOut`.
 func activationBackward(_ dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
