@@ -287,7 +287,7 @@ end
 -- names), and the list of "Key: value" settings it cannot honour.
 function recipe.from_parameters(text)
     local lines = strings.split(text, "\n")
-    local settings = settings_of(lines[#lines])
+    local settings = #lines > 0 and settings_of(lines[#lines]) or nil
     if settings then lines[#lines] = nil end
     local prompt, negative, in_negative = {}, {}, false
     for _, line in ipairs(lines) do

@@ -230,6 +230,42 @@ final class FuzzTests: XCTestCase {
         _ = fuzz(target)
     }
 
+    /// Each input as an AUTOMATIC1111 `parameters` text, which `kiri run --from` hands to lib/recipe.lua's
+    /// from_parameters from someone else's PNG: long lines, quotes and escapes must neither hit a limit nor trip the
+    /// sandbox's pattern-cost check (which an earlier version of the reader did on a 4.6 KB line).
+    func testA1111Parameters() {
+        let source = """
+            local recipe = require "lib.recipe"
+            local hex = ...
+            local fields, ignored = recipe.from_parameters((hex:gsub("%x%x", function(b) return string.char(tonumber(b, 16)) end)))
+            assert(type(fields.prompt) == "string" and type(ignored) == "table")
+            """
+        let folders = [PluginCatalog.Folder(path: Self.bundledPlugins, isBundled: true)]
+        let access = FileAccess(readRoots: [Self.bundledPlugins], moduleRoots: [Self.bundledPlugins])
+        let limits = SandboxLimits(timeout: 1, memory: 64 << 20)
+        let seed = "a fox\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, "
+            + "Size: 512x512, Lora hashes: \"a: 1, b\\\"c\", Version: v1.10.1"
+        let target = FuzzTarget(
+            name: "a1111",
+            extraSeeds: [Array(seed.utf8)],
+            dictionary: [", ", ": ", "\"", "\\", "\n", "Negative prompt:", "Steps: ", "Sampler: ", "Size: ", "x", "Karras",
+                         "Schedule type: ", "CFG scale: ", "Seed: ", "Clip skip: ", "Variation seed strength: "].map { Array($0.utf8) },
+            maximumLength: 16384,
+            slowSeconds: 0.5
+        ) { bytes in
+            let hex = bytes.map { String(format: "%02x", $0) }.joined()
+            let runtime = try LuaRuntime(limits: limits, files: access, plugins: PluginCatalog(folders: folders), output: { _ in })
+            defer { runtime.close() }
+            do {
+                try runtime.run(source: source, name: "a1111_fuzz.lua", arguments: [hex])
+            } catch let failure as ScriptFailure {
+                XCTFail("parameters text of \(bytes.count) bytes failed (\(failure.kind)): \(failure.message.prefix(200)) \(hex.prefix(400))")
+                throw failure
+            }
+        }
+        _ = fuzz(target)
+    }
+
     /// Each input, as a prompt, through the CLIP tokenizer and A1111's emphasis parser and chunking, as m:encode
     /// takes a prompt before the text encoder: a malformed one must be a PromptError, never a crash or a hang.
     func testEmphasisAndTokenizer() throws {
