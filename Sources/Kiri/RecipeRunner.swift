@@ -185,7 +185,8 @@ public enum BundledFiles {
         return candidates.compactMap { $0 }.first(where: isFolder)
     }
 
-    private static func isFolder(_ path: String) -> Bool {
+    /// Whether `path` is an existing folder (following symlinks).
+    public static func isFolder(_ path: String) -> Bool {
         var isDirectory: ObjCBool = false
         return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
     }

@@ -44,10 +44,7 @@ struct PluginOptions: ParsableArguments {
     /// A misspelt folder would otherwise leave the bundled plugins in use without a word.
     func validate() throws {
         for directory in directories {
-            var isFolder: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isFolder), isFolder.boolValue else {
-                throw ValidationError("--plugins '\(directory)': no such folder")
-            }
+            guard BundledFiles.isFolder(directory) else { throw ValidationError("--plugins '\(directory)': no such folder") }
         }
     }
 
@@ -453,10 +450,7 @@ extension KiriCommand.Bench {
 
 // A KIRI_HOME that is not a folder would silently fall back to the checkout's or the install's files.
 if let home = ProcessInfo.processInfo.environment["KIRI_HOME"] {
-    var isFolder: ObjCBool = false
-    if !FileManager.default.fileExists(atPath: home, isDirectory: &isFolder) || !isFolder.boolValue {
-        report("warning: KIRI_HOME=\(home) is not a folder, so it is ignored")
-    }
+    if !BundledFiles.isFolder(home) { report("warning: KIRI_HOME=\(home) is not a folder, so it is ignored") }
 }
 // KIRI_ISA=generic|avx2|avx512 runs the kernels of a lower instruction set than the CPU's best.
 if let isa = ProcessInfo.processInfo.environment["KIRI_ISA"] {
