@@ -120,3 +120,53 @@ func attentionForward(_ out: UnsafeMutablePointer<Float>, outStride: Int, _ q: A
         }
     }
 }
+
+/// The gradients of attentionForward (non-causal; F.scaled_dot_product_attention's backward): with P = softmax(q·kᵀ ·
+/// scale) recomputed a chunk of queries at a time, dV = Pᵀ·dO, dS = P ⊙ (dO·vᵀ − rowsum(P ⊙ dO·vᵀ)),
+/// dQ = dS·k · scale and dK = dSᵀ·q · scale, written into dQ, dK, dV strided as q, k, v are (a fused [q | k | v]
+/// gradient needs no copy). Each (batch, head) is one item, done whole by one thread, so dK and dV sum their
+/// chunks in the same order every run. `scores` holds `threads` × `scoresPerThread` floats, at least 2·Nk each.
+func attentionBackward(dQ: AttentionOperand, dK: AttentionOperand, dV: AttentionOperand, dOut: AttentionOperand,
+                       _ q: AttentionOperand, _ k: AttentionOperand, _ v: AttentionOperand, scores: UnsafeMutablePointer<Float>,
+                       scoresPerThread: Int, threads: Int, scale: Float, batch: Int, queries: Int, keys: Int, heads: Int,
+                       headDimension: Int) {
+    let chunk = max(1, min(queries, scoresPerThread / (2 * keys)))
+    let items = batch * heads
+    let s = UncheckedSendable(value: scores), operands = UncheckedSendable(value: (q, k, v, dOut, dQ, dK, dV))
+    Parallel.split(threads, pieces: threads) { pieces in
+        for piece in pieces {
+            let (q, k, v, dOut, dQ, dK, dV) = operands.value
+            let p = s.value + piece * scoresPerThread, dP = p + chunk * keys
+            for item in items * piece / threads..<items * (piece + 1) / threads {
+                let b = item / heads, column = item % heads * headDimension
+                let keyRows = k.base + b * keys * k.stride + column, valueRows = v.base + b * keys * v.stride + column
+                let dKRows = UnsafeMutablePointer(mutating: dK.base) + b * keys * dK.stride + column
+                let dVRows = UnsafeMutablePointer(mutating: dV.base) + b * keys * dV.stride + column
+                var start = 0
+                while start < queries {
+                    let rows = min(chunk, queries - start), beta: Float = start == 0 ? 0 : 1
+                    let queryRows = q.base + (b * queries + start) * q.stride + column
+                    let gradient = dOut.base + (b * queries + start) * dOut.stride + column
+                    sgemm(transposeB: true, m: rows, n: keys, k: headDimension, alpha: scale, queryRows, lda: q.stride,
+                          keyRows, ldb: k.stride, beta: 0, p, ldc: keys)
+                    softmaxRows(p, rows: rows, columns: keys)
+                    sgemm(transposeA: true, m: keys, n: headDimension, k: rows, p, lda: keys, gradient, ldb: dOut.stride,
+                          beta: beta, dVRows, ldc: dV.stride)
+                    sgemm(transposeB: true, m: rows, n: keys, k: headDimension, gradient, lda: dOut.stride, valueRows,
+                          ldb: v.stride, beta: 0, dP, ldc: keys)
+                    for row in 0..<rows {
+                        let weights = p + row * keys, line = dP + row * keys
+                        var delta: Float = 0
+                        for j in 0..<keys { delta += weights[j] * line[j] }
+                        for j in 0..<keys { line[j] = weights[j] * (line[j] - delta) }
+                    }
+                    sgemm(m: rows, n: headDimension, k: keys, alpha: scale, dP, lda: keys, keyRows, ldb: k.stride, beta: 0,
+                          UnsafeMutablePointer(mutating: dQ.base) + (b * queries + start) * dQ.stride + column, ldc: dQ.stride)
+                    sgemm(transposeA: true, m: keys, n: headDimension, k: rows, alpha: scale, dP, lda: keys, queryRows,
+                          ldb: q.stride, beta: beta, dKRows, ldc: dK.stride)
+                    start += rows
+                }
+            }
+        }
+    }
+}

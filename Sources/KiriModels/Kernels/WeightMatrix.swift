@@ -61,6 +61,13 @@ final class WeightMatrix {
         guard copy(UnsafeMutableRawPointer(storage.pointer)) else { return nil }
     }
 
+    /// The float32 `tensor` [O, …] as the matrix [O, rest], sharing its storage: a trainable layer's weight, which
+    /// the optimiser updates in place between forward passes.
+    init(sharing tensor: Tensor) {
+        (format, rows, columns) = (.f32, tensor.shape[0], tensor.count / max(tensor.shape[0], 1))
+        storage = tensor.storage
+    }
+
     convenience init(_ tensor: Tensor, format: WeightFormat) throws {
         try self.init(tensor.data, rows: tensor.shape[0], columns: tensor.count / max(tensor.shape[0], 1), format: format)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import KiriTensor
 
 /// torch.optim.AdamW's hyperparameters, in double as torch's Python floats are: the scalars derived from them
 /// (1 − β2, 1 − lr·weight_decay, ...) are worked out in double and rounded to float32 once, as torch does.
@@ -45,4 +46,61 @@ func clipGradNorm(_ gradients: [UnsafeMutableBufferPointer<Float>], maxNorm: Flo
 func emaUpdate(_ average: UnsafeMutablePointer<Float>, _ param: UnsafePointer<Float>, count: Int, decay: Double) {
     let weight = Float(1 - decay)
     for i in 0..<count { average[i] -= weight * (average[i] - param[i]) }
+}
+
+/// torch.optim.AdamW over a network's parameters: the first and second moments of each, and the step count, which
+/// `step()` advances before it updates every parameter from its gradient.
+public final class AdamW {
+    public let parameters: [Parameter]
+    public var options: AdamWOptions
+    /// Steps taken (torch's `state["step"]`).
+    public private(set) var steps = 0
+    /// exp_avg and exp_avg_sq of each parameter, in the parameters' order.
+    public let expAvg: [Tensor], expAvgSq: [Tensor]
+
+    public init(_ parameters: [Parameter], _ options: AdamWOptions) throws {
+        (self.parameters, self.options) = (parameters, options)
+        expAvg = try parameters.map { try Tensor.zeros($0.value.shape) }
+        expAvgSq = try parameters.map { try Tensor.zeros($0.value.shape) }
+    }
+
+    public func step() {
+        steps += 1
+        for (index, parameter) in parameters.enumerated() {
+            adamwStep(parameter.value.data, expAvg: expAvg[index].data, expAvgSq: expAvgSq[index].data, grad: parameter.grad.data,
+                      count: parameter.value.count, step: steps, options)
+        }
+    }
+
+    /// Continues from a saved state: `steps` taken, the moments copied by the caller into expAvg and expAvgSq.
+    public func resume(steps: Int) { self.steps = steps }
+}
+
+/// An exponential moving average of a network's parameters (diffusers' EMAModel at a fixed decay).
+public final class ExponentialMovingAverage {
+    public let parameters: [Parameter]
+    public var decay: Double
+    /// The averages, in the parameters' order, starting as copies of the parameters.
+    public let averages: [Tensor]
+
+    public init(_ parameters: [Parameter], decay: Double) throws {
+        (self.parameters, self.decay) = (parameters, decay)
+        averages = try parameters.map { try $0.value.clone() }
+    }
+
+    public func update() {
+        for (average, parameter) in zip(averages, parameters) {
+            emaUpdate(average.data, parameter.value.data, count: average.count, decay: decay)
+        }
+    }
+
+    /// Writes the averages into the parameters (for sampling or saving the averaged network).
+    public func copy(to parameters: [Parameter]) {
+        for (average, parameter) in zip(averages, parameters) { parameter.value.data.update(from: average.data, count: average.count) }
+    }
+}
+
+/// clipGradNorm over the parameters' gradients.
+public func clipGradNorm(_ parameters: [Parameter], maxNorm: Float) -> Float {
+    clipGradNorm(parameters.map { UnsafeMutableBufferPointer(start: $0.grad.data, count: $0.grad.count) }, maxNorm: maxNorm)
 }

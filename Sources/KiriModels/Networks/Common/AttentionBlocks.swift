@@ -15,10 +15,7 @@ final class SpatialSelfAttention {
     let heads: Int, headDimension: Int, rescale: Float
 
     init(_ weights: WeightReader, _ prefix: String, channels: Int, headDimension: Int, groups: Int, eps: Double,
-         rescale: Double, field: String) throws {
-        guard headDimension > 0, channels / headDimension > 0 else {
-            throw weights.failure("\(field) (\(headDimension)) gives no attention head over \(channels) channels in '\(prefix)'")
-        }
+         rescale: Double) throws {
         heads = channels / headDimension
         self.headDimension = headDimension
         let inner = heads * headDimension
@@ -181,9 +178,6 @@ final class Transformer2D {
 
     init(_ weights: WeightReader, _ prefix: String, channels: Int, heads: Int, layers: Int, contextDimension: Int, groups: Int,
          linearProjection: Bool, onlyCrossAttention: Bool) throws {
-        guard heads > 0, channels / heads > 0 else {
-            throw weights.failure("attention_head_dim (\(heads), the number of heads in a UNet2DConditionModel) does not fit \(channels) channels in '\(prefix)'")
-        }
         let headDimension = channels / heads, inner = heads * (channels / heads)
         norm = try GroupNorm(weights, "\(prefix).norm", groups: groups, channels: channels, eps: 1e-6)
         func projection(_ name: String, _ inFeatures: Int, _ outFeatures: Int) throws -> Linear {

@@ -27,6 +27,7 @@ public final class UNet {
     private let timeDimension: Int
     /// Width encoder_hidden_states must have, when any block attends to it.
     private let contextDimension: Int?
+    private let layout: UNetModules
     private let workspace = Workspace()
     private let lock = NSLock()
 
@@ -37,139 +38,61 @@ public final class UNet {
         try reserveLoading(loadingBytes(file), of: "the network", from: file)
         self.config = config
         let weights = WeightReader(file)
-        let conditional = config.architecture == .unet2DCondition
-        let channels = config.blockOutChannels, blocks = channels.count
+        let layout = try UNetModules(config, failure: weights.failure)
+        self.layout = layout
+        let channels = config.blockOutChannels
         let (groups, eps, activation) = (config.normNumGroups, config.normEps, config.activation)
-        let timeDimension = channels[0] * 4
-        self.timeDimension = timeDimension
-        outerActivation = conditional ? activation : .silu
+        (timeDimension, outerActivation, contextDimension) = (layout.timeDimension, layout.outerActivation, layout.contextDimension)
 
-        func resnet(_ prefix: String, _ inChannels: Int, _ outChannels: Int, scale: Double = 1,
-                    resampling: ResnetBlock2D.Resampling = .none) throws -> ResnetBlock2D {
-            try ResnetBlock2D(weights, prefix, inChannels: inChannels, outChannels: outChannels, timeChannels: timeDimension,
-                              groups: groups, eps: eps, activation: activation, outputScaleFactor: scale, resampling: resampling)
+        func resnet(_ resnet: UNetModules.Resnet) throws -> ResnetBlock2D {
+            try ResnetBlock2D(weights, resnet.prefix, inChannels: resnet.inChannels, outChannels: resnet.outChannels,
+                              timeChannels: layout.timeDimension, groups: groups, eps: eps, activation: activation,
+                              outputScaleFactor: resnet.outputScaleFactor, resampling: resnet.resampling)
         }
-        /// UNet2DModel's attention_head_dim is the size of a head (null: one head over all channels).
-        func spatialAttention(_ prefix: String, _ channels: Int, block: Int, groups: Int = groups, rescale: Double = 1) throws -> AttentionLayer {
-            .spatial(try SpatialSelfAttention(weights, prefix, channels: channels,
-                                              headDimension: config.attentionHeadDim?[block] ?? channels, groups: groups,
-                                              eps: eps, rescale: rescale, field: "attention_head_dim"))
+        func attention(_ attention: UNetModules.Attention) throws -> AttentionLayer {
+            switch attention {
+            case let .spatial(prefix, channels, headDimension, groups, rescale):
+                return .spatial(try SpatialSelfAttention(weights, prefix, channels: channels, headDimension: headDimension, groups: groups,
+                                                         eps: eps, rescale: rescale))
+            case let .transformer(prefix, channels, heads, layers, contextDimension, onlyCrossAttention):
+                return .transformer(try Transformer2D(weights, prefix, channels: channels, heads: heads, layers: layers,
+                                                      contextDimension: contextDimension, groups: groups,
+                                                      linearProjection: config.useLinearProjection, onlyCrossAttention: onlyCrossAttention))
+            }
         }
-        var contextDimensions: Set<Int> = []
-        /// Block `block`'s Transformer2D. UNet2DConditionModel's attention_head_dim is the number of heads
-        /// (diffusers issue #2011). The mid block's attn1 never attends to the context (`onlyCrossAttention` false).
-        func transformer(_ prefix: String, _ channels: Int, block: Int, onlyCrossAttention: Bool) throws -> AttentionLayer {
-            let context = config.crossAttentionDim![block]
-            contextDimensions.insert(context)
-            return .transformer(try Transformer2D(weights, prefix, channels: channels, heads: config.attentionHeadDim![block],
-                                                  layers: config.transformerLayersPerBlock[block], contextDimension: context,
-                                                  groups: groups, linearProjection: config.useLinearProjection,
-                                                  onlyCrossAttention: onlyCrossAttention))
+        func conv(_ prefix: String, _ channels: Int, stride: Int, padding: Int, paddingEnd: Int) throws -> Conv2d {
+            try Conv2d(weights, prefix, channels, channels, kernel: 3, stride: stride, padding: padding, paddingEnd: paddingEnd)
         }
 
         convIn = try Conv2d(weights, "conv_in", config.inChannels, channels[0], kernel: 3, padding: 1)
-        timeLinear1 = try Linear(weights, "time_embedding.linear_1", channels[0], timeDimension)
-        timeLinear2 = try Linear(weights, "time_embedding.linear_2", timeDimension, timeDimension)
-        classEmbedding = try config.numClassEmbeds.map { try weights("class_embedding.weight", [$0, timeDimension]) }
-
-        var downBlocks: [DownBlock] = []
-        var output = channels[0]
-        for (i, type) in config.downBlockTypes.enumerated() {
-            let input = output, prefix = "down_blocks.\(i)"
-            output = channels[i]
-            let resnets = try (0..<config.layersPerBlock[i]).map { j in
-                try resnet("\(prefix).resnets.\(j)", j == 0 ? input : output, output)
-            }
-            var attentions: [AttentionLayer] = []
-            switch type {
-            case .downBlock2D: break
-            case .attentionDownBlock2D:
-                attentions = try resnets.indices.map { try spatialAttention("\(prefix).attentions.\($0)", output, block: i) }
-            case .crossAttentionDownBlock2D:
-                attentions = try resnets.indices.map {
-                    try transformer("\(prefix).attentions.\($0)", output, block: i, onlyCrossAttention: config.onlyCrossAttention[i])
-                }
-            }
+        timeLinear1 = try Linear(weights, "time_embedding.linear_1", channels[0], layout.timeDimension)
+        timeLinear2 = try Linear(weights, "time_embedding.linear_2", layout.timeDimension, layout.timeDimension)
+        classEmbedding = try config.numClassEmbeds.map { try weights("class_embedding.weight", [$0, layout.timeDimension]) }
+        downBlocks = try layout.down.map { block in
             var downsampler: DownBlock.Downsampler?
-            if i < blocks - 1 {
-                // Only AttnDownBlock2D of a UNet2DModel takes downsample_type; the others always use the conv.
-                if type == .attentionDownBlock2D, !conditional, config.downsampleType == .resnet {
-                    downsampler = .resnet(try resnet("\(prefix).downsamplers.0", output, output, resampling: .down))
-                } else {
-                    // Downsample2D with padding 0 pads only the bottom and right, by one.
-                    let padding = config.downsamplePadding
-                    downsampler = .conv(try Conv2d(weights, "\(prefix).downsamplers.0.conv", output, output, kernel: 3,
-                                                   stride: 2, padding: padding, paddingEnd: padding == 0 ? 1 : padding))
-                }
+            switch block.resampler {
+            case nil: break
+            case let .conv(prefix, channels, stride, padding, paddingEnd)?:
+                downsampler = .conv(try conv(prefix, channels, stride: stride, padding: padding, paddingEnd: paddingEnd))
+            case .resnet(let layer)?: downsampler = .resnet(try resnet(layer))
             }
-            downBlocks.append(DownBlock(resnets: resnets, attentions: attentions, downsampler: downsampler))
+            return DownBlock(resnets: try block.resnets.map(resnet), attentions: try block.attentions.map { try attention($0!) },
+                             downsampler: downsampler)
         }
-        self.downBlocks = downBlocks
-
-        let last = channels[blocks - 1], midScale = config.midBlockScaleFactor
-        switch config.midBlockType {
-        case nil:
-            midBlock = nil
-        case .midBlock2D?:
-            // UNet2DConditionModel builds UNetMidBlock2D with num_layers=0 and no attention (get_mid_block).
-            var resnets = [try resnet("mid_block.resnets.0", last, last, scale: midScale)]
-            var attentions: [AttentionLayer?] = []
-            if !conditional {
-                attentions = [config.addAttention
-                    ? try spatialAttention("mid_block.attentions.0", last, block: blocks - 1,
-                                           groups: config.attentionNormNumGroups ?? groups, rescale: midScale)
-                    : nil]
-                resnets.append(try resnet("mid_block.resnets.1", last, last, scale: midScale))
-            }
-            midBlock = MidBlock(resnets: resnets, attentions: attentions)
-        case .midBlock2DCrossAttention?:
-            midBlock = MidBlock(
-                resnets: [try resnet("mid_block.resnets.0", last, last, scale: midScale),
-                          try resnet("mid_block.resnets.1", last, last, scale: midScale)],
-                attentions: [try transformer("mid_block.attentions.0", last, block: blocks - 1, onlyCrossAttention: false)])
-        }
-
-        var upBlocks: [UpBlock] = []
-        let reversed = Array(channels.reversed())
-        output = reversed[0]
-        for (i, type) in config.upBlockTypes.enumerated() {
-            let previous = output, input = reversed[min(i + 1, blocks - 1)], prefix = "up_blocks.\(i)"
-            output = reversed[i]
-            let block = blocks - 1 - i
-            let layers = config.layersPerBlock[block] + 1
-            let resnets = try (0..<layers).map { j in
-                try resnet("\(prefix).resnets.\(j)", (j == 0 ? previous : output) + (j == layers - 1 ? input : output), output)
-            }
-            var attentions: [AttentionLayer] = []
-            switch type {
-            case .upBlock2D: break
-            case .attentionUpBlock2D:
-                // diffusers passes attention_head_dim[i] here, not reversed.
-                attentions = try resnets.indices.map { try spatialAttention("\(prefix).attentions.\($0)", output, block: i) }
-            case .crossAttentionUpBlock2D:
-                attentions = try resnets.indices.map {
-                    try transformer("\(prefix).attentions.\($0)", output, block: block, onlyCrossAttention: config.onlyCrossAttention[block])
-                }
-            }
+        midBlock = try layout.mid.map { MidBlock(resnets: try $0.resnets.map(resnet), attentions: try $0.attentions.map { try $0.map(attention) }) }
+        upBlocks = try layout.up.map { block in
             var upsampler: UpBlock.Upsampler?
-            if i < blocks - 1 {
-                if type == .attentionUpBlock2D, !conditional, config.upsampleType == .resnet {
-                    upsampler = .resnet(try resnet("\(prefix).upsamplers.0", output, output, resampling: .up))
-                } else {
-                    upsampler = .conv(try Conv2d(weights, "\(prefix).upsamplers.0.conv", output, output, kernel: 3, padding: 1))
-                }
+            switch block.resampler {
+            case nil: break
+            case let .conv(prefix, channels, stride, padding, paddingEnd)?:
+                upsampler = .conv(try conv(prefix, channels, stride: stride, padding: padding, paddingEnd: paddingEnd))
+            case .resnet(let layer)?: upsampler = .resnet(try resnet(layer))
             }
-            upBlocks.append(UpBlock(resnets: resnets, attentions: attentions, upsampler: upsampler))
+            return UpBlock(resnets: try block.resnets.map(resnet), attentions: try block.attentions.map { try attention($0!) },
+                           upsampler: upsampler)
         }
-        self.upBlocks = upBlocks
-
         normOut = try GroupNorm(weights, "conv_norm_out", groups: groups, channels: channels[0], eps: eps)
         convOut = try Conv2d(weights, "conv_out", channels[0], config.outChannels, kernel: 3, padding: 1)
-
-        guard contextDimensions.count <= 1 else {
-            throw weights.failure("cross_attention_dim differs between blocks (\(contextDimensions.sorted())); one encoder_hidden_states cannot feed them all")
-        }
-        contextDimension = contextDimensions.first
         parameterCount = weights.parameterCount
     }
 
@@ -185,7 +108,7 @@ public final class UNet {
     public func forward(_ x: Tensor, timesteps: [Float], classLabels: [Int]? = nil, context: Tensor? = nil) throws -> Tensor {
         lock.lock()
         defer { lock.unlock() }
-        try checkInputs(x, timesteps: timesteps, classLabels: classLabels, context: context)
+        try layout.checkInputs(x, timesteps: timesteps, classLabels: classLabels, context: context)
         let (batch, height, width) = (x.shape[0], x.shape[2], x.shape[3])
         let skips = skipBytes(batch: batch, height: height, width: width)
         if let left = memoryLeft(ifShortOf: skips, reusable: workspace.freeBytes) {
@@ -295,52 +218,4 @@ public final class UNet {
 
     /// How many storage blocks the pool has allocated so far: constant once a run of same-shaped calls is warm.
     var workspaceAllocations: Int { workspace.allocations }
-
-    private func checkInputs(_ x: Tensor, timesteps: [Float], classLabels: [Int]?, context: Tensor?) throws {
-        guard !x.isReleased else { throw TensorError(argument: 1, "tensor has been released") }
-        guard x.rank == 4, x.shape[1] == config.inChannels, x.shape[0] > 0, x.shape[2] > 0, x.shape[3] > 0 else {
-            throw TensorError(argument: 1, "expected [batch, \(config.inChannels), height, width], got \(shapeString(x.shape))")
-        }
-        let batch = x.shape[0]
-        // Each down-sampler halves (rounding up); the up path must land back on the same sizes. UNet2DConditionModel
-        // forwards the skip sizes to its up-samplers, UNet2DModel doubles, so there the sides must halve evenly.
-        let halvings = downBlocks.count - 1
-        if config.architecture == .unet2D, x.shape[2] % (1 << halvings) != 0 || x.shape[3] % (1 << halvings) != 0 {
-            throw TensorError(argument: 1, "height and width must be multiples of \(1 << halvings) for this UNet2DModel, got \(shapeString(x.shape))")
-        }
-        guard timesteps.count == batch || timesteps.count == 1 else {
-            throw TensorError(argument: 2, "expected 1 or \(batch) timesteps (one per batch element), got \(timesteps.count)")
-        }
-        if let index = timesteps.firstIndex(where: { !$0.isFinite }) {
-            throw TensorError(argument: 2, "timestep \(index + 1) is \(timesteps[index])")
-        }
-        if let classes = config.numClassEmbeds {
-            guard let classLabels else {
-                throw TensorError(argument: 3, "this model is class-conditional (num_class_embeds \(classes)): class labels are required")
-            }
-            guard classLabels.count == batch else {
-                throw TensorError(argument: 3, "expected \(batch) class labels, got \(classLabels.count)")
-            }
-            if let label = classLabels.first(where: { $0 < 0 || $0 >= classes }) {
-                throw TensorError(argument: 3, "class label \(label) is outside 0..<\(classes)")
-            }
-        } else if classLabels != nil {
-            throw TensorError(argument: 3, "this model has no class embedding (num_class_embeds is null), but class labels were given")
-        }
-        switch (contextDimension, context) {
-        case (nil, nil): break
-        case (nil, _?):
-            // A UNet2DConditionModel without cross-attention blocks takes encoder_hidden_states and ignores it.
-            if config.architecture == .unet2D {
-                throw TensorError(argument: 3, "UNet2DModel takes no context (encoder_hidden_states), but one was given")
-            }
-        case (let width?, nil):
-            throw TensorError(argument: 3, "this model attends to encoder_hidden_states: a context [\(batch), length, \(width)] is required")
-        case (let width?, let context?):
-            guard !context.isReleased else { throw TensorError(argument: 3, "context tensor has been released") }
-            guard context.rank == 3, context.shape[0] == batch, context.shape[1] > 0, context.shape[2] == width else {
-                throw TensorError(argument: 3, "context must be [\(batch), length, \(width)], got \(shapeString(context.shape))")
-            }
-        }
-    }
 }

@@ -40,7 +40,7 @@ struct VAEMidBlock {
         first = try resnet(0)
         attention = config.midBlockAddAttention
             ? try SpatialSelfAttention(weights, "\(prefix).attentions.0", channels: channels, headDimension: channels,
-                                       groups: config.normNumGroups, eps: vaeNormEps, rescale: 1, field: "block_out_channels")
+                                       groups: config.normNumGroups, eps: vaeNormEps, rescale: 1)
             : nil
         second = try resnet(1)
     }

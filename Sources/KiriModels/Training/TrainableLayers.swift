@@ -1,0 +1,212 @@
+import KiriTensor
+
+// The layers of a trainable network, in Torch7 nn's manner: `forward` computes the output and keeps what
+// `backward` needs (its input); `backward(dOut)` adds the parameters' gradients and returns the input's gradient,
+// releasing what forward kept. Activations live in the network's Workspace, so a second step allocates nothing.
+
+/// The input a layer kept for its backward, or an error when backward comes without a training forward first.
+private func takeSaved(_ saved: inout Buffer?, _ layer: String) throws -> Buffer {
+    guard let buffer = saved else { throw TensorError("\(layer): backward without a training forward before it") }
+    saved = nil
+    return buffer
+}
+
+/// torch.nn.Conv2d with a square kernel: keys `PREFIX.weight` [O, I, k, k] and `PREFIX.bias` [O].
+final class TrainableConv2d {
+    let weight: Parameter, bias: Parameter
+    let chunks: WeightChunks
+    let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int, paddingEnd: Int
+    private var input: Buffer?
+
+    init(_ parameters: ParameterBuilder, _ prefix: String, _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1,
+         padding: Int = 0, paddingEnd: Int? = nil) throws {
+        let fanIn = inChannels * kernel * kernel
+        weight = try parameters("\(prefix).weight", [outChannels, inChannels, kernel, kernel], .uniform(fanIn: fanIn))
+        bias = try parameters("\(prefix).bias", [outChannels], .uniform(fanIn: fanIn))
+        chunks = WeightChunks(WeightMatrix(sharing: weight.value))
+        (self.inChannels, self.outChannels, self.kernel, self.stride) = (inChannels, outChannels, kernel, stride)
+        (self.padding, self.paddingEnd) = (padding, paddingEnd ?? padding)
+    }
+
+    func shape(_ x: Buffer) -> ConvolutionShape {
+        ConvolutionShape(batch: x.batch, inChannels: inChannels, height: x.height, width: x.width, outChannels: outChannels,
+                         kernel: kernel, stride: stride, padding: padding, paddingEnd: paddingEnd)
+    }
+
+    /// conv2d(x) + bias + extraBias [B, O] (ResnetBlock2D's projected time embedding).
+    func forward(_ x: Buffer, extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
+        let shape = shape(x), plan = ConvolutionPlan(shape)
+        let out = try workspace.take([x.batch, outChannels, shape.outHeight, shape.outWidth])
+        let count = plan.columnsCount(chunks)
+        conv2dForward(out.data, x.data, chunks, bias.value.data, extraBias: extraBias,
+                      columns: count > 0 ? try workspace.scratch(.columns, count) : nil, plan)
+        input = x
+        return out
+    }
+
+    /// dInput, or nil with `inputGradient` false (conv_in's input needs none unless asked).
+    func backward(_ dOut: Buffer, inputGradient: Bool = true, _ workspace: Workspace) throws -> Buffer? {
+        let x = try takeSaved(&input, "conv2d")
+        let shape = shape(x)
+        let dInput = inputGradient ? try workspace.take(x.shape) : nil
+        let columns = try workspace.scratch(.columns, shape.inChannels * kernel * kernel * shape.outHeight * shape.outWidth)
+        conv2dBackward(dInput: dInput?.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: dOut.data, input: x.data,
+                       weight: weight.value.data, shape, columns: columns)
+        return dInput
+    }
+}
+
+/// torch.nn.Linear over the last dimension: keys `PREFIX.weight` [O, I] (or [O, I, 1, 1] for a 1×1 conv used as
+/// one, Transformer2DModel's conv proj_in) and, when it has one, `PREFIX.bias` [O].
+final class TrainableLinear {
+    let weight: Parameter, bias: Parameter?
+    let chunks: WeightChunks
+    let inFeatures: Int, outFeatures: Int
+    private var input: Buffer?
+
+    init(_ parameters: ParameterBuilder, _ prefix: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true,
+         pointwiseConv: Bool = false) throws {
+        weight = try parameters("\(prefix).weight", [outFeatures, inFeatures] + (pointwiseConv ? [1, 1] : []), .uniform(fanIn: inFeatures))
+        self.bias = bias ? try parameters("\(prefix).bias", [outFeatures], .uniform(fanIn: inFeatures)) : nil
+        chunks = WeightChunks(WeightMatrix(sharing: weight.value))
+        (self.inFeatures, self.outFeatures) = (inFeatures, outFeatures)
+    }
+
+    /// x [..., I] → [..., O].
+    func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let out = try workspace.take(Array(x.shape.dropLast()) + [outFeatures])
+        linearForward(out.data, x.data, chunks, bias?.value.data, rows: x.count / inFeatures, scratch: nil)
+        input = x
+        return out
+    }
+
+    func backward(_ dOut: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let x = try takeSaved(&input, "linear")
+        let dInput = try workspace.take(x.shape)
+        linearBackward(dInput: dInput.data, dWeight: weight.grad.data, dBias: bias?.grad.data, dOut: dOut.data, input: x.data,
+                       weight: weight.value.data, rows: x.count / inFeatures, inFeatures: inFeatures, outFeatures: outFeatures)
+        return dInput
+    }
+}
+
+/// torch.nn.GroupNorm with affine parameters (`PREFIX.weight`, `PREFIX.bias` [C]) over [B, C, …], followed by
+/// `activation` when given (the norm-then-SiLU every ResNet block starts with).
+final class TrainableGroupNorm {
+    let weight: Parameter, bias: Parameter
+    let groups: Int, channels: Int, eps: Float
+    let activation: Activation?
+    private var input: Buffer?
+
+    init(_ parameters: ParameterBuilder, _ prefix: String, groups: Int, channels: Int, eps: Double, activation: Activation? = nil) throws {
+        guard groups > 0, channels % groups == 0 else {
+            throw parameters.failure("group norm '\(prefix)': \(groups) groups do not divide \(channels) channels")
+        }
+        weight = try parameters("\(prefix).weight", [channels], .ones)
+        bias = try parameters("\(prefix).bias", [channels], .zeros)
+        (self.groups, self.channels, self.eps, self.activation) = (groups, channels, Float(eps), activation)
+    }
+
+    /// act(GroupNorm(x)) into `out`, or without the activation when `activation` is nil.
+    private func normalize(into out: Buffer, _ x: Buffer, activation: Activation?, _ workspace: Workspace) throws {
+        let statistics = try workspace.take([2, x.batch, channels])
+        let mean = statistics.data, scale = mean + x.batch * channels, spatial = x.count / (x.batch * channels)
+        groupNormStatistics(mean: mean, scale: scale, x.data, weight.value.data, eps: eps, batch: x.batch, channels: channels,
+                            spatial: spatial, groups: groups)
+        let map = ChannelNormalization(mean: mean, scale: scale, shift: bias.value.data, channels: channels, activation: activation)
+        channelNormalizationForward(out.data, x.data, map, batch: x.batch, spatial: spatial)
+    }
+
+    func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let out = try workspace.take(x.shape)
+        try normalize(into: out, x, activation: activation, workspace)
+        input = x
+        return out
+    }
+
+    func backward(_ dOut: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let x = try takeSaved(&input, "group norm")
+        var gradient = dOut
+        if let activation {
+            // The norm's output again, for the activation's derivative at it.
+            let normalized = try workspace.take(x.shape)
+            try normalize(into: normalized, x, activation: nil, workspace)
+            gradient = try workspace.take(x.shape)
+            activationBackward(gradient.data, dOut: dOut.data, input: normalized.data, activation, count: x.count)
+        }
+        let dInput = try workspace.take(x.shape)
+        groupNormBackward(dInput: dInput.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: gradient.data, input: x.data,
+                          weight: weight.value.data, eps: eps, batch: x.batch, channels: channels,
+                          spatial: x.count / (x.batch * channels), groups: groups)
+        return dInput
+    }
+}
+
+/// torch.nn.LayerNorm over the last dimension with affine parameters; keys `PREFIX.weight` and `PREFIX.bias`.
+final class TrainableLayerNorm {
+    let weight: Parameter, bias: Parameter
+    let features: Int, eps: Float
+    private var input: Buffer?
+
+    init(_ parameters: ParameterBuilder, _ prefix: String, features: Int, eps: Float = 1e-5) throws {
+        weight = try parameters("\(prefix).weight", [features], .ones)
+        bias = try parameters("\(prefix).bias", [features], .zeros)
+        (self.features, self.eps) = (features, eps)
+    }
+
+    func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let out = try workspace.take(x.shape)
+        layerNormForward(out.data, x.data, weight.value.data, bias.value.data, eps: eps, rows: x.count / features, features: features)
+        input = x
+        return out
+    }
+
+    func backward(_ dOut: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let x = try takeSaved(&input, "layer norm")
+        let dInput = try workspace.take(x.shape)
+        layerNormBackward(dInput: dInput.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: dOut.data, input: x.data,
+                          weight: weight.value.data, eps: eps, rows: x.count / features, features: features)
+        return dInput
+    }
+}
+
+/// An activation between layers (time_embedding's act), keeping its input.
+final class TrainableActivation {
+    let activation: Activation
+    private var input: Buffer?
+
+    init(_ activation: Activation) { self.activation = activation }
+
+    func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let out = try workspace.take(x.shape)
+        activationForward(out.data, x.data, activation, count: x.count)
+        input = x
+        return out
+    }
+
+    func backward(_ dOut: Buffer, _ workspace: Workspace) throws -> Buffer {
+        let x = try takeSaved(&input, "activation")
+        let dInput = try workspace.take(x.shape)
+        activationBackward(dInput.data, dOut: dOut.data, input: x.data, activation, count: x.count)
+        return dInput
+    }
+}
+
+/// a += b, elementwise: a residual branch's gradient joining the main path's.
+func accumulate(_ a: Buffer, _ b: Buffer) {
+    let (x, y) = (a.data, b.data)
+    for i in 0..<a.count { x[i] += y[i] }
+}
+
+/// input [B, M, N] transposed in its last two dimensions, as `shape` (B·N·M elements): channels-first feature maps
+/// [B, C, H, W] to tokens [B, H·W, C] and back, the views diffusers' attention takes with `.view(...).transpose(1, 2)`.
+func transposeLastTwo(_ input: Buffer, rows: Int, columns: Int, as shape: [Int], _ workspace: Workspace) throws -> Buffer {
+    let batch = input.count / (rows * columns)
+    let out = try workspace.take(shape)
+    for b in 0..<batch {
+        let source = input.data + b * rows * columns, target = out.data + b * rows * columns
+        for r in 0..<rows {
+            for c in 0..<columns { target[c * rows + r] = source[r * columns + c] }
+        }
+    }
+    return out
+}
