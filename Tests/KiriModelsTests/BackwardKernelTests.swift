@@ -205,4 +205,99 @@ final class BackwardKernelTests: XCTestCase {
         gegluBackward(&dX, dOut: dOut, input: x, rows: rows, features: features)
         assertClose(dX, numericalGradient(x.map(Double.init), loss), "geglu dInput", tolerance: 1e-5)
     }
+
+    /// Scaled dot-product attention with 2 heads over strided, fused operands ([q | k | v] per token), with more keys
+    /// than queries and a chunk of queries smaller than all of them.
+    func testAttentionBackward() {
+        let (batch, queries, keys, heads, dimension) = (2, 5, 7, 2, 3)
+        let inner = heads * dimension, scale = 1 / Double(dimension).squareRoot()
+        let q = values(batch * queries * inner, seed: 31), k = values(batch * keys * inner, seed: 32)
+        let v = values(batch * keys * inner, seed: 33), dOut = values(batch * queries * inner, seed: 34)
+        func loss(_ q: [Double], _ k: [Double], _ v: [Double]) -> Double {   // Σ dOut · softmax(q·kᵀ·scale)·v
+            var total = 0.0
+            for b in 0..<batch {
+                for h in 0..<heads {
+                    for i in 0..<queries {
+                        let row = (b * queries + i) * inner + h * dimension
+                        let scores = (0..<keys).map { j in
+                            (0..<dimension).reduce(0.0) { $0 + q[row + $1] * k[(b * keys + j) * inner + h * dimension + $1] } * scale
+                        }
+                        let largest = scores.max()!, weights = scores.map { exp($0 - largest) }, sum = weights.reduce(0, +)
+                        for d in 0..<dimension {
+                            let y = (0..<keys).reduce(0.0) { $0 + weights[$1] / sum * v[(b * keys + $1) * inner + h * dimension + d] }
+                            total += Double(dOut[row + d]) * y
+                        }
+                    }
+                }
+            }
+            return total
+        }
+        var dQ = [Float](repeating: .nan, count: q.count), dK = [Float](repeating: .nan, count: k.count)
+        var dV = [Float](repeating: .nan, count: v.count), scores = [Float](repeating: 0, count: 2 * 2 * keys * 2)
+        q.withUnsafeBufferPointer { qp in k.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in
+            dOut.withUnsafeBufferPointer { gp in
+                dQ.withUnsafeMutableBufferPointer { dq in dK.withUnsafeMutableBufferPointer { dk in dV.withUnsafeMutableBufferPointer { dv in
+                    func operand(_ p: UnsafePointer<Float>) -> AttentionOperand { AttentionOperand(base: p, stride: inner) }
+                    // 2 threads of 2·2·Nk floats each: chunks of 2 queries.
+                    attentionBackward(dQ: operand(dq.baseAddress!), dK: operand(dk.baseAddress!), dV: operand(dv.baseAddress!),
+                                      dOut: operand(gp.baseAddress!), operand(qp.baseAddress!), operand(kp.baseAddress!),
+                                      operand(vp.baseAddress!), scores: &scores, scoresPerThread: 2 * 2 * keys, threads: 2,
+                                      scale: Float(scale), batch: batch, queries: queries, keys: keys, heads: heads, headDimension: dimension)
+                }}}
+            }
+        }}}
+        let (qd, kd, vd) = (q.map(Double.init), k.map(Double.init), v.map(Double.init))
+        assertClose(dQ, numericalGradient(qd) { loss($0, kd, vd) }, "attention dQ", tolerance: 1e-5)
+        assertClose(dK, numericalGradient(kd) { loss(qd, $0, vd) }, "attention dK", tolerance: 1e-5)
+        assertClose(dV, numericalGradient(vd) { loss(qd, kd, $0) }, "attention dV", tolerance: 1e-5)
+    }
+
+    /// Nearest up-sampling to twice the size and to an uneven size (UNet2DConditionModel's upsample_size), 2×2
+    /// average pooling of an odd-sized plane, and the channel concatenation of an up block.
+    func testResamplingAndConcatenationBackward() {
+        for (height, width, outHeight, outWidth) in [(3, 4, 6, 8), (3, 5, 5, 9)] {
+            let x = values(2 * height * width, seed: 41), dOut = values(2 * outHeight * outWidth, seed: 42)
+            func loss(_ x: [Double]) -> Double {
+                var total = 0.0
+                for plane in 0..<2 {
+                    for oy in 0..<outHeight {
+                        for ox in 0..<outWidth {
+                            let iy = min(Int(Float(oy) * (Float(height) / Float(outHeight))), height - 1)
+                            let ix = min(Int(Float(ox) * (Float(width) / Float(outWidth))), width - 1)
+                            total += Double(dOut[(plane * outHeight + oy) * outWidth + ox]) * x[(plane * height + iy) * width + ix]
+                        }
+                    }
+                }
+                return total
+            }
+            var dX = [Float](repeating: .nan, count: x.count)
+            upsampleNearestBackward(&dX, dOut: dOut, planes: 2, height: height, width: width, outHeight: outHeight, outWidth: outWidth)
+            assertClose(dX, numericalGradient(x.map(Double.init), loss), "upsample \(height)×\(width) → \(outHeight)×\(outWidth)",
+                        tolerance: 1e-6)
+        }
+        let (height, width) = (5, 7)
+        let x = values(3 * height * width, seed: 43), dOut = values(3 * (height / 2) * (width / 2), seed: 44)
+        func pooled(_ x: [Double]) -> Double {
+            var total = 0.0
+            for plane in 0..<3 {
+                for oy in 0..<height / 2 {
+                    for ox in 0..<width / 2 {
+                        let at = { (y: Int, xx: Int) in x[(plane * height + y) * width + xx] }
+                        let mean = (at(2 * oy, 2 * ox) + at(2 * oy, 2 * ox + 1) + at(2 * oy + 1, 2 * ox) + at(2 * oy + 1, 2 * ox + 1)) / 4
+                        total += Double(dOut[(plane * (height / 2) + oy) * (width / 2) + ox]) * mean
+                    }
+                }
+            }
+            return total
+        }
+        var dX = [Float](repeating: .nan, count: x.count)
+        averagePoolBackward(&dX, dOut: dOut, planes: 3, height: height, width: width)
+        assertClose(dX, numericalGradient(x.map(Double.init), pooled), "average pool 5×7", tolerance: 1e-6)
+
+        let joined = values(2 * 5 * 4, seed: 45)
+        var dA = [Float](repeating: .nan, count: 2 * 2 * 4), dB = [Float](repeating: .nan, count: 2 * 3 * 4)
+        concatenateChannelsBackward(dA: &dA, dB: &dB, dOut: joined, batch: 2, channelsA: 2, channelsB: 3, spatial: 4)
+        XCTAssertEqual(dA, Array(joined[0..<8]) + Array(joined[20..<28]))
+        XCTAssertEqual(dB, Array(joined[8..<20]) + Array(joined[28..<40]))
+    }
 }
