@@ -48,7 +48,8 @@ let package = Package(
 
         // MARK: Engine
         .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"],
-                resources: [.copy("Resources/models"), .copy("Resources/clip"), .embedInCode("Bindings/Preludes/models.lua")]),
+                resources: [.copy("Resources/models"), .copy("Resources/clip"), .embedInCode("Bindings/Preludes/models.lua"),
+                            .embedInCode("Bindings/Preludes/training.lua")]),
 
         // MARK: CLI
         .executableTarget(

@@ -106,17 +106,7 @@ public final class ModelLibrary: LuaLibrary {
             let group = try call.string(2) == "info" ? model.summary.info : model.summary.schedule
             let index = try call.integer(3)
             guard (1...group.count).contains(index) else { return }
-            let (name, value) = group[index - 1]
-            try call.push(name)
-            switch value {
-            case .text(let text)?: try call.push(text)
-            case .integer(let value)?: call.push(integer: value)
-            case .number(let value)?: call.push(value)
-            case .flag(let value)?: call.push(boolean: value)
-            case .integers(let values)?: try call.push(numbers: values.map(Double.init))
-            case .numbers(let values)?: try call.push(numbers: values)
-            case nil: call.pushNil()
-            }
+            try call.push(field: group[index - 1])
         },
         /// (handle, x, t, class, context) → the network's output, for m:forward(x, t, {class=, context=}).
         Binding(name: "modelForward", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
@@ -246,7 +236,7 @@ public final class ModelLibrary: LuaLibrary {
     /// Runs a binding called through pcall, where lauxlib cannot name the function: argument errors get the
     /// "bad argument #n to 'function'" wording here. With `handleFirst`, errors are numbered as the host gets the
     /// arguments (the handle first) and reported as the script's method call numbers them.
-    private static func named(_ function: String, handleFirst: Bool = false, _ body: () throws -> Void) throws {
+    static func named(_ function: String, handleFirst: Bool = false, _ body: () throws -> Void) throws {
         do {
             try body()
         } catch let error as ScriptError {
@@ -280,7 +270,7 @@ public final class ModelLibrary: LuaLibrary {
 
     /// A network's TensorErrors, numbered as the script's call numbers its arguments, numbered as the host's
     /// (the handle first).
-    private static func translated<T>(_ body: () throws -> T) throws -> T {
+    static func translated<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as TensorError {
@@ -294,7 +284,7 @@ public final class ModelLibrary: LuaLibrary {
     }
 
     /// One finite number per batch element, from a number (the same for all), a list, or a 1-D tensor.
-    private static func numbers(_ call: LuaCall, _ index: Int, argument: Int, name: String, batch: Int) throws -> [Double] {
+    static func numbers(_ call: LuaCall, _ index: Int, argument: Int, name: String, batch: Int) throws -> [Double] {
         var values: [Double]
         if call.isNumber(index) {
             values = [try call.number(index)]
@@ -320,7 +310,7 @@ public final class ModelLibrary: LuaLibrary {
     }
 
     /// extra.class: diffusers' class indices, 0 to num_class_embeds - 1 (labels, not Lua positions).
-    private static func classLabels(_ call: LuaCall, _ index: Int, batch: Int, classes: Int?) throws -> [Int]? {
+    static func classLabels(_ call: LuaCall, _ index: Int, batch: Int, classes: Int?) throws -> [Int]? {
         guard let classes else {
             if call.isNil(index) { return nil }
             throw ScriptError(argument: 3, "class given, but this model has no class embedding (num_class_embeds is not set)")
@@ -337,7 +327,7 @@ public final class ModelLibrary: LuaLibrary {
     }
 
     /// extra.context: encoder_hidden_states, [batch, tokens, cross_attention_dim].
-    private static func context(_ call: LuaCall, _ index: Int, batch: Int, width: Int?) throws -> Tensor? {
+    static func context(_ call: LuaCall, _ index: Int, batch: Int, width: Int?) throws -> Tensor? {
         guard let width else {
             if call.isNil(index) { return nil }
             throw ScriptError(argument: 3, "context given, but this model has no cross-attention")
@@ -353,5 +343,21 @@ public final class ModelLibrary: LuaLibrary {
             throw ScriptError(argument: 3, "context must have shape [\(batch), tokens, \(width)], got \(shapeString(context.shape))")
         }
         return context
+    }
+}
+
+extension LuaCall {
+    /// A field of `m.info` or `m.info.schedule`: its name, then its value as Lua sees it.
+    func push(field: (name: String, value: ModelSummary.Value?)) throws {
+        try push(field.name)
+        switch field.value {
+        case .text(let text)?: try push(text)
+        case .integer(let value)?: push(integer: value)
+        case .number(let value)?: push(value)
+        case .flag(let value)?: push(boolean: value)
+        case .integers(let values)?: try push(numbers: values.map(Double.init))
+        case .numbers(let values)?: try push(numbers: values)
+        case nil: pushNil()
+        }
     }
 }

@@ -82,21 +82,21 @@ public struct ModelSummary {
     }
 
     /// The scheduler's prediction type in `kiri.models.wrap`'s words.
-    public var prediction: String {
-        switch scheduler.predictionType {
-        case .epsilon: "eps"
-        case .vPrediction: "v"
-        case .sample: "x0"
-        }
-    }
+    public var prediction: String { scheduler.prediction }
 
     /// `m.info`, in the order `kiri info` prints it; nil values are absent (nil in Lua).
     public var info: [(name: String, value: Value?)] {
+        Self.info(config: config, scheduler: scheduler, parameterCount: parameterCount, dtype: dtype, family: family)
+    }
+
+    /// `m.info` of a network described by these, with or without files (a network being trained has none).
+    public static func info(config: UNetConfig, scheduler: SchedulerConfig, parameterCount: Int, dtype: DType?,
+                            family: DiffusionPipeline.Family?) -> [(name: String, value: Value?)] {
         [
             ("architecture", .text(family?.rawValue ?? config.architecture.rawValue)),
             ("parameters", .integer(parameterCount)),
             ("dtype", dtype.map { .text($0.rawValue) }),
-            ("prediction", .text(prediction)),
+            ("prediction", .text(scheduler.prediction)),
             ("prediction_type", .text(scheduler.predictionType.rawValue)),
             ("timestep_spacing", .text(scheduler.timestepSpacing.rawValue)),
             ("steps_offset", .integer(scheduler.stepsOffset)),
@@ -111,7 +111,9 @@ public struct ModelSummary {
     /// `m.info.schedule`: the training noise schedule as `kiri.schedules.discrete` and `kiri.models.wrap` take
     /// it (Plugins/lib/schedule.lua). Explicit `trained_betas` become `alphas_cumprod`, their cumulative product
     /// of 1 - beta.
-    public var schedule: [(name: String, value: Value?)] {
+    public var schedule: [(name: String, value: Value?)] { Self.schedule(scheduler) }
+
+    public static func schedule(_ scheduler: SchedulerConfig) -> [(name: String, value: Value?)] {
         if let betas = scheduler.trainedBetas {
             var product = 1.0
             return [("alphas_cumprod", .numbers(betas.map { beta in product *= 1 - beta; return product }))]
@@ -137,5 +139,16 @@ public struct ModelSummary {
         for (name, value) in info { lines.append("\(name): \(value.map(\.description) ?? "nil")") }
         for (name, value) in schedule { lines.append("schedule.\(name): \(value.map(\.description) ?? "nil")") }
         return lines.joined(separator: "\n")
+    }
+}
+
+extension SchedulerConfig {
+    /// The prediction type in `kiri.models.wrap`'s words.
+    public var prediction: String {
+        switch predictionType {
+        case .epsilon: "eps"
+        case .vPrediction: "v"
+        case .sample: "x0"
+        }
     }
 }

@@ -70,3 +70,37 @@ final class ParameterBuilder {
         return TensorError(message)
     }
 }
+
+/// A trainable network's parameters as a TensorSource, so that the inference network (UNet, with its fast
+/// kernels) loads the weights as they are now, for sampling during training, without a file.
+public final class ParameterSource: TensorSource {
+    public let path: String
+    private let parameters: [String: Parameter]
+    public let names: [String]
+
+    /// `path` names the source in errors (the network's description).
+    public init(_ parameters: [Parameter], path: String) {
+        self.path = path
+        self.parameters = Dictionary(parameters.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        names = parameters.map(\.name)
+    }
+
+    public func shape(_ name: String) -> [Int]? { parameters[name]?.value.shape }
+
+    public func tensor(_ name: String) throws(ModelFileError) -> Tensor {
+        guard let parameter = parameters[name] else { throw ModelFileError(path, "missing tensor '\(name)'") }
+        do {
+            return try parameter.value.clone()
+        } catch {
+            throw ModelFileError(path, "tensor '\(name)': \(error)")
+        }
+    }
+
+    public func format(_ name: String) -> WeightFormat? { parameters[name] == nil ? nil : .f32 }
+
+    public func copyStored(_ name: String, as format: WeightFormat, into out: UnsafeMutableRawPointer) -> Bool {
+        guard format == .f32, let value = parameters[name]?.value else { return false }
+        out.copyMemory(from: value.data, byteCount: value.count * MemoryLayout<Float>.stride)
+        return true
+    }
+}

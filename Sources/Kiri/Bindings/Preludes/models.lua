@@ -21,38 +21,68 @@ local function relay(ok, ...)
     return ...
 end
 
-local function fields(handle, group)
+-- The fields of m.info ("info") or m.info.schedule ("schedule") that `read(handle, group, i)` gives one by one.
+local function fields(read, handle, group)
     local values, i = {}, 1
     while true do
-        local name, value = field(handle, group, i)
+        local name, value = read(handle, group, i)
         if name == nil then return values end
         values[name] = value
         i = i + 1
     end
 end
 
+-- The class and context of m:forward's `extra`, or nil and the message for a bad one.
+local function conditioning(extra)
+    if extra == nil then return true end
+    if type(extra) ~= "table" then
+        return false, format("bad argument #3 to 'forward' (table or nil expected, got %s)", type(extra))
+    end
+    for key in pairs(extra) do
+        if key ~= "class" and key ~= "context" then
+            return false, format("bad argument #3 to 'forward' (unknown field '%s'; a model takes class and context)",
+                tostring(key))
+        end
+    end
+    return true, extra.class, extra.context
+end
+
+-- D(x, sigma, extra): kiri.models.wrap over network(x, t, extra) with the model's prediction type and training
+-- schedule; opts (sigma_data, quantize, ...) are passed on to wrap and win.
+local function denoiser(network, prediction, schedule, opts)
+    if opts ~= nil and type(opts) ~= "table" then
+        error(format("bad argument #1 to 'denoiser' (table or nil expected, got %s)", type(opts)), 3)
+    end
+    local options = {network = network, prediction = prediction}
+    for key, value in next, schedule do options[key] = value end
+    if opts then for key, value in pairs(opts) do options[key] = value end end
+    local wrapped = resolve("models", "wrap")(options)
+    return wrapped
+end
+
+-- A method of `model` named `name`: checks self, then calls `body(...)` and raises its error at the caller's line.
+local function define_method(model, name, body)
+    model[name] = function(self, ...)
+        if self ~= model then error(format("bad self for '%s' (call it as m:%s(...))", name, name), 2) end
+        local results = pack(relay(pcall(body, ...)))   -- not a tail call: relay's level 3 is the script's line
+        return unpack(results, 1, results.n)
+    end
+end
+
+-- For the preludes after this one (training.lua): the same model tables, built the same way.
+host.models = {relay = relay, fields = fields, conditioning = conditioning, denoiser = denoiser, define_method = define_method}
+
 local function model_object(handle)
-    local info = fields(handle, "info")
-    info.schedule = fields(handle, "schedule")
-    local schedule, prediction = fields(handle, "schedule"), info.prediction
+    local info = fields(field, handle, "info")
+    info.schedule = fields(field, handle, "schedule")
+    local schedule, prediction = fields(field, handle, "schedule"), info.prediction
     local model = {info = info}
 
     -- The raw network call: true and the output, or false and the message (raised by the caller, at its
     -- caller's line).
     local function call(x, t, extra)
-        local class, context
-        if extra ~= nil then
-            if type(extra) ~= "table" then
-                return false, format("bad argument #3 to 'forward' (table or nil expected, got %s)", type(extra))
-            end
-            for key in pairs(extra) do
-                if key ~= "class" and key ~= "context" then
-                    return false, format("bad argument #3 to 'forward' (unknown field '%s'; a model takes class and context)",
-                        tostring(key))
-                end
-            end
-            class, context = extra.class, extra.context
-        end
+        local ok, class, context = conditioning(extra)
+        if not ok then return false, class end
         return pcall(forward, handle, x, t, class, context)
     end
 
@@ -70,28 +100,14 @@ local function model_object(handle)
         return result
     end
 
-    -- D(x, sigma, extra): kiri.models.wrap with this network, its prediction type and training schedule;
-    -- opts (sigma_data, quantize, ...) are passed on to wrap and win.
+    -- D(x, sigma, extra): kiri.models.wrap with this network, its prediction type and training schedule.
     function model.denoiser(self, opts)
         if self ~= model then error("bad self for 'denoiser' (call it as m:denoiser(opts))", 2) end
-        if opts ~= nil and type(opts) ~= "table" then
-            error(format("bad argument #1 to 'denoiser' (table or nil expected, got %s)", type(opts)), 2)
-        end
-        local options = {network = network, prediction = prediction}
-        for key, value in next, schedule do options[key] = value end
-        if opts then for key, value in pairs(opts) do options[key] = value end end
-        local denoiser = resolve("models", "wrap")(options)
-        return denoiser
+        local wrapped = denoiser(network, prediction, schedule, opts)
+        return wrapped
     end
 
-    -- The method `name` of this model: checks self, then calls `body(...)` and raises its error at the caller's line.
-    local function method(name, body)
-        model[name] = function(self, ...)
-            if self ~= model then error(format("bad self for '%s' (call it as m:%s(...))", name, name), 2) end
-            local results = pack(relay(pcall(body, ...)))   -- not a tail call: relay's level 3 is the script's line
-            return unpack(results, 1, results.n)
-        end
-    end
+    local function method(name, body) define_method(model, name, body) end
 
     -- One sample's shape {C, h, w} (latent pixels for a latent model) and the image's {C, H, W}, at the default size.
     model.sample_shape, model.image_shape = relay(pcall(sample_shape, handle))

@@ -133,6 +133,14 @@ public final class TrainableUNet {
     /// Elements in all the parameters.
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
 
+    /// Refuses to go on once a script has released a parameter or its gradient (`<close>` on a tensor that
+    /// m:parameters() gave it): the kernels must never read freed storage.
+    public func checkParameters() throws {
+        if let released = parameters.first(where: { $0.value.isReleased || $0.grad.isReleased }) {
+            throw TensorError("parameter '\(released.name)' (or its gradient) has been closed: the network cannot run without it")
+        }
+    }
+
     /// Sets every gradient to zero (Torch7's zeroGradParameters).
     public func zeroGrad() {
         for parameter in parameters { parameter.grad.data.update(repeating: 0, count: parameter.grad.count) }
@@ -143,6 +151,7 @@ public final class TrainableUNet {
     public func forward(_ x: Tensor, timesteps: [Float], classLabels: [Int]? = nil, context: Tensor? = nil) throws -> Tensor {
         lock.lock()
         defer { lock.unlock() }
+        try checkParameters()
         try layout.checkInputs(x, timesteps: timesteps, classLabels: classLabels, context: context)
         pass = nil
         do {
@@ -160,6 +169,7 @@ public final class TrainableUNet {
     public func backward(_ dOutput: Tensor) throws -> (input: Tensor, context: Tensor?) {
         lock.lock()
         defer { lock.unlock() }
+        try checkParameters()
         guard let pass else { throw TensorError(argument: 1, "backward needs a forward pass before it (each forward serves one backward)") }
         guard dOutput.shape == pass.outputShape else {
             throw TensorError(argument: 1, "the gradient must have the output's shape \(shapeString(pass.outputShape)), got \(shapeString(dOutput.shape))")
