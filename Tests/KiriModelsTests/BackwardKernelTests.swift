@@ -154,8 +154,9 @@ final class BackwardKernelTests: XCTestCase {
             let (xd, wd, bd) = (x.map(Double.init), w.map(Double.init), b.map(Double.init))
             var dX = [Float](repeating: .nan, count: x.count)
             var dW = [Float](repeating: 0, count: w.count), dB = [Float](repeating: 0, count: b.count)
-            var columns = [Float](repeating: 0, count: taps * positions)
-            conv2dBackward(dInput: &dX, dWeight: &dW, dBias: &dB, dOut: dOut, input: x, weight: w, shape, columns: &columns)
+            // Two threads: the second's sums of dWeight and dBias join the first's.
+            var scratch = [Float](repeating: .nan, count: conv2dBackwardScratch(shape, threads: 2))
+            conv2dBackward(dInput: &dX, dWeight: &dW, dBias: &dB, dOut: dOut, input: x, weight: w, shape, scratch: &scratch, threads: 2)
             assertClose(dX, numericalGradient(xd) { loss($0, wd, bd) }, "conv \(index) dInput", tolerance: 1e-5)
             assertClose(dW, numericalGradient(wd) { loss(xd, $0, bd) }, "conv \(index) dWeight", tolerance: 1e-5)
             assertClose(dB, numericalGradient(bd) { loss(xd, wd, $0) }, "conv \(index) dBias", tolerance: 1e-5)

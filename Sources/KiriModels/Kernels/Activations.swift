@@ -93,8 +93,32 @@ func gegluBackward(_ dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Fl
 /// uses for each activation. `dInput` may be `dOut`.
 func activationBackward(_ dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
                         _ activation: Activation, count: Int) {
+    let pointers = UncheckedSendable(value: (dInput, dOut, input))
+    Parallel.forEach(count, grain: 16384) { range in
+        let (dInput, dOut, input) = pointers.value
+        activationBackwardRange(dInput, dOut: dOut, input: input, activation, range)
+    }
+}
+
+/// activationBackward over elements `range`, on the calling thread.
+private func activationBackwardRange(_ dInput: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                                     _ activation: Activation, _ range: Range<Int>) {
     func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
-    for i in 0..<count {
+    if activation == .silu || activation == .swish {   // the UNets' activation, eight at a time
+        var i = range.lowerBound
+        while i + 8 <= range.upperBound {
+            let x = Vector.load(input + i), s = 1 / (1 + vectorExp(-x))
+            (Vector.load(dOut + i) * s * (1 + x * (1 - s))).store(dInput + i)
+            i += 8
+        }
+        while i < range.upperBound {
+            let s = sigmoid(input[i])
+            dInput[i] = dOut[i] * s * (1 + input[i] * (1 - s))
+            i += 1
+        }
+        return
+    }
+    for i in range {
         let x = input[i]
         let slope: Float
         switch activation {

@@ -140,7 +140,8 @@ func conv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Fl
 }
 
 /// dInput[I, H, W] += the gradients columns[I·k·k, Ho·Wo] hold for each input pixel an im2col over all output rows
-/// read: im2col's adjoint (torch's col2im), for the input gradient of a convolution.
+/// read: im2col's adjoint (torch's col2im), for the input gradient of a convolution. Each output row adds a run of
+/// columns to a run of one input row, found once, so the inner loop has no test.
 func col2im(_ dInput: UnsafeMutablePointer<Float>, _ columns: UnsafePointer<Float>, _ shape: ConvolutionShape) {
     let (k, stride, pad) = (shape.kernel, shape.stride, shape.padding)
     let (height, width, outHeight, outWidth) = (shape.height, shape.width, shape.outHeight, shape.outWidth)
@@ -149,12 +150,18 @@ func col2im(_ dInput: UnsafeMutablePointer<Float>, _ columns: UnsafePointer<Floa
         for ky in 0..<k {
             for kx in 0..<k {
                 let row = columns + ((channel * k + ky) * k + kx) * outHeight * outWidth
+                // Output columns ox whose input column ox·stride − pad + kx lies in 0..<width.
+                let first = max(0, -floorDivision(kx - pad, stride))
+                let last = min(outWidth - 1, floorDivision(width - 1 + pad - kx, stride))
+                guard first <= last else { continue }
                 for oy in 0..<outHeight {
                     let iy = oy * stride - pad + ky
                     guard iy >= 0, iy < height else { continue }
-                    for ox in 0..<outWidth {
-                        let ix = ox * stride - pad + kx
-                        if ix >= 0, ix < width { image[iy * width + ix] += row[oy * outWidth + ox] }
+                    let target = image + iy * width + first * stride - pad + kx, source = row + oy * outWidth + first
+                    if stride == 1 {
+                        for i in 0...(last - first) { target[i] += source[i] }
+                    } else {
+                        for i in 0...(last - first) { target[i * stride] += source[i] }
                     }
                 }
             }
@@ -162,31 +169,59 @@ func col2im(_ dInput: UnsafeMutablePointer<Float>, _ columns: UnsafePointer<Floa
     }
 }
 
+/// Scratch floats conv2dBackward needs on `threads` threads: each thread's im2col columns [I·k·k, Ho·Wo], and its
+/// share of dWeight and dBias beside it (all but the first thread's).
+func conv2dBackwardScratch(_ shape: ConvolutionShape, threads: Int) -> Int {
+    let taps = shape.inChannels * shape.kernel * shape.kernel
+    return threads * (taps * shape.outHeight * shape.outWidth + shape.outChannels * (taps + 1))
+}
+
 /// The gradients of conv2dForward (torch.nn.functional.conv2d's backward) for a float32 weight[O, I·k·k], image by
 /// image: dWeight += dOut[O, Ho·Wo] · columnsᵀ and dBias[O] += Σ dOut (accumulated, as parameter gradients are), and
-/// dInput[B, I, H, W] = col2im(weightᵀ · dOut) (nil: not wanted). `columns` holds I·k·k·Ho·Wo floats of scratch.
+/// dInput[B, I, H, W] = col2im(weightᵀ · dOut) (nil: not wanted). The images are split over `threads` threads in
+/// contiguous ranges; each but the first sums its dWeight and dBias apart, and those sums are added in thread order,
+/// so the same thread count gives the same bits. `scratch` holds `conv2dBackwardScratch` floats.
 func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
                     dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                    _ shape: ConvolutionShape, columns: UnsafeMutablePointer<Float>) {
+                    _ shape: ConvolutionShape, scratch: UnsafeMutablePointer<Float>, threads: Int) {
     let taps = shape.inChannels * shape.kernel * shape.kernel, positions = shape.outHeight * shape.outWidth
-    let imageSize = shape.inChannels * shape.height * shape.width
-    for image in 0..<shape.batch {
-        let gradient = dOut + image * shape.outChannels * positions
-        im2col(columns, input + image * imageSize, shape, rows: 0..<shape.outHeight)
-        sgemm(transposeB: true, m: shape.outChannels, n: taps, k: positions, gradient, lda: positions, columns,
-              ldb: positions, beta: 1, dWeight, ldc: taps)
-        if let dBias {
-            for o in 0..<shape.outChannels {
-                var total: Float = 0
-                for p in 0..<positions { total += gradient[o * positions + p] }
-                dBias[o] += total
+    let imageSize = shape.inChannels * shape.height * shape.width, outChannels = shape.outChannels
+    let threads = max(1, min(threads, shape.batch))
+    let perThread = taps * positions + outChannels * (taps + 1)
+    let pointers = UncheckedSendable(value: (dInput, dWeight, dBias, dOut, input, weight, scratch))
+    Parallel.split(threads, pieces: threads) { pieces in
+        let (dInput, dWeight, dBias, dOut, input, weight, scratch) = pointers.value
+        for thread in pieces {
+            let columns = scratch + thread * perThread
+            // The first thread adds to the gradients themselves; the others to their own sums, zeroed first.
+            let (weightSum, biasSum) = thread == 0 ? (dWeight, dBias) : (columns + taps * positions, columns + taps * positions + outChannels * taps)
+            if thread > 0 { weightSum.update(repeating: 0, count: outChannels * (taps + 1)) }
+            for image in shape.batch * thread / threads..<shape.batch * (thread + 1) / threads {
+                let gradient = dOut + image * outChannels * positions
+                im2col(columns, input + image * imageSize, shape, rows: 0..<shape.outHeight)
+                sgemm(transposeB: true, m: outChannels, n: taps, k: positions, gradient, lda: positions, columns,
+                      ldb: positions, beta: 1, weightSum, ldc: taps)
+                if let biasSum {
+                    for o in 0..<outChannels {
+                        var total: Float = 0
+                        for p in 0..<positions { total += gradient[o * positions + p] }
+                        biasSum[o] += total
+                    }
+                }
+                guard let dInput else { continue }
+                sgemm(transposeA: true, m: taps, n: positions, k: outChannels, weight, lda: taps, gradient, ldb: positions,
+                      beta: 0, columns, ldc: positions)
+                let target = dInput + image * imageSize
+                target.update(repeating: 0, count: imageSize)
+                col2im(target, columns, shape)
             }
         }
-        guard let dInput else { continue }
-        sgemm(transposeA: true, m: taps, n: positions, k: shape.outChannels, weight, lda: taps, gradient, ldb: positions,
-              beta: 0, columns, ldc: positions)
-        let target = dInput + image * imageSize
-        target.update(repeating: 0, count: imageSize)
-        col2im(target, columns, shape)
+    }
+    for thread in 1..<threads {
+        let sums = scratch + thread * perThread + taps * positions
+        for i in 0..<outChannels * taps { dWeight[i] += sums[i] }
+        if let dBias {
+            for o in 0..<outChannels { dBias[o] += sums[outChannels * taps + o] }
+        }
     }
 }

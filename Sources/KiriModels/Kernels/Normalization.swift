@@ -129,30 +129,47 @@ func groupNormBackward(dInput: UnsafeMutablePointer<Float>, dWeight: UnsafeMutab
                        dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
                        batch: Int, channels: Int, spatial: Int, groups: Int) {
     let perGroup = channels / groups, count = perGroup * spatial
-    for item in 0..<batch * groups {
-        let x = input + item * count, g = dOut + item * count, dx = dInput + item * count
-        let (mean, r) = moments(x, count, eps: eps)
-        var sumG = 0.0, sumGX = 0.0   // Σĝ and Σĝ·x̂ over the group, in double
-        for c in 0..<perGroup {
-            let channel = item % groups * perGroup + c, w = weight[channel]
-            var sumDy = 0.0, sumDyX = 0.0
-            for i in c * spatial..<(c + 1) * spatial {
-                let normalized = (x[i] - mean) * r
-                sumDy += Double(g[i])
-                sumDyX += Double(g[i] * normalized)
+    // Σ dOut and Σ dOut·x̂ of each image's channels, summed over the images afterwards in order.
+    var sums = [Double](repeating: 0, count: 2 * batch * channels)
+    sums.withUnsafeMutableBufferPointer { sums in
+        let pointers = UncheckedSendable(value: (dInput, dOut, input, weight, sums.baseAddress!))
+        Parallel.forEach(batch * groups, grain: max(1, 8192 / max(count, 1))) { items in
+            let (dInput, dOut, input, weight, sums) = pointers.value
+            for item in items {
+                let x = input + item * count, g = dOut + item * count, dx = dInput + item * count
+                let (mean, r) = moments(x, count, eps: eps)
+                var sumG = 0.0, sumGX = 0.0   // Σĝ and Σĝ·x̂ over the group, in double
+                for c in 0..<perGroup {
+                    let channel = item % groups * perGroup + c, w = weight[channel]
+                    var sumDy = 0.0, sumDyX = 0.0
+                    for i in c * spatial..<(c + 1) * spatial {
+                        sumDy += Double(g[i])
+                        sumDyX += Double(g[i] * ((x[i] - mean) * r))
+                    }
+                    let image = item / groups
+                    sums[image * channels + channel] = sumDy
+                    sums[(batch + image) * channels + channel] = sumDyX
+                    sumG += sumDy * Double(w)
+                    sumGX += sumDyX * Double(w)
+                }
+                let n = Float(count), meanG = Float(sumG) / n, meanGX = Float(sumGX) / n
+                for c in 0..<perGroup {
+                    let w = weight[item % groups * perGroup + c]
+                    for i in c * spatial..<(c + 1) * spatial {
+                        dx[i] = r * (g[i] * w - meanG - (x[i] - mean) * r * meanGX)
+                    }
+                }
             }
-            dBias[channel] += Float(sumDy)
-            dWeight[channel] += Float(sumDyX)
-            sumG += sumDy * Double(w)
-            sumGX += sumDyX * Double(w)
         }
-        let n = Float(count), meanG = Float(sumG) / n, meanGX = Float(sumGX) / n
-        for c in 0..<perGroup {
-            let w = weight[item % groups * perGroup + c]
-            for i in c * spatial..<(c + 1) * spatial {
-                dx[i] = r * (g[i] * w - meanG - (x[i] - mean) * r * meanGX)
-            }
+    }
+    for channel in 0..<channels {
+        var bias = 0.0, scale = 0.0
+        for image in 0..<batch {
+            bias += sums[image * channels + channel]
+            scale += sums[(batch + image) * channels + channel]
         }
+        dBias[channel] += Float(bias)
+        dWeight[channel] += Float(scale)
     }
 }
 

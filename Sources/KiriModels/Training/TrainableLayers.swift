@@ -49,9 +49,10 @@ final class TrainableConv2d {
         let x = try takeSaved(&input, "conv2d")
         let shape = shape(x)
         let dInput = inputGradient ? try workspace.take(x.shape) : nil
-        let columns = try workspace.scratch(.columns, shape.inChannels * kernel * kernel * shape.outHeight * shape.outWidth)
+        let threads = Parallel.threads
+        let scratch = try workspace.scratch(.columns, conv2dBackwardScratch(shape, threads: threads))
         conv2dBackward(dInput: dInput?.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: dOut.data, input: x.data,
-                       weight: weight.value.data, shape, columns: columns)
+                       weight: weight.value.data, shape, scratch: scratch, threads: threads)
         return dInput
     }
 }
