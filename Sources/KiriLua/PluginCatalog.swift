@@ -1,7 +1,7 @@
 import Foundation
 
 /// Where plugins come from: `DOMAIN/NAME.lua` files (domains: samplers, schedules, guidance, post,
-/// models, noise) in an ordered list of folders. The first folder that has a name wins, so a user's
+/// models, noise, and the training policy: losses, timesteps, lr_schedules) in an ordered list of folders. The first folder that has a name wins, so a user's
 /// folder, searched before the bundled `Plugins/`, overrides a bundled plugin by name.
 public struct PluginCatalog: Sendable {
     public struct Folder: Sendable {
@@ -24,7 +24,8 @@ public struct PluginCatalog: Sendable {
         public var overridesBundled: Bool
     }
 
-    public static let domains = ["samplers", "schedules", "guidance", "post", "models", "noise"]
+    public static let domains = ["samplers", "schedules", "guidance", "post", "models", "noise",
+                                  "losses", "timesteps", "lr_schedules"]
 
     public var folders: [Folder]
 

@@ -320,7 +320,7 @@ extension KiriCommand {
         static let configuration = CommandConfiguration(
             abstract: "List plugins with their descriptions and where each comes from.")
         @OptionGroup var plugins: PluginOptions
-        @Argument(help: "samplers, schedules, guidance, post, models or noise (all when omitted).")
+        @Argument(help: "samplers, schedules, guidance, post, models, noise, losses, timesteps or lr_schedules (all when omitted).")
         var domain: String?
 
         func validate() throws {

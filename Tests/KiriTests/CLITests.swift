@@ -247,6 +247,28 @@ final class CLITests: CLITestCase {
         }
     }
 
+    /// Issue 15's training policy: losses, timestep samplers and learning-rate schedules are plugin domains `kiri list`
+    /// shows, alone or among all, and a user's folder replaces a bundled one.
+    func testListShowsTheTrainingPolicyDomains() throws {
+        let expected = ["losses": ["mse", "huber", "min_snr"], "timesteps": ["uniform", "logit_normal", "cosine"],
+                        "lr_schedules": ["constant", "cosine"]]
+        let all = try kiri(["list"])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        for (domain, names) in expected {
+            let result = try kiri(["list", domain])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertTrue(result.stdout.hasPrefix("\(domain):\n"), result.stdout)
+            XCTAssertTrue(all.stdout.contains("\n\(domain):\n"), domain)
+            for name in names {
+                XCTAssertNotNil(result.stdout.range(of: "\n  \(name) +\\S.*\\[bundled\\]\n", options: .regularExpression), name)
+            }
+        }
+        _ = try write("mine/losses/mse.lua", "-- My own loss.\nreturn function() return 0 end\n")
+        let mine = try kiri(["list", "--plugins", "mine", "losses"])
+        XCTAssertNotNil(mine.stdout.range(of: #"\n  mse +My own loss\. \[user: mine/losses/mse\.lua, overrides bundled\]\n"#,
+                                          options: .regularExpression), mine.stdout)
+    }
+
     /// An installed layout, PREFIX/bin/kiri with PREFIX/share/kiri/Plugins, finds its bundled plugins.
     func testInstalledBinaryFindsItsBundledPlugins() throws {
         let prefix = folder.appendingPathComponent("prefix")

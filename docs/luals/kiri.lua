@@ -15,6 +15,9 @@
 ---@field guidance kiri.guidance `guidance/` plugins
 ---@field post kiri.post `post/` plugins
 ---@field noise kiri.noise `noise/` plugins
+---@field losses kiri.losses `losses/` plugins: the training loss and its gradient
+---@field timesteps kiri.timesteps `timesteps/` plugins: training timestep samplers
+---@field lr_schedules kiri.lr_schedules `lr_schedules/` plugins: learning rate per step
 kiri = {}
 
 -- Constructors ------------------------------------------------------------------------------------
@@ -447,7 +450,7 @@ function kiri.version() end
 function kiri.clock() end
 
 ---Adds a plugin for this run: `kiri.register("sampler", "my_sampler", fn)`.
----@param kind "sampler"|"schedule"|"guidance"|"post"
+---@param kind "sampler"|"schedule"|"guidance"|"post"|"loss"|"timesteps"|"lr_schedule"
 ---@param name string a Lua identifier
 ---@param fn function|table a function, or a table with __call
 function kiri.register(kind, name, fn) end

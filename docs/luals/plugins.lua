@@ -207,3 +207,61 @@ kiri.post = {}
 ---@field q_sample fun(x0: Tensor, t: integer, noise: Tensor, opts?: ModelSchedule): Tensor DDPM's q(x_t | x_0)
 ---@field [string] fun(...): any
 kiri.noise = {}
+
+-- Losses ------------------------------------------------------------------------------------------
+
+---@class LossOptions
+---@field weights? number[]|Tensor one weight per sample: each sample's mean loss is weighted, as diffusers does
+---@field [string] any options of one loss (delta, snr, gamma, prediction_type, ...)
+
+---`loss, grad = loss_fn(prediction, target, opts)`: the mean loss (a number) and d loss / d prediction.
+---@alias Loss fun(prediction: Tensor, target: Tensor, opts?: LossOptions): number, Tensor
+
+---@class MinSNROptions: LossOptions
+---@field snr number[]|Tensor one SNR per sample (lib.training's snr(timesteps, alphas_cumprod))
+---@field gamma? number (5)
+---@field prediction_type? "epsilon"|"v_prediction"|"sample" (epsilon)
+
+---@class kiri.losses
+---@field mse Loss torch.nn.functional.mse_loss
+---@field huber fun(prediction: Tensor, target: Tensor, opts?: {delta?: number, weights?: number[]|Tensor}): number, Tensor
+---@field min_snr fun(prediction: Tensor, target: Tensor, opts: MinSNROptions): number, Tensor Min-SNR-gamma weighted MSE
+---@field [string] Loss a user's `losses/NAME.lua` or kiri.register'd loss
+kiri.losses = {}
+
+-- Timestep samplers -------------------------------------------------------------------------------
+
+---@class TimestepOptions: ModelSchedule
+---@field num_train_timesteps? integer N (1000, or the length of alphas_cumprod)
+---@field [string] any options of one sampler (mean, std, ...)
+
+---`timesteps = sampler(batch, seed, opts)`: a list of `batch` integer timesteps in 0..N-1, the same for a seed.
+---@alias TimestepSampler fun(batch: integer, seed?: integer, opts?: TimestepOptions): integer[]
+
+---@class LogitNormalOptions: TimestepOptions
+---@field mean? number (0)
+---@field std? number (1)
+
+---@class kiri.timesteps
+---@field uniform TimestepSampler uniform on 0..N-1 (torch.randint)
+---@field logit_normal fun(batch: integer, seed?: integer, opts?: LogitNormalOptions): integer[] SD3's logit-normal
+---@field cosine TimestepSampler SD3's CosMap onto the model's table: noise levels as the cosine schedule's
+---@field [string] TimestepSampler
+kiri.timesteps = {}
+
+-- Learning-rate schedules -------------------------------------------------------------------------
+
+---@class LRScheduleOptions
+---@field lr number the base rate
+---@field warmup? integer steps of linear warm-up from 0 (0)
+---@field total? integer the training steps (cosine)
+---@field num_cycles? number cosine periods over total - warmup (0.5)
+
+---`lr = schedule(step, opts)`: the rate at optimiser step `step`, 0 for the first (as torch's LambdaLR counts).
+---@alias LRSchedule fun(step: integer, opts: LRScheduleOptions): number
+
+---@class kiri.lr_schedules
+---@field constant LRSchedule diffusers' get_constant_schedule_with_warmup
+---@field cosine LRSchedule diffusers' get_cosine_schedule_with_warmup
+---@field [string] LRSchedule
+kiri.lr_schedules = {}

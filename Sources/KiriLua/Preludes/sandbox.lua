@@ -302,9 +302,11 @@ end
 -- search path (PluginCatalog: user folders first, then the bundled Plugins/), once per run; a
 -- plugin file runs in the sandbox and returns its function. kiri.register adds one from a script,
 -- and is the only way to change a domain table.
-local kinds = {sampler = "samplers", schedule = "schedules", guidance = "guidance", post = "post"}
+local kinds = {sampler = "samplers", schedule = "schedules", guidance = "guidance", post = "post",
+    loss = "losses", timesteps = "timesteps", lr_schedule = "lr_schedules"}
 local singular = {samplers = "sampler", schedules = "schedule", guidance = "guidance", post = "post",
-    models = "model", noise = "noise function"}
+    models = "model", noise = "noise function",
+    losses = "loss", timesteps = "timestep sampler", lr_schedules = "learning-rate schedule"}
 local resolved = {}
 for domain in next, singular do
     if rawget(api, domain) == nil then api[domain] = {} end
@@ -441,7 +443,8 @@ end
 function api.register(kind, name, fn)
     local domain = kinds[kind]
     if not domain then
-        error(format("bad argument #1 to 'register' (\"sampler\", \"schedule\", \"guidance\" or \"post\" expected, got %s)",
+        error(format("bad argument #1 to 'register' (\"sampler\", \"schedule\", \"guidance\", \"post\", \"loss\", " ..
+            "\"timesteps\" or \"lr_schedule\" expected, got %s)",
             tostring(kind)), 2)
     end
     if type(name) ~= "string" or not name:match("^[%a_][%w_]*$") then
