@@ -58,7 +58,7 @@ public enum RecipeRunner {
         let pluginFolders = plugins.folders.map(\.path)
         let models = BundledFiles.models
         let named = request.allowedFiles + (embedded ? [] : filesIn(request.arguments))
-        let namedFiles = regularFiles(named) + modelFolders(named) + (embedded ? [] : loraFolders(request.arguments))
+        let namedFiles = regularFiles(named) + modelFolders(named) + (embedded ? [] : namedFolders(request.arguments))
         let files = FileAccess(
             readRoots: recipeFolder + pluginFolders + Array(models.values) + namedFiles,
             moduleRoots: recipeFolder + pluginFolders,
@@ -119,21 +119,23 @@ public enum RecipeRunner {
         paths.filter { !$0.utf8.contains(0) && FileAccess.isRegularFile($0) }
     }
 
-    /// A diffusers model folder the user named (`model=sd15/`, `--allow sd15/`) is granted whole: a model is a
-    /// folder of files. Only folders that are one (a `model_index.json`, or `unet/` or a `config.json` beside
-    /// weights) qualify, so naming `/` or a home folder grants nothing.
+    /// A model folder the user named (`model=sd15/`, `--allow sd15/`, `init=checkpoint/model`) is granted whole: a
+    /// model is a folder of files. Only folders that are one (a `model_index.json`, or `unet/config.json`, or a
+    /// `config.json` beside diffusers' weights file) qualify, so naming `/` or a home folder grants nothing.
     static func modelFolders(_ paths: [String]) -> [String] {
-        paths.filter { path in
+        let markers = ["model_index.json", "unet/config.json", "diffusion_pytorch_model.safetensors"]
+        return paths.filter { path in
             guard !path.utf8.contains(0), !FileAccess.isRegularFile(path) else { return false }
-            return ["model_index.json", "unet/config.json"].contains { FileAccess.isRegularFile(path + "/" + $0) }
+            return markers.contains { FileAccess.isRegularFile(path + "/" + $0) }
         }
     }
 
-    /// The folder of `lora_dir=FOLDER` (where the prompt's <lora:NAME> files are), named on this command line.
-    static func loraFolders(_ arguments: [String]) -> [String] {
+    /// The folders that `lora_dir=FOLDER` (where the prompt's <lora:NAME> files are) and `data=FOLDER` (a training
+    /// set of images) name on this command line.
+    static func namedFolders(_ arguments: [String]) -> [String] {
         arguments.compactMap { argument in
-            guard argument.hasPrefix("lora_dir="), !argument.utf8.contains(0) else { return nil }
-            let folder = String(argument.dropFirst("lora_dir=".count))
+            guard let key = ["lora_dir=", "data="].first(where: argument.hasPrefix), !argument.utf8.contains(0) else { return nil }
+            let folder = String(argument.dropFirst(key.count))
             return folder.isEmpty || FileAccess.isRegularFile(folder) ? nil : folder
         }
     }

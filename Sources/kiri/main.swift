@@ -10,7 +10,7 @@ struct KiriCommand: ParsableCommand {
         commandName: "kiri",
         abstract: "Kiri: a diffusion engine with Lua recipes.",
         version: "\(KiriVersion.string), \(KernelISA.summary)",
-        subcommands: [Run.self, Sample.self, List.self, Info.self, Bench.self]
+        subcommands: [Run.self, Sample.self, Train.self, List.self, Info.self, Bench.self]
     )
 }
 
@@ -313,6 +313,54 @@ extension KiriCommand {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
             let numbers = names.compactMap { name in Int(name.prefix { $0.isASCII && $0.isNumber }.prefix(9)) }
             return (numbers.max() ?? -1) + 1
+        }
+    }
+
+    struct Train: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Train a diffusion model (Scripts/train.lua), with that recipe's key=value arguments.",
+            discussion: """
+                The default retrains Kiri's default model: Fashion-MNIST (Debian's dataset-fashion-mnist), 2500 steps \
+                of batch 128, v-prediction, AdamW, an EMA of the weights; data=FOLDER trains on a folder of PNGs \
+                (subfolders are classes). Everything goes under the output folder: checkpoints, sample grids, \
+                loss.csv, loss.png and the final model. resume=OUT/train/checkpoint-NNNNNN continues a run bit for bit.
+                Example: kiri train -o runs steps=2500 batch=128 lr=1e-3
+                Example: kiri train -o runs data=my_images steps=2000 batch=32 sample_every=250
+                Keys: data, size, channels, flip, config, init, resume, steps, batch, lr, weight_decay, clip, ema, \
+                warmup, lr_schedule, prediction, loss, snr_gamma, timesteps, noise_offset, cond_dropout, seed, \
+                checkpoint_every, sample_every, log_every, sample_steps, sample_cfg, out (see Scripts/train.lua).
+                """)
+
+        @Option(help: "Memory cap for the run, e.g. 16G.") var memory: ByteCount = ByteCount(argument: "16G")!
+        @Option(help: "Cap on the bytes the run may write, e.g. 8G (checkpoints add up).") var disk: ByteCount = ByteCount(argument: "8G")!
+        @Option(parsing: .unconditional, help: "Stop after this many seconds of the recipe's own work (default: no limit; training takes hours).")
+        var timeout: Double?
+        @Option(parsing: .unconditional, help: "Stop the whole run after this many seconds (default: no limit).")
+        var wallTimeout: Double?
+        @Option(name: [.short, .long], help: "The folder to write into, as for kiri run.") var output = "out"
+        @OptionGroup var plugins: PluginOptions
+        @Flag(help: "Replace existing files in the output folder.") var overwrite = false
+        @Flag(name: [.short, .long], help: "No notes.") var quiet = false
+        @Argument(parsing: .captureForPassthrough, help: "key=value arguments for Scripts/train.lua.")
+        var arguments: [String] = []
+
+        func validate() throws {
+            for (name, value) in [("--timeout", timeout), ("--wall-timeout", wallTimeout)] {
+                if let value, !(value.isFinite && value > 0) { throw ValidationError("\(name) must be a positive number of seconds, got \(value)") }
+            }
+            if OutputFolder.looksLikeAFile(output) { throw ValidationError("-o names the folder the run writes into, not a file: '\(output)'") }
+        }
+
+        func run() throws {
+            guard let scripts = BundledFiles.scripts else { throw fail("cannot find Kiri's Scripts folder (set KIRI_HOME)") }
+            if !quiet { plugins.reportOverrides() }
+            var request = RunRequest(
+                script: scripts + "/train.lua", arguments: arguments,
+                limits: SandboxLimits(timeout: timeout ?? .infinity, wallTimeout: wallTimeout ?? .infinity, memory: memory.bytes,
+                                      disk: disk.bytes),
+                outputDirectory: output, pluginDirectories: plugins.directories, progress: ProgressBar.standardError(quiet: quiet))
+            request.overwrite = overwrite
+            if case .failure = runOnce(request) { throw ExitCode(1) }
         }
     }
 
