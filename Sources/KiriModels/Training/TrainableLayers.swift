@@ -33,13 +33,32 @@ final class TrainableConv2d {
                          kernel: kernel, stride: stride, padding: padding, paddingEnd: paddingEnd)
     }
 
+    /// A 3×3 conv with stride 1 and padding 1, which runs as Winograd's F(2×2, 3×3) both ways: its input's gradient
+    /// is the same conv of dOut with the weight flipped and its channels swapped.
+    var isWinograd: Bool { Conv2d.winograd && kernel == 3 && stride == 1 && padding == 1 && paddingEnd == 1 }
+
+    /// conv2d(input) by Winograd with `weight` [O, I, 3, 3] as it is now (its transforms made per call, as the
+    /// optimiser changes it).
+    private func winograd(into out: Buffer, _ input: Buffer, weight: Tensor, bias: UnsafePointer<Float>?,
+                          extraBias: UnsafePointer<Float>?, _ workspace: Workspace) throws {
+        let filters = try WinogradWeight(WeightMatrix(sharing: weight))
+        let scratch = try workspace.scratch(.columns, filters.scratchCount(WinogradTiling(batch: input.batch, height: input.height,
+                                                                                            width: input.width)))
+        winogradConv2dForward(out.data, input.data, filters, bias, extraBias: extraBias, scratch: scratch, batch: input.batch,
+                              height: input.height, width: input.width)
+    }
+
     /// conv2d(x) + bias + extraBias [B, O] (ResnetBlock2D's projected time embedding).
     func forward(_ x: Buffer, extraBias: UnsafePointer<Float>? = nil, _ workspace: Workspace) throws -> Buffer {
         let shape = shape(x), plan = ConvolutionPlan(shape)
         let out = try workspace.take([x.batch, outChannels, shape.outHeight, shape.outWidth])
-        let count = plan.columnsCount(chunks)
-        conv2dForward(out.data, x.data, chunks, bias.value.data, extraBias: extraBias,
-                      columns: count > 0 ? try workspace.scratch(.columns, count) : nil, plan)
+        if isWinograd {
+            try winograd(into: out, x, weight: weight.value, bias: bias.value.data, extraBias: extraBias, workspace)
+        } else {
+            let count = plan.columnsCount(chunks)
+            conv2dForward(out.data, x.data, chunks, bias.value.data, extraBias: extraBias,
+                          columns: count > 0 ? try workspace.scratch(.columns, count) : nil, plan)
+        }
         input = x
         return out
     }
@@ -48,11 +67,23 @@ final class TrainableConv2d {
     func backward(_ dOut: Buffer, inputGradient: Bool = true, _ workspace: Workspace) throws -> Buffer? {
         let x = try takeSaved(&input, "conv2d")
         let shape = shape(x)
-        let dInput = inputGradient ? try workspace.take(x.shape) : nil
+        var dInput = inputGradient ? try workspace.take(x.shape) : nil
         let threads = Parallel.threads
         let scratch = try workspace.scratch(.columns, conv2dBackwardScratch(shape, threads: threads))
-        conv2dBackward(dInput: dInput?.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: dOut.data, input: x.data,
-                       weight: weight.value.data, shape, scratch: scratch, threads: threads)
+        conv2dBackward(dInput: isWinograd ? nil : dInput?.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: dOut.data,
+                       input: x.data, weight: weight.value.data, shape, scratch: scratch, threads: threads)
+        if isWinograd, let gradient = dInput {
+            // flipped[i, o, 2 − ky, 2 − kx] = weight[o, i, ky, kx]: conv_transpose2d as a conv.
+            let flipped = try Tensor(shape: [inChannels, outChannels, 3, 3])
+            let (source, target) = (weight.value.data, flipped.data)
+            for o in 0..<outChannels {
+                for i in 0..<inChannels {
+                    for tap in 0..<9 { target[(i * outChannels + o) * 9 + 8 - tap] = source[(o * inChannels + i) * 9 + tap] }
+                }
+            }
+            try winograd(into: gradient, dOut, weight: flipped, bias: nil, extraBias: nil, workspace)
+            dInput = gradient
+        }
         return dInput
     }
 }
