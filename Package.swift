@@ -71,6 +71,6 @@ let package = Package(
         .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri", "KiriLua", "KiriImage", "KiriData", "KiriModels", "KiriTensor"]),
 
         // MARK: Fuzzing: seeded mutation of every parser of untrusted bytes, a time budget per target (KIRI_FUZZ_SECONDS)
-        .testTarget(name: "KiriFuzzTests", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"]),
+        .testTarget(name: "KiriFuzzTests", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriData", "KiriTensor", "CZlib"]),
     ]
 )

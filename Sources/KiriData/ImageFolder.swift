@@ -69,6 +69,7 @@ public final class ImageFolder {
         pixels = try CountedBuffer<UInt8>(count: total, what: "\(images.count) images of \(self.channels)×\(height)×\(width) bytes")
         labels = try classes.map { _ in try CountedBuffer<Int32>(count: images.count, what: "\(images.count) labels") }
         for (item, file) in images.enumerated() {
+            try Cancellation.current?.check()
             let image = try item == 0 ? first : Self.decode(file.path, file.name)
             if channels == nil, (image.channels <= 2) != firstIsGrey {
                 throw DataError("'\(file.name)' is \(Self.kind(image)) but '\(images[0].name)' is \(Self.kind(first)): "
@@ -87,17 +88,18 @@ public final class ImageFolder {
         pending.sort { ($0.height, $0.width, $0.item) < ($1.height, $1.width, $1.item) }
     }
 
-    /// The next images of one size waiting to be resized (at most `limit`), as [N, C, h, w] in [0, 1]; nil when none
-    /// are left. `store` takes them back resized.
-    public func nextGroup(limit: Int = 256) throws -> Tensor? {
+    /// The next images of one size waiting to be resized, as [N, C, h, w] in [0, 1]: as many as fit in `floats`
+    /// values, at least one. Nil when none are left. `store` takes them back resized.
+    public func nextGroup(floats: Int = 16 << 20) throws -> Tensor? {
         precondition(handedOut.isEmpty, "ImageFolder: store the group handed out first")
         guard let first = pending.first else { return nil }
-        let group = pending.prefix { $0.height == first.height && $0.width == first.width }.prefix(max(1, limit))
-        pending.removeFirst(group.count)
         let itemBytes = channels * first.height * first.width
+        let group = pending.prefix { $0.height == first.height && $0.width == first.width }.prefix(max(1, floats / itemBytes))
+        pending.removeFirst(group.count)
         let tensor = try Tensor(shape: [group.count, channels, first.height, first.width])
         let bytes = try CountedBuffer<UInt8>(count: itemBytes, what: "an image of \(channels)×\(first.height)×\(first.width) bytes")
         for (slot, entry) in group.enumerated() {
+            try Cancellation.current?.check()
             let file = files[entry.item]
             let image = try Self.decode(file.path, file.name)
             guard image.height == first.height, image.width == first.width else {
