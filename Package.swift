@@ -6,6 +6,7 @@
 //                       KiriModels → KiriKernels (C; per-ISA kernels, dispatched at start)
 //                Kiri → KiriImage (PNG files, tensors) → PNGBridge (C; every libpng longjmp lives here) → CPNG
 //                       KiriImage → KiriTensor
+//                Kiri → KiriData (datasets: IDX files, folders of PNGs, seeded batches) → KiriImage, KiriTensor, CZlib
 import PackageDescription
 
 /// Kernels and the Lua call path run per element and per sampler step: dynamic exclusivity checks on
@@ -26,6 +27,7 @@ let package = Package(
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // MARK: Tensor core: pure Swift, no Lua
         .target(name: "KiriTensor", dependencies: ["COpenBLAS"], swiftSettings: hotPath),
@@ -40,6 +42,9 @@ let package = Package(
         .target(name: "PNGBridge", dependencies: ["CPNG"]),
         .target(name: "KiriImage", dependencies: ["KiriTensor", "PNGBridge"], swiftSettings: hotPath),
 
+        // MARK: Datasets: gzip'd IDX files through zlib and folders of PNGs, kept as bytes; seeded batches. No Lua
+        .target(name: "KiriData", dependencies: ["KiriTensor", "KiriImage", "CZlib"], swiftSettings: hotPath),
+
         // MARK: Lua runtime
         .target(name: "LuaBridge", dependencies: ["CLua"]),
         // Knows only the tensor core; the engine registers its bindings and preludes into it (LuaLibrary).
@@ -47,9 +52,9 @@ let package = Package(
                 resources: [.embedInCode("Preludes/sandbox.lua")], swiftSettings: hotPath),
 
         // MARK: Engine
-        .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"],
+        .target(name: "Kiri", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriData", "KiriTensor"],
                 resources: [.copy("Resources/models"), .copy("Resources/clip"), .embedInCode("Bindings/Preludes/models.lua"),
-                            .embedInCode("Bindings/Preludes/training.lua")]),
+                            .embedInCode("Bindings/Preludes/training.lua"), .embedInCode("Bindings/Preludes/data.lua")]),
 
         // MARK: CLI
         .executableTarget(
@@ -62,9 +67,10 @@ let package = Package(
         .testTarget(name: "KiriLuaTests", dependencies: ["KiriLua", "KiriTensor"]),
         .testTarget(name: "KiriModelsTests", dependencies: ["KiriModels", "KiriTensor"]),
         .testTarget(name: "KiriImageTests", dependencies: ["KiriImage", "KiriTensor"]),
-        .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri", "KiriLua", "KiriImage", "KiriModels", "KiriTensor"]),
+        .testTarget(name: "KiriDataTests", dependencies: ["KiriData", "KiriImage", "KiriTensor", "CZlib"]),
+        .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri", "KiriLua", "KiriImage", "KiriData", "KiriModels", "KiriTensor"]),
 
         // MARK: Fuzzing: seeded mutation of every parser of untrusted bytes, a time budget per target (KIRI_FUZZ_SECONDS)
-        .testTarget(name: "KiriFuzzTests", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriTensor"]),
+        .testTarget(name: "KiriFuzzTests", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriData", "KiriTensor", "CZlib"]),
     ]
 )

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs what Kiri builds against: Lua 5.4, OpenBLAS and libpng from Debian, plus pkg-config, and luacheck for
-# the tests that lint its Lua preludes.
+# Installs what Kiri builds against: Lua 5.4, OpenBLAS, libpng and zlib from Debian, plus pkg-config, luacheck for
+# the tests that lint its Lua preludes, and Fashion-MNIST (kiri.data.fashion_mnist, /usr/share/datasets/fashion-mnist).
 # Idempotent: when everything is present it only checks and exits.
 set -euo pipefail
-packages=(pkg-config liblua5.4-dev libopenblas-dev libpng-dev lua-check)
+packages=(pkg-config liblua5.4-dev libopenblas-dev libpng-dev zlib1g-dev lua-check dataset-fashion-mnist)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -50,8 +50,9 @@ public enum RecipeRunner {
                 throw ScriptFailure(kind: .setup, message: "cannot read '\(request.script)': \(FileAccess.reason(error))")
             }
         }
-        // An embedded source is someone else's: it gets the plugin folders and the bundled models, and only the
-        // files this command line names. A recipe file also gets its folder and the files among its arguments.
+        // An embedded source is someone else's: it gets the plugin folders, the bundled models and the system's
+        // datasets, and only the files this command line names. A recipe file also gets its folder and the files
+        // among its arguments.
         let embedded = request.source != nil
         let recipeFolder = embedded ? [] : [FileAccess.folder(of: request.script)]
         let plugins = PluginPath.catalog(user: request.pluginDirectories)
@@ -60,7 +61,7 @@ public enum RecipeRunner {
         let named = request.allowedFiles + (embedded ? [] : filesIn(request.arguments))
         let namedFiles = regularFiles(named) + modelFolders(named) + (embedded ? [] : namedFolders(request.arguments))
         let files = FileAccess(
-            readRoots: recipeFolder + pluginFolders + Array(models.values) + namedFiles,
+            readRoots: recipeFolder + pluginFolders + Array(models.values) + BundledFiles.datasets + namedFiles,
             moduleRoots: recipeFolder + pluginFolders,
             outputDirectory: request.outputDirectory, overwrite: request.overwrite,
             missingNamedFiles: embedded ? [] : missingFiles(request.arguments))
@@ -170,6 +171,10 @@ public enum BundledFiles {
         let folders = names.sorted().map { ($0, root + "/" + $0) }.filter { isFolder($0.1) }
         return Dictionary(uniqueKeysWithValues: folders)
     }()
+
+    /// Datasets installed with the system that `kiri.data` reads (Debian's dataset-fashion-mnist, which setup.sh
+    /// installs): read roots of every run, as the bundled models are.
+    public static let datasets = [DataLibrary.debianFashionMNIST].filter(isFolder)
 
     /// `$KIRI_HOME/NAME`, then `share/kiri/NAME` beside an installed binary's `bin/`, then (for
     /// resources) the resource bundle SwiftPM copies beside the binary, then the checkout this binary

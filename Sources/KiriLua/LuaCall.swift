@@ -13,6 +13,20 @@ public struct ScriptError: Error {
     }
 }
 
+extension ScriptError {
+    /// Runs a binding that a prelude calls through pcall, where lauxlib cannot name the function: argument errors get
+    /// the "bad argument #n to 'function'" wording here. With `handleFirst`, errors are numbered as the host gets the
+    /// arguments (the handle first) and reported as the script's method call numbers them.
+    public static func naming(_ function: String, handleFirst: Bool = false, _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as ScriptError {
+            guard let argument = error.argument else { throw error }
+            throw ScriptError("bad argument #\(handleFirst ? argument - 1 : argument) to '\(function)' (\(error.message))")
+        }
+    }
+}
+
 /// A Swift function exposed to Lua, under `name` in each of `tables` ("kiri", "Tensor", "meta", ...).
 public struct Binding: @unchecked Sendable {  // immutable after start-up
     public var name: String

@@ -1,14 +1,18 @@
+import CZlib
 import Foundation
+@testable import KiriData
 import KiriImage
 @testable import KiriLua
 import KiriModels
+import KiriTensor
 import XCTest
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// One harness per parser of untrusted bytes, each through the entry point the loader or a recipe uses: model files
-/// as `kiri.models.load` reads them, PNGs as `kiri.image.load` and `kiri run --from` do, prompts through the Lua
+/// as `kiri.models.load` reads them, PNGs as `kiri.image.load` and `kiri run --from` do, IDX files (gzip'd or not) as
+/// `kiri.data.fashion_mnist` does, prompts through the Lua
 /// runtime as recipes call Plugins/lib/prompt.lua. Seeds are in Tests/Fixtures/fuzz (make_corpus.py), with the
 /// fixtures of the parsers' own tests. See FuzzEngine.swift for what counts as a finding and the environment knobs.
 final class FuzzTests: XCTestCase {
@@ -159,6 +163,47 @@ final class FuzzTests: XCTestCase {
             let text = try PNGImage.readText(path: path, byteLimit: 64 << 20)
             let image = try PNGImage.read(path: path, byteLimit: 64 << 20)
             XCTAssertEqual(image.text, text, "the two readers disagree on the text")
+        }
+        _ = fuzz(target)
+    }
+
+    // MARK: - IDX files (kiri.data.fashion_mnist; cases 36, 37)
+
+    /// Each input is read as images (rank 3) and as labels (rank 1), gzip'd or plain as gzread takes it, under a
+    /// 256 MiB memory cap: whatever its header declares, the reader must refuse or read it without a crash, a slow
+    /// input or more memory than the cap, and every error must name the file.
+    func testIDX() throws {
+        let path = scratch + "/data.idx"
+        func bigEndian(_ size: Int) -> [UInt8] { [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: size >> $0) } }
+        func idx(_ sizes: [Int], _ data: [UInt8]) -> [UInt8] { [0, 0, 8, UInt8(sizes.count)] + sizes.flatMap(bigEndian) + data }
+        func gzip(_ bytes: [UInt8]) throws -> [UInt8] {
+            let packed = scratch + "/seed.gz"
+            guard let file = gzopen(packed, "wb") else { throw CocoaError(.fileWriteUnknown) }
+            _ = bytes.withUnsafeBytes { gzwrite(file, $0.baseAddress, UInt32($0.count)) }
+            gzclose(file)
+            return [UInt8](try Data(contentsOf: URL(fileURLWithPath: packed)))
+        }
+        let plain = [idx([2, 3, 4], (0..<24).map { UInt8($0 * 10) }), idx([5], [0, 9, 3, 3, 1]),
+                     idx([1, 28, 28], (0..<784).map { UInt8(truncatingIfNeeded: $0 * 7) })]
+        let sizes: [Int] = [0, 1, 2, 28, 60000, 65536, 65537, 1 << 30, (1 << 31) - 1, 1 << 31, (1 << 32) - 1]
+        let target = FuzzTarget(
+            name: "idx",
+            extraSeeds: try plain + plain.map(gzip),
+            dictionary: [[0, 0, 8, 1], [0, 0, 8, 3], [0, 0, 0x0D, 3], [0x1f, 0x8b, 8, 0]] + sizes.map(bigEndian)
+        ) { bytes in
+            try writeFile(path, bytes)
+            var failures: [Error] = []
+            try MemoryBudget.$current.withValue(MemoryBudget(limit: 256 << 20)) {
+                for rank in [3, 1] {
+                    do {
+                        _ = try IDXFile.read(path: path, name: "data.idx", rank: rank)
+                    } catch let error as DataError {
+                        XCTAssert(error.message.contains("'data.idx'"), "an error that does not name the file: \(error)")
+                        failures.append(error)
+                    }
+                }
+            }
+            if failures.count == 2 { throw failures[0] }   // parsed when read as one of the two
         }
         _ = fuzz(target)
     }

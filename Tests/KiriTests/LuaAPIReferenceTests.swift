@@ -1,4 +1,5 @@
 import Foundation
+import KiriImage
 import XCTest
 @testable import KiriLua
 
@@ -30,11 +31,17 @@ final class LuaAPIReferenceTests: XCTestCase {
     }
 
     /// What a script reaches, named as the stubs name it ("kiri.add", "kiri.image", "kiri.samplers.euler",
-    /// "Tensor:add_", "Tensor operator add", "Model:encode", "Model.info"), and the functions of each `lib` module
-    /// ("schedule.sigma_range").
+    /// "Tensor:add_", "Tensor operator add", "Model:encode", "Model.info", "Dataset:batch"), and the functions of each
+    /// `lib` module ("schedule.sigma_range").
     func reachable() throws -> (api: Set<String>, libraries: Set<String>) {
         let quotedMethods = Self.tensorMethods.map { "\"\($0)\"" }.joined(separator: ", ")
         let quotedModules = Self.libraryModules.map { "\"\($0)\"" }.joined(separator: ", ")
+        // A dataset of one image in one class, for its members.
+        let images = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-reference-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: images + "/class", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: images) }
+        try Data(try PNGImage(width: 1, height: 1, channels: 1, pixels: [0]).encoded())
+            .write(to: URL(fileURLWithPath: images + "/class/a.png"))
         let printed = try runRecipe("""
             local function walk(t, prefix)
                 for key, value in pairs(t) do
@@ -46,6 +53,10 @@ final class LuaAPIReferenceTests: XCTestCase {
             local model <close> = kiri.models.default()
             for key, value in pairs(model) do
                 print("api", (type(value) == "function" and "Model:" or "Model.") .. key)
+            end
+            local dataset <close> = kiri.data.images("\(images)")
+            for key, value in pairs(dataset) do
+                print("api", (type(value) == "function" and "Dataset:" or "Dataset.") .. key)
             end
             local t = kiri.zeros({1})
             for _, name in ipairs({\(quotedMethods)}) do
@@ -67,9 +78,10 @@ final class LuaAPIReferenceTests: XCTestCase {
         return (api, libraries)
     }
 
-    /// The names the stubs declare: `function kiri.x.y(`, `function Tensor:x(` and `function Model:x(`; the
-    /// `---@field NAME` lines of the classes `kiri`, `kiri.*` and `Model` (as "kiri.NAME", "Model.NAME"); and the
-    /// `---@operator` lines of class Tensor. Annotation-only classes (SamplerOptions, ...) are not API.
+    /// The names the stubs declare: `function kiri.x.y(`, `function Tensor:x(`, `function Model:x(` and
+    /// `function Dataset:x(`; the `---@field NAME` lines of the classes `kiri`, `kiri.*`, `Model` and `Dataset` (as
+    /// "kiri.NAME", "Model.NAME", "Dataset.NAME"); and the `---@operator` lines of class Tensor. Annotation-only classes
+    /// (SamplerOptions, ...) are not API.
     static func stubNames() throws -> Set<String> {
         let folder = checkout.appendingPathComponent("docs/luals")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".lua") }
@@ -80,7 +92,7 @@ final class LuaAPIReferenceTests: XCTestCase {
                 let line = rawLine.trimmingCharacters(in: .whitespaces)
                 if line.hasPrefix("function ") {
                     let declared = line.dropFirst("function ".count).prefix { $0 != "(" }
-                    if declared.hasPrefix("kiri.") || declared.hasPrefix("Tensor:") || declared.hasPrefix("Model:") {
+                    if ["kiri.", "Tensor:", "Model:", "Dataset:"].contains(where: declared.hasPrefix) {
                         names.insert(String(declared))
                     }
                 }
@@ -90,7 +102,7 @@ final class LuaAPIReferenceTests: XCTestCase {
                 switch words[0] {
                 case "---@class":
                     let name = String(words[1].prefix { $0 != ":" })
-                    currentClass = name == "kiri" || name.hasPrefix("kiri.") || name == "Model" || name == "Tensor" ? name : nil
+                    currentClass = name == "kiri" || name.hasPrefix("kiri.") || ["Model", "Tensor", "Dataset"].contains(name) ? name : nil
                 case "---@field" where currentClass != nil && currentClass != "Tensor":
                     let field = words[1].hasSuffix("?") ? String(words[1].dropLast()) : words[1]
                     if field.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { names.insert("\(currentClass!).\(field)") }
@@ -136,12 +148,14 @@ final class LuaAPIReferenceTests: XCTestCase {
         XCTAssert(missing.isEmpty, "not in docs/lua-api.md: \(missing.joined(separator: ", "))")
     }
 
-    /// How the reference writes each kind of name: `kiri.add`, `t:add_`, `m:encode`, `m.info`; a plugin either as
-    /// `kiri.samplers.euler` or as `` `euler `` under a heading that names `kiri.samplers`.
+    /// How the reference writes each kind of name: `kiri.add`, `t:add_`, `m:encode`, `m.info`, `ds:batch`, `ds.shape`;
+    /// a plugin either as `kiri.samplers.euler` or as `` `euler `` under a heading that names `kiri.samplers`.
     static func referenceMentions(_ name: String, in reference: String) -> Bool {
         if name.hasPrefix("Tensor:") { return mentions("t:" + name.dropFirst("Tensor:".count), in: reference) }
         if name.hasPrefix("Model:") { return mentions("m:" + name.dropFirst("Model:".count), in: reference) }
         if name.hasPrefix("Model.") { return mentions("m." + name.dropFirst("Model.".count), in: reference) }
+        if name.hasPrefix("Dataset:") { return mentions("ds:" + name.dropFirst("Dataset:".count), in: reference) }
+        if name.hasPrefix("Dataset.") { return mentions("ds." + name.dropFirst("Dataset.".count), in: reference) }
         if mentions(name, in: reference) { return true }
         let parts = name.split(separator: ".")
         guard parts.count == 3 else { return false }

@@ -8,6 +8,7 @@
 ---@alias Shape integer[]
 
 ---@class kiri
+---@field data kiri.data datasets for training
 ---@field image kiri.image PNG files as tensors
 ---@field models kiri.models model loaders and `models/` plugins
 ---@field samplers kiri.samplers `samplers/` plugins

@@ -3,13 +3,15 @@ import KiriLua
 
 extension LuaRuntime {
     /// A runtime with the engine's libraries registered: `kiri.models` (knowing `bundledModels` by name),
-    /// `kiri.image` (adding `imageText` to every PNG it writes, after the script's own chunks) and training
-    /// (`kiri.models.create`, `kiri.optim`).
+    /// `kiri.image` (adding `imageText` to every PNG it writes, after the script's own chunks), training
+    /// (`kiri.models.create`, `kiri.optim`) and `kiri.data`.
     public static func engine(limits: SandboxLimits = SandboxLimits(), files: FileAccess = FileAccess(),
                               plugins: PluginCatalog = PluginCatalog(), bundledModels: [String: String] = [:],
                               imageText: [(key: String, value: String)] = [],
                               output: @escaping (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }) throws -> LuaRuntime {
         try LuaRuntime(limits: limits, files: files, plugins: plugins,
-                       libraries: [ModelLibrary(bundled: bundledModels), ImageLibrary(imageText: imageText), TrainingLibrary()], output: output)
+                       libraries: [ModelLibrary(bundled: bundledModels), ImageLibrary(imageText: imageText), TrainingLibrary(),
+                                   DataLibrary()],
+                       output: output)
     }
 }

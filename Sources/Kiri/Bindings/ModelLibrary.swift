@@ -87,7 +87,7 @@ public final class ModelLibrary: LuaLibrary {
     public var bindings: [Binding] { [
         /// (path, vae path or nil, weight format or nil) → handle.
         Binding(name: "modelLoad", tables: ["host"], tensorResults: 0, offScriptClock: true) { call in
-            try Self.named("load") {
+            try ScriptError.naming("load") {
                 let path = try call.string(1)
                 let vae = call.isNil(2) ? nil : try call.string(2)
                 let weights = try call.isNil(3) ? nil : WeightFormat(rawValue: try call.string(3)) ?? {
@@ -110,7 +110,7 @@ public final class ModelLibrary: LuaLibrary {
         },
         /// (handle, x, t, class, context) → the network's output, for m:forward(x, t, {class=, context=}).
         Binding(name: "modelForward", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
-            try Self.named("forward") {
+            try ScriptError.naming("forward") {
                 let model = try self.loadedModel(call)
                 let config = model.network.config
                 guard call.isTensor(2) else { throw ScriptError(argument: 1, "Tensor expected, got \(call.typeName(2))") }
@@ -137,7 +137,7 @@ public final class ModelLibrary: LuaLibrary {
         },
         /// (handle, text) → the prompt's token ids with the start and end tokens, unpadded, for m:tokenize(text).
         Binding(name: "modelTokenize", tables: ["host"], tensorResults: 0) { call in
-            try Self.named("tokenize", handleFirst: true) {
+            try ScriptError.naming("tokenize", handleFirst: true) {
                 let tokenizer = try self.component(call, \.tokenizer, "a tokenizer")
                 let text = try Self.prompt(call, 2)
                 try call.push(numbers: tokenizer.tokenize(text).map(Double.init))
@@ -146,7 +146,7 @@ public final class ModelLibrary: LuaLibrary {
         /// (handle, prompt, clip_skip) → the text encoder's hidden states [1, 77·k, D] for the prompt's k chunks of 75
         /// tokens, with A1111's emphasis (PromptEncoder), for m:encode(prompt, opts).
         Binding(name: "modelEncode", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
-            try Self.named("encode", handleFirst: true) {
+            try ScriptError.naming("encode", handleFirst: true) {
                 let model = try self.loadedModel(call)
                 let pipeline = model.pipeline
                 guard let textEncoder = pipeline.textEncoder, let tokenizer = pipeline.tokenizer else {
@@ -167,14 +167,14 @@ public final class ModelLibrary: LuaLibrary {
         },
         /// (handle, latents) → images [B, 3, H, W] in about [-1, 1], for m:decode(latents).
         Binding(name: "modelDecode", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
-            try Self.named("decode", handleFirst: true) {
+            try ScriptError.naming("decode", handleFirst: true) {
                 let latents = try Self.sample(call), pipeline = try self.loadedModel(call).pipeline
                 try call.push(Self.translated { try pipeline.decode(latents) })
             }
         },
         /// (handle, images) → latents, the VAE posterior's mean times scaling_factor, for m:encode_image(images).
         Binding(name: "modelEncodeImage", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
-            try Self.named("encode_image", handleFirst: true) {
+            try ScriptError.naming("encode_image", handleFirst: true) {
                 let images = try Self.sample(call), pipeline = try self.loadedModel(call).pipeline
                 try call.push(Self.translated { try pipeline.encode(images: images) })
             }
@@ -182,7 +182,7 @@ public final class ModelLibrary: LuaLibrary {
         /// (handle, width or nil, height or nil) → one sample's shape {C, h, w} for an image of that size (the
         /// model's default without them), and the image's shape {C, H, W}.
         Binding(name: "modelSampleShape", tables: ["host"], tensorResults: 0) { call in
-            try Self.named("sample_shape", handleFirst: true) {
+            try ScriptError.naming("sample_shape", handleFirst: true) {
                 let pipeline = try self.loadedModel(call).pipeline
                 let (width, height) = (try call.optionalInteger(2), try call.optionalInteger(3))
                 do {
@@ -198,7 +198,7 @@ public final class ModelLibrary: LuaLibrary {
         },
         /// (handle, path, scale): merges a LoRA file into the UNet and text encoder (m:apply_lora(path, scale)).
         Binding(name: "modelApplyLoRA", tables: ["host"], tensorResults: 0, offScriptClock: true) { call in
-            try Self.named("apply_lora", handleFirst: true) {
+            try ScriptError.naming("apply_lora", handleFirst: true) {
                 let model = try self.loadedModel(call)
                 let path = try call.string(2)
                 let scale = try call.optionalNumber(3) ?? 1
@@ -232,18 +232,6 @@ public final class ModelLibrary: LuaLibrary {
             }
         },
     ] }
-
-    /// Runs a binding called through pcall, where lauxlib cannot name the function: argument errors get the
-    /// "bad argument #n to 'function'" wording here. With `handleFirst`, errors are numbered as the host gets the
-    /// arguments (the handle first) and reported as the script's method call numbers them.
-    static func named(_ function: String, handleFirst: Bool = false, _ body: () throws -> Void) throws {
-        do {
-            try body()
-        } catch let error as ScriptError {
-            guard let argument = error.argument else { throw error }
-            throw ScriptError("bad argument #\(handleFirst ? argument - 1 : argument) to '\(function)' (\(error.message))")
-        }
-    }
 
     /// A component the script asked for, or an error saying the model has none.
     private func component<T>(_ call: LuaCall, _ path: KeyPath<DiffusionPipeline, T?>, _ what: String) throws -> T {

@@ -69,7 +69,7 @@ public final class TrainingLibrary: LuaLibrary {
     /// Runs a network call, its TensorErrors numbered as the script's method call numbers its arguments.
     private static func network<T>(_ function: String, _ body: () throws -> T) throws -> T {
         var result: T?
-        try ModelLibrary.named(function) {
+        try ScriptError.naming(function) {
             do {
                 result = try body()
             } catch let error as TensorError {
@@ -84,7 +84,7 @@ public final class TrainingLibrary: LuaLibrary {
     public var bindings: [Binding] { [
         /// (config JSON, what the config is called in errors, seed, scheduler JSON or nil) → handle: a new network.
         Binding(name: "trainCreate", tables: ["host"], tensorResults: 0, offScriptClock: true) { call in
-            try ModelLibrary.named("create") {
+            try ScriptError.naming("create") {
                 let name = try call.string(2)
                 let configJSON = try Self.json(try call.string(1), name)
                 let seed = try call.integer(3)
@@ -105,7 +105,7 @@ public final class TrainingLibrary: LuaLibrary {
         },
         /// (path) → handle: a network read from a diffusers UNet folder or a .safetensors file with its config.json.
         Binding(name: "trainLoad", tables: ["host"], tensorResults: 0, offScriptClock: true) { call in
-            try ModelLibrary.named("load") {
+            try ScriptError.naming("load") {
                 let path = try call.string(1)
                 _ = try call.runtime.files.resolveForReading(path)
                 do {
