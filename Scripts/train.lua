@@ -120,11 +120,16 @@ local function loss_plot()
     local low, high = math.huge, -math.huge
     for _, value in ipairs(losses) do low, high = math.min(low, value), math.max(high, value) end
     if high <= low then high = low + 1 end
+    -- Each value a point, joined to the one before by a vertical run where they share a column or are adjacent.
     local function plot(values, shade)
+        local last_x, last_y
         for i, value in ipairs(values) do
             local x = margin + math.floor((i - 1) / math.max(1, #values - 1) * (w - 2 * margin - 1))
             local y = h - margin - 1 - math.floor((value - low) / (high - low) * (h - 2 * margin - 1))
-            pixels[y * w + x + 1] = math.min(pixels[y * w + x + 1], shade)
+            local from, to = y, y
+            if last_x and x - last_x <= 1 then from, to = math.min(y, last_y), math.max(y, last_y) end
+            for row = from, to do pixels[row * w + x + 1] = math.min(pixels[row * w + x + 1], shade) end
+            last_x, last_y = x, y
         end
     end
     for row = 0, 4 do

@@ -131,11 +131,11 @@ public enum RecipeRunner {
         }
     }
 
-    /// The folders that `lora_dir=FOLDER` (where the prompt's <lora:NAME> files are) and `data=FOLDER` (a training
-    /// set of images) name on this command line.
+    /// The folders that `lora_dir=FOLDER` (where the prompt's <lora:NAME> files are), `data=FOLDER` (a training set of
+    /// images) and `resume=FOLDER` (a training checkpoint) name on this command line.
     static func namedFolders(_ arguments: [String]) -> [String] {
         arguments.compactMap { argument in
-            guard let key = ["lora_dir=", "data="].first(where: argument.hasPrefix), !argument.utf8.contains(0) else { return nil }
+            guard let key = ["lora_dir=", "data=", "resume="].first(where: argument.hasPrefix), !argument.utf8.contains(0) else { return nil }
             let folder = String(argument.dropFirst(key.count))
             return folder.isEmpty || FileAccess.isRegularFile(folder) ? nil : folder
         }
