@@ -22,7 +22,7 @@ local p = recipe.params(arg, {
     lr_schedule = "constant", prediction = "v_prediction", loss = "mse", snr_gamma = 5.0, timesteps = "uniform",
     noise_offset = 0.0, cond_dropout = 0.15, seed = 1234, checkpoint_every = 500, sample_every = 500, log_every = 50,
     sample_steps = 20, sample_cfg = 4.0, out = "train",
-})
+}, {batch = {least = 1, most = 65536}, steps = {least = 1}})
 for _, key in ipairs({"steps", "batch", "checkpoint_every", "sample_every", "log_every", "sample_steps"}) do
     if math.type(p[key]) ~= "integer" or p[key] < 1 then recipe.input_error(format("%s=%s: %s must be a whole number at least 1", key, tostring(p[key]), key)) end
 end

@@ -69,8 +69,8 @@ recipe.ranges = {
     clip_skip = {least = 0}, subseed = {least = 0, most = (1 << 53) - 1}, subseed_strength = {least = 0, most = 1},
 }
 
-local function out_of_range(key, value)
-    local range = recipe.ranges[key]
+local function out_of_range(key, value, ranges)
+    local range = (ranges or {})[key] or recipe.ranges[key]
     if range == nil or type(value) ~= "number" then return nil end
     if value ~= value or value == math.huge or value == -math.huge then return "must be a finite number" end
     if range.least and value < range.least then return format("must be at least %s", range.least) end
@@ -108,7 +108,8 @@ end
 -- its own, so that `kiri run --from` one of them makes that image alone).
 local command_line
 
-function recipe.params(arguments, defaults)
+-- `ranges` overrides recipe.ranges for this recipe's keys (a training batch goes past a generation's 64).
+function recipe.params(arguments, defaults, ranges)
     command_line = arguments
     local keys = {}
     for key in pairs(defaults) do keys[#keys + 1] = key end
@@ -129,7 +130,7 @@ function recipe.params(arguments, defaults)
         local written = arguments[i]:sub(equals + 1)
         local value, expected = parse(written, defaults[key])
         if value == nil then recipe.input_error(format("%s=%s: %s must be %s", key, written, key, expected)) end
-        local problem = out_of_range(key, value)
+        local problem = out_of_range(key, value, ranges)
         if problem then recipe.input_error(format("%s=%s: %s %s", key, written, key, problem)) end
         params[key] = value
     end
