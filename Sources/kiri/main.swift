@@ -412,7 +412,7 @@ extension KiriCommand {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks, each against a baseline measured in the same run.",
-            subcommands: [Step.self, Model.self, Sample.self, Pipeline.self], defaultSubcommand: Step.self)
+            subcommands: [Step.self, Model.self, Sample.self, Pipeline.self, Train.self], defaultSubcommand: Step.self)
     }
 }
 
@@ -427,6 +427,28 @@ extension KiriCommand.Bench {
 
         func run() throws {
             print(try EulerStepBenchmark.run(repetitions: repetitions, steps: steps))
+        }
+    }
+
+    struct Train: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "One training step of a UNet (forward, backward, clipping, AdamW), against PyTorch on the same config.",
+            discussion: "Example: kiri bench train Sources/Kiri/Resources/models/fashion-mnist/config.json --batch 128 --python /work/venv/bin/python")
+        @Argument(help: "A UNet config.json (default: the default model's).")
+        var config: String?
+        @Option(parsing: .unconditional, help: "Batch size.") var batch: Int = 128
+        @Option(parsing: .unconditional, help: "Timed steps; the median is reported.") var runs: Int = 10
+        @Option(help: "A Python with torch and diffusers, to time PyTorch in the same run.") var python: String?
+
+        func validate() throws {
+            guard batch >= 1, runs >= 1 else { throw ValidationError("--batch and --runs must be at least 1") }
+        }
+
+        func run() throws {
+            guard let path = config ?? BundledFiles.models["fashion-mnist"].map({ $0 + "/config.json" }) else {
+                throw ValidationError("give a config.json: the default model is not installed")
+            }
+            print(try TrainingBenchmark.run(config: path, batch: batch, runs: runs, python: python))
         }
     }
 
