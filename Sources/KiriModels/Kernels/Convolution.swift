@@ -13,11 +13,13 @@ struct ConvolutionShape: Equatable {
 }
 
 /// columns[I·k·k, rows·Wo] from one image input[I, H, W], for output rows `rows`: row (c, ky, kx) holds the
-/// input pixel each of those output positions sees through that kernel tap, or 0 in the padding.
-func im2col(_ columns: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape, rows: Range<Int>) {
+/// input pixel each of those output positions sees through that kernel tap, or 0 in the padding. `rowStride`
+/// (default rows·Wo) places the rows further apart, for several images' columns side by side.
+func im2col(_ columns: UnsafeMutablePointer<Float>, _ input: UnsafePointer<Float>, _ shape: ConvolutionShape, rows: Range<Int>,
+            rowStride: Int? = nil) {
     let (k, stride, pad) = (shape.kernel, shape.stride, shape.padding)
     let (height, width, outWidth) = (shape.height, shape.width, shape.outWidth)
-    let length = rows.count * outWidth
+    let length = rowStride ?? rows.count * outWidth
     for channel in 0..<shape.inChannels {
         let image = input + channel * height * width
         for ky in 0..<k {
@@ -169,56 +171,74 @@ func col2im(_ dInput: UnsafeMutablePointer<Float>, _ columns: UnsafePointer<Floa
     }
 }
 
-/// Scratch floats conv2dBackward needs on `threads` threads: each thread's im2col columns [I·k·k, Ho·Wo], and its
-/// share of dWeight and dBias beside it (all but the first thread's).
+/// Images whose positions conv2dBackward puts side by side in one product for dWeight: enough for about 512, so that
+/// a small feature map's product is not a thin one.
+func conv2dBackwardGroup(_ shape: ConvolutionShape) -> Int { max(1, 512 / max(shape.outHeight * shape.outWidth, 1)) }
+
+/// Scratch floats conv2dBackward needs on `threads` threads: each thread's im2col columns of a group of images
+/// [I·k·k, G·Ho·Wo], the group's dOut side by side [O, G·Ho·Wo], and its share of dWeight and dBias.
 func conv2dBackwardScratch(_ shape: ConvolutionShape, threads: Int) -> Int {
-    let taps = shape.inChannels * shape.kernel * shape.kernel
-    return threads * (taps * shape.outHeight * shape.outWidth + shape.outChannels * (taps + 1))
+    let taps = shape.inChannels * shape.kernel * shape.kernel, span = conv2dBackwardGroup(shape) * shape.outHeight * shape.outWidth
+    return threads * ((taps + shape.outChannels) * span + shape.outChannels * (taps + 1))
 }
 
-/// The gradients of conv2dForward (torch.nn.functional.conv2d's backward) for a float32 weight[O, I·k·k], image by
-/// image: dWeight += dOut[O, Ho·Wo] · columnsᵀ and dBias[O] += Σ dOut (accumulated, as parameter gradients are), and
-/// dInput[B, I, H, W] = col2im(weightᵀ · dOut) (nil: not wanted). The images are split over `threads` threads in
-/// contiguous ranges; each but the first sums its dWeight and dBias apart, and those sums are added in thread order,
-/// so the same thread count gives the same bits. `scratch` holds `conv2dBackwardScratch` floats.
+/// The gradients of conv2dForward (torch.nn.functional.conv2d's backward) for a float32 weight[O, I·k·k]:
+/// dWeight += dOut[O, Ho·Wo] · columnsᵀ and dBias[O] += Σ dOut (accumulated, as parameter gradients are), a group of
+/// images at a time (conv2dBackwardGroup) with their positions side by side; and dInput[B, I, H, W] =
+/// col2im(weightᵀ · dOut) image by image (nil: not wanted). The images are split over `threads` threads in
+/// contiguous ranges; each but the first sums its dWeight and dBias apart, and those sums are added in thread
+/// order, so the same thread count gives the same bits. `scratch` holds `conv2dBackwardScratch` floats.
 func conv2dBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
                     dOut: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                     _ shape: ConvolutionShape, scratch: UnsafeMutablePointer<Float>, threads: Int) {
     let taps = shape.inChannels * shape.kernel * shape.kernel, positions = shape.outHeight * shape.outWidth
     let imageSize = shape.inChannels * shape.height * shape.width, outChannels = shape.outChannels
-    let threads = max(1, min(threads, shape.batch))
-    let perThread = taps * positions + outChannels * (taps + 1)
+    let threads = max(1, min(threads, shape.batch)), group = conv2dBackwardGroup(shape)
+    let span = group * positions, perThread = (taps + outChannels) * span + outChannels * (taps + 1)
     let pointers = UncheckedSendable(value: (dInput, dWeight, dBias, dOut, input, weight, scratch))
     Parallel.split(threads, pieces: threads) { pieces in
         let (dInput, dWeight, dBias, dOut, input, weight, scratch) = pointers.value
         for thread in pieces {
-            let columns = scratch + thread * perThread
+            let columns = scratch + thread * perThread, gradients = columns + taps * span
+            let sums = gradients + outChannels * span
             // The first thread adds to the gradients themselves; the others to their own sums, zeroed first.
-            let (weightSum, biasSum) = thread == 0 ? (dWeight, dBias) : (columns + taps * positions, columns + taps * positions + outChannels * taps)
-            if thread > 0 { weightSum.update(repeating: 0, count: outChannels * (taps + 1)) }
-            for image in shape.batch * thread / threads..<shape.batch * (thread + 1) / threads {
-                let gradient = dOut + image * outChannels * positions
-                im2col(columns, input + image * imageSize, shape, rows: 0..<shape.outHeight)
-                sgemm(transposeB: true, m: outChannels, n: taps, k: positions, gradient, lda: positions, columns,
-                      ldb: positions, beta: 1, weightSum, ldc: taps)
+            let (weightSum, biasSum) = thread == 0 ? (dWeight, dBias) : (sums, sums + outChannels * taps)
+            if thread > 0 { sums.update(repeating: 0, count: outChannels * (taps + 1)) }
+            var image = shape.batch * thread / threads
+            let end = shape.batch * (thread + 1) / threads
+            while image < end {
+                let count = min(group, end - image), width = count * positions
+                for g in 0..<count {
+                    im2col(columns + g * positions, input + (image + g) * imageSize, shape, rows: 0..<shape.outHeight, rowStride: width)
+                    for o in 0..<outChannels {
+                        (gradients + o * width + g * positions).update(from: dOut + ((image + g) * outChannels + o) * positions,
+                                                                       count: positions)
+                    }
+                }
+                sgemm(transposeB: true, m: outChannels, n: taps, k: width, gradients, lda: width, columns, ldb: width, beta: 1,
+                      weightSum, ldc: taps)
                 if let biasSum {
                     for o in 0..<outChannels {
                         var total: Float = 0
-                        for p in 0..<positions { total += gradient[o * positions + p] }
+                        for p in 0..<width { total += gradients[o * width + p] }
                         biasSum[o] += total
                     }
                 }
-                guard let dInput else { continue }
-                sgemm(transposeA: true, m: taps, n: positions, k: outChannels, weight, lda: taps, gradient, ldb: positions,
-                      beta: 0, columns, ldc: positions)
-                let target = dInput + image * imageSize
-                target.update(repeating: 0, count: imageSize)
-                col2im(target, columns, shape)
+                if let dInput {
+                    for g in 0..<count {
+                        sgemm(transposeA: true, m: taps, n: positions, k: outChannels, weight, lda: taps,
+                              dOut + (image + g) * outChannels * positions, ldb: positions, beta: 0, columns, ldc: positions)
+                        let target = dInput + (image + g) * imageSize
+                        target.update(repeating: 0, count: imageSize)
+                        col2im(target, columns, shape)
+                    }
+                }
+                image += count
             }
         }
     }
     for thread in 1..<threads {
-        let sums = scratch + thread * perThread + taps * positions
+        let sums = scratch + thread * perThread + (taps + outChannels) * span
         for i in 0..<outChannels * taps { dWeight[i] += sums[i] }
         if let dBias {
             for o in 0..<outChannels { dBias[o] += sums[outChannels * taps + o] }
