@@ -24,7 +24,9 @@ local p = recipe.params(arg, {
     sample_steps = 20, sample_cfg = 4.0, out = "train",
 }, {batch = {least = 1, most = 65536}, steps = {least = 1}})
 for _, key in ipairs({"steps", "batch", "checkpoint_every", "sample_every", "log_every", "sample_steps"}) do
-    if math.type(p[key]) ~= "integer" or p[key] < 1 then recipe.input_error(format("%s=%s: %s must be a whole number at least 1", key, tostring(p[key]), key)) end
+    if math.type(p[key]) ~= "integer" or p[key] < 1 then
+        recipe.input_error(format("%s=%s: %s must be a whole number at least 1", key, tostring(p[key]), key))
+    end
 end
 if p.cond_dropout < 0 or p.cond_dropout > 1 then recipe.input_error("cond_dropout must be from 0 to 1") end
 
@@ -62,7 +64,9 @@ if m.info.in_channels ~= channels then
     recipe.input_error(format("the model takes %d channels but the images have %d", m.info.in_channels, channels))
 end
 local null_class = m.info.num_class_embeds and m.info.num_class_embeds - 1
-if null_class and not classes then recipe.input_error("the model is class-conditional but the data have no classes (subfolders)") end
+if null_class and not classes then
+    recipe.input_error("the model is class-conditional but the data have no classes (subfolders)")
+end
 if classes and null_class and null_class < classes then
     recipe.input_error(format("the model knows %d classes and a null class, but the data have %d", null_class, classes))
 end
@@ -76,9 +80,12 @@ if p.resume ~= "" then
     local state, meta = kiri.load_tensors(p.resume .. "/state.safetensors")
     first = math.tointeger(tonumber(meta.step)) or recipe.input_error("resume: state.safetensors has no step")
     if tonumber(meta.seed) ~= p.seed then
-        recipe.input_error(format("resume: that run's seed was %s; give seed=%s to continue it", tostring(meta.seed), tostring(meta.seed)))
+        recipe.input_error(format("resume: that run's seed was %s; give seed=%s to continue it", tostring(meta.seed),
+            tostring(meta.seed)))
     end
-    if first >= p.steps then recipe.input_error(format("resume: the checkpoint is at step %d already; give steps= above it", first)) end
+    if first >= p.steps then
+        recipe.input_error(format("resume: the checkpoint is at step %d already; give steps= above it", first))
+    end
     local moments = {}
     for name, tensor in pairs(state) do if not name:find("^ema/") then moments[name] = tensor end end
     opt:load_state{step = first, tensors = moments}
@@ -200,7 +207,8 @@ for step = first, p.steps - 1 do
         prediction_type = prediction})
     if loss ~= loss or loss == math.huge then
         recipe.input_error(format("the loss is not finite at step %d; %s", step,
-            last_checkpoint and "the last checkpoint with a finite loss is " .. last_checkpoint or "no checkpoint was written yet"))
+            last_checkpoint and "the last checkpoint with a finite loss is " .. last_checkpoint
+                or "no checkpoint was written yet"))
     end
     losses[step + 1] = loss
     m:zero_grad()

@@ -152,6 +152,18 @@ end
 
 api.optim = {}
 
+-- load_state's copy: each tensor of `current` from the one of `saved` of its name, blaming the script's call.
+local function copy_state(current, saved)
+    for key, tensor in pairs(current) do
+        local source = saved[key]
+        if source == nil then
+            error(format("bad argument #1 to 'load_state' (no tensor '%s': the state is of another network)", key), 3)
+        end
+        local ok, message = pcall(tensor.copy_, tensor, source)
+        if not ok then error(format("bad argument #1 to 'load_state' (tensor '%s': %s)", key, message), 3) end
+    end
+end
+
 -- torch.optim.AdamW over m's parameters: opt:step([lr]) takes one step (at `lr` from then on when given),
 -- opt:state() the moments and steps as {step =, tensors = {["exp_avg/NAME"] =, ["exp_avg_sq/NAME"] =}},
 -- opt:load_state(state) continues from one.
@@ -189,12 +201,7 @@ api.optim.adamw = function(m, opts)
         if type(state) ~= "table" or math.type(state.step) ~= "integer" or type(state.tensors) ~= "table" then
             error("bad argument #1 to 'load_state' (a table {step = integer, tensors = {...}} expected)", 2)
         end
-        for key, tensor in pairs(opt.state().tensors) do
-            local saved = state.tensors[key]
-            if saved == nil then error(format("bad argument #1 to 'load_state' (no tensor '%s': the state is of another network)", key), 2) end
-            local ok, message = pcall(tensor.copy_, tensor, saved)
-            if not ok then error(format("bad argument #1 to 'load_state' (tensor '%s': %s)", key, message), 2) end
-        end
+        copy_state(opt.state().tensors, state.tensors)
         relay(pcall(host.adamwResume, optimizer, state.step))
     end
     return opt
@@ -222,12 +229,7 @@ api.optim.ema = function(m, decay)
     end
     function ema.load_state(_, tensors)
         if type(tensors) ~= "table" then error("bad argument #1 to 'load_state' (table expected)", 2) end
-        for key, tensor in pairs(ema.state()) do
-            local saved = tensors[key]
-            if saved == nil then error(format("bad argument #1 to 'load_state' (no tensor '%s': the state is of another network)", key), 2) end
-            local ok, message = pcall(tensor.copy_, tensor, saved)
-            if not ok then error(format("bad argument #1 to 'load_state' (tensor '%s': %s)", key, message), 2) end
-        end
+        copy_state(ema.state(), tensors)
     end
     return ema
 end
@@ -246,12 +248,14 @@ end
 -- kiri.save_tensors(path, {name = Tensor}, metadata): a safetensors file of float32 tensors under the output
 -- folder (names sorted); returns its path. kiri.load_tensors(path) -> {name = Tensor}, metadata.
 api.save_tensors = function(path, tensors, metadata)
-    if type(tensors) ~= "table" then error(format("bad argument #2 to 'save_tensors' (table expected, got %s)", type(tensors)), 2) end
+    if type(tensors) ~= "table" then
+        error(format("bad argument #2 to 'save_tensors' (table expected, got %s)", type(tensors)), 2)
+    end
     local names, list = {}, {}
     for name in pairs(tensors) do
         if type(name) ~= "string" or name == "" or name:find("\n", 1, true) or name == "__metadata__" then
-            error(format("bad argument #2 to 'save_tensors' (a tensor's name must be a non-empty string without newlines, got %s)",
-                tostring(name)), 2)
+            error(format("bad argument #2 to 'save_tensors' (a tensor's name must be a non-empty string without "
+                .. "newlines, got %s)", tostring(name)), 2)
         end
         names[#names + 1] = name
     end
