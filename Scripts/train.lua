@@ -46,6 +46,9 @@ local channels, height, width = data.shape[1], data.shape[2], data.shape[3]
 local scheduler = {_class_name = "DDPMScheduler", num_train_timesteps = 1000, beta_start = 1e-4, beta_end = 0.02,
     beta_schedule = "linear", prediction_type = p.prediction}
 local m
+if p.resume ~= "" and (p.config ~= "" or p.init ~= "") then
+    recipe.input_error("resume= continues the checkpoint's own network; leave out config= and init=")
+end
 if p.resume ~= "" then
     m = kiri.models.load(p.resume .. "/model", {train = true})
 elseif p.init ~= "" then

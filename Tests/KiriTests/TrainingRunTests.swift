@@ -126,7 +126,8 @@ final class TrainingRunTests: XCTestCase {
         arguments = arguments.map { $0.hasPrefix("checkpoint_every=") ? "checkpoint_every=20" : $0 }
         try train(arguments, output: scratch + "/straight")
         try train(arguments.map { $0.hasPrefix("steps=") ? "steps=20" : $0 }, output: scratch + "/first")
-        try train(arguments + ["resume=\(scratch!)/first/train/checkpoint-000020"], output: scratch + "/resumed")
+        try train(arguments.filter { !$0.hasPrefix("config=") } + ["resume=\(scratch!)/first/train/checkpoint-000020"],
+                  output: scratch + "/resumed")
         for file in ["model/diffusion_pytorch_model.safetensors", "checkpoint-000040/state.safetensors",
                      "checkpoint-000040/model/diffusion_pytorch_model.safetensors", "loss.csv"] {
             let straight = try Data(contentsOf: URL(fileURLWithPath: scratch + "/straight/train/" + file))
@@ -158,8 +159,11 @@ final class TrainingRunTests: XCTestCase {
         let arguments = trainingArguments(data, config, steps: 2).map { $0.hasPrefix("batch=") ? "batch=2" : $0 }
             .map { $0.hasPrefix("checkpoint_every=") ? "checkpoint_every=1" : $0 }
         try train(arguments, output: scratch + "/short")
-        let message = failure(arguments.map { $0 == "seed=7" ? "seed=8" : $0 } + ["resume=\(scratch!)/short/train/checkpoint-000001"])
+        let resuming = arguments.filter { !$0.hasPrefix("config=") } + ["resume=\(scratch!)/short/train/checkpoint-000001"]
+        let message = failure(resuming.map { $0 == "seed=7" ? "seed=8" : $0 })
         XCTAssertTrue(message.contains("resume: that run's seed was 7"), message)
+        let withConfig = failure(arguments + ["resume=\(scratch!)/short/train/checkpoint-000001"])
+        XCTAssertTrue(withConfig.contains("resume= continues the checkpoint's own network"), withConfig)
         // A learning rate that makes the loss overflow stops at that step and says which checkpoint to go back to.
         let diverging = failure(trainingArguments(data, config, steps: 50).map { $0.hasPrefix("batch=") ? "batch=2" : $0 }
             .map { $0.hasPrefix("lr=") ? "lr=1e30" : $0 }.map { $0.hasPrefix("checkpoint_every=") ? "checkpoint_every=1" : $0 })
