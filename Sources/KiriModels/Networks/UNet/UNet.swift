@@ -60,36 +60,29 @@ public final class UNet {
                                                       linearProjection: config.useLinearProjection, onlyCrossAttention: onlyCrossAttention))
             }
         }
-        func conv(_ prefix: String, _ channels: Int, stride: Int, padding: Int, paddingEnd: Int) throws -> Conv2d {
-            try Conv2d(weights, prefix, channels, channels, kernel: 3, stride: stride, padding: padding, paddingEnd: paddingEnd)
-        }
 
         convIn = try Conv2d(weights, "conv_in", config.inChannels, channels[0], kernel: 3, padding: 1)
         timeLinear1 = try Linear(weights, "time_embedding.linear_1", channels[0], layout.timeDimension)
         timeLinear2 = try Linear(weights, "time_embedding.linear_2", layout.timeDimension, layout.timeDimension)
         classEmbedding = try config.numClassEmbeds.map { try weights("class_embedding.weight", [$0, layout.timeDimension]) }
-        downBlocks = try layout.down.map { block in
-            var downsampler: DownBlock.Downsampler?
-            switch block.resampler {
-            case nil: break
+        /// A block's down- or up-sampler: a 3×3 conv or a resampling ResNet, as `conv` and `block` wrap them.
+        func resampler<T>(_ layer: UNetModules.Resampler?, _ conv: (Conv2d) -> T, _ block: (ResnetBlock2D) -> T) throws -> T? {
+            switch layer {
+            case nil: return nil
             case let .conv(prefix, channels, stride, padding, paddingEnd)?:
-                downsampler = .conv(try conv(prefix, channels, stride: stride, padding: padding, paddingEnd: paddingEnd))
-            case .resnet(let layer)?: downsampler = .resnet(try resnet(layer))
+                return conv(try Conv2d(weights, prefix, channels, channels, kernel: 3, stride: stride, padding: padding,
+                                       paddingEnd: paddingEnd))
+            case .resnet(let layer)?: return block(try resnet(layer))
             }
-            return DownBlock(resnets: try block.resnets.map(resnet), attentions: try block.attentions.map { try attention($0!) },
-                             downsampler: downsampler)
+        }
+        downBlocks = try layout.down.map { block in
+            DownBlock(resnets: try block.resnets.map(resnet), attentions: try block.attentions.map { try attention($0!) },
+                      downsampler: try resampler(block.resampler, DownBlock.Downsampler.conv, DownBlock.Downsampler.resnet))
         }
         midBlock = try layout.mid.map { MidBlock(resnets: try $0.resnets.map(resnet), attentions: try $0.attentions.map { try $0.map(attention) }) }
         upBlocks = try layout.up.map { block in
-            var upsampler: UpBlock.Upsampler?
-            switch block.resampler {
-            case nil: break
-            case let .conv(prefix, channels, stride, padding, paddingEnd)?:
-                upsampler = .conv(try conv(prefix, channels, stride: stride, padding: padding, paddingEnd: paddingEnd))
-            case .resnet(let layer)?: upsampler = .resnet(try resnet(layer))
-            }
-            return UpBlock(resnets: try block.resnets.map(resnet), attentions: try block.attentions.map { try attention($0!) },
-                           upsampler: upsampler)
+            UpBlock(resnets: try block.resnets.map(resnet), attentions: try block.attentions.map { try attention($0!) },
+                    upsampler: try resampler(block.resampler, UpBlock.Upsampler.conv, UpBlock.Upsampler.resnet))
         }
         normOut = try GroupNorm(weights, "conv_norm_out", groups: groups, channels: channels[0], eps: eps)
         convOut = try Conv2d(weights, "conv_out", channels[0], config.outChannels, kernel: 3, padding: 1)
