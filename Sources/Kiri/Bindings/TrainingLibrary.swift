@@ -229,6 +229,7 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "adamwStep", tables: ["host"], tensorResults: 0) { call in
             guard let (model, optimizer) = self.optimizers[try call.integer(1)] else { throw ScriptError("the optimizer is closed") }
             try model.network.checkParameters()
+            try optimizer.checkState()
             if let lr = try call.optionalNumber(2) { optimizer.options.lr = lr }
             optimizer.step()
             call.push(integer: optimizer.steps)
@@ -261,6 +262,7 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "emaCall", tables: ["host"], tensorResults: 1) { call in
             guard let (model, average) = self.averages[try call.integer(1)] else { throw ScriptError("the EMA is closed") }
             try model.network.checkParameters()
+            try average.checkState()
             if call.isNumber(2) {
                 let index = try call.integer(2)
                 guard average.parameters.indices.contains(index - 1) else { return }
