@@ -57,6 +57,11 @@ public final class TrainingLibrary: LuaLibrary {
         return model
     }
 
+    private func optimizer(_ call: LuaCall) throws -> (model: TrainingModel, optimizer: AdamW) {
+        guard let entry = optimizers[try call.integer(1)] else { throw ScriptError("the optimizer's model is closed") }
+        return entry
+    }
+
     /// Parses JSON text the prelude encoded from a script's table or read from a file the script named.
     private static func json(_ text: String, _ what: String) throws -> JSONValue {
         do {
@@ -214,8 +219,12 @@ public final class TrainingLibrary: LuaLibrary {
         /// (handle or snapshot): frees it now.
         Binding(name: "trainRelease", tables: ["host"], tensorResults: 0) { call in
             let handle = try call.integer(1)
-            (self.models[handle], self.snapshots[handle]) = (nil, nil)
-            (self.optimizers[handle], self.averages[handle]) = (nil, nil)
+            self.snapshots[handle] = nil
+            // The optimizers and EMAs of a model hold its parameters: they go with it.
+            if let model = self.models.removeValue(forKey: handle) {
+                self.optimizers = self.optimizers.filter { $0.value.model !== model }
+                self.averages = self.averages.filter { $0.value.model !== model }
+            }
         },
 
         /// (model, lr, beta1, beta2, eps, weight_decay) → optimizer handle (kiri.optim.adamw).
@@ -227,7 +236,7 @@ public final class TrainingLibrary: LuaLibrary {
         },
         /// (optimizer, lr or nil) → the steps taken, after one more with the learning rate set to lr when given.
         Binding(name: "adamwStep", tables: ["host"], tensorResults: 0) { call in
-            guard let (model, optimizer) = self.optimizers[try call.integer(1)] else { throw ScriptError("the optimizer is closed") }
+            let (model, optimizer) = try self.optimizer(call)
             try model.network.checkParameters()
             try optimizer.checkState()
             if let lr = try call.optionalNumber(2) { optimizer.options.lr = lr }
@@ -237,7 +246,7 @@ public final class TrainingLibrary: LuaLibrary {
         /// (optimizer, i) → the i-th parameter's name, exp_avg and exp_avg_sq (the optimizer's own tensors), and
         /// the steps taken.
         Binding(name: "adamwState", tables: ["host"], tensorResults: 2) { call in
-            guard let (_, optimizer) = self.optimizers[try call.integer(1)] else { throw ScriptError("the optimizer is closed") }
+            let optimizer = try self.optimizer(call).optimizer
             let index = try call.integer(2)
             guard optimizer.parameters.indices.contains(index - 1) else { return }
             try call.push(optimizer.parameters[index - 1].name)
@@ -247,7 +256,7 @@ public final class TrainingLibrary: LuaLibrary {
         },
         /// (optimizer, steps): continues a saved run (the moments copied in by the prelude first).
         Binding(name: "adamwResume", tables: ["host"], tensorResults: 0) { call in
-            guard let (_, optimizer) = self.optimizers[try call.integer(1)] else { throw ScriptError("the optimizer is closed") }
+            let optimizer = try self.optimizer(call).optimizer
             let steps = try call.integer(2)
             guard steps >= 0 else { throw ScriptError(argument: 1, "the steps taken must be at least 0, got \(steps)") }
             optimizer.resume(steps: steps)
@@ -260,7 +269,7 @@ public final class TrainingLibrary: LuaLibrary {
         },
         /// (ema, "update" | "copy" | i) → for i, the i-th parameter's name and its average (the EMA's own tensor).
         Binding(name: "emaCall", tables: ["host"], tensorResults: 1) { call in
-            guard let (model, average) = self.averages[try call.integer(1)] else { throw ScriptError("the EMA is closed") }
+            guard let (model, average) = self.averages[try call.integer(1)] else { throw ScriptError("the EMA's model is closed") }
             try model.network.checkParameters()
             try average.checkState()
             if call.isNumber(2) {
