@@ -71,6 +71,12 @@ public final class TrainingLibrary: LuaLibrary {
         }
     }
 
+    /// The tensor at `index`, numbered in errors as the script's method call numbers it (after self).
+    private static func tensorArgument(_ call: LuaCall, _ index: Int) throws -> Tensor {
+        guard call.isTensor(index) else { throw ScriptError(argument: index - 1, "Tensor expected, got \(call.typeName(index))") }
+        return try call.tensor(index)
+    }
+
     /// Runs a network call, its TensorErrors numbered as the script's method call numbers its arguments.
     private static func network<T>(_ function: String, _ body: () throws -> T) throws -> T {
         var result: T?
@@ -148,8 +154,7 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "trainForward", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
             let model = try self.model(call), config = model.network.config
             try Self.network("forward") {
-                guard call.isTensor(2) else { throw ScriptError(argument: 1, "Tensor expected, got \(call.typeName(2))") }
-                let x = try call.tensor(2)
+                let x = try Self.tensorArgument(call, 2)
                 guard x.rank == 4 else { throw TensorError(argument: 1, "expected [batch, \(config.inChannels), height, width], got \(shapeString(x.shape))") }
                 let batch = x.shape[0]
                 let timesteps = try ModelLibrary.numbers(call, 3, argument: 2, name: "t", batch: batch).map { Float($0) }
@@ -162,7 +167,7 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "trainBackward", tables: ["host"], tensorResults: 2, offScriptClock: true) { call in
             let model = try self.model(call)
             try Self.network("backward") {
-                let (input, context) = try model.network.backward(try call.tensor(2))
+                let (input, context) = try model.network.backward(try Self.tensorArgument(call, 2))
                 try call.push(input)
                 if let context { try call.push(context) } else { call.pushNil() }
             }
@@ -287,23 +292,26 @@ public final class TrainingLibrary: LuaLibrary {
             call.push(Double(clipGradNorm(model.network.parameters, maxNorm: Float(try call.number(2)))))
         },
 
-        /// (path, names separated by newlines, tensors, metadata {key = value} or nil) → the path written: a
-        /// safetensors file of float32 tensors (kiri.save_tensors).
+        /// (path, tensors, metadata {key = value} or nil, their names separated by newlines) → the path written: a
+        /// safetensors file of float32 tensors (kiri.save_tensors, whose arguments come first in its order).
         Binding(name: "saveTensors", tables: ["host"], tensorResults: 0) { call in
-            let path = try call.string(1)
-            let names = try call.string(2).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            let tensors = try call.tensors(3)
-            let metadata = call.isNil(4) ? [] : try call.stringTable(4)
-            let bytes = safetensorsBytes(Array(zip(names, tensors)).map { ($0.0, $0.1) },
-                                         metadata: Dictionary(metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }))
-            try call.push(call.runtime.files.shownPath(try call.runtime.files.write(bytes, to: path, disk: call.runtime.disk)))
+            try ScriptError.naming("save_tensors") {
+                let path = try call.string(1)
+                let names = try call.string(4).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+                let tensors = try call.tensors(2, names: names)
+                let metadata = call.isNil(3) ? [] : try call.stringTable(3)
+                let bytes = safetensorsBytes(Array(zip(names, tensors)).map { ($0.0, $0.1) },
+                                             metadata: Dictionary(metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }))
+                try call.push(call.runtime.files.shownPath(try call.runtime.files.write(bytes, to: path, disk: call.runtime.disk)))
+            }
         },
         /// (path) → the names of a safetensors file's tensors, separated by newlines, and its metadata.
         Binding(name: "tensorNames", tables: ["host"], tensorResults: 0) { call in
-            let path = try call.string(1)
-            let file = try Self.tensorFile(call, path)
-            try call.push(file.names.joined(separator: "\n"))
-            try call.push(strings: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            try ScriptError.naming("load_tensors") {
+                let file = try Self.tensorFile(call, try call.string(1))
+                try call.push(file.names.joined(separator: "\n"))
+                try call.push(strings: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            }
         },
         /// (path, name) → that tensor as float32.
         Binding(name: "loadTensor", tables: ["host"], tensorResults: 1) { call in

@@ -45,13 +45,13 @@ end
 
 -- A config or scheduler config given as a table (encoded) or as a path to its JSON file (read).
 local function config_text(value, argument, name)
-    if type(value) == "string" then return api.read_text(value), value end
+    if type(value) == "string" then return relay(pcall(api.read_text, value)) end   -- a tail call: errors name the script's line
     if type(value) ~= "table" then
         error(format("bad argument #%d to 'create' (table or path expected, got %s)", argument, type(value)), 3)
     end
     local ok, text = pcall(json, value, name)
     if not ok then error(format("bad argument #%d to 'create' (%s)", argument, text), 3) end
-    return text, name
+    return text
 end
 
 local function trainable(handle)
@@ -116,7 +116,7 @@ api.models.create = function(config, opts)
         error(format("bad argument #2 to 'create' (table or nil expected, got %s)", type(opts)), 2)
     end
     opts = opts or {}
-    local text, name = config_text(config, 1, "config")
+    local text, name = config_text(config, 1, "config"), type(config) == "string" and config or "config"
     local scheduler = opts.scheduler ~= nil and config_text(opts.scheduler, 2, "scheduler") or nil
     local seed = opts.seed or 0
     if math.type(seed) ~= "integer" then
@@ -261,7 +261,7 @@ api.save_tensors = function(path, tensors, metadata)
     end
     sort(names)
     for i, name in ipairs(names) do list[i] = tensors[name] end
-    local written = relay(pcall(host.saveTensors, path, concat(names, "\n"), list, metadata))
+    local written = relay(pcall(host.saveTensors, path, list, metadata, concat(names, "\n")))
     return written
 end
 
