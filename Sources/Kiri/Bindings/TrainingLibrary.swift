@@ -9,11 +9,12 @@ final class TrainingModel {
     let network: TrainableUNet
     let config: JSONValue
     let scheduler: SchedulerConfig
-    /// The scheduler config as given, or nil for diffusers' defaults.
-    let schedulerJSON: JSONValue?
+    /// The scheduler config as given, or diffusers' defaults written out.
+    let schedulerJSON: JSONValue
 
     init(network: TrainableUNet, config: JSONValue, scheduler: SchedulerConfig, schedulerJSON: JSONValue?) {
-        (self.network, self.config, self.scheduler, self.schedulerJSON) = (network, config, scheduler, schedulerJSON)
+        (self.network, self.config, self.scheduler) = (network, config, scheduler)
+        self.schedulerJSON = schedulerJSON ?? SchedulerConfig.defaultJSON
     }
 
     var info: [(name: String, value: ModelSummary.Value?)] {
@@ -196,9 +197,7 @@ public final class TrainingLibrary: LuaLibrary {
             let files = call.runtime.files, disk = call.runtime.disk
             let weights = safetensorsBytes(model.network.parameters.map { ($0.name, $0.value) }, metadata: ["format": "pt"])
             try files.write(Data((model.config.text(indent: 2) + "\n").utf8), to: folder + "/config.json", disk: disk)
-            if let scheduler = model.schedulerJSON {
-                try files.write(Data((scheduler.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json", disk: disk)
-            }
+            try files.write(Data((model.schedulerJSON.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json", disk: disk)
             let written = try files.write(weights, to: folder + "/diffusion_pytorch_model.safetensors", disk: disk)
             try call.push(files.shownPath(written))
         },
