@@ -193,12 +193,12 @@ public final class TrainingLibrary: LuaLibrary {
         /// scheduler config, written under the output folder (m:save).
         Binding(name: "trainSave", tables: ["host"], tensorResults: 0) { call in
             let model = try self.model(call)
-            let folder = try call.string(2)
             let files = call.runtime.files, disk = call.runtime.disk
+            let folder = Self.saveFolder(try call.string(2), files)
             let weights = safetensorsBytes(model.network.parameters.map { ($0.name, $0.value) }, metadata: ["format": "pt"])
             try files.write(Data((model.config.text(indent: 2) + "\n").utf8), to: folder + "/config.json", disk: disk)
             try files.write(Data((model.schedulerJSON.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json", disk: disk)
-            let written = try files.write(weights, to: folder + "/diffusion_pytorch_model.safetensors", disk: disk)
+            let written = try files.write(weights, to: folder + "/" + ModelFiles.diffusersWeights, disk: disk)
             try call.push(files.shownPath(written))
         },
         /// (handle) → a snapshot handle: the inference network over the parameters as they are now (m:denoiser()).
@@ -322,6 +322,19 @@ public final class TrainingLibrary: LuaLibrary {
             }
         },
     ] }
+
+    /// `folder`, or, when it holds a saved model and the run may not overwrite, the first of `folder-2`, `folder-3`,
+    /// ... that holds none of its files: a save's three files stay together, where each file taking its own next
+    /// free name would leave a folder whose config.json is the old model's.
+    private static func saveFolder(_ folder: String, _ files: FileAccess) -> String {
+        let folder = folder.count > 1 && folder.hasSuffix("/") ? String(folder.dropLast()) : folder
+        guard !files.overwrite, let output = files.outputDirectory else { return folder }
+        let names = ["config.json", "scheduler_config.json", ModelFiles.diffusersWeights]
+        let candidates = [folder] + (2...10000).map { "\(folder)-\($0)" }
+        return candidates.first { candidate in
+            !names.contains { FileManager.default.fileExists(atPath: "\(output)/\(candidate)/\($0)") }
+        } ?? folder
+    }
 
     /// A safetensors file the script may read, parsed (its header bounded as for any model file).
     private static func tensorFile(_ call: LuaCall, _ path: String) throws -> SafetensorsFile {
