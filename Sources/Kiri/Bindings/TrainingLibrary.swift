@@ -318,7 +318,7 @@ public final class TrainingLibrary: LuaLibrary {
             do {
                 try call.push(try Self.tensorFile(call, path).tensor(name))
             } catch let error as ModelFileError {
-                throw ScriptError(error.description)
+                throw ScriptError("cannot load '\(path)': \(error.message)")
             }
         },
     ] }
@@ -336,13 +336,14 @@ public final class TrainingLibrary: LuaLibrary {
         } ?? folder
     }
 
-    /// A safetensors file the script may read, parsed (its header bounded as for any model file).
+    /// A safetensors file the script may read, parsed (its header bounded as for any model file). Errors name it as
+    /// the script did, not by the real path, which a script is not shown.
     private static func tensorFile(_ call: LuaCall, _ path: String) throws -> SafetensorsFile {
         let real = try call.runtime.files.resolveForReading(path)
         do {
             return try SafetensorsFile(path: real)
         } catch {
-            throw ScriptError("cannot load '\(path)': \(error)")
+            throw ScriptError("cannot load '\(path)': \(error.message)")
         }
     }
 }

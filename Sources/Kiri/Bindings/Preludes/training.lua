@@ -152,15 +152,27 @@ end
 
 api.optim = {}
 
--- load_state's copy: each tensor of `current` from the one of `saved` of its name, blaming the script's call.
+-- load_state's copy of a saved state into `current` (the optimizer's or EMA's own tensors by key), every tensor
+-- checked first, in name order, so that a state of another network (a tensor missing or of another shape) changes
+-- nothing and is always reported by the same name.
 local function copy_state(current, saved)
-    for key, tensor in pairs(current) do
-        local source = saved[key]
-        if source == nil then
-            error(format("bad argument #1 to 'load_state' (no tensor '%s': the state is of another network)", key), 3)
+    local function fail(message) error("bad argument #1 to 'load_state' (" .. message .. ")", 4) end
+    local function shape(t) return "[" .. concat(t:shape(), ", ") .. "]" end
+    local keys = {}
+    for key in pairs(current) do keys[#keys + 1] = key end
+    sort(keys)
+    for _, key in ipairs(keys) do
+        local value, tensor = saved[key], current[key]
+        if value == nil then fail(format("no tensor '%s': the state is of another network", key)) end
+        if type(value) ~= "userdata" then fail(format("tensor '%s': Tensor expected, got %s", key, type(value))) end
+        if shape(value) ~= shape(tensor) then
+            fail(format("tensor '%s' is %s where this network's is %s: the state is of another network", key, shape(value),
+                shape(tensor)))
         end
-        local ok, message = pcall(tensor.copy_, tensor, source)
-        if not ok then error(format("bad argument #1 to 'load_state' (tensor '%s': %s)", key, message), 3) end
+    end
+    for _, key in ipairs(keys) do
+        local ok, message = pcall(current[key].copy_, current[key], saved[key])
+        if not ok then fail(format("tensor '%s': %s", key, message)) end
     end
 end
 
