@@ -197,7 +197,8 @@ public final class TrainingLibrary: LuaLibrary {
             let folder = Self.saveFolder(try call.string(2), files)
             let weights = safetensorsBytes(model.network.parameters.map { ($0.name, $0.value) }, metadata: ["format": "pt"])
             try files.write(Data((model.config.text(indent: 2) + "\n").utf8), to: folder + "/config.json", disk: disk)
-            try files.write(Data((model.schedulerJSON.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json", disk: disk)
+            try files.write(Data((model.schedulerJSON.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json",
+                            disk: disk)
             let written = try files.write(weights, to: folder + "/" + ModelFiles.diffusersWeights, disk: disk)
             try call.push(files.shownPath(written))
         },
