@@ -230,7 +230,9 @@ for step = first, p.steps - 1 do
 end
 
 checkpoint(p.steps)
-with_ema(function() m:save(p.out .. "/model") end)
-kiri.write_text(p.out .. "/loss.csv", loss_csv())
-kiri.image.save(p.out .. "/loss.png", loss_plot(), {parameters = format("Training loss, steps 0 to %d", p.steps - 1)})
-print(format("wrote %s/model (EMA weights), loss.csv and loss.png", p.out))
+-- Each path as written: a name already taken (a resumed run's second ending) gets the next free one.
+local model = with_ema(function() return m:save(p.out .. "/model") end):match("^(.*)/")
+local csv = kiri.write_text(p.out .. "/loss.csv", loss_csv())
+local plot = kiri.image.save(p.out .. "/loss.png", loss_plot(),
+    {parameters = format("Training loss, steps 0 to %d", p.steps - 1)})
+print(format("wrote %s (EMA weights), %s and %s", model, csv, plot))

@@ -194,8 +194,9 @@ public struct LuaCall {
         }
     }
 
-    /// A sequence of tensors, e.g. the first argument of kiri.cat.
-    public func tensors(_ index: Int) throws -> [Tensor] {
+    /// A sequence of tensors, e.g. the first argument of kiri.cat. Errors name an element by its position, or by
+    /// `names[position]` for a list made from a table of named tensors (kiri.save_tensors).
+    public func tensors(_ index: Int, names: [String]? = nil) throws -> [Tensor] {
         guard type(index) == KIRI_TTABLE else { throw expected("table of Tensors", index) }
         let length = kiri_table_length(state, Int32(index))
         guard length <= 4096 else { throw ScriptError(argument: index, "at most 4096 Tensors expected") }
@@ -203,7 +204,9 @@ public struct LuaCall {
             _ = kiri_table_push(state, Int32(index), Int64(position + 1))
             defer { kiri_pop(state, 1) }
             guard let handle = kiri_arg_tensor(state, -1) else {
-                throw ScriptError(argument: index, "Tensor expected at index \(position + 1), got \(String(cString: kiri_arg_typename(state, -1)))")
+                let element = names.flatMap { position < $0.count ? "for '\($0[position])'" : nil } ?? "at index \(position + 1)"
+                let kind = kiri_arg_is_closed_tensor(state, -1) != 0 ? "closed Tensor" : String(cString: kiri_arg_typename(state, -1))
+                throw ScriptError(argument: index, "Tensor expected \(element), got \(kind)")
             }
             return Unmanaged<Tensor>.fromOpaque(handle).takeUnretainedValue()
         }

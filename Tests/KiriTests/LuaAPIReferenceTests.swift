@@ -31,8 +31,9 @@ final class LuaAPIReferenceTests: XCTestCase {
     }
 
     /// What a script reaches, named as the stubs name it ("kiri.add", "kiri.image", "kiri.samplers.euler",
-    /// "Tensor:add_", "Tensor operator add", "Model:encode", "Model.info", "Dataset:batch"), and the functions of each
-    /// `lib` module ("schedule.sigma_range").
+    /// "Tensor:add_", "Tensor operator add", "Model:encode", "Model.info", "Dataset:batch", and a trainable
+    /// model's, AdamW's and an EMA's members as "TrainableModel:backward", "AdamW:step", "EMA:update"), and the
+    /// functions of each `lib` module ("schedule.sigma_range").
     func reachable() throws -> (api: Set<String>, libraries: Set<String>) {
         let quotedMethods = Self.tensorMethods.map { "\"\($0)\"" }.joined(separator: ", ")
         let quotedModules = Self.libraryModules.map { "\"\($0)\"" }.joined(separator: ", ")
@@ -58,6 +59,14 @@ final class LuaAPIReferenceTests: XCTestCase {
             for key, value in pairs(dataset) do
                 print("api", (type(value) == "function" and "Dataset:" or "Dataset.") .. key)
             end
+            local trainable <close> = kiri.models.create({_class_name = "UNet2DModel", in_channels = 1, out_channels = 1,
+                block_out_channels = {8}, down_block_types = {"DownBlock2D"}, up_block_types = {"UpBlock2D"},
+                norm_num_groups = 4, layers_per_block = 1})
+            for key, value in pairs(trainable) do
+                print("api", (type(value) == "function" and "TrainableModel:" or "TrainableModel.") .. key)
+            end
+            for key in pairs(kiri.optim.adamw(trainable)) do print("api", "AdamW:" .. key) end
+            for key in pairs(kiri.optim.ema(trainable, 0.9)) do print("api", "EMA:" .. key) end
             local t = kiri.zeros({1})
             for _, name in ipairs({\(quotedMethods)}) do
                 local ok, method = pcall(function() return t[name] end)
@@ -78,10 +87,13 @@ final class LuaAPIReferenceTests: XCTestCase {
         return (api, libraries)
     }
 
-    /// The names the stubs declare: `function kiri.x.y(`, `function Tensor:x(`, `function Model:x(` and
-    /// `function Dataset:x(`; the `---@field NAME` lines of the classes `kiri`, `kiri.*`, `Model` and `Dataset` (as
-    /// "kiri.NAME", "Model.NAME", "Dataset.NAME"); and the `---@operator` lines of class Tensor. Annotation-only classes
-    /// (SamplerOptions, ...) are not API.
+    /// The classes of the objects a script gets, and how the reference writes a member of each (`t:add_`, `m.info`).
+    static let objects = ["Tensor": "t", "Model": "m", "Dataset": "ds", "TrainableModel": "m", "AdamW": "opt", "EMA": "ema"]
+
+    /// The names the stubs declare: `function kiri.x.y(`, and `function Tensor:x(`, `Model:x(`, ... for the objects
+    /// in `objects`; the `---@field NAME` lines of the classes `kiri`, `kiri.*` and those objects (as "kiri.NAME",
+    /// "Model.NAME"); and the `---@operator` lines of class Tensor. Annotation-only classes (SamplerOptions, ...)
+    /// are not API.
     static func stubNames() throws -> Set<String> {
         let folder = checkout.appendingPathComponent("docs/luals")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".lua") }
@@ -92,7 +104,7 @@ final class LuaAPIReferenceTests: XCTestCase {
                 let line = rawLine.trimmingCharacters(in: .whitespaces)
                 if line.hasPrefix("function ") {
                     let declared = line.dropFirst("function ".count).prefix { $0 != "(" }
-                    if ["kiri.", "Tensor:", "Model:", "Dataset:"].contains(where: declared.hasPrefix) {
+                    if declared.hasPrefix("kiri.") || objects.keys.contains(where: { declared.hasPrefix($0 + ":") }) {
                         names.insert(String(declared))
                     }
                 }
@@ -102,7 +114,7 @@ final class LuaAPIReferenceTests: XCTestCase {
                 switch words[0] {
                 case "---@class":
                     let name = String(words[1].prefix { $0 != ":" })
-                    currentClass = name == "kiri" || name.hasPrefix("kiri.") || ["Model", "Tensor", "Dataset"].contains(name) ? name : nil
+                    currentClass = name == "kiri" || name.hasPrefix("kiri.") || objects[name] != nil ? name : nil
                 case "---@field" where currentClass != nil && currentClass != "Tensor":
                     let field = words[1].hasSuffix("?") ? String(words[1].dropLast()) : words[1]
                     if field.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) { names.insert("\(currentClass!).\(field)") }
@@ -148,14 +160,12 @@ final class LuaAPIReferenceTests: XCTestCase {
         XCTAssert(missing.isEmpty, "not in docs/lua-api.md: \(missing.joined(separator: ", "))")
     }
 
-    /// How the reference writes each kind of name: `kiri.add`, `t:add_`, `m:encode`, `m.info`, `ds:batch`, `ds.shape`;
+    /// How the reference writes each kind of name: `kiri.add`, `t:add_`, `m:encode`, `m.info`, `ds:batch`, `opt:step`;
     /// a plugin either as `kiri.samplers.euler` or as `` `euler `` under a heading that names `kiri.samplers`.
     static func referenceMentions(_ name: String, in reference: String) -> Bool {
-        if name.hasPrefix("Tensor:") { return mentions("t:" + name.dropFirst("Tensor:".count), in: reference) }
-        if name.hasPrefix("Model:") { return mentions("m:" + name.dropFirst("Model:".count), in: reference) }
-        if name.hasPrefix("Model.") { return mentions("m." + name.dropFirst("Model.".count), in: reference) }
-        if name.hasPrefix("Dataset:") { return mentions("ds:" + name.dropFirst("Dataset:".count), in: reference) }
-        if name.hasPrefix("Dataset.") { return mentions("ds." + name.dropFirst("Dataset.".count), in: reference) }
+        if let separator = name.firstIndex(where: { $0 == ":" || $0 == "." }), let object = objects[String(name[..<separator])] {
+            return mentions(object + name[separator...], in: reference)
+        }
         if mentions(name, in: reference) { return true }
         let parts = name.split(separator: ".")
         guard parts.count == 3 else { return false }

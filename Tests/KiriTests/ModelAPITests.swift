@@ -24,14 +24,7 @@ final class ModelAPITests: XCTestCase {
 
     /// A runtime as `kiri run` makes one, which may also read `roots` (the fixtures and the scratch folder by default).
     func run(_ source: String, roots: [String]? = nil, memory: Int = 1 << 30) throws -> String {
-        var printed = ""
-        let folders = [PluginCatalog.Folder(path: bundledPlugins, isBundled: true)]
-        let files = FileAccess(readRoots: [bundledPlugins] + (roots ?? [Self.parity, scratch]), moduleRoots: [bundledPlugins])
-        let runtime = try LuaRuntime.engine(limits: SandboxLimits(timeout: 60, memory: memory), files: files,
-                                     plugins: PluginCatalog(folders: folders), output: { printed += $0 })
-        defer { runtime.close() }
-        try runtime.run(source: source, name: "test.lua")
-        return printed
+        try runEngine(source, roots: roots ?? [Self.parity, scratch], memory: memory)
     }
 
     /// The message of the error `source` raises (nil if none).
@@ -50,7 +43,7 @@ final class ModelAPITests: XCTestCase {
         return "kiri.tensor({\(values)}):reshape({\(tensor.shape.map(String.init).joined(separator: ", "))})"
     }
 
-    func quoted(_ path: String) -> String { "\"" + path.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+    func quoted(_ path: String) -> String { luaString(path) }
 
     // MARK: - Parity with diffusers
 

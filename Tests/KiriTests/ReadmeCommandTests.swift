@@ -12,7 +12,7 @@ final class ReadmeCommandTests: CLITestCase {
     /// The `kiri run` and `kiri sample` commands of the README, as shell words, in order: indented lines (the quick
     /// start's `swift run -c release kiri` included) and the ones quoted in the text as `(`kiri run ...`:`.
     static func commands(_ readme: String) -> [[String]] {
-        let needsTheUsersFiles = ["--model", "model=", "FILE", "~/", "my_recipe", "styled.lua", "--from", "--watch", "PATH"]
+        let needsTheUsersFiles = ["--model", "model=", "FILE", "~/", "my_recipe", "my_train", "styled.lua", "--from", "--watch", "PATH"]
         var commands: [[String]] = []
         for line in readme.split(separator: "\n").map(String.init) {
             var text: Substring

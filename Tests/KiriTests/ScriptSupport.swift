@@ -1,6 +1,8 @@
 import Foundation
 import KiriImage
+import KiriLua
 import Kiri
+import XCTest
 
 /// Runs Lua `source` as `kiri run` runs a recipe file (from a temporary file) and returns what it printed;
 /// a script error is thrown.
@@ -24,3 +26,31 @@ let bundledPlugins = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 
 /// Numbers printed by a script, separated by white space.
 func printedNumbers(_ text: String) -> [Double] { text.split(whereSeparator: \.isWhitespace).compactMap { Double($0) } }
+
+/// Runs Lua `source` in an engine runtime as `kiri run` makes one, which may read the bundled plugins and `roots`
+/// and write under `outputDirectory`, and returns what it printed; a script error is thrown.
+func runEngine(_ source: String, roots: [String], outputDirectory: String? = nil, memory: Int = 1 << 30) throws -> String {
+    var printed = ""
+    let folders = [PluginCatalog.Folder(path: bundledPlugins, isBundled: true)]
+    let files = FileAccess(readRoots: [bundledPlugins] + roots, moduleRoots: [bundledPlugins], outputDirectory: outputDirectory)
+    let runtime = try LuaRuntime.engine(limits: SandboxLimits(timeout: 60, memory: memory), files: files,
+                                        plugins: PluginCatalog(folders: folders), output: { printed += $0 })
+    defer { runtime.close() }
+    try runtime.run(source: source, name: "test.lua")
+    return printed
+}
+
+/// `text` as a Lua string literal.
+func luaString(_ text: String) -> String {
+    "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+}
+
+extension XCTestCase {
+    /// A new empty folder under the temporary directory, removed when the test ends.
+    func temporaryFolder(_ prefix: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+}

@@ -19,6 +19,7 @@
 ---@field losses kiri.losses `losses/` plugins: the training loss and its gradient
 ---@field timesteps kiri.timesteps `timesteps/` plugins: training timestep samplers
 ---@field lr_schedules kiri.lr_schedules `lr_schedules/` plugins: learning rate per step
+---@field optim kiri.optim AdamW, an EMA and gradient clipping for trainable models (training.lua)
 kiri = {}
 
 -- Constructors ------------------------------------------------------------------------------------

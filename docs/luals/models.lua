@@ -117,6 +117,7 @@ function Model:close() end
 ---@class ModelLoadOptions
 ---@field vae? string a VAE file to use instead of the model's own
 ---@field weights? "f32"|"f16"|"bf16"|"q8_0" the format every network keeps its weights in
+---@field train? boolean true: the UNet alone, as a TrainableModel (training.lua)
 
 ---kiri.models: the loaders, and the `models/` plugins by file name (Plugins/models).
 ---@class kiri.models
@@ -145,9 +146,11 @@ kiri.models = {}
 ---@field timestep? fun(sigma: number): number
 
 ---A model: a folder (diffusers pipeline or UNet), a single .safetensors or .gguf checkpoint, or `bundled:NAME`.
+---With `{train = true}`, the UNet of a diffusers folder, or a .safetensors file with its config.json, for training.
 ---@param path string
 ---@param opts? ModelLoadOptions
 ---@return Model
+---@overload fun(path: string, opts: {train: true}): TrainableModel
 function kiri.models.load(path, opts) end
 
 ---The path kiri.models.load knows a model shipped with Kiri by: `bundled:NAME`.

@@ -9,11 +9,12 @@ final class TrainingModel {
     let network: TrainableUNet
     let config: JSONValue
     let scheduler: SchedulerConfig
-    /// The scheduler config as given, or nil for diffusers' defaults.
-    let schedulerJSON: JSONValue?
+    /// The scheduler config as given, or diffusers' defaults written out.
+    let schedulerJSON: JSONValue
 
     init(network: TrainableUNet, config: JSONValue, scheduler: SchedulerConfig, schedulerJSON: JSONValue?) {
-        (self.network, self.config, self.scheduler, self.schedulerJSON) = (network, config, scheduler, schedulerJSON)
+        (self.network, self.config, self.scheduler) = (network, config, scheduler)
+        self.schedulerJSON = schedulerJSON ?? SchedulerConfig.defaultJSON
     }
 
     var info: [(name: String, value: ModelSummary.Value?)] {
@@ -57,6 +58,11 @@ public final class TrainingLibrary: LuaLibrary {
         return model
     }
 
+    private func optimizer(_ call: LuaCall) throws -> (model: TrainingModel, optimizer: AdamW) {
+        guard let entry = optimizers[try call.integer(1)] else { throw ScriptError("the optimizer's model is closed") }
+        return entry
+    }
+
     /// Parses JSON text the prelude encoded from a script's table or read from a file the script named.
     private static func json(_ text: String, _ what: String) throws -> JSONValue {
         do {
@@ -64,6 +70,12 @@ public final class TrainingLibrary: LuaLibrary {
         } catch {
             throw ScriptError("\(what): \(error)")
         }
+    }
+
+    /// The tensor at `index`, numbered in errors as the script's method call numbers it (after self).
+    private static func tensorArgument(_ call: LuaCall, _ index: Int) throws -> Tensor {
+        guard call.isTensor(index) else { throw ScriptError(argument: index - 1, "Tensor expected, got \(call.typeName(index))") }
+        return try call.tensor(index)
     }
 
     /// Runs a network call, its TensorErrors numbered as the script's method call numbers its arguments.
@@ -143,8 +155,7 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "trainForward", tables: ["host"], tensorResults: 1, offScriptClock: true) { call in
             let model = try self.model(call), config = model.network.config
             try Self.network("forward") {
-                guard call.isTensor(2) else { throw ScriptError(argument: 1, "Tensor expected, got \(call.typeName(2))") }
-                let x = try call.tensor(2)
+                let x = try Self.tensorArgument(call, 2)
                 guard x.rank == 4 else { throw TensorError(argument: 1, "expected [batch, \(config.inChannels), height, width], got \(shapeString(x.shape))") }
                 let batch = x.shape[0]
                 let timesteps = try ModelLibrary.numbers(call, 3, argument: 2, name: "t", batch: batch).map { Float($0) }
@@ -157,7 +168,7 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "trainBackward", tables: ["host"], tensorResults: 2, offScriptClock: true) { call in
             let model = try self.model(call)
             try Self.network("backward") {
-                let (input, context) = try model.network.backward(try call.tensor(2))
+                let (input, context) = try model.network.backward(try Self.tensorArgument(call, 2))
                 try call.push(input)
                 if let context { try call.push(context) } else { call.pushNil() }
             }
@@ -182,14 +193,13 @@ public final class TrainingLibrary: LuaLibrary {
         /// scheduler config, written under the output folder (m:save).
         Binding(name: "trainSave", tables: ["host"], tensorResults: 0) { call in
             let model = try self.model(call)
-            let folder = try call.string(2)
             let files = call.runtime.files, disk = call.runtime.disk
+            let folder = Self.saveFolder(try call.string(2), files)
             let weights = safetensorsBytes(model.network.parameters.map { ($0.name, $0.value) }, metadata: ["format": "pt"])
             try files.write(Data((model.config.text(indent: 2) + "\n").utf8), to: folder + "/config.json", disk: disk)
-            if let scheduler = model.schedulerJSON {
-                try files.write(Data((scheduler.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json", disk: disk)
-            }
-            let written = try files.write(weights, to: folder + "/diffusion_pytorch_model.safetensors", disk: disk)
+            try files.write(Data((model.schedulerJSON.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json",
+                            disk: disk)
+            let written = try files.write(weights, to: folder + "/" + ModelFiles.diffusersWeights, disk: disk)
             try call.push(files.shownPath(written))
         },
         /// (handle) → a snapshot handle: the inference network over the parameters as they are now (m:denoiser()).
@@ -214,8 +224,12 @@ public final class TrainingLibrary: LuaLibrary {
         /// (handle or snapshot): frees it now.
         Binding(name: "trainRelease", tables: ["host"], tensorResults: 0) { call in
             let handle = try call.integer(1)
-            (self.models[handle], self.snapshots[handle]) = (nil, nil)
-            (self.optimizers[handle], self.averages[handle]) = (nil, nil)
+            self.snapshots[handle] = nil
+            // The optimizers and EMAs of a model hold its parameters: they go with it.
+            if let model = self.models.removeValue(forKey: handle) {
+                self.optimizers = self.optimizers.filter { $0.value.model !== model }
+                self.averages = self.averages.filter { $0.value.model !== model }
+            }
         },
 
         /// (model, lr, beta1, beta2, eps, weight_decay) → optimizer handle (kiri.optim.adamw).
@@ -227,8 +241,9 @@ public final class TrainingLibrary: LuaLibrary {
         },
         /// (optimizer, lr or nil) → the steps taken, after one more with the learning rate set to lr when given.
         Binding(name: "adamwStep", tables: ["host"], tensorResults: 0) { call in
-            guard let (model, optimizer) = self.optimizers[try call.integer(1)] else { throw ScriptError("the optimizer is closed") }
+            let (model, optimizer) = try self.optimizer(call)
             try model.network.checkParameters()
+            try optimizer.checkState()
             if let lr = try call.optionalNumber(2) { optimizer.options.lr = lr }
             optimizer.step()
             call.push(integer: optimizer.steps)
@@ -236,7 +251,7 @@ public final class TrainingLibrary: LuaLibrary {
         /// (optimizer, i) → the i-th parameter's name, exp_avg and exp_avg_sq (the optimizer's own tensors), and
         /// the steps taken.
         Binding(name: "adamwState", tables: ["host"], tensorResults: 2) { call in
-            guard let (_, optimizer) = self.optimizers[try call.integer(1)] else { throw ScriptError("the optimizer is closed") }
+            let optimizer = try self.optimizer(call).optimizer
             let index = try call.integer(2)
             guard optimizer.parameters.indices.contains(index - 1) else { return }
             try call.push(optimizer.parameters[index - 1].name)
@@ -246,7 +261,7 @@ public final class TrainingLibrary: LuaLibrary {
         },
         /// (optimizer, steps): continues a saved run (the moments copied in by the prelude first).
         Binding(name: "adamwResume", tables: ["host"], tensorResults: 0) { call in
-            guard let (_, optimizer) = self.optimizers[try call.integer(1)] else { throw ScriptError("the optimizer is closed") }
+            let optimizer = try self.optimizer(call).optimizer
             let steps = try call.integer(2)
             guard steps >= 0 else { throw ScriptError(argument: 1, "the steps taken must be at least 0, got \(steps)") }
             optimizer.resume(steps: steps)
@@ -259,8 +274,9 @@ public final class TrainingLibrary: LuaLibrary {
         },
         /// (ema, "update" | "copy" | i) → for i, the i-th parameter's name and its average (the EMA's own tensor).
         Binding(name: "emaCall", tables: ["host"], tensorResults: 1) { call in
-            guard let (model, average) = self.averages[try call.integer(1)] else { throw ScriptError("the EMA is closed") }
+            guard let (model, average) = self.averages[try call.integer(1)] else { throw ScriptError("the EMA's model is closed") }
             try model.network.checkParameters()
+            try average.checkState()
             if call.isNumber(2) {
                 let index = try call.integer(2)
                 guard average.parameters.indices.contains(index - 1) else { return }
@@ -276,23 +292,26 @@ public final class TrainingLibrary: LuaLibrary {
             call.push(Double(clipGradNorm(model.network.parameters, maxNorm: Float(try call.number(2)))))
         },
 
-        /// (path, names separated by newlines, tensors, metadata {key = value} or nil) → the path written: a
-        /// safetensors file of float32 tensors (kiri.save_tensors).
+        /// (path, tensors, metadata {key = value} or nil, their names separated by newlines) → the path written: a
+        /// safetensors file of float32 tensors (kiri.save_tensors, whose arguments come first in its order).
         Binding(name: "saveTensors", tables: ["host"], tensorResults: 0) { call in
-            let path = try call.string(1)
-            let names = try call.string(2).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-            let tensors = try call.tensors(3)
-            let metadata = call.isNil(4) ? [] : try call.stringTable(4)
-            let bytes = safetensorsBytes(Array(zip(names, tensors)).map { ($0.0, $0.1) },
-                                         metadata: Dictionary(metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }))
-            try call.push(call.runtime.files.shownPath(try call.runtime.files.write(bytes, to: path, disk: call.runtime.disk)))
+            try ScriptError.naming("save_tensors") {
+                let path = try call.string(1)
+                let names = try call.string(4).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+                let tensors = try call.tensors(2, names: names)
+                let metadata = call.isNil(3) ? [] : try call.stringTable(3)
+                let bytes = safetensorsBytes(Array(zip(names, tensors)).map { ($0.0, $0.1) },
+                                             metadata: Dictionary(metadata.map { ($0.key, $0.value) }, uniquingKeysWith: { $1 }))
+                try call.push(call.runtime.files.shownPath(try call.runtime.files.write(bytes, to: path, disk: call.runtime.disk)))
+            }
         },
         /// (path) → the names of a safetensors file's tensors, separated by newlines, and its metadata.
         Binding(name: "tensorNames", tables: ["host"], tensorResults: 0) { call in
-            let path = try call.string(1)
-            let file = try Self.tensorFile(call, path)
-            try call.push(file.names.joined(separator: "\n"))
-            try call.push(strings: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            try ScriptError.naming("load_tensors") {
+                let file = try Self.tensorFile(call, try call.string(1))
+                try call.push(file.names.joined(separator: "\n"))
+                try call.push(strings: file.metadata.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            }
         },
         /// (path, name) → that tensor as float32.
         Binding(name: "loadTensor", tables: ["host"], tensorResults: 1) { call in
@@ -300,18 +319,32 @@ public final class TrainingLibrary: LuaLibrary {
             do {
                 try call.push(try Self.tensorFile(call, path).tensor(name))
             } catch let error as ModelFileError {
-                throw ScriptError(error.description)
+                throw ScriptError("cannot load '\(path)': \(error.message)")
             }
         },
     ] }
 
-    /// A safetensors file the script may read, parsed (its header bounded as for any model file).
+    /// `folder`, or, when it holds a saved model and the run may not overwrite, the first of `folder-2`, `folder-3`,
+    /// ... that holds none of its files: a save's three files stay together, where each file taking its own next
+    /// free name would leave a folder whose config.json is the old model's.
+    private static func saveFolder(_ folder: String, _ files: FileAccess) -> String {
+        let folder = folder.count > 1 && folder.hasSuffix("/") ? String(folder.dropLast()) : folder
+        guard !files.overwrite, let output = files.outputDirectory else { return folder }
+        let names = ["config.json", "scheduler_config.json", ModelFiles.diffusersWeights]
+        let candidates = [folder] + (2...10000).map { "\(folder)-\($0)" }
+        return candidates.first { candidate in
+            !names.contains { FileManager.default.fileExists(atPath: "\(output)/\(candidate)/\($0)") }
+        } ?? folder
+    }
+
+    /// A safetensors file the script may read, parsed (its header bounded as for any model file). Errors name it as
+    /// the script did, not by the real path, which a script is not shown.
     private static func tensorFile(_ call: LuaCall, _ path: String) throws -> SafetensorsFile {
         let real = try call.runtime.files.resolveForReading(path)
         do {
             return try SafetensorsFile(path: real)
         } catch {
-            throw ScriptError("cannot load '\(path)': \(error)")
+            throw ScriptError("cannot load '\(path)': \(error.message)")
         }
     }
 }

@@ -54,6 +54,12 @@ public struct SchedulerConfig: Sendable, Equatable {
         rescaleBetasZeroSNR = false
     }
 
+    /// The same defaults as a scheduler_config.json (diffusers' DDPMScheduler's), for a network saved without one.
+    public static let defaultJSON = JSONValue.config([
+        ("_class_name", .string("DDPMScheduler")), ("beta_end", .number("0.02")), ("beta_schedule", .string("linear")),
+        ("beta_start", .number("0.0001")), ("num_train_timesteps", .integer(1000)), ("prediction_type", .string("epsilon")),
+    ])
+
     public init(path: String) throws(ModelFileError) {
         try self.init(ConfigFields(path: path))
     }

@@ -74,6 +74,12 @@ public final class AdamW {
 
     /// Continues from a saved state: `steps` taken, the moments copied by the caller into expAvg and expAvgSq.
     public func resume(steps: Int) { self.steps = steps }
+
+    /// Refuses to step once a script has closed a moment that opt:state() gave it.
+    public func checkState() throws {
+        try checkOpen(expAvg, "exp_avg", of: parameters, "the optimizer")
+        try checkOpen(expAvgSq, "exp_avg_sq", of: parameters, "the optimizer")
+    }
 }
 
 /// An exponential moving average of a network's parameters (diffusers' EMAModel at a fixed decay).
@@ -97,6 +103,17 @@ public final class ExponentialMovingAverage {
     /// Writes the averages into the parameters (for sampling or saving the averaged network).
     public func copy(to parameters: [Parameter]) {
         for (average, parameter) in zip(averages, parameters) { parameter.value.data.update(from: average.data, count: average.count) }
+    }
+
+    /// Refuses to run once a script has closed an average that ema:state() gave it.
+    public func checkState() throws { try checkOpen(averages, "the average", of: parameters, "the EMA") }
+}
+
+/// An optimiser's own tensors, one per parameter, are handed to scripts (`<close>` frees them at once): a step must
+/// never write freed storage, as the network's kernels never read it (TrainableUNet.checkParameters).
+private func checkOpen(_ tensors: [Tensor], _ what: String, of parameters: [Parameter], _ owner: String) throws {
+    if let index = tensors.firstIndex(where: \.isReleased) {
+        throw TensorError("\(what) of '\(parameters[index].name)' has been closed: \(owner) cannot run without it")
     }
 }
 

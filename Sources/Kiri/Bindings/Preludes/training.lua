@@ -45,13 +45,13 @@ end
 
 -- A config or scheduler config given as a table (encoded) or as a path to its JSON file (read).
 local function config_text(value, argument, name)
-    if type(value) == "string" then return api.read_text(value), value end
+    if type(value) == "string" then return relay(pcall(api.read_text, value)) end   -- a tail call: errors name the script's line
     if type(value) ~= "table" then
         error(format("bad argument #%d to 'create' (table or path expected, got %s)", argument, type(value)), 3)
     end
     local ok, text = pcall(json, value, name)
     if not ok then error(format("bad argument #%d to 'create' (%s)", argument, text), 3) end
-    return text, name
+    return text
 end
 
 local function trainable(handle)
@@ -116,7 +116,7 @@ api.models.create = function(config, opts)
         error(format("bad argument #2 to 'create' (table or nil expected, got %s)", type(opts)), 2)
     end
     opts = opts or {}
-    local text, name = config_text(config, 1, "config")
+    local text, name = config_text(config, 1, "config"), type(config) == "string" and config or "config"
     local scheduler = opts.scheduler ~= nil and config_text(opts.scheduler, 2, "scheduler") or nil
     local seed = opts.seed or 0
     if math.type(seed) ~= "integer" then
@@ -152,15 +152,27 @@ end
 
 api.optim = {}
 
--- load_state's copy: each tensor of `current` from the one of `saved` of its name, blaming the script's call.
+-- load_state's copy of a saved state into `current` (the optimizer's or EMA's own tensors by key), every tensor
+-- checked first, in name order, so that a state of another network (a tensor missing or of another shape) changes
+-- nothing and is always reported by the same name.
 local function copy_state(current, saved)
-    for key, tensor in pairs(current) do
-        local source = saved[key]
-        if source == nil then
-            error(format("bad argument #1 to 'load_state' (no tensor '%s': the state is of another network)", key), 3)
+    local function fail(message) error("bad argument #1 to 'load_state' (" .. message .. ")", 4) end
+    local function shape(t) return "[" .. concat(t:shape(), ", ") .. "]" end
+    local keys = {}
+    for key in pairs(current) do keys[#keys + 1] = key end
+    sort(keys)
+    for _, key in ipairs(keys) do
+        local value, tensor = saved[key], current[key]
+        if value == nil then fail(format("no tensor '%s': the state is of another network", key)) end
+        if type(value) ~= "userdata" then fail(format("tensor '%s': Tensor expected, got %s", key, type(value))) end
+        if shape(value) ~= shape(tensor) then
+            fail(format("tensor '%s' is %s where this network's is %s: the state is of another network", key, shape(value),
+                shape(tensor)))
         end
-        local ok, message = pcall(tensor.copy_, tensor, source)
-        if not ok then error(format("bad argument #1 to 'load_state' (tensor '%s': %s)", key, message), 3) end
+    end
+    for _, key in ipairs(keys) do
+        local ok, message = pcall(current[key].copy_, current[key], saved[key])
+        if not ok then fail(format("tensor '%s': %s", key, message)) end
     end
 end
 
@@ -261,7 +273,7 @@ api.save_tensors = function(path, tensors, metadata)
     end
     sort(names)
     for i, name in ipairs(names) do list[i] = tensors[name] end
-    local written = relay(pcall(host.saveTensors, path, concat(names, "\n"), list, metadata))
+    local written = relay(pcall(host.saveTensors, path, list, metadata, concat(names, "\n")))
     return written
 end
 
