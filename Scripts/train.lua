@@ -221,8 +221,10 @@ for step = first, p.steps - 1 do
     opt:step(lr)
     ema:update()
     local done = step + 1
+    kiri.progress(done, p.steps, format("loss %.4f", loss))
     if done % p.log_every == 0 or done == p.steps then
         local rate = (done - first) / (kiri.clock() - started)
+        kiri.progress()
         print(format("step %d/%d  loss %.5f  grad norm %.3f  lr %.3g  %.2f it/s", done, p.steps, loss, norm, lr, rate))
     end
     if done % p.checkpoint_every == 0 and done < p.steps then last_checkpoint = checkpoint(done) end

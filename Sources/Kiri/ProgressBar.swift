@@ -6,6 +6,8 @@ import KiriLua
 public final class ProgressBar: KiriProgress {
     private let write: (String) -> Void
     private var started = 0.0
+    /// The step the bar was first drawn at.
+    private var first = 0
     private var lastDrawn = -Double.infinity
     private var drawn = false
 
@@ -20,14 +22,19 @@ public final class ProgressBar: KiriProgress {
     }
 
     /// Adaptive samplers (dpm_adaptive) may take more steps than the schedule has; the count then grows.
-    public func step(_ index: Int, of total: Int) {
+    public func step(_ index: Int, of total: Int) { step(index, of: total, note: "") }
+
+    /// The rate counts from the first step this bar drew (a resumed training run starts past 0), and `note` follows
+    /// the ETA.
+    public func step(_ index: Int, of total: Int, note: String) {
         let total = max(total, index)
         let now = Self.now()
-        if index == 0 { started = now }
-        guard index == 0 || index >= total || now - lastDrawn >= 0.1 else { return }
+        if index == 0 || !drawn { (started, first) = (now, index) }
+        guard !drawn || index >= total || now - lastDrawn >= 0.1 else { return }
         lastDrawn = now
         drawn = true
-        write("\r" + Self.line(step: index, of: total, elapsed: now - started) + "\u{1B}[K")
+        write("\r" + Self.line(step: index, of: total, elapsed: now - started, first: first) + (note.isEmpty ? "" : " " + note)
+              + "\u{1B}[K")
     }
 
     public func end() {
@@ -35,12 +42,12 @@ public final class ProgressBar: KiriProgress {
         drawn = false
     }
 
-    /// One frame of the bar; it/s and ETA appear once a step has finished.
-    static func line(step: Int, of total: Int, elapsed: Double, width: Int = 20) -> String {
+    /// One frame of the bar; it/s and ETA appear once a step past `first` has finished.
+    static func line(step: Int, of total: Int, elapsed: Double, first: Int = 0, width: Int = 20) -> String {
         let done = total > 0 ? min(width, width * step / total) : width
         var text = "step \(step)/\(total) [" + String(repeating: "#", count: done) + String(repeating: ".", count: width - done) + "]"
-        if step > 0, elapsed > 0 {
-            let rate = Double(step) / elapsed
+        if step > first, elapsed > 0 {
+            let rate = Double(step - first) / elapsed
             text += rate >= 1 ? String(format: " %.1f it/s", rate) : String(format: " %.1f s/it", 1 / rate)
             text += " ETA " + clock(Double(max(0, total - step)) / rate)
         }

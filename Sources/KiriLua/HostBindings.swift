@@ -58,9 +58,15 @@ extension Bindings {
             let written = try call.runtime.files.write(Data(text.utf8), to: path, disk: call.runtime.disk)
             try call.push(call.runtime.files.shownPath(written))
         },
-        /// (step, total): the outermost sampler reached `step` of `total` (0 as it starts).
+        /// (step, total[, note]): the outermost sampler, or the recipe's loop (kiri.progress), reached `step` of `total`
+        /// (0 as it starts).
         Binding(name: "progress", tables: ["host"], tensorResults: 0) { call in
-            call.runtime.progress?.step(try call.integer(1), of: try call.integer(2))
+            let (step, total) = (try call.integer(1), try call.integer(2))
+            if call.isNil(3) {
+                call.runtime.progress?.step(step, of: total)
+            } else {
+                call.runtime.progress?.step(step, of: total, note: try call.string(3))
+            }
         },
         Binding(name: "progressEnd", tables: ["host"], tensorResults: 0) { call in
             call.runtime.progress?.end()

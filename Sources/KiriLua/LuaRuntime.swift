@@ -2,11 +2,17 @@ import Foundation
 import KiriTensor
 import LuaBridge
 
-/// Receives the progress of the outermost sampler call: `step(0, of: n)` as it starts, then each step.
+/// Receives the progress of the outermost sampler call: `step(0, of: n)` as it starts, then each step; and of a
+/// recipe's own loop (`kiri.progress`), whose steps carry a note such as the loss.
 public protocol KiriProgress: AnyObject {
     func step(_ index: Int, of total: Int)
-    /// The sampler returned or failed.
+    func step(_ index: Int, of total: Int, note: String)
+    /// The sampler returned or failed, or the recipe ended its bar.
     func end()
+}
+
+extension KiriProgress {
+    public func step(_ index: Int, of total: Int, note: String) { step(index, of: total) }
 }
 
 /// Limits of one sandboxed run (security-cases.md, section B).

@@ -45,4 +45,32 @@ final class ProgressBarTests: XCTestCase {
         XCTAssertTrue(written.hasPrefix("\rstep 0/2 ["), written)
         XCTAssertTrue(written.hasSuffix("\n"), written)
     }
+
+    /// A recipe's own loop (kiri.progress): a bar that starts past 0 (a resumed training run) counts its rate from
+    /// there, carries the note after the ETA, ends at the total, and kiri.progress() ends it before a printed line.
+    func testARecipesLoopDrawsItsNote() throws {
+        XCTAssertEqual(ProgressBar.line(step: 260, of: 2500, elapsed: 5, first: 250),
+                       "step 260/2500 [##..................] 2.0 it/s ETA 18:40")
+        var written = ""
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-bar-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let script = folder.appendingPathComponent("loop.lua").path
+        try """
+            kiri.progress(3, 5, "loss 0.5")
+            kiri.progress()
+            kiri.progress(5, 5, "loss 0.25")
+            assert(not pcall(kiri.progress, 6, 5))
+            local ok, message = pcall(kiri.progress, 1, 5, 7)
+            print(message)
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        var printed = ""
+        try RecipeRunner.run(RunRequest(script: script, outputDirectory: folder.path, progress: ProgressBar { written += $0 }),
+                             output: { printed += $0 })
+        XCTAssertTrue(printed.contains("bad argument #3 to 'progress' (string or nil expected, got number)"), printed)
+        let lines = written.split(separator: "\n")
+        XCTAssertEqual(lines.count, 2, written)
+        XCTAssertTrue(lines[0].hasPrefix("\rstep 3/5 [############........]") && lines[0].contains(" loss 0.5\u{1B}[K"), written)
+        XCTAssertTrue(lines[1].hasPrefix("\rstep 5/5 [####################]") && lines[1].contains(" loss 0.25"), written)
+    }
 }

@@ -451,6 +451,13 @@ function kiri.version() end
 ---@return number
 function kiri.clock() end
 
+---The engine's progress bar for a recipe's own loop, `note` (the loss, say) after its rate; it ends at
+---`step == total`, and `kiri.progress()` ends it sooner, before a printed line.
+---@param step? integer
+---@param total? integer
+---@param note? string
+function kiri.progress(step, total, note) end
+
 ---Adds a plugin for this run: `kiri.register("sampler", "my_sampler", fn)`.
 ---@param kind "sampler"|"schedule"|"guidance"|"post"|"loss"|"timesteps"|"lr_schedule"
 ---@param name string a Lua identifier

@@ -440,6 +440,24 @@ for domain in next, singular do
     })
 end
 
+-- kiri.progress(step, total [, note]): the engine's progress bar for a recipe's own loop (a training run), `note`
+-- (the loss, say) after its rate; the bar ends at step == total, and kiri.progress() ends it sooner, so that a line
+-- the recipe prints does not run into it.
+function api.progress(step, total, note)
+    if step == nil and total == nil then return progressEnd() end
+    if math.type(step) ~= "integer" or step < 0 then
+        error(format("bad argument #1 to 'progress' (a step from 0 expected, got %s)", tostring(step)), 2)
+    end
+    if math.type(total) ~= "integer" or total < step then
+        error(format("bad argument #2 to 'progress' (a total of at least the step expected, got %s)", tostring(total)), 2)
+    end
+    if note ~= nil and type(note) ~= "string" then
+        error(format("bad argument #3 to 'progress' (string or nil expected, got %s)", type(note)), 2)
+    end
+    progress(step, total, note and note:sub(1, 200))
+    if step == total then progressEnd() end
+end
+
 function api.register(kind, name, fn)
     local domain = kinds[kind]
     if not domain then
