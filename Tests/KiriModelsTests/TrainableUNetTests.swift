@@ -147,4 +147,24 @@ final class TrainableUNetTests: XCTestCase {
         XCTAssertEqual(again.parameters[3].value.values, network.parameters[3].value.values)
         XCTAssertNotEqual(other.parameters[3].value.values, network.parameters[3].value.values)
     }
+
+    /// The weights a trained network saves read back as diffusers reads them: float32 exactly, float16 and bfloat16
+    /// rounded as torch rounds (the parity fixtures' f16 and bf16 files are torch's roundings of these weights).
+    func testSavedWeightsReadBackInEveryFormat() throws {
+        let (config, weights) = try load("unet2d_condition")
+        let network = try TrainableUNet(config: config, weights: weights)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kiri-save-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for (format, fixture) in [(WeightFormat.f32, "unet2d_condition"), (.f16, "unet2d_condition_f16"), (.bf16, "unet2d_condition_bf16")] {
+            let path = "\(folder)/\(format.rawValue).safetensors"
+            try Data(safetensorsBytes(network.parameters.map { ($0.name, $0.value) }, format: format)).write(to: URL(fileURLWithPath: path))
+            let saved = try SafetensorsFile(path: path)
+            let reference = try SafetensorsFile(path: "\(Self.fixtures)/models/parity/\(fixture)/diffusion_pytorch_model.safetensors")
+            XCTAssertEqual(saved.storageDType, reference.storageDType, format.rawValue)
+            for parameter in network.parameters {
+                XCTAssertEqual(try saved.tensor(parameter.name).values, try reference.tensor(parameter.name).values, parameter.name)
+            }
+        }
+    }
 }

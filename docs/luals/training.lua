@@ -44,12 +44,14 @@ function TrainableModel:parameters() end
 ---Sets every gradient to 0.
 function TrainableModel:zero_grad() end
 
----Writes diffusers' layout under the output folder: config.json, diffusion_pytorch_model.safetensors (float32) and
----scheduler_config.json, which kiri.models.load and diffusers' from_pretrained read. A folder that holds a saved
----model already is kept, and the model goes to `folder-2`, ... unless the run may overwrite.
+---Writes diffusers' layout under the output folder: config.json, diffusion_pytorch_model.safetensors (float32, or
+---opts.dtype "f16" or "bf16") and scheduler_config.json, which kiri.models.load and diffusers' from_pretrained read.
+---A folder that holds a saved model already is kept, and the model goes to `folder-2`, ... unless the run may
+---overwrite.
 ---@param folder string
+---@param opts? {dtype?: "f32"|"f16"|"bf16"}
 ---@return string path the weights file written
-function TrainableModel:save(folder) end
+function TrainableModel:save(folder, opts) end
 
 ---A denoiser over the weights as they are now (later steps do not change it), as Model:denoiser.
 ---@param opts? table

@@ -189,13 +189,18 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "trainZeroGrad", tables: ["host"], tensorResults: 0) { call in
             try self.model(call).network.zeroGrad()
         },
-        /// (handle, folder) → the weights file's path: diffusers' layout, config.json, the weights in float32 and the
-        /// scheduler config, written under the output folder (m:save).
+        /// (handle, folder, dtype or nil) → the weights file's path: diffusers' layout, config.json, the weights (float32,
+        /// or rounded to f16 or bf16) and the scheduler config, written under the output folder (m:save).
         Binding(name: "trainSave", tables: ["host"], tensorResults: 0) { call in
             let model = try self.model(call)
             let files = call.runtime.files, disk = call.runtime.disk
             let folder = Self.saveFolder(try call.string(2), files)
-            let weights = safetensorsBytes(model.network.parameters.map { ($0.name, $0.value) }, metadata: ["format": "pt"])
+            let dtype = try call.isNil(3) ? "f32" : call.string(3)
+            guard let format = WeightFormat(rawValue: dtype), format != .q8_0 else {
+                throw ScriptError("bad argument #2 to 'save' (dtype must be f32, f16 or bf16, got '\(dtype)')")
+            }
+            let weights = safetensorsBytes(model.network.parameters.map { ($0.name, $0.value) }, format: format,
+                                           metadata: ["format": "pt"])
             try files.write(Data((model.config.text(indent: 2) + "\n").utf8), to: folder + "/config.json", disk: disk)
             try files.write(Data((model.schedulerJSON.text(indent: 2) + "\n").utf8), to: folder + "/scheduler_config.json",
                             disk: disk)

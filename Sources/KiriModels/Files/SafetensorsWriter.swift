@@ -1,17 +1,21 @@
 import Foundation
+import KiriKernels
 import KiriTensor
 
-/// The bytes of a safetensors file (huggingface/safetensors, `serialize`) holding float32 `tensors` in the order
-/// given: an 8-byte little-endian header length, the JSON header (keys sorted, so the same tensors give the same
-/// bytes; padded with spaces to a multiple of 8 as safetensors pads it), then the data, each tensor's right after
-/// the one before.
-public func safetensorsBytes(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:]) -> [UInt8] {
+/// The bytes of a safetensors file (huggingface/safetensors, `serialize`) holding `tensors` in the order given, as
+/// float32 or rounded to `format` (f16 or bf16, ties to even, as torch's `.half()` and `.bfloat16()` round): an
+/// 8-byte little-endian header length, the JSON header (keys sorted, so the same tensors give the same bytes; padded
+/// with spaces to a multiple of 8 as safetensors pads it), then the data, each tensor's right after the one before.
+public func safetensorsBytes(_ tensors: [(name: String, tensor: Tensor)], format: WeightFormat = .f32,
+                             metadata: [String: String] = [:]) -> [UInt8] {
+    precondition(format != .q8_0, "safetensors has no q8_0")
+    let dtype = ["f32": "F32", "f16": "F16", "bf16": "BF16"][format.rawValue]!
     var offset = 0
     var entries: [(String, JSONValue)] = []
     for (name, tensor) in tensors {
-        let end = offset + tensor.count * MemoryLayout<Float>.stride
+        let end = offset + format.rowBytes(tensor.count)
         entries.append((name, .object([
-            JSONMember(key: "dtype", value: .string("F32")),
+            JSONMember(key: "dtype", value: .string(dtype)),
             JSONMember(key: "shape", value: .array(tensor.shape.map { .number(String($0)) })),
             JSONMember(key: "data_offsets", value: .array([.number(String(offset)), .number(String(end))])),
         ])))
@@ -25,7 +29,9 @@ public func safetensorsBytes(_ tensors: [(name: String, tensor: Tensor)], metada
     var bytes = withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header
     bytes.reserveCapacity(bytes.count + offset)
     for (_, tensor) in tensors {
-        bytes += UnsafeRawBufferPointer(start: tensor.data, count: tensor.count * MemoryLayout<Float>.stride)
+        let start = bytes.count
+        bytes += repeatElement(0, count: format.rowBytes(tensor.count))
+        bytes.withUnsafeMutableBytes { kiri_narrow($0.baseAddress! + start, tensor.data, format.kernelType, tensor.count) }
     }
     return bytes
 }

@@ -82,7 +82,12 @@ local function trainable(handle)
     method("zero_grad", function() host.trainZeroGrad(handle) end)
     -- diffusers' layout under the output folder: config.json, diffusion_pytorch_model.safetensors (float32) and
     -- scheduler_config.json; returns the weights file's path.
-    method("save", function(folder) return host.trainSave(handle, folder) end)
+    method("save", function(folder, opts)
+        if opts ~= nil and type(opts) ~= "table" then
+            error(format("bad argument #2 to 'save' (table or nil expected, got %s)", type(opts)), 0)
+        end
+        return host.trainSave(handle, folder, opts and opts.dtype)
+    end)
     -- D(x, sigma, extra) over the weights as they are now (later steps do not change it), for sampling.
     method("denoiser", function(opts)
         local snapshot = host.trainSnapshot(handle)
