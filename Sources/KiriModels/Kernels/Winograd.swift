@@ -208,14 +208,16 @@ struct WinogradWeight {
     /// U[16, O, I], kept for float32 weights.
     let filters: Tensor?
 
-    /// `chunkRows` overrides the chunk size of stored weights (tests use it to make several chunks).
-    init(_ weight: WeightMatrix, chunkRows: Int? = nil) throws {
+    /// `chunkRows` overrides the chunk size of stored weights (tests use it to make several chunks). `storage`, a
+    /// tensor of U's shape, is filled instead of a new one (a trainable conv's weight changes every step, and new
+    /// storage per call would be page faults).
+    init(_ weight: WeightMatrix, chunkRows: Int? = nil, storage: Tensor? = nil) throws {
         let inChannels = weight.columns / 9
         guard let floats = weight.floats else {
             (chunks, filters) = (WeightChunks(weight, rowFloats: winogradPoints * inChannels, rows: chunkRows), nil)
             return
         }
-        let filters = try Tensor(shape: [winogradPoints, weight.rows, inChannels])
+        let filters = try storage ?? Tensor(shape: [winogradPoints, weight.rows, inChannels])
         let (u, g, plane) = (UncheckedSendable(value: filters.data), UncheckedSendable(value: floats), weight.rows * inChannels)
         Parallel.forEach(plane, grain: 1 << 12) { range in
             kiri_winograd_filters(u.value + range.lowerBound, plane, g.value + 9 * range.lowerBound, KIRI_F32, range.count)

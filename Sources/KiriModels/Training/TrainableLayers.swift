@@ -37,11 +37,15 @@ final class TrainableConv2d {
     /// is the same conv of dOut with the weight flipped and its channels swapped.
     var isWinograd: Bool { Conv2d.winograd && kernel == 3 && stride == 1 && padding == 1 && paddingEnd == 1 }
 
+    /// Storage kept between steps: the forward's filter transforms, the flipped weight and its transforms.
+    private var forwardFilters: Tensor?, flipped: Tensor?, flippedFilters: Tensor?
+
     /// conv2d(input) by Winograd with `weight` [O, I, 3, 3] as it is now (its transforms made per call, as the
-    /// optimiser changes it).
-    private func winograd(into out: Buffer, _ input: Buffer, weight: Tensor, bias: UnsafePointer<Float>?,
-                          extraBias: UnsafePointer<Float>?, _ workspace: Workspace) throws {
-        let filters = try WinogradWeight(WeightMatrix(sharing: weight))
+    /// optimiser changes it, into `filters`).
+    private func winograd(into out: Buffer, _ input: Buffer, weight: Tensor, filters storage: inout Tensor?,
+                          bias: UnsafePointer<Float>?, extraBias: UnsafePointer<Float>?, _ workspace: Workspace) throws {
+        if storage == nil { storage = try Tensor(shape: [winogradPoints, weight.shape[0], weight.shape[1]]) }
+        let filters = try WinogradWeight(WeightMatrix(sharing: weight), storage: storage)
         let scratch = try workspace.scratch(.columns, filters.scratchCount(WinogradTiling(batch: input.batch, height: input.height,
                                                                                             width: input.width)))
         winogradConv2dForward(out.data, input.data, filters, bias, extraBias: extraBias, scratch: scratch, batch: input.batch,
@@ -53,7 +57,8 @@ final class TrainableConv2d {
         let shape = shape(x), plan = ConvolutionPlan(shape)
         let out = try workspace.take([x.batch, outChannels, shape.outHeight, shape.outWidth])
         if isWinograd {
-            try winograd(into: out, x, weight: weight.value, bias: bias.value.data, extraBias: extraBias, workspace)
+            try winograd(into: out, x, weight: weight.value, filters: &forwardFilters, bias: bias.value.data, extraBias: extraBias,
+                         workspace)
         } else {
             let count = plan.columnsCount(chunks)
             conv2dForward(out.data, x.data, chunks, bias.value.data, extraBias: extraBias,
@@ -74,14 +79,15 @@ final class TrainableConv2d {
                        input: x.data, weight: weight.value.data, shape, scratch: scratch, threads: threads)
         if isWinograd, let gradient = dInput {
             // flipped[i, o, 2 − ky, 2 − kx] = weight[o, i, ky, kx]: conv_transpose2d as a conv.
-            let flipped = try Tensor(shape: [inChannels, outChannels, 3, 3])
+            let flipped = try self.flipped ?? Tensor(shape: [inChannels, outChannels, 3, 3])
+            self.flipped = flipped
             let (source, target) = (weight.value.data, flipped.data)
             for o in 0..<outChannels {
                 for i in 0..<inChannels {
                     for tap in 0..<9 { target[(i * outChannels + o) * 9 + 8 - tap] = source[(o * inChannels + i) * 9 + tap] }
                 }
             }
-            try winograd(into: gradient, dOut, weight: flipped, bias: nil, extraBias: nil, workspace)
+            try winograd(into: gradient, dOut, weight: flipped, filters: &flippedFilters, bias: nil, extraBias: nil, workspace)
             dInput = gradient
         }
         return dInput
