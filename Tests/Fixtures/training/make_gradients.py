@@ -25,14 +25,11 @@ Everything runs in float32 on the CPU, one thread, deterministic algorithms; a s
 import argparse
 import json
 import os
-import platform
 import sys
 
 import torch
 import torch.nn.functional as F
 
-import diffusers
-import safetensors
 from diffusers import DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -42,6 +39,8 @@ torch.use_deterministic_algorithms(True)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARITY = os.path.normpath(os.path.join(HERE, "..", "models", "parity"))
+sys.path.insert(0, PARITY)
+import make_parity  # noqa: E402  (its versions.json writer)
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 # (case, the model's folder inside the case folder). grad_output is drawn with seed 1234 + the index in this list,
@@ -271,18 +270,6 @@ def write_steps():
           f"{os.path.getsize(path)} bytes", file=sys.stderr)
 
 
-def write_versions():
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "safetensors": safetensors.__version__,
-    }
-    with open(os.path.join(HERE, "versions.json"), "w") as f:
-        json.dump(versions, f, indent=1, sort_keys=True)
-        f.write("\n")
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="*", metavar="CASE",
@@ -299,7 +286,7 @@ def main():
             write_gradients(index, case, subfolder)
     if not arguments.cases:
         write_steps()
-        write_versions()
+        make_parity.write_versions(HERE)
 
 
 if __name__ == "__main__":

@@ -188,14 +188,15 @@ def write_case(name, make, seed, dtype=torch.float32, pipeline=False):
           file=sys.stderr)
 
 
-def write_versions():
+def write_versions(folder=HERE):
+    """versions.json in `folder`: the exact library versions the fixtures there were made with."""
     versions = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "safetensors": safetensors.__version__,
     }
-    with open(os.path.join(HERE, "versions.json"), "w") as f:
+    with open(os.path.join(folder, "versions.json"), "w") as f:
         json.dump(versions, f, indent=1, sort_keys=True)
         f.write("\n")
 
