@@ -132,10 +132,12 @@ public final class TrainingLibrary: LuaLibrary {
                     for file in [network.config, network.weights] + (network.schedulerConfig.map { [$0] } ?? []) {
                         _ = try call.runtime.files.resolveForReading(file)
                     }
-                    let configJSON = try Self.json(try String(contentsOfFile: network.config, encoding: .utf8), network.config)
-                    let schedulerJSON = try network.schedulerConfig.map { try Self.json(try String(contentsOfFile: $0, encoding: .utf8), $0) }
-                    let scheduler = try network.schedulerConfig.map(SchedulerConfig.init(path:)) ?? SchedulerConfig()
-                    let trainable = try TrainableUNet(config: UNetConfig(path: network.config), weights: SafetensorsFile(path: network.weights))
+                    // Each config read once, bounded as every model's config is, and kept to be written back by m:save.
+                    let configJSON = try JSONValue(configAt: network.config)
+                    let schedulerJSON = try network.schedulerConfig.map { path throws(ModelFileError) in try JSONValue(configAt: path) }
+                    let scheduler = try schedulerJSON.map { try SchedulerConfig(json: $0, path: network.schedulerConfig!) } ?? SchedulerConfig()
+                    let trainable = try TrainableUNet(config: UNetConfig(json: configJSON, path: network.config),
+                                                      weights: SafetensorsFile(path: network.weights))
                     call.push(integer: self.store(TrainingModel(network: trainable, config: configJSON, scheduler: scheduler,
                                                                 schedulerJSON: schedulerJSON), in: &self.models))
                 } catch let error as ModelFileError {

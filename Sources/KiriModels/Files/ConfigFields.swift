@@ -9,19 +9,22 @@ struct ConfigFields {
     let object: JSONValue
 
     init(path: String) throws(ModelFileError) {
+        try self.init(path: path, json: Self.json(path: path))
+    }
+
+    /// The config file at `path` parsed, refused past `maximumFileSize` or when it is not UTF-8 JSON.
+    static func json(path: String) throws(ModelFileError) -> JSONValue {
         let file = try MappedFile(path: path)
         defer { file.unmap() }
         guard file.size <= Self.maximumFileSize else {
             throw ModelFileError(path, "config is \(file.size) bytes, more than the limit of \(Self.maximumFileSize)")
         }
         guard StrictJSONParser.isValidUTF8(file.bytes) else { throw ModelFileError(path, "config is not valid UTF-8") }
-        let json: JSONValue
         do {
-            json = try StrictJSONParser.parse(file.bytes)
+            return try StrictJSONParser.parse(file.bytes)
         } catch {
             throw ModelFileError(path, "config is not valid JSON: \(error)")
         }
-        try self.init(path: path, json: json)
     }
 
     init(path: String, json: JSONValue) throws(ModelFileError) {
@@ -229,4 +232,10 @@ struct ConfigFields {
         case .array, .object: value.kindName
         }
     }
+}
+
+extension JSONValue {
+    /// A config file (`config.json`, `scheduler_config.json`) as ConfigFields reads it, bounded in size, for a
+    /// caller that keeps the JSON as well as the config made from it (a network being trained writes it back).
+    public init(configAt path: String) throws(ModelFileError) { self = try ConfigFields.json(path: path) }
 }

@@ -10,14 +10,16 @@ local relay, fields, conditioning, denoiser, define_method =
     shared.relay, shared.fields, shared.conditioning, shared.denoiser, shared.define_method
 local handles = setmetatable({}, {__mode = "k"})
 
+-- The characters a JSON string escapes by name; other control characters become \u00XX.
+local escapes = {['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r"}
+
 -- JSON text of a config table: strings, numbers, booleans and lists of them, keys sorted (the same table
 -- always gives the same config.json).
 local function json(value, where)
     local kind = type(value)
     if kind == "string" then
         return '"' .. value:gsub('[%c"\\]', function(c)
-            local named = {['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r"}
-            return named[c] or format("\\u%04x", c:byte())
+            return escapes[c] or format("\\u%04x", c:byte())
         end) .. '"'
     elseif kind == "boolean" then
         return tostring(value)
