@@ -6,7 +6,7 @@
 -- classes). config: a UNet config.json (default: Kiri's default model's architecture, sized to the data); init: a
 -- model folder to start from instead. The policy is plugins: loss (mse, huber, min_snr), timesteps (uniform,
 -- logit_normal, cosine), lr_schedule (constant, cosine); cond_dropout drops class labels for classifier-free
--- guidance; noise_offset adds per-channel offsets to the noise.
+-- guidance; noise_offset adds per-channel offsets to the noise; gradient_checkpointing=true trades time for memory.
 -- Writes under out/: checkpoint-NNNNNN/ every checkpoint_every steps (model/, the EMA's model_ema/, state.safetensors,
 -- loss.csv), samples-NNNNNN.png every sample_every steps (EMA weights), and at the end model/ (the EMA weights, a
 -- model kiri.models.load and diffusers load), loss.csv and loss.png. resume=out/checkpoint-NNNNNN continues a run
@@ -21,7 +21,7 @@ local p = recipe.params(arg, {
     steps = 2500, batch = 128, lr = 1e-3, weight_decay = 1e-2, clip = 1.0, ema = 0.998, warmup = 0,
     lr_schedule = "constant", prediction = "v_prediction", loss = "mse", snr_gamma = 5.0, timesteps = "uniform",
     noise_offset = 0.0, cond_dropout = 0.15, seed = 1234, checkpoint_every = 500, sample_every = 500, log_every = 50,
-    sample_steps = 20, sample_cfg = 4.0, out = "train",
+    sample_steps = 20, sample_cfg = 4.0, gradient_checkpointing = false, out = "train",
 }, {batch = {least = 1, most = 65536}, steps = {least = 1}})
 for _, key in ipairs({"steps", "batch", "checkpoint_every", "sample_every", "log_every", "sample_steps"}) do
     if math.type(p[key]) ~= "integer" or p[key] < 1 then
@@ -73,6 +73,7 @@ end
 if classes and null_class and null_class < classes then
     recipe.input_error(format("the model knows %d classes and a null class, but the data have %d", null_class, classes))
 end
+m:gradient_checkpointing(p.gradient_checkpointing)
 local prediction = ({eps = "epsilon", v = "v_prediction", x0 = "sample"})[m.info.prediction]
 local alphas_cumprod = training.alphas_cumprod(m.info.schedule)
 

@@ -439,6 +439,7 @@ extension KiriCommand.Bench {
         @Option(parsing: .unconditional, help: "Batch size.") var batch: Int = 128
         @Option(parsing: .unconditional, help: "Timed steps; the median is reported.") var runs: Int = 10
         @Option(help: "A Python with torch and diffusers, to time PyTorch in the same run.") var python: String?
+        @Flag(help: "Gradient checkpointing, in both (diffusers' enable_gradient_checkpointing).") var gradientCheckpointing = false
 
         func validate() throws {
             guard batch >= 1, runs >= 1 else { throw ValidationError("--batch and --runs must be at least 1") }
@@ -448,7 +449,8 @@ extension KiriCommand.Bench {
             guard let path = config ?? BundledFiles.models["fashion-mnist"].map({ $0 + "/config.json" }) else {
                 throw ValidationError("give a config.json: the default model is not installed")
             }
-            print(try TrainingBenchmark.run(config: path, batch: batch, runs: runs, python: python))
+            print(try TrainingBenchmark.run(config: path, batch: batch, runs: runs, gradientCheckpointing: gradientCheckpointing,
+                                            python: python))
         }
     }
 

@@ -60,6 +60,30 @@ final class TrainableUNetTests: XCTestCase {
 
     func testGradientsOfUNet2DConditionCrossAttentionLayers() throws { try checkGradients("unet2d_condition_layers") }
 
+    /// Gradient checkpointing runs each block's forward again before its backward: the same output and gradients to
+    /// the bit, with less activation memory held at the peak.
+    func testGradientCheckpointingGivesTheSameGradientsInLessMemory() throws {
+        for name in ["unet2d", "unet2d_resnet_resampling", "unet2d_condition_layers"] {
+            let (config, weights) = try load(name)
+            let io = try SafetensorsFile(path: "\(Self.fixtures)/models/parity/\(name)/io.safetensors")
+            let (x, timesteps, labels, context) = try inputs(io)
+            let gradOutput = try SafetensorsFile(path: "\(Self.fixtures)/training/gradients/\(name).safetensors").tensor("grad_output")
+            func pass(checkpointing: Bool) throws -> (values: [[Float]], peak: Int) {
+                let network = try TrainableUNet(config: config, weights: weights)
+                network.gradientCheckpointing = checkpointing
+                network.resetActivationPeak()
+                let output = try network.forward(x, timesteps: timesteps, classLabels: labels, context: context)
+                let (dInput, dContext) = try network.backward(gradOutput)
+                let values = [output.values, dInput.values, dContext?.values ?? []] + network.parameters.map(\.grad.values)
+                return (values, network.activationPeakBytes)
+            }
+            let (plain, checkpointed) = (try pass(checkpointing: false), try pass(checkpointing: true))
+            XCTAssertEqual(plain.values, checkpointed.values, "\(name): output and gradients")
+            print("\(name): activation peak \(plain.peak) bytes, \(checkpointed.peak) with gradient checkpointing")
+            XCTAssertLessThan(Double(checkpointed.peak), 0.8 * Double(plain.peak), name)
+        }
+    }
+
     /// The training forward is the inference network's forward: the same output on every parity case.
     func testTrainingForwardMatchesTheInferenceNetwork() throws {
         for name in ["unet2d_attention_class", "unet2d_condition", "unet2d_condition_sd2"] {

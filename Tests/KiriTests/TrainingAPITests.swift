@@ -199,6 +199,40 @@ final class TrainingAPITests: XCTestCase {
         }
     }
 
+    /// m:gradient_checkpointing() changes how backward gets its activations, not what it computes: every gradient is
+    /// the same to the bit, and it can be turned off again.
+    func testGradientCheckpointingKeepsEveryGradient() throws {
+        let printed = try run("""
+            local x, w = kiri.randn({2, 1, 16, 16}, 21), kiri.randn({2, 1, 16, 16}, 22)
+            local function gradients(...)
+                local m = kiri.models.load(PARITY .. "/unet", {train = true})
+                for _, enabled in ipairs({...}) do m:gradient_checkpointing(enabled) end
+                m:forward(x, {40, 700}, {class = {1, 3}})
+                local list = {m:backward(w)}
+                for _, p in ipairs(m:parameters()) do list[#list + 1] = p.grad end
+                return list
+            end
+            local plain, checkpointed, off = gradients(), gradients(nil), gradients(true, false)
+            local differs, largest = 0, 0
+            for i, g in ipairs(plain) do
+                differs = math.max(differs, (g - checkpointed[i]):abs():max(), (g - off[i]):abs():max())
+                largest = math.max(largest, g:abs():max())
+            end
+            print(#plain, differs, largest)
+            local ok, message = pcall(kiri.models.create(tiny()).gradient_checkpointing, nil, true)
+            print(message)
+            print(select(2, pcall(function() kiri.models.create(tiny()):gradient_checkpointing(1) end)))
+            """)
+        let lines = printed.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 3, printed)
+        let numbers = printedNumbers(lines[0])
+        XCTAssertGreaterThan(numbers[0], 100, "x's gradient and every parameter's")
+        XCTAssertEqual(numbers[1], 0, "the largest difference")
+        XCTAssertGreaterThan(numbers[2], 0, "gradients that are not all zero")
+        XCTAssertEqual(lines[1], "bad self for 'gradient_checkpointing' (call it as m:gradient_checkpointing(...))")
+        XCTAssertTrue(lines[2].hasSuffix("bad argument #1 to 'gradient_checkpointing' (boolean or nil expected, got number)"), lines[2])
+    }
+
     /// m:save writes diffusers' folder, which kiri.models.load reads back to the same network and schedule; a
     /// second save to that folder goes to the next free one.
     func testSaveWritesAFolderThatInferenceLoads() throws {

@@ -191,6 +191,10 @@ public final class TrainingLibrary: LuaLibrary {
         Binding(name: "trainZeroGrad", tables: ["host"], tensorResults: 0) { call in
             try self.model(call).network.zeroGrad()
         },
+        /// (handle, enabled): gradient checkpointing on or off from the next forward (m:gradient_checkpointing).
+        Binding(name: "trainGradientCheckpointing", tables: ["host"], tensorResults: 0) { call in
+            try self.model(call).network.gradientCheckpointing = call.boolean(2, default: true)
+        },
         /// (handle, folder, dtype or nil) → the weights file's path: diffusers' layout, config.json, the weights (float32,
         /// or rounded to f16 or bf16) and the scheduler config, written under the output folder (m:save).
         Binding(name: "trainSave", tables: ["host"], tensorResults: 0) { call in

@@ -64,7 +64,7 @@ final class TrainableConv2d {
             conv2dForward(out.data, x.data, chunks, bias.value.data, extraBias: extraBias,
                           columns: count > 0 ? try workspace.scratch(.columns, count) : nil, plan)
         }
-        input = x
+        input = workspace.kept(x)
         return out
     }
 
@@ -114,7 +114,7 @@ final class TrainableLinear {
     func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
         let out = try workspace.take(Array(x.shape.dropLast()) + [outFeatures])
         linearForward(out.data, x.data, chunks, bias?.value.data, rows: x.count / inFeatures, scratch: nil)
-        input = x
+        input = workspace.kept(x)
         return out
     }
 
@@ -157,7 +157,7 @@ final class TrainableGroupNorm {
     func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
         let out = try workspace.take(x.shape)
         try normalize(into: out, x, activation: activation, workspace)
-        input = x
+        input = workspace.kept(x)
         return out
     }
 
@@ -194,7 +194,7 @@ final class TrainableLayerNorm {
     func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
         let out = try workspace.take(x.shape)
         layerNormForward(out.data, x.data, weight.value.data, bias.value.data, eps: eps, rows: x.count / features, features: features)
-        input = x
+        input = workspace.kept(x)
         return out
     }
 
@@ -217,7 +217,7 @@ final class TrainableActivation {
     func forward(_ x: Buffer, _ workspace: Workspace) throws -> Buffer {
         let out = try workspace.take(x.shape)
         activationForward(out.data, x.data, activation, count: x.count)
-        input = x
+        input = workspace.kept(x)
         return out
     }
 

@@ -82,6 +82,13 @@ local function trainable(handle)
         return list
     end)
     method("zero_grad", function() host.trainZeroGrad(handle) end)
+    -- Keep only each block's input in a forward and run the block again before its backward: less memory, more time.
+    method("gradient_checkpointing", function(enabled)
+        if enabled ~= nil and type(enabled) ~= "boolean" then
+            error(format("bad argument #1 to 'gradient_checkpointing' (boolean or nil expected, got %s)", type(enabled)), 0)
+        end
+        host.trainGradientCheckpointing(handle, enabled ~= false)
+    end)
     -- diffusers' layout under the output folder: config.json, diffusion_pytorch_model.safetensors (float32) and
     -- scheduler_config.json; returns the weights file's path.
     method("save", function(folder, opts)

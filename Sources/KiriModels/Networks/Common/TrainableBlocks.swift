@@ -103,7 +103,7 @@ final class TrainableAttentionCore {
         try attend(out.data, query: AttentionOperand(base: q.data, stride: inner), key: AttentionOperand(base: k.data, stride: inner),
                    value: AttentionOperand(base: v.data, stride: inner), batch: batch, queries: queries, keys: keys, heads: heads,
                    headDimension: headDimension, workspace)
-        saved = (q, k, v)
+        saved = workspace.keepsActivations ? (q, k, v) : nil
         return out
     }
 
@@ -242,7 +242,7 @@ final class TrainableBasicTransformerBlock {
         let rows = projected.count / (2 * feedForwardDimension)
         let gated = try workspace.take(Array(projected.shape.dropLast()) + [feedForwardDimension])
         gegluForward(gated.data, projected.data, rows: rows, features: feedForwardDimension)
-        self.projected = projected
+        self.projected = workspace.kept(projected)
         let h3 = try feedForwardOut.forward(gated, workspace)
         accumulate(h3, h2)
         return h3

@@ -49,6 +49,12 @@ final class Workspace {
     private var scratch: [TensorStorage?] = Array(repeating: nil, count: Scratch.allCases.count)
     /// Storage allocated since creation (a test checks that a warmed-up pass allocates none).
     private(set) var allocations = 0
+    /// Bytes of storage handed out as buffers and not yet returned, and the most there have been at once (since
+    /// `resetPeak`): what a pass holds in activations, which gradient checkpointing trades time to lower.
+    private(set) var liveBytes = 0, peakBytes = 0
+    /// False while a gradient-checkpointed block of a training forward runs: its layers keep nothing for the
+    /// backward pass, which runs the block's forward again first (see `kept`).
+    var keepsActivations = true
 
     init(backend: any Backend = defaultBackend) { self.backend = backend }
 
@@ -59,12 +65,23 @@ final class Workspace {
         guard let count = elementCount(shape), count <= Self.maximumCount else {
             throw TensorError("an activation of shape \(shapeString(shape)) is over the \(Self.maximumCount) elements a buffer may hold")
         }
-        if let storage = free[count]?.popLast() ?? takeLarger(count) {
-            return Buffer(shape: shape, count: count, storage: storage, workspace: self)
+        let storage: TensorStorage
+        if let free = free[count]?.popLast() ?? takeLarger(count) {
+            storage = free
+        } else {
+            storage = try TensorStorage(count: count)
+            allocations += 1
         }
-        allocations += 1
-        return Buffer(shape: shape, count: count, storage: try TensorStorage(count: count), workspace: self)
+        liveBytes += storage.count * MemoryLayout<Float>.stride
+        peakBytes = max(peakBytes, liveBytes)
+        return Buffer(shape: shape, count: count, storage: storage, workspace: self)
     }
+
+    /// `buffer` when the layers keep their activations for backward, else nil.
+    func kept(_ buffer: Buffer) -> Buffer? { keepsActivations ? buffer : nil }
+
+    /// Starts counting `peakBytes` again from what is live now.
+    func resetPeak() { peakBytes = liveBytes }
 
     /// The smallest free storage larger than `count` floats but at most four times that: the VAE decoder's last
     /// blocks halve their channels as the image doubles, and the storage of the wider activations they free serves
@@ -76,6 +93,7 @@ final class Workspace {
     }
 
     fileprivate func recycle(_ storage: TensorStorage) {
+        liveBytes -= storage.count * MemoryLayout<Float>.stride
         free[storage.count, default: []].append(storage)
     }
 

@@ -21,6 +21,13 @@ public final class TrainableUNet {
     private let workspace = Workspace()
     private let lock = NSLock()
     private var pass: Pass?
+    private var checkpointing = false
+
+    /// A checkpointed block: its input, and its forward to run again before its backward.
+    private struct Unit {
+        let input: Buffer
+        let forward: (Buffer) throws -> Buffer
+    }
 
     /// What a training forward leaves for its backward besides what the layers keep.
     private struct Pass {
@@ -32,6 +39,8 @@ public final class TrainableUNet {
         let joins: [(input: Int, skip: Int)]
         /// The shape a conv up-sampler up-sampled from, per up block (nil without one).
         let upsampledFrom: [[Int]?]
+        /// With gradient checkpointing, every ResNet (with its attention) and resampler, in forward order.
+        let units: [Unit]
     }
 
     final class Block {
@@ -130,6 +139,21 @@ public final class TrainableUNet {
         self.parameters = parameters.parameters
     }
 
+    /// Gradient checkpointing (diffusers' `enable_gradient_checkpointing`): a training forward keeps only the input
+    /// of each ResNet with its attention, and of each resampler, and the backward pass runs that block's forward again
+    /// just before its backward. Activation memory falls to a fraction for about a third more time per step; the
+    /// gradients are the same to the bit.
+    public var gradientCheckpointing: Bool {
+        get { lock.withLock { checkpointing } }
+        set { lock.withLock { checkpointing = newValue } }
+    }
+
+    /// The most bytes of activations held at once since the last `resetActivationPeak` (a pass's memory, which
+    /// gradient checkpointing lowers).
+    public var activationPeakBytes: Int { lock.withLock { workspace.peakBytes } }
+
+    public func resetActivationPeak() { lock.withLock { workspace.resetPeak() } }
+
     /// Elements in all the parameters.
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
 
@@ -200,6 +224,7 @@ public final class TrainableUNet {
         let batch = x.shape[0]
         let times = timesteps.count == batch ? timesteps : Array(repeating: timesteps[0], count: batch)
         let cancellation = Cancellation.current
+        let workspace = workspace   // the checkpointed units hold it, not the network
 
         // 1. time (and class) embedding, then act(emb) once for every ResNet.
         let projected = try workspace.take([batch, convIn.outChannels])
@@ -222,41 +247,58 @@ public final class TrainableUNet {
         if config.centerInputSample { vectorMap(input.data, input.data, input.count) { $0 * 2 - 1 } }
         var h = try convIn.forward(input, workspace)
 
-        // 3. down, 4. mid, 5. up.
+        // 3. down, 4. mid, 5. up, each ResNet with its attention and each resampler a unit of checkpointing.
+        var units: [Unit] = []
+        func unit(_ input: Buffer, _ forward: @escaping (Buffer) throws -> Buffer) throws -> Buffer {
+            guard checkpointing else { return try forward(input) }
+            units.append(Unit(input: input, forward: forward))
+            workspace.keepsActivations = false
+            defer { workspace.keepsActivations = true }
+            return try forward(input)
+        }
+        func resnetThenAttention(_ resnet: TrainableResnetBlock2D, _ attention: Block.Attention?) -> (Buffer) throws -> Buffer {
+            { x in
+                let h = try resnet.forward(x, time: time, workspace)
+                return try attention?.forward(h, context: contextBuffer, workspace) ?? h
+            }
+        }
         var skips = [h]
         for block in down {
             try cancellation?.check()
             for (index, resnet) in block.resnets.enumerated() {
-                h = try resnet.forward(h, time: time, workspace)
-                if let attention = block.attention(index) { h = try attention.forward(h, context: contextBuffer, workspace) }
+                h = try unit(h, resnetThenAttention(resnet, block.attention(index)))
                 skips.append(h)
             }
             switch block.resampler {
             case nil: continue
-            case .conv(let conv)?: h = try conv.forward(h, workspace)
-            case .resnet(let resnet)?: h = try resnet.forward(h, time: time, workspace)
+            case .conv(let conv)?: h = try unit(h) { try conv.forward($0, workspace) }
+            case .resnet(let resnet)?: h = try unit(h) { try resnet.forward($0, time: time, workspace) }
             }
             skips.append(h)
         }
         let skipCount = skips.count
         if let mid {
-            h = try mid.resnets[0].forward(h, time: time, workspace)
+            h = try unit(h) { try mid.resnets[0].forward($0, time: time, workspace) }
             for (index, resnet) in mid.resnets.dropFirst().enumerated() {
-                if let attention = mid.attention(index) { h = try attention.forward(h, context: contextBuffer, workspace) }
-                h = try resnet.forward(h, time: time, workspace)
+                let attention = mid.attention(index)
+                h = try unit(h) { x in
+                    try resnet.forward(try attention?.forward(x, context: contextBuffer, workspace) ?? x, time: time, workspace)
+                }
             }
         }
         var joins: [(input: Int, skip: Int)] = [], upsampledFrom: [[Int]?] = []
         for block in up {
             try cancellation?.check()
             for (index, resnet) in block.resnets.enumerated() {
-                let skip = skips.removeLast()
-                let joined = try workspace.take([h.batch, h.channels + skip.channels, h.height, h.width])
-                concatenateChannelsForward(joined.data, h.data, skip.data, batch: h.batch, channelsA: h.channels,
-                                           channelsB: skip.channels, spatial: h.spatial)
+                // The join is part of the unit: a checkpoint keeps h, not a copy of the skip connection kept anyway.
+                let skip = skips.removeLast(), resnetAndAttention = resnetThenAttention(resnet, block.attention(index))
                 joins.append((h.channels, skip.channels))
-                h = try resnet.forward(joined, time: time, workspace)
-                if let attention = block.attention(index) { h = try attention.forward(h, context: contextBuffer, workspace) }
+                h = try unit(h) { h in
+                    let joined = try workspace.take([h.batch, h.channels + skip.channels, h.height, h.width])
+                    concatenateChannelsForward(joined.data, h.data, skip.data, batch: h.batch, channelsA: h.channels,
+                                               channelsB: skip.channels, spatial: h.spatial)
+                    return try resnetAndAttention(joined)
+                }
             }
             switch block.resampler {
             case nil:
@@ -265,10 +307,10 @@ public final class TrainableUNet {
                 // UNet2DConditionModel up-samples to the next skip connection's size (upsample_size).
                 let size = skips.last.map { ($0.height, $0.width) } ?? (2 * h.height, 2 * h.width)
                 upsampledFrom.append(h.shape)
-                h = try conv.forward(try upsampleNearest(h, height: size.0, width: size.1, workspace), workspace)
+                h = try unit(h) { try conv.forward(try upsampleNearest($0, height: size.0, width: size.1, workspace), workspace) }
             case .resnet(let resnet)?:
                 upsampledFrom.append(nil)
-                h = try resnet.forward(h, time: time, workspace)
+                h = try unit(h) { try resnet.forward($0, time: time, workspace) }
             }
         }
 
@@ -276,7 +318,7 @@ public final class TrainableUNet {
         let out = try convOut.forward(try normOut.forward(h, workspace), workspace)
         try cancellation?.check()
         pass = Pass(outputShape: out.shape, inputShape: x.shape, classLabels: classLabels, context: contextBuffer,
-                    skipCount: skipCount, joins: joins, upsampledFrom: upsampledFrom)
+                    skipCount: skipCount, joins: joins, upsampledFrom: upsampledFrom, units: units)
         return try tensor(out)
     }
 
@@ -291,12 +333,19 @@ public final class TrainableUNet {
             return buffer
         }
         var dH = try normOut.backward(try convOut.backward(try copy(dOutput), workspace)!, workspace)
+        // A checkpointed pass runs each unit's forward again, last first, just before that unit's backward.
+        var units = pass.units
+        func recompute() throws {
+            guard let unit = units.popLast() else { return }
+            _ = try unit.forward(unit.input)
+        }
 
         // 5. up, consuming the joins in reverse: the k-th up ResNet took skip connection skipCount − 1 − k.
         var skipGradients = [Buffer?](repeating: nil, count: pass.skipCount)
         var join = pass.joins.count - 1
         for (index, block) in up.enumerated().reversed() {
             try cancellation?.check()
+            if block.resampler != nil { try recompute() }
             switch block.resampler {
             case nil: break
             case .conv(let conv)?:
@@ -308,6 +357,7 @@ public final class TrainableUNet {
             case .resnet(let resnet)?: dH = try resnet.backward(dH, dTime: dTime, workspace)
             }
             for (position, resnet) in block.resnets.enumerated().reversed() {
+                try recompute()
                 if let attention = block.attention(position) { dH = try attention.backward(dH, dContext: dContext, workspace) }
                 let dJoined = try resnet.backward(dH, dTime: dTime, workspace)
                 let (inputChannels, skipChannels) = pass.joins[join]
@@ -324,9 +374,11 @@ public final class TrainableUNet {
         // 4. mid.
         if let mid {
             for (index, resnet) in mid.resnets.dropFirst().enumerated().reversed() {
+                try recompute()
                 dH = try resnet.backward(dH, dTime: dTime, workspace)
                 if let attention = mid.attention(index) { dH = try attention.backward(dH, dContext: dContext, workspace) }
             }
+            try recompute()
             dH = try mid.resnets[0].backward(dH, dTime: dTime, workspace)
         }
 
@@ -340,6 +392,7 @@ public final class TrainableUNet {
             try cancellation?.check()
             if let resampler = block.resampler {
                 joinSkip()
+                try recompute()
                 switch resampler {
                 case .conv(let conv): dH = try conv.backward(dH, workspace)!
                 case .resnet(let resnet): dH = try resnet.backward(dH, dTime: dTime, workspace)
@@ -347,6 +400,7 @@ public final class TrainableUNet {
             }
             for (index, resnet) in block.resnets.enumerated().reversed() {
                 joinSkip()
+                try recompute()
                 if let attention = block.attention(index) { dH = try attention.backward(dH, dContext: dContext, workspace) }
                 dH = try resnet.backward(dH, dTime: dTime, workspace)
             }
