@@ -119,14 +119,15 @@ final class TrainingRunTests: XCTestCase {
     }
 
     /// Stopped at step 20 and resumed to 40, a run ends with the bytes of one that went straight to 40: model, EMA,
-    /// optimiser state and losses.
+    /// optimiser state and losses. The resumed half runs with gradient checkpointing, which changes no bit either.
     func testAResumedRunEndsBitForBitAsAnUninterruptedOne() throws {
         let (data, config) = (try makeData(), try makeConfig())
         var arguments = trainingArguments(data, config, steps: 40)
         arguments = arguments.map { $0.hasPrefix("checkpoint_every=") ? "checkpoint_every=20" : $0 }
         try train(arguments, output: scratch + "/straight")
         try train(arguments.map { $0.hasPrefix("steps=") ? "steps=20" : $0 }, output: scratch + "/first")
-        try train(arguments.filter { !$0.hasPrefix("config=") } + ["resume=\(scratch!)/first/train/checkpoint-000020"],
+        try train(arguments.filter { !$0.hasPrefix("config=") }
+                    + ["resume=\(scratch!)/first/train/checkpoint-000020", "gradient_checkpointing=true"],
                   output: scratch + "/resumed")
         for file in ["model/diffusion_pytorch_model.safetensors", "checkpoint-000040/state.safetensors",
                      "checkpoint-000040/model/diffusion_pytorch_model.safetensors", "loss.csv"] {
