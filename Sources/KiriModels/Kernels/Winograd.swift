@@ -49,83 +49,100 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
     Parallel.forEach(inChannels, grain: max(1, 4096 / max(n, 1))) { channels in
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span + 128 + mappedRows * sourceWidth) { buffer in
-            // Slot s holds an input row y with s = (y + 1) mod 4: columns 2k - 1 at split[2s], columns 2k at
-            // split[2s + 1], for k = 0...columns; `held` says which row of which image each slot holds.
-            let split = buffer.baseAddress!, stage = split + 8 * span, mapped = stage + 128
-            split.update(repeating: 0, count: 8 * span)
-            for channel in channels {
-                var held = SIMD4<Int>(repeating: -1)
-                // The image and source rows `mapped` holds.
-                var mappedImage = -1, mappedFirst = 0, mappedEnd = 0
-                for tileRow in tileRows {
-                    let imageIndex = tileRow / rows, ty = tileRow % rows
-                    let image = x.value + (imageIndex * inChannels + channel) * sourceHeight * sourceWidth
-                    for i in 0..<4 {
-                        let y = 2 * ty - 1 + i, slot = (y + 1) & 3, even = split + 2 * slot * span, odd = even + span
-                        let key = imageIndex * (height + 2) + y + 1
-                        guard held[slot] != key else { continue }
-                        held[slot] = key
-                        guard y >= 0, y < height else {
-                            even.update(repeating: 0, count: columns + 1)
-                            odd.update(repeating: 0, count: columns + 1)
-                            continue
-                        }
-                        let sourceRow = upsampled ? y / 2 : y
-                        var line = image + sourceRow * sourceWidth
-                        if let normalization {
-                            if mappedImage != imageIndex || sourceRow < mappedFirst || sourceRow >= mappedEnd {
-                                // From this row to the last this pass reads of the image.
-                                let lastTileRow = min(tileRows.upperBound, (imageIndex + 1) * rows) - 1
-                                let lastRow = min(height - 1, 2 * (lastTileRow % rows) + 2)
-                                (mappedImage, mappedFirst) = (imageIndex, sourceRow)
-                                mappedEnd = min(sourceRow + mappedRows, (upsampled ? lastRow / 2 : lastRow) + 1)
-                                normalization.apply(mapped, line, (mappedEnd - mappedFirst) * sourceWidth, image: imageIndex,
-                                                    channel: channel)
-                            }
-                            line = UnsafePointer(mapped + (sourceRow - mappedFirst) * sourceWidth)
-                        }
-                        if upsampled {
-                            even[0] = 0
-                            (even + 1).update(from: line, count: sourceWidth)
-                            odd.update(from: line, count: sourceWidth)
-                            odd[sourceWidth] = 0
-                            continue
-                        }
-                        even[0] = 0
-                        for k in 1..<(width + 1) / 2 { even[k] = line[2 * k - 1] }
-                        for k in 0..<width / 2 { odd[k] = line[2 * k] }
-                        // The last pair: columns 2k - 1 and 2k with k = columns, partly past the right edge.
-                        for k in (width + 1) / 2...columns { even[k] = 2 * k - 1 < width ? line[2 * k - 1] : 0 }
-                        for k in width / 2...columns { odd[k] = 2 * k < width ? line[2 * k] : 0 }
-                    }
-                    // Patch row i of this tile row is input row 2ty - 1 + i, in slot (2ty + i) mod 4.
-                    let row0 = split + 2 * (2 * ty & 3) * span, row1 = split + 2 * ((2 * ty + 1) & 3) * span
-                    let row2 = split + 2 * ((2 * ty + 2) & 3) * span, row3 = split + 2 * ((2 * ty + 3) & 3) * span
-                    let base = o.value + channel * n + (tileRow - tileRows.lowerBound) * columns
-                    var tx = 0
-                    while tx < columns {
-                        let count = min(8, columns - tx)
-                        // Stage 1, column by column: t = Bᵀ d.
-                        for j in 0..<4 {
-                            let offset = tx + j / 2 + j % 2 * span
-                            let d0 = Vector.load(row0 + offset), d1 = Vector.load(row1 + offset)
-                            let d2 = Vector.load(row2 + offset), d3 = Vector.load(row3 + offset)
-                            (d0 - d2).store(stage + 8 * j)
-                            (d1 + d2).store(stage + 8 * (4 + j))
-                            (d2 - d1).store(stage + 8 * (8 + j))
-                            (d1 - d3).store(stage + 8 * (12 + j))
-                        }
-                        // Stage 2, row by row: v = t B.
+            // The row each slot holds, as scalars in memory: a SIMD4 written one lane at a time stalled every reload.
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: 4) { slots in
+                let held = slots.baseAddress!
+                // Slot s holds an input row y with s = (y + 1) mod 4: columns 2k - 1 at split[2s], columns 2k at
+                // split[2s + 1], for k = 0...columns; `held` says which row of which image each slot holds.
+                let split = buffer.baseAddress!, stage = split + 8 * span, mapped = stage + 128
+                split.update(repeating: 0, count: 8 * span)
+                for channel in channels {
+                    held.update(repeating: -1, count: 4)
+                    // The image and source rows `mapped` holds.
+                    var mappedImage = -1, mappedFirst = 0, mappedEnd = 0
+                    for tileRow in tileRows {
+                        let imageIndex = tileRow / rows, ty = tileRow % rows
+                        let image = x.value + (imageIndex * inChannels + channel) * sourceHeight * sourceWidth
                         for i in 0..<4 {
-                            let t0 = Vector.load(stage + 8 * (4 * i)), t1 = Vector.load(stage + 8 * (4 * i + 1))
-                            let t2 = Vector.load(stage + 8 * (4 * i + 2)), t3 = Vector.load(stage + 8 * (4 * i + 3))
-                            let target = base + tx + 4 * i * plane
-                            store(t0 - t2, target, count)
-                            store(t1 + t2, target + plane, count)
-                            store(t2 - t1, target + 2 * plane, count)
-                            store(t1 - t3, target + 3 * plane, count)
+                            let y = 2 * ty - 1 + i, slot = (y + 1) & 3, even = split + 2 * slot * span, odd = even + span
+                            let key = imageIndex * (height + 2) + y + 1
+                            guard held[slot] != key else { continue }
+                            held[slot] = key
+                            guard y >= 0, y < height else {
+                                even.update(repeating: 0, count: columns + 1)
+                                odd.update(repeating: 0, count: columns + 1)
+                                continue
+                            }
+                            let sourceRow = upsampled ? y / 2 : y
+                            var line = image + sourceRow * sourceWidth
+                            if let normalization {
+                                if mappedImage != imageIndex || sourceRow < mappedFirst || sourceRow >= mappedEnd {
+                                    // From this row to the last this pass reads of the image.
+                                    let lastTileRow = min(tileRows.upperBound, (imageIndex + 1) * rows) - 1
+                                    let lastRow = min(height - 1, 2 * (lastTileRow % rows) + 2)
+                                    (mappedImage, mappedFirst) = (imageIndex, sourceRow)
+                                    mappedEnd = min(sourceRow + mappedRows, (upsampled ? lastRow / 2 : lastRow) + 1)
+                                    normalization.apply(mapped, line, (mappedEnd - mappedFirst) * sourceWidth, image: imageIndex,
+                                                        channel: channel)
+                                }
+                                line = UnsafePointer(mapped + (sourceRow - mappedFirst) * sourceWidth)
+                            }
+                            if upsampled {
+                                even[0] = 0
+                                (even + 1).update(from: line, count: sourceWidth)
+                                odd.update(from: line, count: sourceWidth)
+                                odd[sourceWidth] = 0
+                                continue
+                            }
+                            even[0] = 0
+                            // Sixteen columns at a time, split in registers; the rest one by one.
+                            var done = 0
+                            while 2 * done + 16 <= width {
+                                let pair = UnsafeRawPointer(line + 2 * done).loadUnaligned(as: SIMD16<Float>.self)
+                                UnsafeMutableRawPointer(odd + done).storeBytes(of: pair.evenHalf, as: Vector.self)
+                                UnsafeMutableRawPointer(even + done + 1).storeBytes(of: pair.oddHalf, as: Vector.self)
+                                done += 8
+                            }
+                            for k in (done + 1)..<max(done + 1, (width + 1) / 2) { even[k] = line[2 * k - 1] }
+                            for k in done..<max(done, width / 2) { odd[k] = line[2 * k] }
+                            // The last pair: columns 2k - 1 and 2k with k = columns, partly past the right edge.
+                            for k in (width + 1) / 2...columns { even[k] = 2 * k - 1 < width ? line[2 * k - 1] : 0 }
+                            for k in width / 2...columns { odd[k] = 2 * k < width ? line[2 * k] : 0 }
                         }
-                        tx += 8
+                        // Patch row i of this tile row is input row 2ty - 1 + i, in slot (2ty + i) mod 4.
+                        let row0 = split + 2 * (2 * ty & 3) * span, row1 = split + 2 * ((2 * ty + 1) & 3) * span
+                        let row2 = split + 2 * ((2 * ty + 2) & 3) * span, row3 = split + 2 * ((2 * ty + 3) & 3) * span
+                        let base = o.value + channel * n + (tileRow - tileRows.lowerBound) * columns
+                        // Lanes past a row's last tile land on the next tile row's, which this thread writes next:
+                        // a pass's last row (before other channels' tiles), or a spill longer than a row, is stored
+                        // lane by lane.
+                        let fullStores = tileRow + 1 < tileRows.upperBound
+                        var tx = 0
+                        while tx < columns {
+                            let remaining = columns - tx
+                            let count = remaining >= 8 || (fullStores && 8 - remaining <= columns) ? 8 : remaining
+                            // Stage 1, column by column: t = Bᵀ d.
+                            for j in 0..<4 {
+                                let offset = tx + j / 2 + j % 2 * span
+                                let d0 = Vector.load(row0 + offset), d1 = Vector.load(row1 + offset)
+                                let d2 = Vector.load(row2 + offset), d3 = Vector.load(row3 + offset)
+                                (d0 - d2).store(stage + 8 * j)
+                                (d1 + d2).store(stage + 8 * (4 + j))
+                                (d2 - d1).store(stage + 8 * (8 + j))
+                                (d1 - d3).store(stage + 8 * (12 + j))
+                            }
+                            // Stage 2, row by row: v = t B.
+                            for i in 0..<4 {
+                                let t0 = Vector.load(stage + 8 * (4 * i)), t1 = Vector.load(stage + 8 * (4 * i + 1))
+                                let t2 = Vector.load(stage + 8 * (4 * i + 2)), t3 = Vector.load(stage + 8 * (4 * i + 3))
+                                let target = base + tx + 4 * i * plane
+                                store(t0 - t2, target, count)
+                                store(t1 + t2, target + plane, count)
+                                store(t2 - t1, target + 2 * plane, count)
+                                store(t1 - t3, target + 3 * plane, count)
+                            }
+                            tx += 8
+                        }
                     }
                 }
             }
@@ -172,7 +189,13 @@ func winogradOutputTransform(_ out: UnsafeMutablePointer<Float>, _ products: Uns
                             let left = s0 + s1 + s2 + offset, right = s1 - s2 - s3 + offset
                             let line = target + i * width + 2 * tx
                             let pairs = min(count, (width - 2 * tx) / 2)
-                            if accumulate {
+                            if pairs == 8 {
+                                var interleaved = SIMD16<Float>()
+                                (interleaved.evenHalf, interleaved.oddHalf) = (left, right)
+                                let raw = UnsafeMutableRawPointer(line)
+                                if accumulate { interleaved += raw.loadUnaligned(as: SIMD16<Float>.self) }
+                                raw.storeBytes(of: interleaved, as: SIMD16<Float>.self)
+                            } else if accumulate {
                                 for lane in 0..<pairs {
                                     line[2 * lane] += left[lane]
                                     line[2 * lane + 1] += right[lane]
