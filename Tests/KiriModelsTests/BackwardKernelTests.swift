@@ -114,10 +114,12 @@ final class BackwardKernelTests: XCTestCase {
         assertClose(dB, numericalGradient(bd) { loss(xd, wd, $0) }, "group norm dBias", tolerance: 1e-5)
     }
 
-    /// A 3×3 conv with padding 1, Downsample2D's stride-2 conv with padding (0, 1), and a 1×1 conv.
+    /// A 3×3 conv with padding 1, Downsample2D's stride-2 conv with padding (0, 1), and a 1×1 conv; the 3×3 convs with
+    /// padding 1 also by Winograd (odd sides, eight tiles side by side, one pass or a pass per tile row).
     func testConv2dBackward() {
         let shapes = [
             ConvolutionShape(batch: 2, inChannels: 3, height: 5, width: 6, outChannels: 4, kernel: 3, padding: 1, paddingEnd: 1),
+            ConvolutionShape(batch: 2, inChannels: 3, height: 5, width: 19, outChannels: 4, kernel: 3, padding: 1, paddingEnd: 1),
             ConvolutionShape(batch: 1, inChannels: 2, height: 6, width: 5, outChannels: 3, kernel: 3, stride: 2, padding: 0, paddingEnd: 1),
             ConvolutionShape(batch: 2, inChannels: 3, height: 3, width: 4, outChannels: 2, kernel: 1),
         ]
@@ -158,8 +160,22 @@ final class BackwardKernelTests: XCTestCase {
             var scratch = [Float](repeating: .nan, count: conv2dBackwardScratch(shape, threads: 2))
             conv2dBackward(dInput: &dX, dWeight: &dW, dBias: &dB, dOut: dOut, input: x, weight: w, shape, scratch: &scratch, threads: 2)
             assertClose(dX, numericalGradient(xd) { loss($0, wd, bd) }, "conv \(index) dInput", tolerance: 1e-5)
-            assertClose(dW, numericalGradient(wd) { loss(xd, $0, bd) }, "conv \(index) dWeight", tolerance: 1e-5)
-            assertClose(dB, numericalGradient(bd) { loss(xd, wd, $0) }, "conv \(index) dBias", tolerance: 1e-5)
+            let (expectedW, expectedB) = (numericalGradient(wd) { loss(xd, $0, bd) }, numericalGradient(bd) { loss(xd, wd, $0) })
+            assertClose(dW, expectedW, "conv \(index) dWeight", tolerance: 1e-5)
+            assertClose(dB, expectedB, "conv \(index) dBias", tolerance: 1e-5)
+            guard k == 3, shape.stride == 1, shape.padding == 1, shape.paddingEnd == 1 else { continue }
+            let tiling = WinogradTiling(batch: shape.batch, height: shape.height, width: shape.width)
+            for passRows in [nil, 1] {
+                var dW = [Float](repeating: 0, count: w.count), dB = [Float](repeating: 0, count: b.count)
+                var scratch = [Float](repeating: .nan, count: winogradWeightBackwardScratch(
+                    inChannels: shape.inChannels, outChannels: shape.outChannels, tiling, tileRowsPerPass: passRows))
+                winogradConv2dWeightBackward(&dW, dBias: &dB, dOut: dOut, input: x, scratch: &scratch, tileRowsPerPass: passRows,
+                                             batch: shape.batch, inChannels: shape.inChannels, outChannels: shape.outChannels,
+                                             height: shape.height, width: shape.width)
+                let passes = passRows.map { "passes of \($0) tile row" } ?? "one pass"
+                assertClose(dW, expectedW, "conv \(index) Winograd dWeight, \(passes)", tolerance: 1e-5)
+                assertClose(dB, expectedB, "conv \(index) Winograd dBias, \(passes)", tolerance: 1e-5)
+            }
         }
     }
 

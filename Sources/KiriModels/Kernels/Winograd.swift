@@ -48,23 +48,26 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
     let mappedRows = normalization == nil ? 0 : min(sourceHeight, 2 * tileRows.count + 2)
     let o = UncheckedSendable(value: out), x = UncheckedSendable(value: input)
     Parallel.forEach(inChannels, grain: max(1, 4096 / max(n, 1))) { channels in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span + 128 + mappedRows * sourceWidth) { buffer in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 16 * span + 128 + mappedRows * sourceWidth) { buffer in
             // The row each slot holds, as scalars in memory: a SIMD4 written one lane at a time stalled every reload.
-            withUnsafeTemporaryAllocation(of: Int.self, capacity: 4) { slots in
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: 8) { slots in
                 let held = slots.baseAddress!
-                // Slot s holds an input row y with s = (y + 1) mod 4: columns 2k - 1 at split[2s], columns 2k at
-                // split[2s + 1], for k = 0...columns; `held` says which row of which image each slot holds.
-                let split = buffer.baseAddress!, stage = split + 8 * span, mapped = stage + 128
-                split.update(repeating: 0, count: 8 * span)
+                // Slot s holds an input row y with s = (y + 1) mod 8: columns 2k - 1 at split[2s], columns 2k at
+                // split[2s + 1], for k = 0...columns; `held` says which row of which image each slot holds. A tile
+                // row also splits the two rows the next one adds, so that the vector loads of a row come well
+                // after the stores that made it (a load straight after them waits for them to reach the cache).
+                let split = buffer.baseAddress!, stage = split + 16 * span, mapped = stage + 128
+                split.update(repeating: 0, count: 16 * span)
                 for channel in channels {
-                    held.update(repeating: -1, count: 4)
+                    held.update(repeating: -1, count: 8)
                     // The image and source rows `mapped` holds.
                     var mappedImage = -1, mappedFirst = 0, mappedEnd = 0
                     for tileRow in tileRows {
                         let imageIndex = tileRow / rows, ty = tileRow % rows
                         let image = x.value + (imageIndex * inChannels + channel) * sourceHeight * sourceWidth
-                        for i in 0..<4 {
-                            let y = 2 * ty - 1 + i, slot = (y + 1) & 3, even = split + 2 * slot * span, odd = even + span
+                        let lookahead = ty + 1 < rows && tileRow + 1 < tileRows.upperBound
+                        for i in 0..<(lookahead ? 6 : 4) {
+                            let y = 2 * ty - 1 + i, slot = (y + 1) & 7, even = split + 2 * slot * span, odd = even + span
                             let key = imageIndex * (height + 2) + y + 1
                             guard held[slot] != key else { continue }
                             held[slot] = key
@@ -109,9 +112,9 @@ func winogradInputTransform(_ out: UnsafeMutablePointer<Float>, _ input: UnsafeP
                             for k in (width + 1) / 2...columns { even[k] = 2 * k - 1 < width ? line[2 * k - 1] : 0 }
                             for k in width / 2...columns { odd[k] = 2 * k < width ? line[2 * k] : 0 }
                         }
-                        // Patch row i of this tile row is input row 2ty - 1 + i, in slot (2ty + i) mod 4.
-                        let row0 = split + 2 * (2 * ty & 3) * span, row1 = split + 2 * ((2 * ty + 1) & 3) * span
-                        let row2 = split + 2 * ((2 * ty + 2) & 3) * span, row3 = split + 2 * ((2 * ty + 3) & 3) * span
+                        // Patch row i of this tile row is input row 2ty - 1 + i, in slot (2ty + i) mod 8.
+                        let row0 = split + 2 * (2 * ty & 7) * span, row1 = split + 2 * ((2 * ty + 1) & 7) * span
+                        let row2 = split + 2 * ((2 * ty + 2) & 7) * span, row3 = split + 2 * ((2 * ty + 3) & 7) * span
                         let base = o.value + channel * n + (tileRow - tileRows.lowerBound) * columns
                         // Lanes past a row's last tile land on the next tile row's, which this thread writes next:
                         // a pass's last row (before other channels' tiles), or a spill longer than a row, is stored
@@ -311,6 +314,126 @@ func winogradConv2dForward(_ out: UnsafeMutablePointer<Float>, _ input: UnsafePo
             winogradOutputTransform(out, products, tiling, channels: channels, outChannels: outChannels, tileRows: tileRows,
                                     bias: bias, extraBias: extraBias, accumulate: accumulate)
             first += tileRows.count
+        }
+    }
+}
+
+/// D[16, O, n] for the n tiles of tile rows `tileRows`: A y Aᵀ of each tile's 2×2 block y of dOut[B, O, H, W] (zero
+/// past an odd side), with A = [[1, 0], [1, 1], [1, -1], [0, -1]]: the gradient taken back through the output
+/// transform Y = Aᵀ M A. Eight neighbouring tiles at a time where their sixteen columns are all inside the image;
+/// output channels are split over the cores.
+func winogradOutputGradientTransform(_ out: UnsafeMutablePointer<Float>, _ dOut: UnsafePointer<Float>, _ tiling: WinogradTiling,
+                                     channels: Int, tileRows: Range<Int>) {
+    let (height, width, rows, columns) = (tiling.height, tiling.width, tiling.rows, tiling.columns)
+    let n = tileRows.count * columns, plane = channels * n
+    let o = UncheckedSendable(value: out), d = UncheckedSendable(value: dOut)
+    // D's row i from row i of r = A y, (a, b): a, a + b, a − b, −b; r's rows are y0, y0 + y1, y0 − y1, −y1.
+    @inline(__always) func store<V: SIMD>(_ y00: V, _ y01: V, _ y10: V, _ y11: V, _ target: UnsafeMutablePointer<Float>,
+                                          _ write: (V, UnsafeMutablePointer<Float>) -> Void) where V.Scalar == Float {
+        @inline(__always) func row(_ i: Int, _ a: V, _ b: V) {
+            let row = target + 4 * i * plane
+            write(a, row)
+            write(a + b, row + plane)
+            write(a - b, row + 2 * plane)
+            write(V() - b, row + 3 * plane)
+        }
+        row(0, y00, y01)
+        row(1, y00 + y10, y01 + y11)
+        row(2, y00 - y10, y01 - y11)
+        row(3, V() - y10, V() - y11)
+    }
+    Parallel.forEach(channels, grain: max(1, 4096 / max(n, 1))) { range in
+        for channel in range {
+            for tileRow in tileRows {
+                let image = tileRow / rows, ty = tileRow % rows
+                let top = d.value + (image * channels + channel) * height * width + 2 * ty * width
+                let bottom = 2 * ty + 1 < height ? top + width : nil
+                let base = o.value + channel * n + (tileRow - tileRows.lowerBound) * columns
+                var tx = 0
+                while 2 * tx + 16 <= width {
+                    let upper = UnsafeRawPointer(top + 2 * tx).loadUnaligned(as: SIMD16<Float>.self)
+                    let lower = bottom.map { UnsafeRawPointer($0 + 2 * tx).loadUnaligned(as: SIMD16<Float>.self) } ?? SIMD16()
+                    store(upper.evenHalf, upper.oddHalf, lower.evenHalf, lower.oddHalf, base + tx) { $0.store($1) }
+                    tx += 8
+                }
+                for tx in tx..<columns {
+                    let right = 2 * tx + 1 < width
+                    let y00 = top[2 * tx], y01 = right ? top[2 * tx + 1] : 0
+                    let y10 = bottom?[2 * tx] ?? 0, y11 = right ? bottom?[2 * tx + 1] ?? 0 : 0
+                    store(SIMD2(y00, 0), SIMD2(y01, 0), SIMD2(y10, 0), SIMD2(y11, 0), base + tx) { $1.pointee = $0[0] }
+                }
+            }
+        }
+    }
+}
+
+/// Floats of scratch `winogradConv2dWeightBackward` needs: V[16, I, n] and D[16, O, n] for a pass of n tiles, and
+/// dU[16, O, I].
+func winogradWeightBackwardScratch(inChannels: Int, outChannels: Int, _ tiling: WinogradTiling, tileRowsPerPass: Int? = nil) -> Int {
+    let passRows = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: outChannels, tiling: tiling)
+    return winogradPoints * ((inChannels + outChannels) * tiling.columns * passRows + outChannels * inChannels)
+}
+
+/// dWeight[O, I, 3, 3] += the weight gradient of winogradConv2dForward (torch.nn.grad.conv2d_weight for a 3×3 kernel,
+/// stride 1, padding 1), and dBias[O] += Σ dOut, by F(2×2, 3×3) run backwards: with U = G g Gᵀ and Y = Aᵀ(U ⊙ V)A per
+/// tile, ∂L/∂U summed over the tiles is 16 products dU_ξ[O, I] = D_ξ[O, tiles] · V_ξ[I, tiles]ᵀ (D = A dY Aᵀ, V the
+/// forward's input transform), and dW = Gᵀ dU G, with G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]. 2.25× fewer
+/// multiplications than im2col's dOut · columnsᵀ (conv2dBackward, the reference) and no columns. Each product is one
+/// core's whole, so the bits do not depend on the thread count. `scratch` holds `winogradWeightBackwardScratch`
+/// floats; `tileRowsPerPass` overrides the pass size (tests use it to make several passes).
+func winogradConv2dWeightBackward(_ dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
+                                  input: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>, tileRowsPerPass: Int? = nil,
+                                  batch: Int, inChannels: Int, outChannels: Int, height: Int, width: Int) {
+    let tiling = WinogradTiling(batch: batch, height: height, width: width)
+    let perPass = tileRowsPerPass ?? winogradTileRowsPerPass(inChannels: inChannels, outChannels: outChannels, tiling: tiling)
+    let transformed = scratch, gradients = scratch + winogradPoints * inChannels * perPass * tiling.columns
+    let products = gradients + winogradPoints * outChannels * perPass * tiling.columns, plane = outChannels * inChannels
+    products.update(repeating: 0, count: winogradPoints * plane)
+    let v = UncheckedSendable(value: transformed), dy = UncheckedSendable(value: gradients), du = UncheckedSendable(value: products)
+    var first = 0
+    while first < tiling.tileRows {
+        let tileRows = first..<min(tiling.tileRows, first + perPass), n = tileRows.count * tiling.columns
+        winogradInputTransform(transformed, input, tiling, inChannels: inChannels, tileRows: tileRows)
+        winogradOutputGradientTransform(gradients, dOut, tiling, channels: outChannels, tileRows: tileRows)
+        Parallel.split(winogradPoints, pieces: Parallel.pieces(flops: 2 * winogradPoints * plane * n)) { points in
+            for point in points {
+                sgemm(transposeB: true, m: outChannels, n: inChannels, k: n, dy.value + point * outChannels * n, lda: n,
+                      v.value + point * inChannels * n, ldb: n, beta: 1, du.value + point * plane, ldc: inChannels)
+            }
+        }
+        first += tileRows.count
+    }
+    let w = UncheckedSendable(value: dWeight)
+    Parallel.forEach(plane, grain: 1 << 10) { filters in
+        for f in filters {
+            @inline(__always) func row(_ i: Int) -> SIMD4<Float> {
+                let p = du.value + 4 * i * plane + f
+                return SIMD4(p[0], p[plane], p[2 * plane], p[3 * plane])
+            }
+            // s = Gᵀ dU, the rows as vectors, then dW = s G, row by row.
+            let (x0, x1, x2, x3) = (row(0), row(1), row(2), row(3))
+            let target = w.value + 9 * f
+            @inline(__always) func add(_ i: Int, _ s: SIMD4<Float>) {
+                target[3 * i] += s[0] + 0.5 * (s[1] + s[2])
+                target[3 * i + 1] += 0.5 * (s[1] - s[2])
+                target[3 * i + 2] += 0.5 * (s[1] + s[2]) + s[3]
+            }
+            add(0, x0 + 0.5 * (x1 + x2))
+            add(1, 0.5 * (x1 - x2))
+            add(2, 0.5 * (x1 + x2) + x3)
+        }
+    }
+    if let dBias {
+        let b = UncheckedSendable(value: dBias), spatial = height * width
+        Parallel.forEach(outChannels, grain: max(1, 1 << 16 / max(batch * spatial, 1))) { channels in
+            for o in channels {
+                var total: Float = 0
+                for image in 0..<batch {
+                    let plane = dOut + (image * outChannels + o) * spatial
+                    for i in 0..<spatial { total += plane[i] }
+                }
+                b.value[o] += total
+            }
         }
     }
 }

@@ -33,8 +33,9 @@ final class TrainableConv2d {
                          kernel: kernel, stride: stride, padding: padding, paddingEnd: paddingEnd)
     }
 
-    /// A 3×3 conv with stride 1 and padding 1, which runs as Winograd's F(2×2, 3×3) both ways: its input's gradient
-    /// is the same conv of dOut with the weight flipped and its channels swapped.
+    /// A 3×3 conv with stride 1 and padding 1, which runs as Winograd's F(2×2, 3×3) forward and backward: its input's
+    /// gradient is the same conv of dOut with the weight flipped and its channels swapped, its weight's gradient the
+    /// algorithm transposed (winogradConv2dWeightBackward).
     var isWinograd: Bool { Conv2d.winograd && kernel == 3 && stride == 1 && padding == 1 && paddingEnd == 1 }
 
     /// Storage kept between steps: the forward's filter transforms, the flipped weight and its transforms.
@@ -73,11 +74,20 @@ final class TrainableConv2d {
         let x = try takeSaved(&input, "conv2d")
         let shape = shape(x)
         var dInput = inputGradient ? try workspace.take(x.shape) : nil
-        let threads = Parallel.threads
-        let scratch = try workspace.scratch(.columns, conv2dBackwardScratch(shape, threads: threads))
-        conv2dBackward(dInput: isWinograd ? nil : dInput?.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: dOut.data,
-                       input: x.data, weight: weight.value.data, shape, scratch: scratch, threads: threads)
-        if isWinograd, let gradient = dInput {
+        guard isWinograd else {
+            let threads = Parallel.threads
+            let scratch = try workspace.scratch(.columns, conv2dBackwardScratch(shape, threads: threads))
+            conv2dBackward(dInput: dInput?.data, dWeight: weight.grad.data, dBias: bias.grad.data, dOut: dOut.data, input: x.data,
+                           weight: weight.value.data, shape, scratch: scratch, threads: threads)
+            return dInput
+        }
+        let tiling = WinogradTiling(batch: x.batch, height: x.height, width: x.width)
+        let scratch = try workspace.scratch(.columns, winogradWeightBackwardScratch(inChannels: inChannels, outChannels: outChannels,
+                                                                                   tiling))
+        winogradConv2dWeightBackward(weight.grad.data, dBias: bias.grad.data, dOut: dOut.data, input: x.data, scratch: scratch,
+                                     batch: x.batch, inChannels: inChannels, outChannels: outChannels, height: x.height,
+                                     width: x.width)
+        if let gradient = dInput {
             // flipped[i, o, 2 − ky, 2 − kx] = weight[o, i, ky, kx]: conv_transpose2d as a conv.
             let flipped = try self.flipped ?? Tensor(shape: [inChannels, outChannels, 3, 3])
             self.flipped = flipped
