@@ -84,6 +84,24 @@ final class TrainableUNetTests: XCTestCase {
         }
     }
 
+    /// A second training step of the same shapes takes all its storage from the first's: no allocation, no page faults.
+    func testASecondStepAllocatesNothing() throws {
+        let (config, weights) = try load("unet2d_condition_layers")
+        let io = try SafetensorsFile(path: "\(Self.fixtures)/models/parity/unet2d_condition_layers/io.safetensors")
+        let (x, timesteps, labels, context) = try inputs(io)
+        let network = try TrainableUNet(config: config, weights: weights)
+        var counts: [Int] = []
+        for _ in 0..<3 {
+            let output = try network.forward(x, timesteps: timesteps, classLabels: labels, context: context)
+            _ = try network.backward(output)
+            counts.append(network.workspaceAllocations)
+        }
+        print("workspace allocations after each of three steps: \(counts)")
+        XCTAssertGreaterThan(counts[0], 0)
+        XCTAssertEqual(counts[1], counts[0], "the second step")
+        XCTAssertEqual(counts[2], counts[0], "the third step")
+    }
+
     /// The training forward is the inference network's forward: the same output on every parity case.
     func testTrainingForwardMatchesTheInferenceNetwork() throws {
         for name in ["unet2d_attention_class", "unet2d_condition", "unet2d_condition_sd2"] {
