@@ -1,5 +1,5 @@
 -- Kiri's default model: 28x28 Fashion-MNIST, class-conditional, prompts name a class ("sneaker", "ankle boots")
--- Tools/train_default_model.py trained it: a diffusers UNet2DModel predicting eps on the DDPM linear
+-- Kiri trained it (kiri train, Scripts/train.lua): a diffusers UNet2DModel predicting v on the DDPM linear
 -- schedule, with class 10 as the null class (labels dropped 15% of the time, for classifier-free
 -- guidance; Ho & Salimans 2022). kiri.models.fashion_mnist() returns the model of kiri.models.load
 -- plus:

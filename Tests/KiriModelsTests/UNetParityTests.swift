@@ -66,7 +66,7 @@ final class UNetParityTests: XCTestCase {
     }
 
     /// The default model as shipped (Sources/Kiri/Resources/models/fashion-mnist, float16), at timesteps 999, 500
-    /// and 3 with a class and the null class (Tools/train_default_model.py parity).
+    /// and 3 with a class and the null class (Tests/Fixtures/make_fashion_fixtures.py parity).
     func testShippedDefaultModel() throws {
         let sources = URL(fileURLWithPath: Self.parity).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Sources")

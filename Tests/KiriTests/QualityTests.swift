@@ -7,7 +7,7 @@ import XCTest
 
 /// Does the default model draw what the prompt names? Samples of every class, made by Scripts/txt2img.lua
 /// and written as PNGs, are read back and labelled by an independent classifier: a 784-256-10 MLP trained on
-/// Fashion-MNIST's real images by Tools/train_default_model.py (88.6% on the test set), shipped in
+/// Fashion-MNIST's real images by Tests/Fixtures/make_fashion_fixtures.py (88.6% on the test set), shipped in
 /// Tests/Fixtures/fashion-classifier. A model that ignored its class, or a broken CFG, sampler or schedule,
 /// scores near chance (10%).
 final class QualityTests: XCTestCase {
@@ -75,7 +75,7 @@ final class QualityTests: XCTestCase {
         print("mean".padding(toLength: 12, withPad: " ", startingAt: 0)
             + String(format: "CFG 4: %3.0f%%   CFG 1: %3.0f%%", mean(guided) * 100, mean(unguided) * 100))
 
-        // Chance is 10%. The shipped model scores 100% at CFG 4 and 80% at CFG 1 (55-95% per class). The classifier
+        // Chance is 10%. The shipped model (trained by kiri train) scores 100% at CFG 4 and 84% at CFG 1 (70-95% per class). The classifier
         // itself confuses shirts, t-shirts, pullovers and coats on real data, so a class may dip below 100%.
         XCTAssertGreaterThanOrEqual(mean(guided), 0.9, "mean accuracy at CFG 4")
         for (name, value) in zip(Self.classes, guided) {
