@@ -24,6 +24,9 @@ public final class TrainableUNet {
     private let lock = NSLock()
     private var pass: Pass?
     private var checkpointing = false
+    /// The shapes of the last forward's input and context: storage kept for the next step serves the same shapes,
+    /// and is returned to the system when they change (a new batch size would otherwise add storage beside it).
+    private var inputShapes: [[Int]] = []
 
     /// A checkpointed block: its input, and its forward to run again before its backward.
     private struct Unit {
@@ -183,6 +186,11 @@ public final class TrainableUNet {
         try checkParameters()
         try layout.checkInputs(x, timesteps: timesteps, classLabels: classLabels, context: context)
         pass = nil
+        let shapes = [x.shape, context?.shape ?? []]
+        if shapes != inputShapes {
+            workspace.releaseFree()
+            inputShapes = shapes
+        }
         do {
             // The kernels split their work over the cores themselves, each calling a one-thread sgemm.
             return try SingleThreadedBLAS.run { try run(x, timesteps: timesteps, classLabels: classLabels, context: context) }
