@@ -7,6 +7,7 @@
 //                Kiri → KiriImage (PNG files, tensors) → PNGBridge (C; every libpng longjmp lives here) → CPNG
 //                       KiriImage → KiriTensor
 //                Kiri → KiriData (datasets: IDX files, folders of PNGs, seeded batches) → KiriImage, KiriTensor, CZlib
+//   kiri (CLI) → KiriServer (HTTP API, job queue, web page; Hummingbird) → Kiri
 import PackageDescription
 
 /// Kernels and the Lua call path run per element and per sampler step: dynamic exclusivity checks on
@@ -21,6 +22,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     ],
     targets: [
         // MARK: System libraries (Debian packages, installed by setup.sh)
@@ -56,10 +60,19 @@ let package = Package(
                 resources: [.copy("Resources/models"), .copy("Resources/clip"), .embedInCode("Bindings/Preludes/models.lua"),
                             .embedInCode("Bindings/Preludes/training.lua"), .embedInCode("Bindings/Preludes/data.lua")]),
 
+        // MARK: Server: `kiri serve`, recipes as jobs over HTTP
+        .target(name: "KiriServer",
+                dependencies: ["Kiri", "KiriLua", "KiriImage", "KiriTensor",
+                               .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                               .product(name: "Logging", package: "swift-log")],
+                resources: [.embedInCode("Web/index.html"), .embedInCode("Web/app.js"), .embedInCode("Web/style.css"),
+                            .embedInCode("Web/openapi.json")]),
+
         // MARK: CLI
         .executableTarget(
             name: "kiri",
-            dependencies: ["Kiri", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Kiri", "KiriServer", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // MARK: Tests, one target per layer
@@ -69,6 +82,7 @@ let package = Package(
         .testTarget(name: "KiriImageTests", dependencies: ["KiriImage", "KiriTensor"]),
         .testTarget(name: "KiriDataTests", dependencies: ["KiriData", "KiriImage", "KiriTensor", "CZlib"]),
         .testTarget(name: "KiriTests", dependencies: ["Kiri", "kiri", "KiriLua", "KiriImage", "KiriData", "KiriModels", "KiriTensor"]),
+        .testTarget(name: "KiriServerTests", dependencies: ["KiriServer", "Kiri", "KiriImage", "KiriTensor"]),
 
         // MARK: Fuzzing: seeded mutation of every parser of untrusted bytes, a time budget per target (KIRI_FUZZ_SECONDS)
         .testTarget(name: "KiriFuzzTests", dependencies: ["KiriLua", "KiriModels", "KiriImage", "KiriData", "KiriTensor", "CZlib"]),

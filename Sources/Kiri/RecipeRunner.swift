@@ -1,5 +1,6 @@
 import Foundation
 import KiriLua
+import KiriTensor
 
 /// What `kiri run` needs to run one recipe in the sandbox.
 public struct RunRequest {
@@ -18,6 +19,9 @@ public struct RunRequest {
     public var progress: KiriProgress?
     /// Whether the run may replace files in the output folder (`--overwrite`); else it writes the next free name.
     public var overwrite: Bool
+    /// Called with the run's cancellation once its sandbox exists, so that another thread can stop it (a server's
+    /// job being cancelled).
+    public var started: ((Cancellation) -> Void)?
 
     public init(script: String, arguments: [String] = [], limits: SandboxLimits = SandboxLimits(),
                 outputDirectory: String = "out", pluginDirectories: [String] = [], source: String? = nil,
@@ -72,6 +76,7 @@ public enum RecipeRunner {
                                             bundledModels: models, imageText: provenance, output: output)
         defer { runtime.close() }
         runtime.progress = request.progress
+        request.started?(runtime.cancellation)
         defer { request.progress?.end() }   // a failed run's bar ends its line before the error is printed
         do {
             try runtime.run(source: source, name: name, arguments: request.arguments)

@@ -58,8 +58,7 @@ extension Bindings {
             let written = try call.runtime.files.write(Data(text.utf8), to: path, disk: call.runtime.disk)
             try call.push(call.runtime.files.shownPath(written))
         },
-        /// (step, total[, note]): the outermost sampler, or the recipe's loop (kiri.progress), reached `step` of `total`
-        /// (0 as it starts).
+        /// (step, total[, note]): the recipe's loop (kiri.progress) reached `step` of `total` (0 as it starts).
         Binding(name: "progress", tables: ["host"], tensorResults: 0) { call in
             let (step, total) = (try call.integer(1), try call.integer(2))
             if call.isNil(3) {
@@ -67,6 +66,15 @@ extension Bindings {
             } else {
                 call.runtime.progress?.step(step, of: total, note: try call.string(3))
             }
+        },
+        /// (step, total[, sigma, denoised]) → whether to stop now, and whether a stop may come: the outermost sampler
+        /// reached `step` of `total`.
+        Binding(name: "samplerProgress", tables: ["host"], tensorResults: 0) { call in
+            let (step, total) = (try call.integer(1), try call.integer(2))
+            let sigma = call.isNil(3) ? nil : try call.number(3)
+            let denoised = call.isTensor(4) ? try call.tensor(4) : nil
+            call.push(boolean: call.runtime.progress?.step(step, of: total, sigma: sigma, denoised: denoised) ?? false)
+            call.push(boolean: call.runtime.progress?.canStopSamplers ?? false)
         },
         Binding(name: "progressEnd", tables: ["host"], tensorResults: 0) { call in
             call.runtime.progress?.end()

@@ -7,12 +7,23 @@ import LuaBridge
 public protocol KiriProgress: AnyObject {
     func step(_ index: Int, of total: Int)
     func step(_ index: Int, of total: Int, note: String)
+    /// A sampler's step with its sigma and denoised estimate (a server's live previews). Returning true stops the
+    /// sampler there, keeping that estimate, as A1111's interrupt does: the recipe goes on to decode and save it.
+    func step(_ index: Int, of total: Int, sigma: Double?, denoised: Tensor?) -> Bool
+    /// Whether `step(_:of:sigma:denoised:)` may ever return true (else samplers run without a protected call, which
+    /// keeps their errors' tracebacks whole).
+    var canStopSamplers: Bool { get }
     /// The sampler returned or failed, or the recipe ended its bar.
     func end()
 }
 
 extension KiriProgress {
     public func step(_ index: Int, of total: Int, note: String) { step(index, of: total) }
+    public func step(_ index: Int, of total: Int, sigma: Double?, denoised: Tensor?) -> Bool {
+        step(index, of: total)
+        return false
+    }
+    public var canStopSamplers: Bool { false }
 }
 
 /// Limits of one sandboxed run (security-cases.md, section B).

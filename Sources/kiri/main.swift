@@ -3,6 +3,8 @@ import Foundation
 import Kiri
 import KiriLua
 import KiriModels
+import KiriServer
+import Synchronization
 
 /// The `kiri` command line.
 struct KiriCommand: ParsableCommand {
@@ -10,7 +12,7 @@ struct KiriCommand: ParsableCommand {
         commandName: "kiri",
         abstract: "Kiri: a diffusion engine with Lua recipes.",
         version: "\(KiriVersion.string), \(KernelISA.summary)",
-        subcommands: [Run.self, Sample.self, Train.self, List.self, Info.self, Bench.self]
+        subcommands: [Run.self, Sample.self, Train.self, Serve.self, List.self, Info.self, Bench.self]
     )
 }
 
@@ -406,6 +408,76 @@ extension KiriCommand {
             } catch {
                 throw fail("\(error)")
             }
+        }
+    }
+
+    struct Serve: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Serve AUTOMATIC1111's API, Kiri's recipe jobs and a web page over HTTP.",
+            discussion: """
+                One job runs at a time; the rest wait in a queue of --queue jobs (a full queue answers 503 with \
+                Retry-After). Each job runs in its own sandbox with the limits below and writes only into OUTPUT/jobs/ID. \
+                SIGTERM or SIGINT cancel the running job, refuse new ones and exit 0. Only loopback is served unless \
+                --host says otherwise, which then needs --token (or KIRI_SERVE_TOKEN).
+                Example: kiri serve --model v1-5-pruned-emaonly.safetensors
+                API: /sdapi/v1/txt2img, /img2img, /samplers, /schedulers, /sd-models, /options, /progress, /interrupt; \
+                /kiri/v1/jobs, /kiri/v1/jobs/ID (GET, DELETE), /kiri/v1/jobs/ID/events (Server-Sent Events), \
+                /kiri/v1/jobs/ID/outputs/NAME, /kiri/v1/plugins; /openapi.json describes them.
+                """)
+
+        @Option(help: "The address to listen on; beyond loopback it needs --token.") var host = "127.0.0.1"
+        @Option(parsing: .unconditional, help: "The port (0: any free one; the one in use is printed).") var port = 7860
+        @Option(name: .customLong("model"), help: "A model to serve: a diffusers folder or a single-file checkpoint (repeatable; the first is A1111's current one). Kiri's default model is always served.")
+        var models: [String] = []
+        @OptionGroup var plugins: PluginOptions
+        @Option(help: "A bearer token every API request must carry (default: KIRI_SERVE_TOKEN, else none).") var token: String?
+        @Option(parsing: .unconditional, help: "Jobs that may wait behind the running one.") var queue = 16
+        @Flag(help: "Accept recipe source in POST /kiri/v1/jobs (it runs sandboxed, as any shared recipe).") var allowRecipes = false
+        @Option(parsing: .unconditional, help: "Stop a job's recipe after this many seconds of its own work; model evaluations do not count.")
+        var timeout: Double = 60
+        @Option(parsing: .unconditional, help: "Stop a job after this many seconds in all.") var wallTimeout: Double = 3600
+        @Option(help: "Memory cap of each job, Lua and tensors together.") var memory: ByteCount = ByteCount(argument: "4G")!
+        @Option(help: "Cap on the bytes each job may write.") var disk: ByteCount = ByteCount(argument: "1G")!
+        @Option(help: "Largest request body, e.g. 32M (base64 images count).") var maxBody: ByteCount = ByteCount(argument: "32M")!
+        @Option(name: [.short, .long], help: "The folder jobs write into (OUTPUT/jobs/ID).") var output = "served"
+
+        func validate() throws {
+            for (name, value) in [("--timeout", timeout), ("--wall-timeout", wallTimeout)] where !(value.isFinite && value > 0) {
+                throw ValidationError("\(name) must be a positive number of seconds, got \(value)")
+            }
+            for model in models where !FileManager.default.fileExists(atPath: model) {
+                throw ValidationError("--model '\(model)': no such file or folder")
+            }
+            if OutputFolder.looksLikeAFile(output) { throw ValidationError("-o names a folder, not a file: '\(output)'") }
+        }
+
+        func run() throws {
+            var options = ServerOptions()
+            (options.host, options.port, options.models, options.pluginDirectories) = (host, port, models, plugins.directories)
+            options.token = token ?? ProcessInfo.processInfo.environment["KIRI_SERVE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+            (options.queue, options.allowRecipes, options.output, options.maxBodyBytes) = (queue, allowRecipes, output, maxBody.bytes)
+            options.limits = SandboxLimits(timeout: timeout, wallTimeout: wallTimeout, memory: memory.bytes, disk: disk.bytes)
+            let server: KiriServer
+            do {
+                server = try KiriServer(options: options)
+            } catch {
+                throw fail("\(error)")
+            }
+            let failure = Mutex<String?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            let shownHost = host.contains(":") ? "[\(host)]" : host
+            Task {
+                do {
+                    try await server.run { port in
+                        FileHandle.standardOutput.write(Data("kiri serve: listening on http://\(shownHost):\(port)\n".utf8))
+                    }
+                } catch {
+                    failure.withLock { $0 = "\(error)" }
+                }
+                done.signal()
+            }
+            done.wait()
+            if let message = failure.withLock({ $0 }) { throw fail("serve: \(message)") }
         }
     }
 

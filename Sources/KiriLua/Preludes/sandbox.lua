@@ -319,12 +319,13 @@ local function callable(value)
     return type(meta) == "table" and type(rawget(meta, "__call")) == "function"
 end
 
--- Every sampler reports its steps to the engine's progress bar. Only the outermost call does, since
--- some samplers run others inside; the to-be-closed guard ends the bar when the sampler returns or fails.
--- The caller's callback gets info.steps too, and stops the run by returning "stop": the sampler then
+-- Every sampler reports its steps to the engine's progress bar (with sigma and the denoised estimate, which a
+-- server previews). Only the outermost call does, since some samplers run others inside; the to-be-closed guard
+-- ends the bar when the sampler returns or fails. The caller's callback gets info.steps too, and stops the run by
+-- returning "stop", as the engine does when its progress says so (a server's interrupt): the sampler then
 -- returns that step's denoised estimate (as A1111's interrupt keeps the last x0). The stop unwinds the
 -- sampler as an error only this wrapper catches; any other error passes through unchanged.
-local progress, progressEnd = host.progress, host.progressEnd
+local progress, progressEnd, samplerProgress = host.progress, host.progressEnd, host.samplerProgress
 local samplerDepth = 0
 local samplerExit = setmetatable({}, {__close = function()
     samplerDepth = samplerDepth - 1
@@ -342,18 +343,19 @@ local function with_progress(sampler)
         local stop, stopped = {}, nil
         -- Inherits rather than copies, so options the caller's table inherits (its __index) still reach the sampler.
         local reporting = setmetatable({callback = function(info)
-            progress(info.i, total)
-            if not callback then return end
-            info.steps = total
-            if callback(info) == "stop" then
+            local sigma = type(info.sigma) == "number" and info.sigma or nil
+            local engineStop = samplerProgress(info.i, total, sigma, info.denoised)
+            if callback then info.steps = total end
+            if engineStop or (callback and callback(info) == "stop") then
                 stopped = info.denoised
                 error(stop, 0)
             end
         end}, {__index = opts})
         samplerDepth = samplerDepth + 1
         local exit <close> = samplerExit   -- luacheck: ignore 211 (its close is the point)
-        progress(0, total)
-        if not callback then return sampler(model, x, sigmas, reporting) end
+        local stopNow, stoppable = samplerProgress(0, total)
+        if stopNow then return x end
+        if not (callback or stoppable) then return sampler(model, x, sigmas, reporting) end
         local ok, result = pcall(sampler, model, x, sigmas, reporting)
         if ok then return result end
         if result == stop then return stopped end

@@ -1,0 +1,112 @@
+import Foundation
+import Hummingbird
+import KiriImage
+
+/// AUTOMATIC1111's `/sdapi/v1` endpoints (modules/api/api.py) that clients such as webuiapi use: generation waits
+/// for its job and answers with base64 PNGs that carry A1111's `parameters` text.
+struct A1111Routes {
+    let state: ServerState
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        let state = self.state
+        router.post("/sdapi/v1/txt2img") { request, _ in try await generate(request, image: false) }
+        router.post("/sdapi/v1/img2img") { request, _ in try await generate(request, image: true) }
+        router.get("/sdapi/v1/samplers") { _, _ in
+            ApiResponse.json(state.catalog.samplers.map { plugin in
+                ["name": state.catalog.samplerTitle(plugin), "aliases": ["k_" + plugin, plugin], "options": [String: String]()]
+            })
+        }
+        router.get("/sdapi/v1/schedulers") { _, _ in
+            let automatic: [String: Any] = ["name": "automatic", "label": "Automatic", "aliases": NSNull(), "default_rho": -1,
+                                            "need_inner_model": false]
+            return ApiResponse.json([automatic] + state.catalog.schedules.map { plugin in
+                ["name": plugin, "label": state.catalog.scheduleNames[plugin] ?? plugin, "aliases": NSNull(), "default_rho": -1,
+                 "need_inner_model": false] as [String: Any]
+            })
+        }
+        router.get("/sdapi/v1/sd-models") { _, _ in
+            ApiResponse.json(state.catalog.models.map { model in
+                ["title": model.title, "model_name": model.name, "hash": NSNull(), "sha256": NSNull(), "filename": model.title,
+                 "config": NSNull()] as [String: Any]
+            })
+        }
+        router.get("/sdapi/v1/options") { _, _ in options() }
+        router.post("/sdapi/v1/options") { request, _ in
+            let fields = try await request.fields(limit: state.options.maxBodyBytes)
+            let title = try fields.string("sd_model_checkpoint", "")
+            if !title.isEmpty {
+                guard let model = state.catalog.model(titled: title) else {
+                    throw FieldError(field: "sd_model_checkpoint", message: "no model '\(title)' (GET /sdapi/v1/sd-models lists them)")
+                }
+                state.setModel(model)
+            }
+            if fields.members["CLIP_stop_at_last_layers"] != nil {
+                let skip = try fields.int("CLIP_stop_at_last_layers", 1)
+                try fields.check("CLIP_stop_at_last_layers", skip, 1...12)
+                state.setClipSkip(skip)
+            }
+            return ApiResponse.json(NSNull())
+        }
+        router.get("/sdapi/v1/progress") { request, _ in
+            let skipImage = ["true", "True", "1"].contains(request.uri.queryParameters.get("skip_current_image") ?? "")
+            return progress(skipImage: skipImage)
+        }
+        router.post("/sdapi/v1/interrupt") { _, _ in
+            state.queue.running?.interrupt()
+            return ApiResponse.json(NSNull())
+        }
+        router.post("/sdapi/v1/skip") { _, _ in
+            state.queue.running?.interrupt()
+            return ApiResponse.json(NSNull())
+        }
+    }
+
+    private func options() -> Response {
+        ApiResponse.json(["sd_model_checkpoint": state.currentModel.title, "sd_checkpoint_hash": NSNull(),
+                          "CLIP_stop_at_last_layers": state.clipSkip, "samples_format": "png",
+                          "live_previews_enable": true, "show_progress_every_n_steps": 1] as [String: Any])
+    }
+
+    /// A1111's progress: the running job's share done, the seconds it expects to need still, its preview.
+    private func progress(skipImage: Bool) -> Response {
+        guard let job = state.queue.running else {
+            return ApiResponse.json(["progress": 0, "eta_relative": 0, "current_image": NSNull(), "textinfo": NSNull(),
+                                     "state": ["skipped": false, "interrupted": false, "job": "", "job_count": state.queue.waiting,
+                                               "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0] as [String: Any]]
+                                    as [String: Any])
+        }
+        let snapshot = job.snapshot
+        let elapsed = snapshot.started.map { Date().timeIntervalSince1970 - $0 } ?? 0
+        let eta = snapshot.progress > 0.01 ? elapsed / snapshot.progress - elapsed : 0
+        let preview: Any = skipImage ? NSNull() : job.preview.map { Data($0).base64EncodedString() as Any } ?? NSNull()
+        return ApiResponse.json([
+            "progress": snapshot.progress, "eta_relative": max(eta, 0), "current_image": preview, "textinfo": NSNull(),
+            "state": ["skipped": false, "interrupted": snapshot.interrupted, "job": job.id, "job_count": state.queue.waiting + 1,
+                      "job_timestamp": A1111Generation.timestamp(Date(timeIntervalSince1970: snapshot.created)),
+                      "job_no": max(snapshot.run - 1, 0), "sampling_step": snapshot.step, "sampling_steps": snapshot.steps] as [String: Any],
+        ] as [String: Any])
+    }
+
+    private func generate(_ request: Request, image: Bool) async throws -> Response {
+        let fields = try await request.fields(limit: state.options.maxBodyBytes)
+        let generation = try A1111Generation(fields, image: image, server: state)
+        let job = try state.submit(try generation.job(server: state))
+        await job.finished()
+        let snapshot = job.snapshot
+        switch snapshot.status {
+        case .succeeded: break
+        case .cancelled: return ApiResponse.error(.serviceUnavailable, "the job was cancelled: \(snapshot.error ?? "")")
+        default: return ApiResponse.json(["error": "the job failed", "detail": snapshot.error ?? ""], status: .internalServerError)
+        }
+        var images: [String] = [], infotexts: [String] = []
+        for name in snapshot.outputs where name.hasSuffix(".png") {
+            let path = job.folder + "/" + name
+            guard let bytes = FileManager.default.contents(atPath: path) else { continue }
+            images.append(bytes.base64EncodedString())
+            let text = (try? PNGImage.readText(path: path, byteLimit: PNGImage.maxTextBytes, name: name)) ?? []
+            infotexts.append(text.first { $0.key == "parameters" }?.value ?? "")
+        }
+        return ApiResponse.json(["images": images, "parameters": generation.echo,
+                                 "info": generation.info(infotexts: infotexts, server: state)] as [String: Any])
+    }
+}

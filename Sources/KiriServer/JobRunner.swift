@@ -1,0 +1,83 @@
+import Foundation
+import Kiri
+import KiriLua
+import KiriTensor
+
+/// Runs a job's recipe in the sandbox, once per argument list, with the server's limits: it reads the plugins, the
+/// bundled and served models and its own inputs, and writes only into its own folder.
+struct JobRunner: Sendable {
+    let limits: SandboxLimits
+    let pluginDirectories: [String]
+
+    /// The job's error, nil when every run succeeded.
+    func run(_ job: Job) -> String? {
+        do {
+            try FileManager.default.createDirectory(atPath: job.folder, withIntermediateDirectories: true)
+            for (name, bytes) in job.spec.inputs {
+                try Data(bytes).write(to: URL(fileURLWithPath: job.folder + "/" + name))
+            }
+        } catch {
+            return "cannot prepare the job's folder: \(error.localizedDescription)"
+        }
+        let inputs = job.spec.inputs.keys.map { job.folder + "/" + $0 }
+        var known = Set(job.spec.inputs.keys)
+        for (index, arguments) in job.spec.runs.enumerated() {
+            if index > 0, job.isInterrupted { break }
+            job.beginRun(index + 1)
+            var request = RunRequest(script: job.spec.recipe, arguments: arguments, limits: limits, outputDirectory: job.folder,
+                                     pluginDirectories: pluginDirectories, source: job.spec.source,
+                                     allowedFiles: job.spec.allowedFiles + inputs, progress: JobProgress(job: job))
+            request.started = { job.attach($0) }
+            let failure: String?
+            do {
+                try RecipeRunner.run(request) { job.log($0) }
+                failure = nil
+            } catch {
+                failure = "\(error)"
+            }
+            let written = Self.newFiles(in: job.folder, besides: known)
+            job.addOutputs(written)
+            known.formUnion(written)
+            if let failure { return failure }
+        }
+        return nil
+    }
+
+    /// Regular files in `folder` not in `known`, oldest first (a recipe's files in the order it wrote them).
+    static func newFiles(in folder: String, besides known: Set<String>) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        let files = names.filter { !known.contains($0) && !$0.hasPrefix(".") }.compactMap { name -> (String, Date)? in
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: folder + "/" + name),
+                  attributes[.type] as? FileAttributeType == .typeRegular else { return nil }
+            return (name, attributes[.modificationDate] as? Date ?? .distantPast)
+        }
+        return files.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0.localizedStandardCompare($1.0) == .orderedAscending }.map(\.0)
+    }
+}
+
+/// A job's progress as its recipe's samplers report it: steps, sigmas and, at most every `previewInterval`
+/// seconds, a preview of the denoised estimate. It stops the sampler when the job is interrupted.
+final class JobProgress: KiriProgress {
+    let job: Job
+    static let previewInterval = 0.1
+    private var lastPreview = 0.0
+
+    init(job: Job) { self.job = job }
+
+    func step(_ index: Int, of total: Int) { job.update(step: index, of: total, sigma: nil, preview: nil) }
+
+    func step(_ index: Int, of total: Int, sigma: Double?, denoised: Tensor?) -> Bool {
+        var preview: [UInt8]?
+        let now = ProcessInfo.processInfo.systemUptime
+        if let denoised, now - lastPreview >= Self.previewInterval || index == total {
+            preview = LatentPreview.png(denoised)
+            lastPreview = now
+        }
+        job.update(step: index, of: total, sigma: sigma, preview: preview)
+        return job.isInterrupted
+    }
+
+    var canStopSamplers: Bool { true }
+
+    func end() {}
+}
