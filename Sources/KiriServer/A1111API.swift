@@ -142,7 +142,7 @@ struct A1111Generation {
 
     /// The job: txt2img, img2img or inpaint, one run per iteration, each of `batchSize` images with seeds following
     /// on, named as A1111 names them (NNNNN-SEED.png).
-    func job(server: ServerState) throws -> JobSpec {
+    func job(server: ServerState, folder: String) throws -> JobSpec {
         let recipe = initImage == nil ? "txt2img" : mask == nil ? "img2img" : "inpaint"
         var inputs: [String: [UInt8]] = [:]
         var common = [
@@ -153,10 +153,10 @@ struct A1111Generation {
         if let path = model.path { common.append("model=\(path)") }
         if let initImage {
             inputs["init.png"] = initImage
-            common += ["init=init.png", "strength=\(denoisingStrength)"]
+            common += ["init=\(folder)/init.png", "strength=\(denoisingStrength)"]
             if let mask {
                 inputs["mask.png"] = mask
-                common.append("mask=mask.png")
+                common.append("mask=\(folder)/mask.png")
             }
         }
         let runs = (0..<iterations).map { iteration in

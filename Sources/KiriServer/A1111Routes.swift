@@ -90,7 +90,7 @@ struct A1111Routes {
     private func generate(_ request: Request, image: Bool) async throws -> Response {
         let fields = try await request.fields(limit: state.options.maxBodyBytes)
         let generation = try A1111Generation(fields, image: image, server: state)
-        let job = try state.submit(try generation.job(server: state))
+        let job = try state.submit { folder in try generation.job(server: state, folder: folder) }
         await job.finished()
         let snapshot = job.snapshot
         switch snapshot.status {

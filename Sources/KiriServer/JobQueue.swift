@@ -230,8 +230,7 @@ final class Job: Sendable {
     private func publish(_ name: String, _ value: some Encodable) { publish(JobEvent(name: name, json: Self.json(value))) }
 
     private func publish(_ name: String, _ fields: [String: Any]) {
-        guard let data = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
-        publish(JobEvent(name: name, json: String(decoding: data, as: UTF8.self)))
+        publish(JobEvent(name: name, json: ServerState.jsonText(fields)))
     }
 
     private func publish(_ event: JobEvent) {
@@ -241,7 +240,7 @@ final class Job: Sendable {
 
     static func json(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 }
@@ -281,13 +280,13 @@ final class JobQueue: Sendable {
     }
 
     /// Queues a job; throws QueueFull past `capacity` waiting jobs, QueueClosed after `shutdown()`.
-    func submit(_ make: (String) -> Job) throws -> Job {
+    func submit(_ make: (String) throws -> Job) throws -> Job {
         let job = try state.withLock { s -> Job in
             guard s.accepting else { throw QueueClosed() }
             guard s.pending.count < capacity else { throw QueueFull() }
             var id: String
             repeat { id = Self.newID() } while s.jobs[id] != nil
-            let job = make(id)
+            let job = try make(id)
             job.setQueuePosition(s.pending.count + (s.running == nil ? 0 : 1))
             s.pending.append(job)
             s.jobs[id] = job

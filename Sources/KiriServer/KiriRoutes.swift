@@ -14,7 +14,8 @@ struct KiriRoutes {
     func addRoutes(to router: Router<BasicRequestContext>) {
         let state = self.state
         router.post("/kiri/v1/jobs") { request, _ in
-            let job = try state.submit(try spec(try await request.fields(limit: state.options.maxBodyBytes)))
+            let fields = try await request.fields(limit: state.options.maxBodyBytes)
+            let job = try state.submit { _ in try spec(fields) }
             return ApiResponse.encoded(job.snapshot, status: .accepted)
         }
         router.get("/kiri/v1/jobs") { _, _ in

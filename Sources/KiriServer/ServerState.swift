@@ -42,12 +42,15 @@ public struct ServerOptions: Sendable {
 /// What every request handler shares: the options, the catalogue, the queue and A1111's current settings.
 final class ServerState: Sendable {
     let options: ServerOptions
+    /// The output folder as an absolute path: recipes read their inputs from the job's folder by absolute path.
+    let output: String
     let catalog: ServerCatalog
     let queue: JobQueue
     private let settings: Mutex<(model: ServerCatalog.Model, clipSkip: Int)>
 
     init(options: ServerOptions) throws {
         self.options = options
+        output = URL(fileURLWithPath: options.output).standardizedFileURL.path
         catalog = try ServerCatalog(modelPaths: options.models, pluginDirectories: options.pluginDirectories)
         let runner = JobRunner(limits: options.limits, pluginDirectories: options.pluginDirectories)
         queue = JobQueue(capacity: options.queue) { job in runner.run(job) }
@@ -66,9 +69,12 @@ final class ServerState: Sendable {
         return try String(contentsOfFile: path, encoding: .utf8)
     }
 
-    /// Queues a job in a new folder under OUTPUT/jobs.
-    func submit(_ spec: JobSpec) throws -> Job {
-        try queue.submit { id in Job(id: id, spec: spec, folder: options.output + "/jobs/" + id) }
+    /// Queues a job in a new folder under OUTPUT/jobs; `spec` gets that folder (its inputs are read from there).
+    func submit(_ spec: (String) throws -> JobSpec) throws -> Job {
+        try queue.submit { id in
+            let folder = output + "/jobs/" + id
+            return Job(id: id, spec: try spec(folder), folder: folder)
+        }
     }
 
     /// Decodes PNG bytes from a request through a private temporary file (libpng reads files here), bounded by
@@ -82,8 +88,11 @@ final class ServerState: Sendable {
         return try PNGImage.read(path: path, byteLimit: byteLimit, name: name)
     }
 
+    /// JSON text of an array or dictionary of JSON values (anything else, NSNull included, is `null`: Foundation
+    /// stops the process on a value it cannot write, rather than throwing).
     static func jsonText(_ value: Any) -> String {
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]) else { return "null" }
+        guard JSONSerialization.isValidJSONObject(value),
+              let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "null" }
         return String(decoding: data, as: UTF8.self)
     }
 }
