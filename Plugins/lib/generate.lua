@@ -20,7 +20,8 @@
 --     init, for img2img and inpainting: {image =, mask =, strength = 0..1}; image is a PNG's path or a
 --     [1 or batch, C, H, W] image in [-1, 1], mask a PNG's path or a [1, 1, H, W] tensor, 1 where to
 --     paint (lib/recipe.lua load_image and load_mask read the PNGs; without width and height, the image sets
---     the size); a latent model encodes the image with its VAE and takes the mask's mean over each latent pixel
+--     the size); a latent model encodes the image with its VAE and takes the mask's mean over each latent pixel,
+--     and its decoded images keep the init image's pixels where the mask is 0 (A1111's overlay)
 --     hooks: the guider's pre_cfg, cfg, post_cfg and patches (guidance/cfg.lua), and the sampler's
 --     on_step(info) (its callback: info.i, steps, x, sigma, denoised; returning "stop" ends the run with
 --     that step's denoised) and noise_sampler(sigma, sigma_next) -> noise
@@ -214,9 +215,13 @@ local function sample(p, init, hooks, model, decode)
     local sample_shape, image_shape = shapes(model, p, init)
     local noise, seeds = starting_noise(p, sample_shape)
     local image, mask = init and (init.latents or init.image), init and init.mask
+    local overlay
     if init then
         if type(image) == "string" then image = recipe.load_image(image, image_shape) end
         if type(mask) == "string" then mask = recipe.load_mask(mask, image_shape) end
+        -- A VAE does not give the kept pixels back exactly, so they are pasted over its decoded image where the
+        -- mask keeps them, as A1111 does (processing.py apply_overlay).
+        if mask and not init.latents and mask:size(3) ~= sample_shape[3] then overlay = {image = image, mask = mask} end
         if not init.latents then image = model:encode_image(image) end
         if mask then mask = mask_for(mask, sample_shape) end
         local start = start_index(p.steps, init.strength)
@@ -244,6 +249,7 @@ local function sample(p, init, hooks, model, decode)
         if mask then x = x * mask + image * (1 - mask) end
     end
     if decode then x = model:decode(x) end
+    if decode and overlay then x = x * overlay.mask + overlay.image * (1 - overlay.mask) end
     return x
 end
 
