@@ -67,3 +67,23 @@ final class ServerClientTests: XCTestCase {
         }
     }
 }
+
+/// The web page in headless Chromium; the screenshot is kept beside the test's output folder.
+final class WebPageBrowserTests: XCTestCase {
+    func testGenerateFromThePage() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"),
+              FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver") else {
+            throw XCTSkip("Chromium is missing: install Debian's chromium and chromium-driver (./setup.sh --test does)")
+        }
+        let python = try ServerClientTests.venvPython()
+        let server = try await RunningServer.start()
+        let screenshot = NSTemporaryDirectory() + "kiri-web-page.png"
+        let (status, output) = try await ServerClientTests.run(python, [ServerClientTests.clients + "/browser_client.py",
+                                                                      "\(server.port)", screenshot])
+        try await server.stop()
+        print(output)
+        print("screenshot: \(screenshot)")
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("all checks passed"), output)
+    }
+}
