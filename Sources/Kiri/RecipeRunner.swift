@@ -22,6 +22,8 @@ public struct RunRequest {
     /// Called with the run's cancellation once its sandbox exists, so that another thread can stop it (a server's
     /// job being cancelled).
     public var started: ((Cancellation) -> Void)?
+    /// Models kept between runs (a server's), nil to load each anew.
+    public var modelCache: ModelCache?
 
     public init(script: String, arguments: [String] = [], limits: SandboxLimits = SandboxLimits(),
                 outputDirectory: String = "out", pluginDirectories: [String] = [], source: String? = nil,
@@ -73,7 +75,8 @@ public enum RecipeRunner {
         let name = FileAccess.name(of: request.script)
         let provenance = RecipeProvenance(recipe: name, source: source, arguments: request.arguments).text
         let runtime = try LuaRuntime.engine(limits: request.limits, files: files, plugins: plugins,
-                                            bundledModels: models, imageText: provenance, output: output)
+                                            bundledModels: models, imageText: provenance,
+                                            modelCache: request.modelCache, output: output)
         defer { runtime.close() }
         runtime.progress = request.progress
         request.started?(runtime.cancellation)

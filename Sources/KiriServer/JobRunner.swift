@@ -8,6 +8,7 @@ import KiriTensor
 struct JobRunner: Sendable {
     let limits: SandboxLimits
     let pluginDirectories: [String]
+    let models: ModelCache
 
     /// The job's error, nil when every run succeeded.
     func run(_ job: Job) -> String? {
@@ -28,6 +29,7 @@ struct JobRunner: Sendable {
                                      pluginDirectories: pluginDirectories, source: job.spec.source,
                                      allowedFiles: job.spec.allowedFiles + inputs, progress: JobProgress(job: job))
             request.started = { job.attach($0) }
+            request.modelCache = models
             let failure: String?
             do {
                 try RecipeRunner.run(request) { job.log($0) }

@@ -1,4 +1,5 @@
 import Foundation
+import Kiri
 import KiriImage
 import KiriLua
 import Synchronization
@@ -20,6 +21,8 @@ public struct ServerOptions: Sendable {
     public var output = "served"
     /// Each job's sandbox limits.
     public var limits = SandboxLimits(timeout: 60, wallTimeout: 3600, memory: 4 << 30, disk: 1 << 30)
+    /// Memory the models kept between jobs may take (least recently used out first).
+    public var modelCacheBytes = 8 << 30
     public var maxBodyBytes = 32 << 20
     /// Largest image a request may send (width × height).
     public var maxImagePixels = 4096 * 4096
@@ -52,7 +55,8 @@ final class ServerState: Sendable {
         self.options = options
         output = URL(fileURLWithPath: options.output).standardizedFileURL.path
         catalog = try ServerCatalog(modelPaths: options.models, pluginDirectories: options.pluginDirectories)
-        let runner = JobRunner(limits: options.limits, pluginDirectories: options.pluginDirectories)
+        let runner = JobRunner(limits: options.limits, pluginDirectories: options.pluginDirectories,
+                               models: ModelCache(limit: options.modelCacheBytes))
         queue = JobQueue(capacity: options.queue) { job in runner.run(job) }
         // The first --model is the one A1111 requests use until /sdapi/v1/options changes it.
         settings = Mutex((catalog.models.count > 1 ? catalog.models[1] : catalog.models[0], 1))

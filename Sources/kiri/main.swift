@@ -439,6 +439,8 @@ extension KiriCommand {
         @Option(help: "Memory cap of each job, Lua and tensors together.") var memory: ByteCount = ByteCount(argument: "4G")!
         @Option(help: "Cap on the bytes each job may write.") var disk: ByteCount = ByteCount(argument: "1G")!
         @Option(help: "Largest request body, e.g. 32M (base64 images count).") var maxBody: ByteCount = ByteCount(argument: "32M")!
+        @Option(help: "Memory for the models kept loaded between jobs (least recently used out first).")
+        var modelCache: ByteCount = ByteCount(argument: "8G")!
         @Option(name: [.short, .long], help: "The folder jobs write into (OUTPUT/jobs/ID).") var output = "served"
 
         func validate() throws {
@@ -456,6 +458,7 @@ extension KiriCommand {
             (options.host, options.port, options.models, options.pluginDirectories) = (host, port, models, plugins.directories)
             options.token = token ?? ProcessInfo.processInfo.environment["KIRI_SERVE_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
             (options.queue, options.allowRecipes, options.output, options.maxBodyBytes) = (queue, allowRecipes, output, maxBody.bytes)
+            options.modelCacheBytes = modelCache.bytes
             options.limits = SandboxLimits(timeout: timeout, wallTimeout: wallTimeout, memory: memory.bytes, disk: disk.bytes)
             let server: KiriServer
             do {

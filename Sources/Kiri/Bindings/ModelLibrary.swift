@@ -33,11 +33,12 @@ final class LoadedModel {
     }()
 
     /// Loads the model at `path`: a `.safetensors` file with its `config.json`, or a diffusers folder
-    /// (ModelFiles.locate), or `bundled:NAME` for a model shipped with Kiri (`bundled`, by name). Every file it reads
+    /// (ModelFiles.locate), or `bundled:NAME` for a model shipped with Kiri (`bundled`, by name); from `cache` when
+    /// an earlier run loaded it. Every file it reads
     /// must be readable by the script, so the sandbox's read roots apply to the config and scheduler config found
     /// beside the weights too. Messages show the path as the script gave it, never a bundled model's host folder.
     static func load(_ path: String, vae: String? = nil, weights: WeightFormat? = nil, files access: FileAccess,
-                     bundled: [String: String]) throws -> LoadedModel {
+                     bundled: [String: String], cache: ModelCache? = nil) throws -> LoadedModel {
         var located = path, hostFolder: String?
         if path.hasPrefix("bundled:") {
             guard let folder = bundled[String(path.dropFirst("bundled:".count))] else {
@@ -48,13 +49,19 @@ final class LoadedModel {
         _ = try access.resolveForReading(located)
         do {
             let files = try PipelineFiles.locate(located)
-            for file in files.files + (vae.map { [$0] } ?? []) { _ = try access.resolveForReading(file) }
-            let summary = try ModelSummary(files: files)
-            // Each network refuses to load past the run's memory cap (MemoryBudget.current) before converting.
-            let pipeline = try DiffusionPipeline(files: files, vaeFile: vae, weights: weights) { padToken in
-                try BundledFiles.clipTokenizer(padToken: padToken)
+            let allFiles = files.files + (vae.map { [$0] } ?? [])
+            for file in allFiles { _ = try access.resolveForReading(file) }
+            func load() throws -> LoadedModel {
+                let summary = try ModelSummary(files: files)
+                // Each network refuses to load past the memory cap (MemoryBudget.current) before converting.
+                let pipeline = try DiffusionPipeline(files: files, vaeFile: vae, weights: weights) { padToken in
+                    try BundledFiles.clipTokenizer(padToken: padToken)
+                }
+                return LoadedModel(summary: summary, pipeline: pipeline)
             }
-            return LoadedModel(summary: summary, pipeline: pipeline)
+            guard let cache else { return try load() }
+            return try cache.model(path: FileAccess.realPath(located) ?? located, files: allFiles,
+                                   options: "\(vae ?? "")|\(weights?.rawValue ?? "")", load: load)
         } catch let error as ModelFileError {
             // It starts with the file at fault.
             throw ScriptError(hostFolder.map { error.description.replacingOccurrences(of: $0, with: path) } ?? error.description)
@@ -74,11 +81,15 @@ final class LoadedModel {
 public final class ModelLibrary: LuaLibrary {
     /// Models shipped with Kiri, by name (`kiri.models.bundled(name)`); their folders must be read roots.
     let bundled: [String: String]
-    /// Networks loaded, by handle; freed by `m:close()` or with the run.
+    /// Networks loaded, by handle; freed by `m:close()` or with the run (unless `cache` keeps them).
     private var models: [Int: LoadedModel] = [:]
     private var nextHandle = 1
+    let cache: ModelCache?
 
-    public init(bundled: [String: String] = [:]) { self.bundled = bundled }
+    public init(bundled: [String: String] = [:], cache: ModelCache? = nil) {
+        self.bundled = bundled
+        self.cache = cache
+    }
 
     public let prelude: [UInt8]? = PackageResources.models_lua
 
@@ -93,7 +104,8 @@ public final class ModelLibrary: LuaLibrary {
                 let weights = try call.isNil(3) ? nil : WeightFormat(rawValue: try call.string(3)) ?? {
                     throw ScriptError("bad argument #2 to 'load' (weights must be one of \(WeightFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(try call.string(3))')")
                 }()
-                let model = try LoadedModel.load(path, vae: vae, weights: weights, files: call.runtime.files, bundled: self.bundled)
+                let model = try LoadedModel.load(path, vae: vae, weights: weights, files: call.runtime.files, bundled: self.bundled,
+                                                 cache: self.cache)
                 let handle = self.nextHandle
                 self.nextHandle += 1
                 self.models[handle] = model
@@ -206,6 +218,7 @@ public final class ModelLibrary: LuaLibrary {
                     throw ScriptError(argument: 3, "scale must be a finite number from -100 to 100, got \(scale)")
                 }
                 _ = try call.runtime.files.resolveForReading(path)
+                self.cache?.evict(model)
                 do {
                     try model.pipeline.applyLoRA(path: path, scale: Float(scale))
                 } catch let error as ModelFileError {
