@@ -61,6 +61,11 @@ struct A1111Generation {
         try fields.check("batch_size", batchSize, 1...64)
         iterations = try fields.int("n_iter", 1)
         try fields.check("n_iter", iterations, 1...100)
+        // Image k of the job has seed + k - 1: the last must be a seed too.
+        let images = batchSize * iterations
+        for (key, first) in [("seed", seed), ("subseed", subseed)] where first > (1 << 53) - images {
+            throw FieldError(field: key, message: "\(first) + \(images - 1) (the job's last image) passes the largest seed, \((1 << 53) - 1)")
+        }
         width = try fields.int("width", 0)
         height = try fields.int("height", 0)
         for (key, value) in [("width", width), ("height", height)] {
@@ -68,7 +73,9 @@ struct A1111Generation {
             guard value % 8 == 0 else { throw FieldError(field: key, message: "must be a multiple of 8, got \(value)") }
         }
         denoisingStrength = try fields.double("denoising_strength", 0.75)
-        try fields.check("denoising_strength", denoisingStrength, 0...1)
+        guard denoisingStrength > 0, denoisingStrength <= 1 else {
+            throw FieldError(field: "denoising_strength", message: "must be above 0 and at most 1, got \(denoisingStrength)")
+        }
         let overrides = try fields.object("override_settings")
         let title = try overrides?.string("sd_model_checkpoint", "") ?? ""
         if title.isEmpty {
@@ -83,6 +90,8 @@ struct A1111Generation {
         try fields.check("override_settings.CLIP_stop_at_last_layers", clipSkip, 1...12)
 
         if image {
+            // Kiri does not resize: img2img keeps the init image's size.
+            (width, height) = (0, 0)
             let images = try fields.strings("init_images")
             guard let first = images.first else { throw FieldError(field: "init_images", message: "img2img needs one image (a base64 PNG)") }
             initImage = try Self.png(first, field: "init_images[0]", server: server)
@@ -169,13 +178,13 @@ struct A1111Generation {
     }
 
     /// A1111's `info`: a JSON string of the generation's settings, one infotext per image.
-    func info(infotexts: [String], server: ServerState) -> String {
+    func info(infotexts: [String], size: (width: Int, height: Int)?, server: ServerState) -> String {
         let count = infotexts.count
         let fields: [String: Any] = [
             "prompt": prompt, "all_prompts": Array(repeating: prompt, count: count), "negative_prompt": negativePrompt,
             "all_negative_prompts": Array(repeating: negativePrompt, count: count), "seed": seed,
             "all_seeds": (0..<count).map { seed + $0 }, "subseed": subseed, "all_subseeds": (0..<count).map { subseed + $0 },
-            "subseed_strength": subseedStrength, "width": width, "height": height,
+            "subseed_strength": subseedStrength, "width": size?.width ?? width, "height": size?.height ?? height,
             "sampler_name": server.catalog.samplerTitle(sampler), "scheduler": server.catalog.scheduleNames[schedule] ?? schedule,
             "cfg_scale": cfgScale, "steps": steps, "batch_size": batchSize, "restore_faces": false,
             "sd_model_name": model.name, "sd_model_hash": NSNull(), "denoising_strength": initImage == nil ? NSNull() : denoisingStrength as Any,

@@ -40,7 +40,7 @@ struct A1111Routes {
                 }
                 state.setModel(model)
             }
-            if fields.members["CLIP_stop_at_last_layers"] != nil {
+            if let value = fields.members["CLIP_stop_at_last_layers"], value != .null {
                 let skip = try fields.int("CLIP_stop_at_last_layers", 1)
                 try fields.check("CLIP_stop_at_last_layers", skip, 1...12)
                 state.setClipSkip(skip)
@@ -93,20 +93,32 @@ struct A1111Routes {
         let job = try state.submit { folder in try generation.job(server: state, folder: folder) }
         await job.finished()
         let snapshot = job.snapshot
-        switch snapshot.status {
-        case .succeeded: break
-        case .cancelled: return ApiResponse.error(.serviceUnavailable, "the job was cancelled: \(snapshot.error ?? "")")
-        default: return ApiResponse.json(["error": "the job failed", "detail": snapshot.error ?? ""], status: .internalServerError)
+        if let kind = snapshot.errorKind {
+            let summary = JobFailure(kind, snapshot.error ?? "").summary
+            switch kind {
+            case .recipe, .memory:   // the settings asked for something the recipe or the memory cap refuses
+                throw FieldError(field: "body", message: summary)
+            case .cancelled:
+                return ApiResponse.error(.serviceUnavailable, "the job was cancelled: \(summary)")
+            case .time, .server:
+                return ApiResponse.error(.internalServerError, summary)
+            }
         }
         var images: [String] = [], infotexts: [String] = []
+        var size: (width: Int, height: Int)?
         for name in snapshot.outputs where name.hasSuffix(".png") {
             let path = job.folder + "/" + name
             guard let bytes = FileManager.default.contents(atPath: path) else { continue }
             images.append(bytes.base64EncodedString())
+            // IHDR's width and height, big-endian at bytes 16 and 20.
+            if size == nil, bytes.count >= 24 {
+                let word = { (at: Int) in bytes[at..<at + 4].reduce(0) { $0 << 8 | Int($1) } }
+                size = (word(16), word(20))
+            }
             let text = (try? PNGImage.readText(path: path, byteLimit: PNGImage.maxTextBytes, name: name)) ?? []
             infotexts.append(text.first { $0.key == "parameters" }?.value ?? "")
         }
         return ApiResponse.json(["images": images, "parameters": generation.echo,
-                                 "info": generation.info(infotexts: infotexts, server: state)] as [String: Any])
+                                 "info": generation.info(infotexts: infotexts, size: size, server: state)] as [String: Any])
     }
 }

@@ -43,6 +43,8 @@ struct JobSnapshot: Codable, Sendable {
     /// File names in the job's folder, in the order they were written.
     var outputs: [String]
     var error: String?
+    /// What stopped a failed or cancelled job: recipe (its error, or its input's), memory, time, cancelled, server.
+    var errorKind: JobFailure.Kind?
     /// What the recipe printed, the last lines.
     var log: [String]
 }
@@ -67,7 +69,7 @@ final class Job: Sendable {
         var sigma: Double?
         var started: Date?, finished: Date?
         var outputs: [String] = []
-        var error: String?
+        var failure: JobFailure?
         var log: [String] = []
         var preview: [UInt8]?
         var interruptRequested = false, cancelRequested = false
@@ -98,7 +100,7 @@ final class Job: Sendable {
                            sigma: s.sigma, progress: min(max(progress, 0), 1), interrupted: s.interruptRequested,
                            queuePosition: s.queuePosition, created: created.timeIntervalSince1970,
                            started: s.started?.timeIntervalSince1970, finished: s.finished?.timeIntervalSince1970,
-                           outputs: s.outputs, error: s.error, log: s.log)
+                           outputs: s.outputs, error: s.failure?.message, errorKind: s.failure?.kind, log: s.log)
     }
 
     var status: JobStatus { state.withLock { $0.status } }
@@ -161,11 +163,11 @@ final class Job: Sendable {
         for name in names { publish("output", ["file": name, "url": "/kiri/v1/jobs/\(id)/outputs/\(name)"]) }
     }
 
-    /// Ends the job: `error` nil for success; a job cancelled keeps the status `cancelled`.
-    func finish(error: String?) {
+    /// Ends the job: `failure` nil for success; a job cancelled keeps the status `cancelled`.
+    func finish(_ failure: JobFailure?) {
         let (waiters, subscribers, snapshot) = state.withLock { s in
-            s.status = s.cancelRequested ? .cancelled : error == nil ? .succeeded : .failed
-            s.error = s.cancelRequested ? (error ?? "cancelled") : error
+            s.status = s.cancelRequested ? .cancelled : failure == nil ? .succeeded : .failed
+            s.failure = s.cancelRequested ? JobFailure(.cancelled, failure?.message ?? "cancelled") : failure
             s.finished = Date()
             s.cancellation = nil
             let taken = (s.waiters, s.subscribers)
@@ -241,6 +243,7 @@ final class Job: Sendable {
     static func json(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
         return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 }
@@ -255,7 +258,7 @@ struct QueueClosed: Error {}
 final class JobQueue: Sendable {
     let capacity: Int
     let history: Int
-    private let execute: @Sendable (Job) -> String?
+    private let execute: @Sendable (Job) -> JobFailure?
     private struct State {
         var pending: [Job] = []
         var jobs: [String: Job] = [:]
@@ -268,8 +271,8 @@ final class JobQueue: Sendable {
     private let state = Mutex(State())
     private let wake = DispatchSemaphore(value: 0)
 
-    /// `execute` runs a job and returns its error, nil when it succeeded.
-    init(capacity: Int, history: Int = 1000, execute: @escaping @Sendable (Job) -> String?) {
+    /// `execute` runs a job and returns its failure, nil when it succeeded.
+    init(capacity: Int, history: Int = 1000, execute: @escaping @Sendable (Job) -> JobFailure?) {
         self.capacity = capacity
         self.history = history
         self.execute = execute
@@ -283,7 +286,8 @@ final class JobQueue: Sendable {
     func submit(_ make: (String) throws -> Job) throws -> Job {
         let job = try state.withLock { s -> Job in
             guard s.accepting else { throw QueueClosed() }
-            guard s.pending.count < capacity else { throw QueueFull() }
+            // --queue 0 still runs a job when the server is idle.
+            guard s.pending.count < capacity || (s.running == nil && s.pending.isEmpty) else { throw QueueFull() }
             var id: String
             repeat { id = Self.newID() } while s.jobs[id] != nil
             let job = try make(id)
@@ -321,7 +325,7 @@ final class JobQueue: Sendable {
             return true
         }
         if removed {
-            job.finish(error: "cancelled while queued")
+            job.finish(JobFailure(.cancelled, "cancelled while queued"))
             remember(job)
         }
     }
@@ -336,7 +340,7 @@ final class JobQueue: Sendable {
         }
         for job in pending {
             job.cancel()
-            job.finish(error: "the server is shutting down")
+            job.finish(JobFailure(.cancelled, "the server is shutting down"))
         }
         running?.cancel()
         wake.signal()
@@ -362,7 +366,7 @@ final class JobQueue: Sendable {
             }
             guard let next else { break }
             guard let job = next else { continue }
-            if job.start() { job.finish(error: execute(job)) }
+            if job.start() { job.finish(execute(job)) }
             state.withLock { $0.running = nil }
             remember(job)
         }

@@ -3,39 +3,69 @@ import Kiri
 import KiriLua
 import KiriTensor
 
-/// Runs a job's recipe in the sandbox, once per argument list, with the server's limits: it reads the plugins, the
-/// bundled and served models and its own inputs, and writes only into its own folder.
+/// Why a job failed: the recipe (or the input it was given) raised an error, a limit stopped it, or it was cancelled.
+struct JobFailure: Sendable {
+    enum Kind: String, Codable, Sendable { case recipe, memory, time, cancelled, server }
+    var kind: Kind
+    var message: String
+
+    init(_ kind: Kind, _ message: String) {
+        (self.kind, self.message) = (kind, message)
+    }
+
+    /// The first line, without the traceback: what an A1111 client shows.
+    var summary: String { String(message.prefix { $0 != "\n" }) }
+}
+
+/// Runs a job's recipe in the sandbox, once per argument list, with the server's limits (the wall clock counts the
+/// whole job): it reads the plugins, the bundled and served models and its own inputs, and writes only into its
+/// own folder. Messages show files in the job's folder by name and served models by their name, never a host path.
 struct JobRunner: Sendable {
     let limits: SandboxLimits
     let pluginDirectories: [String]
     let models: ModelCache
+    /// Served models' paths and the names the API shows for them.
+    let modelNames: [(path: String, name: String)]
 
-    /// The job's error, nil when every run succeeded.
-    func run(_ job: Job) -> String? {
+    /// The job's failure, nil when every run succeeded.
+    func run(_ job: Job) -> JobFailure? {
         do {
             try FileManager.default.createDirectory(atPath: job.folder, withIntermediateDirectories: true)
             for (name, bytes) in job.spec.inputs {
                 try Data(bytes).write(to: URL(fileURLWithPath: job.folder + "/" + name))
             }
         } catch {
-            return "cannot prepare the job's folder: \(error.localizedDescription)"
+            return JobFailure(.server, "cannot prepare the job's folder: \(error.localizedDescription)")
         }
         let inputs = job.spec.inputs.keys.map { job.folder + "/" + $0 }
+        let deadline = Date().addingTimeInterval(limits.wallTimeout)
         var known = Set(job.spec.inputs.keys)
         for (index, arguments) in job.spec.runs.enumerated() {
             if index > 0, job.isInterrupted { break }
+            var runLimits = limits
+            runLimits.wallTimeout = deadline.timeIntervalSinceNow
+            guard runLimits.wallTimeout > 0 else {
+                return JobFailure(.time, "the job passed the server's --wall-timeout of \(limits.wallTimeout) s after \(index) of \(job.spec.runs.count) runs")
+            }
             job.beginRun(index + 1)
-            var request = RunRequest(script: job.spec.recipe, arguments: arguments, limits: limits, outputDirectory: job.folder,
+            var request = RunRequest(script: job.spec.recipe, arguments: arguments, limits: runLimits, outputDirectory: job.folder,
                                      pluginDirectories: pluginDirectories, source: job.spec.source,
                                      allowedFiles: job.spec.allowedFiles + inputs, progress: JobProgress(job: job))
             request.started = { job.attach($0) }
             request.modelCache = models
-            let failure: String?
+            var failure: JobFailure?
             do {
-                try RecipeRunner.run(request) { job.log($0) }
-                failure = nil
+                try RecipeRunner.run(request) { job.log(shown($0, job)) }
+            } catch let error as ScriptFailure {
+                let kind: JobFailure.Kind = switch error.kind {
+                case .memory: .memory
+                case .timeout: .time
+                case .cancelled: .cancelled
+                case .error, .setup: .recipe
+                }
+                failure = JobFailure(kind, shown(error.message, job))
             } catch {
-                failure = "\(error)"
+                failure = JobFailure(.server, shown("\(error)", job))
             }
             let written = Self.newFiles(in: job.folder, besides: known)
             job.addOutputs(written)
@@ -43,6 +73,13 @@ struct JobRunner: Sendable {
             if let failure { return failure }
         }
         return nil
+    }
+
+    /// `text` with the job's folder left out of its files' paths and served models by name.
+    func shown(_ text: String, _ job: Job) -> String {
+        var text = text.replacingOccurrences(of: job.folder + "/", with: "")
+        for model in modelNames { text = text.replacingOccurrences(of: model.path, with: model.name) }
+        return text
     }
 
     /// Regular files in `folder` not in `known`, oldest first (a recipe's files in the order it wrote them).

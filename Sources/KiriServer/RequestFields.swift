@@ -6,7 +6,19 @@ import KiriModels
 struct FieldError: Error, CustomStringConvertible {
     var field: String
     var message: String
-    var description: String { "\(field): \(message)" }
+    var description: String { field == "body" ? message : "\(field): \(message)" }
+
+    /// FastAPI's `loc`: ["body", "init_images", 0] for the field `init_images[0]`, ["body"] for the body itself.
+    var location: [Any] {
+        guard field != "body" else { return ["body"] }
+        var location: [Any] = ["body"]
+        for part in field.split(separator: ".") {
+            let pieces = part.split(separator: "[")
+            location.append(String(pieces[0]))
+            for index in pieces.dropFirst() { location.append(Int(index.dropLast()) ?? String(index.dropLast())) }
+        }
+        return location
+    }
 }
 
 /// A request body's JSON object, read by the types the API declares. Missing and null fields take their defaults;
@@ -39,6 +51,8 @@ struct RequestFields {
     func string(_ key: String, _ fallback: String) throws(FieldError) -> String {
         guard let value = present(key) else { return fallback }
         guard case .string(let text) = value else { throw FieldError(field: key, message: "expected a string, got \(value.kindName)") }
+        // Recipe arguments are C strings: a NUL would cut the text short without a word.
+        guard !text.utf8.contains(0) else { throw FieldError(field: key, message: "contains a NUL character") }
         return text
     }
 

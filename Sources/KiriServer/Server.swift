@@ -65,8 +65,10 @@ struct BearerMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: String
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if WebPage.isPublic(request.uri.path) { return try await next(request, context) }
-        let given = Array((request.headers[.authorization] ?? "").utf8)
-        let expected = Array("Bearer \(token)".utf8)
+        // The scheme's name is case-insensitive (RFC 7235), the token is not.
+        let header = request.headers[.authorization] ?? ""
+        let given = header.prefix(7).lowercased() == "bearer " ? Array(header.dropFirst(7).utf8) : []
+        let expected = Array(token.utf8)
         // Compared in time independent of where they differ.
         var difference = given.count ^ expected.count
         for index in expected.indices { difference |= Int(expected[index] ^ (index < given.count ? given[index] : 0)) }
@@ -84,8 +86,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as FieldError {
-            return ApiResponse.json(["error": "\(error)", "detail": [["loc": ["body"] + error.field.split(separator: ".").map(String.init),
-                                                                     "msg": error.message, "type": "value_error"]]],
+            return ApiResponse.json(["error": "\(error)", "detail": [["loc": error.location, "msg": error.message, "type": "value_error"]]],
                                     status: .unprocessableContent)
         } catch is QueueFull {
             return ApiResponse.error(.serviceUnavailable, "the queue is full; try again later", headers: [.retryAfter: "5"])
@@ -93,6 +94,10 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return ApiResponse.error(.serviceUnavailable, "the server is shutting down")
         } catch let error as HTTPError {
             return ApiResponse.error(error.status, error.body ?? error.status.reasonPhrase)
+        } catch let error as any HTTPResponseError {
+            // NIO's too-many-bytes error is a 413 too: the body passed --max-body.
+            let message = error.status == .contentTooLarge ? "the request body is larger than the server's --max-body" : error.status.reasonPhrase
+            return ApiResponse.error(error.status, message)
         }
     }
 }

@@ -56,7 +56,8 @@ final class ServerState: Sendable {
         output = URL(fileURLWithPath: options.output).standardizedFileURL.path
         catalog = try ServerCatalog(modelPaths: options.models, pluginDirectories: options.pluginDirectories)
         let runner = JobRunner(limits: options.limits, pluginDirectories: options.pluginDirectories,
-                               models: ModelCache(limit: options.modelCacheBytes))
+                               models: ModelCache(limit: options.modelCacheBytes),
+                               modelNames: catalog.models.compactMap { model in model.path.map { ($0, model.title) } })
         queue = JobQueue(capacity: options.queue) { job in runner.run(job) }
         // The first --model is the one A1111 requests use until /sdapi/v1/options changes it.
         settings = Mutex((catalog.models.count > 1 ? catalog.models[1] : catalog.models[0], 1))

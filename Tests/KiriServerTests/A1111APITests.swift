@@ -60,20 +60,30 @@ final class A1111APITests: XCTestCase {
         let server = try await RunningServer.start()
         let cases: [([String: Any], String)] = [
             (["steps": "twenty"], "steps"), (["steps": 0], "steps"), (["cfg_scale": true], "cfg_scale"),
+            (["denoising_strength": 0], "denoising_strength"),
             (["sampler_name": "Nope"], "sampler_name"), (["scheduler": "nope"], "scheduler"), (["width": 30], "width"),
             (["batch_size": 65], "batch_size"), (["override_settings": ["sd_model_checkpoint": "missing.safetensors"]], "override_settings"),
+            (["prompt": "a\u{0}b"], "prompt"), (["seed": (1 << 53) - 2, "batch_size": 3], "seed"),
         ]
         for (body, field) in cases {
             let reply = try await server.call("POST", "/sdapi/v1/txt2img", json: body)
             XCTAssertEqual(reply.status, 422, "\(body)")
             let detail = (reply.object["detail"] as? [[String: Any]])?.first
-            XCTAssertEqual((detail?["loc"] as? [String])?.dropFirst().first, field, "\(body): \(reply.text)")
+            XCTAssertEqual((detail?["loc"] as? [Any])?.dropFirst().first as? String, field, "\(body): \(reply.text)")
         }
         let notJSON = try await server.call("POST", "/sdapi/v1/txt2img", body: Data("{steps: 3".utf8))
         XCTAssertEqual(notJSON.status, 422)
         let img2img = try await server.call("POST", "/sdapi/v1/img2img", json: ["init_images": ["aGVsbG8="]])
         XCTAssertEqual(img2img.status, 422)
         XCTAssertTrue(img2img.text.contains("not a PNG"), img2img.text)
+        let location = (img2img.object["detail"] as? [[String: Any]])?.first?["loc"] as? [Any]
+        XCTAssertEqual(location?.count, 3)
+        XCTAssertEqual(location?.last as? Int, 0, "FastAPI's loc: [\"body\", \"init_images\", 0]")
+        // What only the recipe can judge is a 422 too, its first line without a traceback or a host path.
+        let notAClass = try await server.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "a red fox", "steps": 2])
+        XCTAssertEqual(notAClass.status, 422, notAClass.text)
+        let message = notAClass.object["error"] as? String ?? ""
+        XCTAssertTrue(message.contains("red fox") && !message.contains("traceback") && !message.contains(server.output), message)
         try await server.stop()
     }
 

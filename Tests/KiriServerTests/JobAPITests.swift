@@ -87,6 +87,10 @@ final class JobAPITests: XCTestCase {
     /// With --token every API request needs it; the page does not. Beyond loopback a token is required.
     func testTokenAndBind() async throws {
         let server = try await RunningServer.start { $0.token = "s3cret" }
+        let lowercase = try await server.call("GET", "/sdapi/v1/samplers", headers: ["Authorization": "bearer s3cret"], authorized: false)
+        XCTAssertEqual(lowercase.status, 200, "the scheme's name is case-insensitive")
+        let wrong = try await server.call("GET", "/sdapi/v1/samplers", headers: ["Authorization": "Bearer s3cre"], authorized: false)
+        XCTAssertEqual(wrong.status, 401)
         let anonymous = try await server.call("GET", "/sdapi/v1/samplers", authorized: false)
         XCTAssertEqual(anonymous.status, 401)
         XCTAssertEqual(anonymous.headers["www-authenticate"], "Bearer")
@@ -103,11 +107,27 @@ final class JobAPITests: XCTestCase {
         XCTAssertNoThrow(try options.validate())
     }
 
-    /// A body over --max-body is refused with 413 before it is read whole.
+    /// A body over --max-body is refused with 413 (saying why) before it is read whole.
     func testBodyLimit() async throws {
         let server = try await RunningServer.start { $0.maxBodyBytes = 1000 }
         let reply = try await server.call("POST", "/sdapi/v1/txt2img", json: ["prompt": String(repeating: "a", count: 5000)])
         XCTAssertEqual(reply.status, 413)
+        XCTAssertTrue((reply.object["error"] as? String ?? "").contains("--max-body"), reply.text)
+        try await server.stop()
+    }
+
+    /// --wall-timeout counts the whole job, not each of its runs; --queue 0 still runs a job on an idle server.
+    func testWallTimeoutCountsTheJobAndQueueZeroRuns() async throws {
+        let server = try await RunningServer.start {
+            $0.queue = 0
+            $0.limits.wallTimeout = 1.5
+        }
+        let reply = try await server.call("POST", "/sdapi/v1/txt2img", json: ["steps": 300, "n_iter": 40, "sampler_name": "Euler"])
+        XCTAssertEqual(reply.status, 500, reply.text)
+        XCTAssertTrue((reply.object["error"] as? String ?? "").contains("wall"), reply.text)
+        let jobs = try await server.call("GET", "/kiri/v1/jobs").json as? [[String: Any]] ?? []
+        XCTAssertEqual(jobs.first?["error_kind"] as? String, "time")
+        XCTAssertLessThan(jobs.first?["run"] as? Int ?? 40, 40)
         try await server.stop()
     }
 

@@ -49,13 +49,15 @@ final class RunningServer: @unchecked Sendable {
     }
 
     /// One request; `json` is sent as the body. The server's token goes with it unless `authorized` is false.
-    func call(_ method: String, _ path: String, json: Any? = nil, body: Data? = nil, authorized: Bool = true) async throws -> Reply {
+    func call(_ method: String, _ path: String, json: Any? = nil, body: Data? = nil, headers extra: [String: String] = [:],
+              authorized: Bool = true) async throws -> Reply {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = method
         request.timeoutInterval = 300
         if let json { request.httpBody = try JSONSerialization.data(withJSONObject: json) }
         if let body { request.httpBody = body }
         if authorized, let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        for (key, value) in extra { request.setValue(value, forHTTPHeaderField: key) }
         let (data, response) = try await URLSession.shared.data(for: request)
         let http = response as! HTTPURLResponse
         var headers: [String: String] = [:]

@@ -104,7 +104,7 @@ async function follow(id) {
 
 function onEvent(name, data) {
   if (name === "state") {
-    progress(data.progress, data.status === "queued" ? `Queued (position ${data.queuePosition ?? 0})…` : "Running…");
+    progress(data.progress, data.status === "queued" ? `Queued (position ${data.queue_position ?? 0})…` : "Running…");
   } else if (name === "step") {
     const run = data.runs > 1 ? ` (run ${data.run} of ${data.runs})` : "";
     const sigma = data.sigma !== undefined ? `, σ ${data.sigma.toPrecision(3)}` : "";
