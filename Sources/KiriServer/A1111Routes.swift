@@ -1,16 +1,21 @@
 import Foundation
 import Hummingbird
 import KiriImage
+import Synchronization
 
 /// AUTOMATIC1111's `/sdapi/v1` endpoints (modules/api/api.py) that clients such as webuiapi use: generation waits
 /// for its job and answers with base64 PNGs that carry A1111's `parameters` text.
-struct A1111Routes {
+final class A1111Routes: Sendable {
     let state: ServerState
+    /// The last progress answer, by job, step and whether it had the image.
+    private let progressKept = Mutex<(key: String, bytes: [UInt8])?>(nil)
+
+    init(state: ServerState) { self.state = state }
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         let state = self.state
-        router.post("/sdapi/v1/txt2img") { request, _ in try await generate(request, image: false) }
-        router.post("/sdapi/v1/img2img") { request, _ in try await generate(request, image: true) }
+        router.post("/sdapi/v1/txt2img") { request, _ in try await self.generate(request, image: false) }
+        router.post("/sdapi/v1/img2img") { request, _ in try await self.generate(request, image: true) }
         router.get("/sdapi/v1/samplers") { _, _ in
             ApiResponse.json(state.catalog.samplers.map { plugin in
                 ["name": state.catalog.samplerTitle(plugin), "aliases": ["k_" + plugin, plugin], "options": [String: String]()]
@@ -30,7 +35,7 @@ struct A1111Routes {
                  "config": NSNull()] as [String: Any]
             })
         }
-        router.get("/sdapi/v1/options") { _, _ in options() }
+        router.get("/sdapi/v1/options") { _, _ in self.options() }
         router.post("/sdapi/v1/options") { request, _ in
             let fields = try await request.fields(limit: state.options.maxBodyBytes)
             let title = try fields.string("sd_model_checkpoint", "")
@@ -49,7 +54,7 @@ struct A1111Routes {
         }
         router.get("/sdapi/v1/progress") { request, _ in
             let skipImage = ["true", "True", "1"].contains(request.uri.queryParameters.get("skip_current_image") ?? "")
-            return progress(skipImage: skipImage)
+            return self.progress(skipImage: skipImage)
         }
         router.post("/sdapi/v1/interrupt") { _, _ in
             state.queue.running?.interrupt()
@@ -67,24 +72,37 @@ struct A1111Routes {
                           "live_previews_enable": true, "show_progress_every_n_steps": 1] as [String: Any])
     }
 
-    /// A1111's progress: the running job's share done, the seconds it expects to need still, its preview.
+    /// A1111's progress: the running job's share done, the seconds it expects to need still, its preview. Clients
+    /// poll it many times a step, so the answer is made once per step (its ETA too) and kept.
     private func progress(skipImage: Bool) -> Response {
-        guard let job = state.queue.running else {
-            return ApiResponse.json(["progress": 0, "eta_relative": 0, "current_image": NSNull(), "textinfo": NSNull(),
-                                     "state": ["skipped": false, "interrupted": false, "job": "", "job_count": state.queue.waiting,
-                                               "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0] as [String: Any]]
-                                    as [String: Any])
+        guard let job = state.queue.running else { return idleProgress() }
+        let key = "\(job.id) \(job.version) \(skipImage)"
+        if let kept = progressKept.withLock({ $0?.key == key ? $0?.bytes : nil }) {
+            return ApiResponse.bytes(kept, type: "application/json")
         }
+        let bytes = Array(ServerState.jsonText(progressFields(job, skipImage: skipImage)).utf8)
+        progressKept.withLock { $0 = (key, bytes) }
+        return ApiResponse.bytes(bytes, type: "application/json")
+    }
+
+    private func idleProgress() -> Response {
+        ApiResponse.json(["progress": 0, "eta_relative": 0, "current_image": NSNull(), "textinfo": NSNull(),
+                          "state": ["skipped": false, "interrupted": false, "job": "", "job_count": state.queue.waiting,
+                                    "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0] as [String: Any]]
+                         as [String: Any])
+    }
+
+    private func progressFields(_ job: Job, skipImage: Bool) -> [String: Any] {
         let snapshot = job.snapshot
         let elapsed = snapshot.started.map { Date().timeIntervalSince1970 - $0 } ?? 0
         let eta = snapshot.progress > 0.01 ? elapsed / snapshot.progress - elapsed : 0
         let preview: Any = skipImage ? NSNull() : job.preview.map { Data($0).base64EncodedString() as Any } ?? NSNull()
-        return ApiResponse.json([
+        return [
             "progress": snapshot.progress, "eta_relative": max(eta, 0), "current_image": preview, "textinfo": NSNull(),
             "state": ["skipped": false, "interrupted": snapshot.interrupted, "job": job.id, "job_count": state.queue.waiting + 1,
                       "job_timestamp": A1111Generation.timestamp(Date(timeIntervalSince1970: snapshot.created)),
                       "job_no": max(snapshot.run - 1, 0), "sampling_step": snapshot.step, "sampling_steps": snapshot.steps] as [String: Any],
-        ] as [String: Any])
+        ]
     }
 
     private func generate(_ request: Request, image: Bool) async throws -> Response {

@@ -78,6 +78,8 @@ final class Job: Sendable {
         var nextSubscriber = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
         var queuePosition: Int?
+        /// Counts the state's changes, so that a reader can keep what it made of the last one.
+        var version = 0
     }
     private let state = Mutex(State())
 
@@ -104,6 +106,8 @@ final class Job: Sendable {
     }
 
     var status: JobStatus { state.withLock { $0.status } }
+    /// Changes whenever a step is reported.
+    var version: Int { state.withLock { $0.version } }
     var preview: [UInt8]? { state.withLock { $0.preview } }
     var isInterrupted: Bool { state.withLock { $0.interruptRequested || $0.cancelRequested } }
 
@@ -137,6 +141,7 @@ final class Job: Sendable {
     func update(step: Int, of steps: Int, sigma: Double?, preview: [UInt8]?) {
         let snapshot = state.withLock { s -> JobSnapshot in
             (s.step, s.steps) = (step, steps)
+            s.version += 1
             if let sigma { s.sigma = sigma }
             if let preview { s.preview = preview }
             return self.snapshot(s)

@@ -141,6 +141,20 @@ func runOnce(_ request: RunRequest) -> Result<[String], ScriptFailure> {
     }
 }
 
+/// Runs async work from a synchronous command and waits for it (the commands are ParsableCommand, not async).
+func waitFor<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let result = Mutex<Result<T, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let outcome: Result<T, any Error>
+        do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+        result.withLock { $0 = outcome }
+        done.signal()
+    }
+    done.wait()
+    return try result.withLock { $0! }.get()
+}
+
 /// `kiri: message` on standard error; messages quote scripts and PNGs, so control characters are escaped there.
 func report(_ message: String) {
     TerminalText.write("kiri: \(message)\n", to: .standardError)
@@ -466,28 +480,23 @@ extension KiriCommand {
             } catch {
                 throw fail("\(error)")
             }
-            let failure = Mutex<String?>(nil)
-            let done = DispatchSemaphore(value: 0)
             let shownHost = host.contains(":") ? "[\(host)]" : host
-            Task {
-                do {
+            do {
+                try waitFor {
                     try await server.run { port in
                         FileHandle.standardOutput.write(Data("kiri serve: listening on http://\(shownHost):\(port)\n".utf8))
                     }
-                } catch {
-                    failure.withLock { $0 = "\(error)" }
                 }
-                done.signal()
+            } catch {
+                throw fail("serve: \(error)")
             }
-            done.wait()
-            if let message = failure.withLock({ $0 }) { throw fail("serve: \(message)") }
         }
     }
 
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks, each against a baseline measured in the same run.",
-            subcommands: [Step.self, Model.self, Sample.self, Pipeline.self, Train.self], defaultSubcommand: Step.self)
+            subcommands: [Step.self, Model.self, Sample.self, Pipeline.self, Train.self, Serve.self], defaultSubcommand: Step.self)
     }
 }
 
@@ -526,6 +535,24 @@ extension KiriCommand.Bench {
             }
             print(try TrainingBenchmark.run(config: path, batch: batch, runs: runs, gradientCheckpointing: gradientCheckpointing,
                                             python: python))
+        }
+    }
+
+    struct Serve: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "kiri serve: the API's latency over the same small job run directly, and /sdapi/v1/progress's requests per second under wrk while a job runs.")
+        @Option(parsing: .unconditional, help: "Timed jobs each way; the median is reported.") var runs: Int = 20
+        @Option(parsing: .unconditional, help: "Sampler steps of the small job.") var steps: Int = 4
+        @Option(parsing: .unconditional, help: "Seconds of wrk.") var seconds: Int = 5
+
+        func validate() throws {
+            guard runs >= 1, steps >= 1, seconds >= 1 else { throw ValidationError("--runs, --steps and --seconds must be at least 1") }
+        }
+
+        func run() throws {
+            let (runs, steps, seconds) = (runs, steps, seconds)
+            let kiri = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+            print(try waitFor { try await ServerBenchmark.run(runs: runs, steps: steps, kiri: kiri, wrkSeconds: seconds) })
         }
     }
 
