@@ -83,8 +83,11 @@ final class Job: Sendable {
     }
     private let state = Mutex(State())
 
-    /// Lines of the recipe's output kept for the API.
-    static let logLines = 200
+    /// The recipe's output kept for the API: the last lines, each cut at `logLineBytes` (a shared recipe could print
+    /// megabytes, and the server keeps a thousand jobs).
+    static let logLines = 200, logLineBytes = 1000
+    /// Output file names listed for the API (a recipe may write many small files within its disk cap).
+    static let maxOutputs = 10_000
 
     init(id: String, spec: JobSpec, folder: String) {
         self.id = id
@@ -154,7 +157,9 @@ final class Job: Sendable {
     }
 
     func log(_ text: String) {
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).suffix(Self.logLines).map { line in
+            line.utf8.count <= Self.logLineBytes ? String(line) : String(decoding: line.utf8.prefix(Self.logLineBytes), as: UTF8.self) + "…"
+        }
         guard !lines.isEmpty else { return }
         state.withLock { s in
             s.log.append(contentsOf: lines)
@@ -164,7 +169,11 @@ final class Job: Sendable {
     }
 
     func addOutputs(_ names: [String]) {
-        state.withLock { $0.outputs.append(contentsOf: names) }
+        let names = state.withLock { s in
+            let kept = Array(names.prefix(max(Self.maxOutputs - s.outputs.count, 0)))
+            s.outputs.append(contentsOf: kept)
+            return kept
+        }
         for name in names { publish("output", ["file": name, "url": "/kiri/v1/jobs/\(id)/outputs/\(name)"]) }
     }
 

@@ -47,6 +47,11 @@ final class JobAPITests: XCTestCase {
         XCTAssertEqual(job["status"] as? String, "succeeded", "\(job)")
         XCTAssertEqual(job["log"] as? [String], ["hi there"])
         XCTAssertEqual(job["outputs"] as? [String], ["note.txt"])
+        let chatty = try await finished(open, ["source": "for i = 1, 300 do print(i) end print(string.rep('x', 100000))"])
+        let log = chatty["log"] as? [String] ?? []
+        XCTAssertEqual(log.count, Job.logLines, "the last lines are kept")
+        XCTAssertEqual(log.first, "102")
+        XCTAssertEqual(log.last?.utf8.count, Job.logLineBytes + "…".utf8.count, "a long line is cut")
         let escape = try await finished(open, ["source": "kiri.write_text('../../escape.txt', 'x')"])
         XCTAssertEqual(escape["status"] as? String, "failed")
         XCTAssertFalse(FileManager.default.fileExists(atPath: open.output + "/escape.txt"))
