@@ -104,6 +104,10 @@ struct KiriRoutes {
         guard arguments.count <= Self.maxArguments else {
             throw FieldError(field: "arguments", message: "at most \(Self.maxArguments), got \(arguments.count)")
         }
+        // Arguments reach the recipe as C strings: a NUL would cut one short without a word.
+        if let index = arguments.firstIndex(where: { $0.utf8.contains(0) }) {
+            throw FieldError(field: "arguments[\(index)]", message: "contains a NUL character")
+        }
         for (index, argument) in arguments.enumerated() where argument.hasPrefix("model=") {
             let name = String(argument.dropFirst("model=".count))
             guard let model = state.catalog.model(titled: name) else {

@@ -37,6 +37,8 @@ final class JobAPITests: XCTestCase {
     /// it prints is the job's log.
     func testRecipeSourceIsOptInAndSandboxed() async throws {
         let closed = try await RunningServer.start()
+        let nul = try await closed.call("POST", "/kiri/v1/jobs", json: ["recipe": "txt2img", "arguments": ["prompt": "bag\u{0}x"]])
+        XCTAssertEqual(nul.status, 422, nul.text)
         let refused = try await closed.call("POST", "/kiri/v1/jobs", json: ["source": "print('hi')"])
         XCTAssertEqual(refused.status, 403)
         XCTAssertTrue(refused.text.contains("--allow-recipes"), refused.text)

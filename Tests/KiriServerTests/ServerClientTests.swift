@@ -19,6 +19,21 @@ final class ServerClientTests: XCTestCase {
         XCTAssertTrue(output.contains("all checks passed"), output)
     }
 
+    /// schemathesis against the served /openapi.json: no 5xx, and every status, content type, header and body as
+    /// the document says (Clients/schemathesis_check.py, seeded, a few hundred cases over every operation).
+    func testOpenAPIDocumentWithSchemathesis() async throws {
+        let python = try Self.venvPython()
+        let server = try await RunningServer.start {
+            $0.limits.timeout = 10
+            $0.limits.wallTimeout = 20
+        }
+        let (status, output) = try await Self.run(python, [Self.clients + "/schemathesis_check.py", "\(server.port)"])
+        try await server.stop()
+        print(output.split(separator: "\n").suffix(30).joined(separator: "\n"))
+        XCTAssertEqual(status, 0, output)
+        XCTAssertTrue(output.contains("schemathesis: all checks passed"), output)
+    }
+
     /// The venv's python, made once per requirements file (in the system's temporary folder). No python3 is a skip;
     /// a failed install is a failure, as CI installs from PyPI.
     static func venvPython() throws -> String {

@@ -6,12 +6,14 @@ document does not describe.
 Usage: python schemathesis_check.py PORT [SCHEMA.json]
 (SCHEMA.json, for development only, replaces the served document.)
 
-The checks run on a copy of the document made cheap to test: the copy lowers the largest steps, n_iter,
-batch_size, width and height, and adds the server's own names (the default model's classes, samplers,
-schedulers, bundled recipes, jobs and their files) as extra choices beside the free text the document allows,
-so that generated requests reach real generations and real jobs too. Nothing is left out: every operation runs;
-the run prints what it changed, each operation's case count and statuses, and every failure with its request.
-Seeding is fixed (Hypothesis derandomized), so a run repeats the last one's requests.
+The served document stays the truth; the checks run on copies of it made cheap and strict to test. The test copy
+lowers the largest steps, n_iter, batch_size, width and height (and keeps a recipe job's own arguments small),
+and lets the response schemas name every field the server may send (additionalProperties false). A steered copy
+besides replaces free text with the server's own names (the default model's classes, samplers, schedulers,
+models, bundled recipes, small PNGs, jobs and their files, plus a few names it refuses), so that generated
+requests reach real generations and real jobs, not only 422s. Nothing is left out: every operation runs; the run
+prints what the copies change, each operation's cases and statuses, and every failure with its request.
+Seeding is fixed (Hypothesis derandomized, no example database), so a run repeats the last one's requests.
 """
 import base64
 import copy
@@ -27,7 +29,6 @@ import requests
 import schemathesis
 import schemathesis.checks
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
-from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.errors import FailureGroup
 
@@ -46,6 +47,12 @@ CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
 CHECK_NAMES = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
                "response_headers_conformance", "response_schema_conformance"]
 REQUEST_TIMEOUT = 60
+# The whole run's limit: cases past it are not sent, and the run fails.
+RUN_SECONDS = 300
+# Schemas only responses use: in the test copy they allow no field the document does not name, so that a field the
+# server adds or renames shows up.
+RESPONSE_SCHEMAS = ["A1111GenerationResponse", "Progress", "Sampler", "Scheduler", "SDModel", "Options", "JobSnapshot",
+                    "Plugins", "Error", "ValidationError"]
 
 
 def png(width, height, value):
@@ -60,6 +67,19 @@ def png(width, height, value):
     return base64.b64encode(data).decode()
 
 
+def closed(schema):
+    """`schema` with `additionalProperties: false` on each object that names its properties and says nothing else."""
+    if isinstance(schema, dict):
+        if "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        for value in schema.values():
+            closed(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            closed(value)
+    return schema
+
+
 def choose(schema, values):
     """`schema` narrowed to `values` (the server's own names), nullable as it was."""
     return {"type": "string", "enum": values, "nullable": schema.get("nullable", False)}
@@ -71,6 +91,9 @@ def test_copy(document, facts, steered):
     doc = copy.deepcopy(document)
     schemas = doc["components"]["schemas"]
     changes = []
+    for name in RESPONSE_SCHEMAS:
+        closed(schemas[name])
+    changes.append(f"{', '.join(RESPONSE_SCHEMAS)}: no undocumented fields (additionalProperties false)")
     request = schemas["A1111GenerationRequest"]["properties"]
     for key, limit in CHEAP.items():
         changes.append(f"{key} maximum {request[key]['maximum']} -> {limit}")
@@ -228,7 +251,11 @@ def main():
     total_cases = 0
     operations = []
     for result in free.get_all_operations():
-        operation = result.ok()
+        try:
+            operation = result.ok()
+        except Exception as error:   # an operation the document describes so that no request can be made
+            failures[("the document", type(error).__name__)] = [1, str(error)]
+            continue
         label = operation.label
         steered_operation = steered.find_operation_by_label(label)
         statuses = Counter()
@@ -242,6 +269,10 @@ def main():
             if job_cost(case) > COST_BUDGET:
                 counts["not sent (job too costly)"] += 1
                 return
+            if time.monotonic() - started > RUN_SECONDS:
+                counts["not sent (past the run's limit)"] += 1
+                fail(f"the run passed {RUN_SECONDS} s", "cases were left unsent")
+                return
             counts[kind] += 1
             total_cases += 1
             try:
@@ -250,6 +281,13 @@ def main():
                 fail(type(error).__name__, f"{kind} case: {error}\n  request: {case.as_curl_command()}")
                 statuses["no answer"] += 1
                 return
+            if label == "POST /kiri/v1/jobs" and response.status_code == 202:
+                # One job at a time: the next request does not find this one queued (nor the queue full).
+                job = response.json()
+                snapshot = wait_for_job(session, base, job["id"])
+                if snapshot is None or snapshot.get("error_kind") in ("time", "server"):
+                    fail("the job did not end cleanly",
+                         f"{kind} case: job {job['id']}: {snapshot}\n  request: {case.as_curl_command()}")
             try:
                 case.validate_response(response, checks=checks, transport_kwargs={"session": session})
             except FailureGroup as group:
@@ -263,12 +301,6 @@ def main():
                 statuses[f"{response.status_code} failed"] += 1
                 return
             statuses[str(response.status_code)] += 1
-            if label == "POST /kiri/v1/jobs" and response.status_code == 202:
-                # One job at a time: the next request does not find this one queued (nor the queue full).
-                job = response.json()
-                snapshot = wait_for_job(session, base, job["id"])
-                if snapshot is None or snapshot.get("error_kind") in ("time", "server"):
-                    fail("the job did not end cleanly", f"{kind} case: job {job['id']}: {snapshot}\n    {case.as_curl_command()}")
 
         # The document's own examples, then generated cases: positive and negative from the test copy, positive
         # from the steered copy.
