@@ -185,6 +185,7 @@ function recipe.field_text(key, value)
     local names = recipe.display_names[key]
     if names and names[value] then return names[value] end
     if (key == "model" or key == "vae") and type(value) == "string" then
+        value = value:gsub("^served:", ""):gsub("^bundled:", "")
         return (value:match("([^/]+)/?$") or value):gsub("%.safetensors$", ""):gsub("%.gguf$", "")
     end
     return tostring(value)

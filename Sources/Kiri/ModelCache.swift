@@ -8,10 +8,11 @@ import KiriTensor
 /// would pass `limit`. A run that changes a model (a LoRA merged into it) takes it out of the cache: from then on it
 /// is that run's alone.
 public final class ModelCache: @unchecked Sendable {
+    /// Charged by the models' tensors; one job loads at a time, so it has one owner at a time.
     public let budget: MemoryBudget
-    private let lock = NSLock()
-    /// Least recently used first.
+    /// Least recently used first; LoadedModel is not Sendable, so a lock rather than a Mutex guards them.
     private var entries: [(key: String, model: LoadedModel)] = []
+    private let lock = NSLock()
 
     public init(limit: Int) { budget = MemoryBudget(limit: limit) }
 
@@ -35,7 +36,7 @@ public final class ModelCache: @unchecked Sendable {
         let model: LoadedModel
         do {
             model = try MemoryBudget.$current.withValue(budget) { try load() }
-        } catch where count > 0 {
+        } catch where count > 0 && Self.isMemoryCap(error) {
             // It took more than its files (a format converted on loading): the others make room, and it tries again.
             lock.withLock { entries.removeAll() }
             model = try MemoryBudget.$current.withValue(budget) { try load() }
@@ -47,6 +48,12 @@ public final class ModelCache: @unchecked Sendable {
     /// Takes `model` out of the cache (a run is about to change it).
     func evict(_ model: LoadedModel) {
         lock.withLock { entries.removeAll { $0.model === model } }
+    }
+
+    /// A load refused for memory: the networks' checks say "... memory cap" (memoryLeft), tensors TensorError's
+    /// outOfMemory. Any other failure (a bad file, a cancelled run) would fail again, and keeps the cache.
+    private static func isMemoryCap(_ error: any Error) -> Bool {
+        "\(error)".contains("memory cap") || (error as? TensorError)?.message == TensorError.outOfMemory.message
     }
 
     private static func stamp(_ file: String) -> String {

@@ -24,6 +24,11 @@ public struct RunRequest {
     public var started: ((Cancellation) -> Void)?
     /// Models kept between runs (a server's), nil to load each anew.
     public var modelCache: ModelCache?
+    /// Models a server offers, by name: the script loads them as `served:NAME` and never sees their paths.
+    public var servedModels: [String: String] = [:]
+    /// Whether relative paths the script reads are in the output folder (a server's job reads its inputs there by
+    /// name), rather than in the current folder.
+    public var readsFromOutput = false
 
     public init(script: String, arguments: [String] = [], limits: SandboxLimits = SandboxLimits(),
                 outputDirectory: String = "out", pluginDirectories: [String] = [], source: String? = nil,
@@ -66,16 +71,18 @@ public enum RecipeRunner {
         let models = BundledFiles.models
         let named = request.allowedFiles + (embedded ? [] : filesIn(request.arguments))
         let namedFiles = regularFiles(named) + modelFolders(named) + (embedded ? [] : namedFolders(request.arguments))
-        let files = FileAccess(
-            readRoots: recipeFolder + pluginFolders + Array(models.values) + BundledFiles.datasets + namedFiles,
+        var files = FileAccess(
+            readRoots: recipeFolder + pluginFolders + Array(models.values) + Array(request.servedModels.values)
+                + BundledFiles.datasets + namedFiles,
             moduleRoots: recipeFolder + pluginFolders,
             outputDirectory: request.outputDirectory, overwrite: request.overwrite,
             missingNamedFiles: embedded ? [] : missingFiles(request.arguments))
+        files.readsFromOutput = request.readsFromOutput
         // Scripts and the PNGs they write see the recipe by its file name: no host folder is shown or shared.
         let name = FileAccess.name(of: request.script)
         let provenance = RecipeProvenance(recipe: name, source: source, arguments: request.arguments).text
         let runtime = try LuaRuntime.engine(limits: request.limits, files: files, plugins: plugins,
-                                            bundledModels: models, imageText: provenance,
+                                            bundledModels: models, servedModels: request.servedModels, imageText: provenance,
                                             modelCache: request.modelCache, output: output)
         defer { runtime.close() }
         runtime.progress = request.progress

@@ -16,6 +16,9 @@ public struct FileAccess: Sendable {
     /// Files the user named on the command line that do not exist: reading one says "no such file", since the
     /// user asked for it, where any other missing path outside the roots is refused without saying whether it exists.
     public var missingNamedFiles: [String]
+    /// Relative paths to read are in the output folder rather than the current one (a server's job reads its
+    /// inputs there by name, so no host path reaches its script or its PNGs).
+    public var readsFromOutput = false
 
     public init(readRoots: [String] = [], moduleRoots: [String] = [], outputDirectory: String? = nil,
                 overwrite: Bool = false, missingNamedFiles: [String] = []) {
@@ -31,8 +34,9 @@ public struct FileAccess: Sendable {
     /// probe for files elsewhere. Never a FIFO or a device: reading one would block or never end.
     public func resolveForReading(_ path: String) throws -> String {
         try Self.checkName(path, "read")
-        let real = Self.realPath(path)
-        let nearest = real ?? Self.realPath(Self.folder(of: path))
+        let located = readsFromOutput && !path.hasPrefix("/") ? (outputDirectory ?? ".") + "/" + path : path
+        let real = Self.realPath(located)
+        let nearest = real ?? Self.realPath(Self.folder(of: located))
         let roots = readRoots + (outputDirectory.map { [$0] } ?? [])
         if real == nil, missingNamedFiles.contains(path) {
             throw ScriptError("cannot read '\(path)': no such file (it was named on the command line)")

@@ -73,7 +73,8 @@ struct A1111Generation {
             guard value % 8 == 0 else { throw FieldError(field: key, message: "must be a multiple of 8, got \(value)") }
         }
         denoisingStrength = try fields.double("denoising_strength", 0.75)
-        guard denoisingStrength > 0, denoisingStrength <= 1 else {
+        // txt2img ignores it, as A1111 does without hires fix.
+        guard !image || (denoisingStrength > 0 && denoisingStrength <= 1) else {
             throw FieldError(field: "denoising_strength", message: "must be above 0 and at most 1, got \(denoisingStrength)")
         }
         let overrides = try fields.object("override_settings")
@@ -83,23 +84,23 @@ struct A1111Generation {
         } else if let chosen = catalog.model(titled: title) {
             model = chosen
         } else {
-            throw FieldError(field: "override_settings.sd_model_checkpoint",
-                             message: "no model '\(title)' (GET /sdapi/v1/sd-models lists them)")
+            throw FieldError([.name("override_settings"), .name("sd_model_checkpoint")],
+                             "no model '\(title)' (GET /sdapi/v1/sd-models lists them)")
         }
         clipSkip = try overrides?.int("CLIP_stop_at_last_layers", server.clipSkip) ?? server.clipSkip
-        try fields.check("override_settings.CLIP_stop_at_last_layers", clipSkip, 1...12)
+        try overrides?.check("CLIP_stop_at_last_layers", clipSkip, 1...12)
 
         if image {
             // Kiri does not resize: img2img keeps the init image's size.
             (width, height) = (0, 0)
             let images = try fields.strings("init_images")
             guard let first = images.first else { throw FieldError(field: "init_images", message: "img2img needs one image (a base64 PNG)") }
-            initImage = try Self.png(first, field: "init_images[0]", server: server)
+            initImage = try Self.png(first, path: [.name("init_images"), .index(0)], server: server)
             let maskText = try fields.string("mask", "")
             if !maskText.isEmpty {
-                var maskBytes = try Self.png(maskText, field: "mask", server: server)
+                var maskBytes = try Self.png(maskText, path: [.name("mask")], server: server)
                 if try fields.bool("inpainting_mask_invert", false) {
-                    maskBytes = try Self.inverted(maskBytes, field: "mask")
+                    maskBytes = try Self.inverted(maskBytes, path: [.name("mask")])
                 }
                 mask = maskBytes
             }
@@ -115,43 +116,44 @@ struct A1111Generation {
 
     /// The bytes of a base64 PNG, with or without a `data:image/png;base64,` prefix (webuiapi sends one); checked to
     /// be a PNG Kiri can read within the server's pixel limit.
-    static func png(_ text: String, field: String, server: ServerState) throws(FieldError) -> [UInt8] {
+    static func png(_ text: String, path: [FieldError.Key], server: ServerState) throws(FieldError) -> [UInt8] {
+        let field = FieldError(path, "").field
         let payload = text.hasPrefix("data:") ? String(text.drop { $0 != "," }.dropFirst()) : text
         guard let data = Data(base64Encoded: payload, options: .ignoreUnknownCharacters) else {
-            throw FieldError(field: field, message: "not base64")
+            throw FieldError(path, "not base64")
         }
         let bytes = [UInt8](data)
         guard bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) else {
-            throw FieldError(field: field, message: "not a PNG image (Kiri reads PNG only)")
+            throw FieldError(path, "not a PNG image (Kiri reads PNG only)")
         }
         let image: PNGImage
         do {
             image = try ServerState.decodePNG(bytes, name: field, byteLimit: server.options.maxImagePixels * 4)
         } catch {
-            throw FieldError(field: field, message: "cannot read the PNG: \(error)")
+            throw FieldError(path, "cannot read the PNG: \(error)")
         }
         guard image.width * image.height <= server.options.maxImagePixels else {
-            throw FieldError(field: field, message: "\(image.width)x\(image.height) is more than the server's \(server.options.maxImagePixels) pixels")
+            throw FieldError(path, "\(image.width)x\(image.height) is more than the server's \(server.options.maxImagePixels) pixels")
         }
         return bytes
     }
 
     /// A1111's `inpainting_mask_invert`: black becomes the part to repaint. Alpha is kept.
-    static func inverted(_ bytes: [UInt8], field: String) throws(FieldError) -> [UInt8] {
+    static func inverted(_ bytes: [UInt8], path: [FieldError.Key]) throws(FieldError) -> [UInt8] {
         do {
-            let image = try ServerState.decodePNG(bytes, name: field, byteLimit: Int.max)
+            let image = try ServerState.decodePNG(bytes, name: FieldError(path, "").field, byteLimit: Int.max)
             let colours = image.channels == 2 || image.channels == 4 ? image.channels - 1 : image.channels
             var pixels = image.pixels
             for index in pixels.indices where index % image.channels < colours { pixels[index] = 255 - pixels[index] }
             return try PNGImage(width: image.width, height: image.height, channels: image.channels, pixels: pixels).encoded()
         } catch {
-            throw FieldError(field: field, message: "cannot read the PNG: \(error)")
+            throw FieldError(path, "cannot read the PNG: \(error)")
         }
     }
 
     /// The job: txt2img, img2img or inpaint, one run per iteration, each of `batchSize` images with seeds following
     /// on, named as A1111 names them (NNNNN-SEED.png).
-    func job(server: ServerState, folder: String) throws -> JobSpec {
+    func job(server: ServerState) throws -> JobSpec {
         let recipe = initImage == nil ? "txt2img" : mask == nil ? "img2img" : "inpaint"
         var inputs: [String: [UInt8]] = [:]
         var common = [
@@ -159,13 +161,13 @@ struct A1111Generation {
             "schedule=\(schedule)", "batch=\(batchSize)", "width=\(width)", "height=\(height)", "clip_skip=\(clipSkip)",
             "subseed_strength=\(subseedStrength)",
         ]
-        if let path = model.path { common.append("model=\(path)") }
+        if model.path != nil { common.append("model=served:\(model.title)") }
         if let initImage {
             inputs["init.png"] = initImage
-            common += ["init=\(folder)/init.png", "strength=\(denoisingStrength)"]
+            common += ["init=init.png", "strength=\(denoisingStrength)"]   // read from the job's folder
             if let mask {
                 inputs["mask.png"] = mask
-                common.append("mask=\(folder)/mask.png")
+                common.append("mask=mask.png")
             }
         }
         let runs = (0..<iterations).map { iteration in
@@ -173,8 +175,7 @@ struct A1111Generation {
             return common + ["seed=\(first)", "subseed=\(subseed + iteration * batchSize)",
                              "out=" + String(format: "%05ld-%ld.png", iteration * batchSize, first)]
         }
-        return JobSpec(recipe: recipe + ".lua", source: try server.bundledSource(recipe), runs: runs,
-                       allowedFiles: model.path.map { [$0] } ?? [], inputs: inputs)
+        return JobSpec(recipe: recipe + ".lua", source: try server.bundledSource(recipe), runs: runs, inputs: inputs)
     }
 
     /// A1111's `info`: a JSON string of the generation's settings, one infotext per image.

@@ -58,12 +58,17 @@ final class A1111Routes: Sendable {
         }
         router.post("/sdapi/v1/interrupt") { _, _ in
             state.queue.running?.interrupt()
-            return ApiResponse.json(NSNull())
+            return ApiResponse.json([String: Any]())
         }
         router.post("/sdapi/v1/skip") { _, _ in
             state.queue.running?.interrupt()
-            return ApiResponse.json(NSNull())
+            return ApiResponse.json([String: Any]())
         }
+        // What clients such as SillyTavern list before they generate: Kiri has none of these.
+        for path in ["upscalers", "latent-upscale-modes", "sd-vae", "sd-modules", "loras", "prompt-styles"] {
+            router.get(RouterPath("/sdapi/v1/" + path)) { _, _ in ApiResponse.json([Any]()) }
+        }
+        router.get("/internal/ping") { _, _ in ApiResponse.json([String: Any]()) }
     }
 
     private func options() -> Response {
@@ -108,7 +113,7 @@ final class A1111Routes: Sendable {
     private func generate(_ request: Request, image: Bool) async throws -> Response {
         let fields = try await request.fields(limit: state.options.maxBodyBytes)
         let generation = try A1111Generation(fields, image: image, server: state)
-        let job = try state.submit { folder in try generation.job(server: state, folder: folder) }
+        let job = try state.submit(try generation.job(server: state))
         await job.finished()
         let snapshot = job.snapshot
         if let kind = snapshot.errorKind {

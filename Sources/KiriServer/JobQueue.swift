@@ -10,9 +10,7 @@ struct JobSpec: Sendable {
     var recipe: String
     var source: String
     var runs: [[String]]
-    /// Files the recipe may read besides the plugins and bundled models: served models, the job's input images.
-    var allowedFiles: [String] = []
-    /// Files the server wrote into the job's folder before it ran (inputs, not outputs).
+    /// Files written into the job's folder before it runs (init and mask images), which its recipe reads by name.
     var inputs: [String: [UInt8]] = [:]
 }
 
@@ -59,6 +57,7 @@ struct JobEvent: Sendable {
 /// A job and what it has done so far; every method may be called from any thread.
 final class Job: Sendable {
     let id: String
+    /// The recipe and its runs; its source and inputs go with the payload (`takePayload`).
     let spec: JobSpec
     let folder: String
     let created = Date()
@@ -80,6 +79,8 @@ final class Job: Sendable {
         var queuePosition: Int?
         /// Counts the state's changes, so that a reader can keep what it made of the last one.
         var version = 0
+        /// The request's source and images until the job runs.
+        var payload: (source: String, inputs: [String: [UInt8]])?
     }
     private let state = Mutex(State())
 
@@ -87,25 +88,38 @@ final class Job: Sendable {
     /// megabytes, and the server keeps a thousand jobs).
     static let logLines = 200, logLineBytes = 1000
     /// Output file names listed for the API (a recipe may write many small files within its disk cap).
-    static let maxOutputs = 10_000
+    static let maxOutputs = 1000
+    /// Readers of a job's events at once, and the events each may fall behind by (step events carry previews).
+    static let maxSubscribers = 64, eventBuffer = 16
 
     init(id: String, spec: JobSpec, folder: String) {
         self.id = id
-        self.spec = spec
+        var kept = spec
+        (kept.source, kept.inputs) = ("", [:])
+        self.spec = kept
         self.folder = folder
+        state.withLock { $0.payload = (spec.source, spec.inputs) }
+    }
+
+    /// The source and inputs, for the run; the job keeps none of them after.
+    func takePayload() -> (source: String, inputs: [String: [UInt8]]) {
+        state.withLock { locked in
+            defer { locked.payload = nil }
+            return locked.payload ?? ("", [:])
+        }
     }
 
     var snapshot: JobSnapshot { state.withLock { snapshot($0) } }
 
-    private func snapshot(_ s: State) -> JobSnapshot {
+    private func snapshot(_ locked: State) -> JobSnapshot {
         let runs = spec.runs.count
-        let perRun = s.steps > 0 ? Double(s.step) / Double(s.steps) : 0
-        let progress = s.status == .succeeded ? 1 : runs == 0 ? 0 : (Double(max(s.run - 1, 0)) + perRun) / Double(runs)
-        return JobSnapshot(id: id, recipe: spec.recipe, status: s.status, step: s.step, steps: s.steps, run: s.run, runs: runs,
-                           sigma: s.sigma, progress: min(max(progress, 0), 1), interrupted: s.interruptRequested,
-                           queuePosition: s.queuePosition, created: created.timeIntervalSince1970,
-                           started: s.started?.timeIntervalSince1970, finished: s.finished?.timeIntervalSince1970,
-                           outputs: s.outputs, error: s.failure?.message, errorKind: s.failure?.kind, log: s.log)
+        let perRun = locked.steps > 0 ? Double(locked.step) / Double(locked.steps) : 0
+        let progress = locked.status == .succeeded ? 1 : runs == 0 ? 0 : (Double(max(locked.run - 1, 0)) + perRun) / Double(runs)
+        return JobSnapshot(id: id, recipe: spec.recipe, status: locked.status, step: locked.step, steps: locked.steps, run: locked.run, runs: runs,
+                           sigma: locked.sigma, progress: min(max(progress, 0), 1), interrupted: locked.interruptRequested,
+                           queuePosition: locked.queuePosition, created: created.timeIntervalSince1970,
+                           started: locked.started?.timeIntervalSince1970, finished: locked.finished?.timeIntervalSince1970,
+                           outputs: locked.outputs, error: locked.failure?.message, errorKind: locked.failure?.kind, log: locked.log)
     }
 
     var status: JobStatus { state.withLock { $0.status } }
@@ -118,9 +132,9 @@ final class Job: Sendable {
 
     /// Starts the job's clock; false when it was cancelled while it waited.
     func start() -> Bool {
-        let started = state.withLock { s -> Bool in
-            guard s.status == .queued else { return false }
-            (s.status, s.started, s.queuePosition) = (.running, Date(), nil)
+        let started = state.withLock { locked -> Bool in
+            guard locked.status == .queued else { return false }
+            (locked.status, locked.started, locked.queuePosition) = (.running, Date(), nil)
             return true
         }
         if started { publish("state", snapshot) }
@@ -129,25 +143,28 @@ final class Job: Sendable {
 
     /// The run's cancellation, so that `cancel()` reaches its kernels; a cancel that came first applies now.
     func attach(_ cancellation: Cancellation) {
-        let cancelled = state.withLock { s -> Bool in
-            s.cancellation = cancellation
-            return s.cancelRequested
+        let cancelled = state.withLock { locked -> Bool in
+            locked.cancellation = cancellation
+            return locked.cancelRequested
         }
         if cancelled { cancellation.cancel() }
     }
 
     func beginRun(_ run: Int) {
-        state.withLock { s in (s.run, s.step, s.steps, s.sigma) = (run, 0, 0, nil) }
+        state.withLock { locked in
+            (locked.run, locked.step, locked.steps, locked.sigma) = (run, 0, 0, nil)
+            locked.version += 1
+        }
     }
 
     /// A sampler step; `preview` is a PNG when one was made for it.
     func update(step: Int, of steps: Int, sigma: Double?, preview: [UInt8]?) {
-        let snapshot = state.withLock { s -> JobSnapshot in
-            (s.step, s.steps) = (step, steps)
-            s.version += 1
-            if let sigma { s.sigma = sigma }
-            if let preview { s.preview = preview }
-            return self.snapshot(s)
+        let snapshot = state.withLock { locked -> JobSnapshot in
+            (locked.step, locked.steps) = (step, steps)
+            locked.version += 1
+            if let sigma { locked.sigma = sigma }
+            if let preview { locked.preview = preview }
+            return self.snapshot(locked)
         }
         var fields: [String: Any] = ["step": snapshot.step, "steps": snapshot.steps, "run": snapshot.run, "runs": snapshot.runs,
                                      "progress": snapshot.progress]
@@ -161,32 +178,35 @@ final class Job: Sendable {
             line.utf8.count <= Self.logLineBytes ? String(line) : String(decoding: line.utf8.prefix(Self.logLineBytes), as: UTF8.self) + "…"
         }
         guard !lines.isEmpty else { return }
-        state.withLock { s in
-            s.log.append(contentsOf: lines)
-            if s.log.count > Self.logLines { s.log.removeFirst(s.log.count - Self.logLines) }
+        state.withLock { locked in
+            locked.log.append(contentsOf: lines)
+            if locked.log.count > Self.logLines { locked.log.removeFirst(locked.log.count - Self.logLines) }
         }
         for line in lines { publish("log", ["line": line]) }
     }
 
     func addOutputs(_ names: [String]) {
-        let names = state.withLock { s in
-            let kept = Array(names.prefix(max(Self.maxOutputs - s.outputs.count, 0)))
-            s.outputs.append(contentsOf: kept)
+        let names = state.withLock { locked in
+            let kept = Array(names.prefix(max(Self.maxOutputs - locked.outputs.count, 0)))
+            locked.outputs.append(contentsOf: kept)
             return kept
         }
-        for name in names { publish("output", ["file": name, "url": "/kiri/v1/jobs/\(id)/outputs/\(name)"]) }
+        for name in names {
+            let escaped = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? name
+            publish("output", ["file": name, "url": "/kiri/v1/jobs/\(id)/outputs/\(escaped)"])
+        }
     }
 
     /// Ends the job: `failure` nil for success; a job cancelled keeps the status `cancelled`.
     func finish(_ failure: JobFailure?) {
-        let (waiters, subscribers, snapshot) = state.withLock { s in
-            s.status = s.cancelRequested ? .cancelled : failure == nil ? .succeeded : .failed
-            s.failure = s.cancelRequested ? JobFailure(.cancelled, failure?.message ?? "cancelled") : failure
-            s.finished = Date()
-            s.cancellation = nil
-            let taken = (s.waiters, s.subscribers)
-            (s.waiters, s.subscribers) = ([], [:])
-            return (taken.0, taken.1, self.snapshot(s))
+        let (waiters, subscribers, snapshot) = state.withLock { locked in
+            locked.status = locked.cancelRequested ? .cancelled : failure == nil ? .succeeded : .failed
+            locked.failure = locked.cancelRequested ? JobFailure(.cancelled, failure?.message ?? "cancelled") : failure
+            locked.finished = Date()
+            locked.cancellation = nil
+            let taken = (locked.waiters, locked.subscribers)
+            (locked.waiters, locked.subscribers) = ([], [:])
+            return (taken.0, taken.1, self.snapshot(locked))
         }
         let done = JobEvent(name: "done", json: Self.json(snapshot))
         for subscriber in subscribers.values {
@@ -198,48 +218,57 @@ final class Job: Sendable {
 
     /// Stops the job: a queued one never runs, a running one stops at its next kernel tile or Lua instruction batch.
     func cancel() {
-        let cancellation = state.withLock { s -> Cancellation? in
-            guard !s.status.isFinished else { return nil }
-            s.cancelRequested = true
-            return s.cancellation
+        let cancellation = state.withLock { locked -> Cancellation? in
+            guard !locked.status.isFinished else { return nil }
+            locked.cancelRequested = true
+            return locked.cancellation
         }
         cancellation?.cancel()
     }
 
     /// A1111's interrupt: the sampler stops at its next step and the recipe saves what it has; later runs are skipped.
-    func interrupt() { state.withLock { s in if !s.status.isFinished { s.interruptRequested = true } } }
+    func interrupt() {
+        state.withLock { locked in
+            guard !locked.status.isFinished else { return }
+            locked.interruptRequested = true
+            locked.version += 1
+        }
+    }
 
     /// Returns when the job has finished.
     func finished() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { s -> Bool in
-                if s.status.isFinished { return true }
-                s.waiters.append(continuation)
+            let done = state.withLock { locked -> Bool in
+                if locked.status.isFinished { return true }
+                locked.waiters.append(continuation)
                 return false
             }
             if done { continuation.resume() }
         }
     }
 
-    /// The job's events from now on, after a `state` event; a finished job gives `done` alone. A slow reader loses
-    /// the oldest step events rather than holding memory.
-    func events() -> AsyncStream<JobEvent> {
-        let (stream, continuation) = AsyncStream<JobEvent>.makeStream(bufferingPolicy: .bufferingNewest(256))
-        let (key, snapshot) = state.withLock { s -> (Int?, JobSnapshot) in
-            let snapshot = self.snapshot(s)
-            guard !s.status.isFinished else { return (nil, snapshot) }
-            let key = s.nextSubscriber
-            s.nextSubscriber += 1
-            s.subscribers[key] = continuation
-            return (key, snapshot)
+    /// The job's events from now on, after a `state` event; a finished job gives `done` alone; nil when
+    /// `maxSubscribers` read it already. A slow reader loses the oldest events rather than holding memory.
+    func events() -> AsyncStream<JobEvent>? {
+        let (stream, continuation) = AsyncStream<JobEvent>.makeStream(bufferingPolicy: .bufferingNewest(Self.eventBuffer))
+        let key = state.withLock { locked -> Int?? in
+            // The first event is yielded under the lock, so that no step can come before it.
+            guard !locked.status.isFinished else {
+                continuation.yield(JobEvent(name: "done", json: Self.json(self.snapshot(locked))))
+                continuation.finish()
+                return .some(nil)
+            }
+            guard locked.subscribers.count < Self.maxSubscribers else { return .none }
+            let key = locked.nextSubscriber
+            locked.nextSubscriber += 1
+            locked.subscribers[key] = continuation
+            continuation.yield(JobEvent(name: "state", json: Self.json(self.snapshot(locked))))
+            return .some(key)
         }
-        guard let key else {
-            continuation.yield(JobEvent(name: "done", json: Self.json(snapshot)))
-            continuation.finish()
-            return stream
+        guard let key else { return nil }
+        if let key {
+            continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers.removeValue(forKey: key) } }
         }
-        continuation.yield(JobEvent(name: "state", json: Self.json(snapshot)))
-        continuation.onTermination = { [weak self] _ in self?.state.withLock { _ = $0.subscribers.removeValue(forKey: key) } }
         return stream
     }
 
@@ -296,22 +325,26 @@ final class JobQueue: Sendable {
         thread.start()
     }
 
-    /// Queues a job; throws QueueFull past `capacity` waiting jobs, QueueClosed after `shutdown()`.
+    /// Queues a job; throws QueueFull past `capacity` waiting jobs, QueueClosed after `shutdown()`. The job is made
+    /// before the lock is taken, which every progress request takes too.
     func submit(_ make: (String) throws -> Job) throws -> Job {
-        let job = try state.withLock { s -> Job in
-            guard s.accepting else { throw QueueClosed() }
-            // --queue 0 still runs a job when the server is idle.
-            guard s.pending.count < capacity || (s.running == nil && s.pending.isEmpty) else { throw QueueFull() }
-            var id: String
-            repeat { id = Self.newID() } while s.jobs[id] != nil
-            let job = try make(id)
-            job.setQueuePosition(s.pending.count + (s.running == nil ? 0 : 1))
-            s.pending.append(job)
-            s.jobs[id] = job
-            return job
+        while true {
+            let job = try make(Self.newID())
+            let added = try state.withLock { locked -> Bool in
+                guard locked.accepting else { throw QueueClosed() }
+                // --queue 0 still runs a job when the server is idle.
+                guard locked.pending.count < capacity || (locked.running == nil && locked.pending.isEmpty) else { throw QueueFull() }
+                guard locked.jobs[job.id] == nil else { return false }   // 1 in 2^64: another id
+                job.setQueuePosition(locked.pending.count + (locked.running == nil ? 0 : 1))
+                locked.pending.append(job)
+                locked.jobs[job.id] = job
+                return true
+            }
+            if added {
+                wake.signal()
+                return job
+            }
         }
-        wake.signal()
-        return job
     }
 
     func job(_ id: String) -> Job? { state.withLock { $0.jobs[id] } }
@@ -320,9 +353,9 @@ final class JobQueue: Sendable {
 
     /// The newest `limit` jobs: waiting, running and finished.
     func recent(limit: Int) -> [Job] {
-        state.withLock { s in
-            let finished = s.finishedOrder.reversed().compactMap { s.jobs[$0] }
-            return Array((s.pending.reversed() + (s.running.map { [$0] } ?? []) + finished).prefix(limit))
+        state.withLock { locked in
+            let finished = locked.finishedOrder.reversed().compactMap { locked.jobs[$0] }
+            return Array((locked.pending.reversed() + (locked.running.map { [$0] } ?? []) + finished).prefix(limit))
         }
     }
 
@@ -332,10 +365,10 @@ final class JobQueue: Sendable {
     /// Cancels a job; a queued one leaves the queue at once.
     func cancel(_ job: Job) {
         job.cancel()
-        let removed = state.withLock { s -> Bool in
-            guard let index = s.pending.firstIndex(where: { $0 === job }) else { return false }
-            s.pending.remove(at: index)
-            renumber(&s)
+        let removed = state.withLock { locked -> Bool in
+            guard let index = locked.pending.firstIndex(where: { $0 === job }) else { return false }
+            locked.pending.remove(at: index)
+            renumber(&locked)
             return true
         }
         if removed {
@@ -346,11 +379,11 @@ final class JobQueue: Sendable {
 
     /// Takes no more jobs, cancels those waiting and the one running, and returns when the worker has stopped.
     func shutdown() async {
-        let (pending, running) = state.withLock { s -> ([Job], Job?) in
-            s.accepting = false
-            let pending = s.pending
-            s.pending = []
-            return (pending, s.running)
+        let (pending, running) = state.withLock { locked -> ([Job], Job?) in
+            locked.accepting = false
+            let pending = locked.pending
+            locked.pending = []
+            return (pending, locked.running)
         }
         for job in pending {
             job.cancel()
@@ -359,9 +392,9 @@ final class JobQueue: Sendable {
         running?.cancel()
         wake.signal()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { s -> Bool in
-                if s.workerDone { return true }
-                s.drainWaiters.append(continuation)
+            let done = state.withLock { locked -> Bool in
+                if locked.workerDone { return true }
+                locked.drainWaiters.append(continuation)
                 return false
             }
             if done { continuation.resume() }
@@ -371,36 +404,39 @@ final class JobQueue: Sendable {
     private func work() {
         while true {
             wake.wait()
-            let next = state.withLock { s -> Job?? in
-                if s.pending.isEmpty { return s.accepting ? .some(nil) : .none }
-                let job = s.pending.removeFirst()
-                s.running = job
-                renumber(&s)
+            let next = state.withLock { locked -> Job?? in
+                if locked.pending.isEmpty { return locked.accepting ? .some(nil) : .none }
+                let job = locked.pending.removeFirst()
+                locked.running = job
+                renumber(&locked)
                 return .some(job)
             }
             guard let next else { break }
             guard let job = next else { continue }
-            if job.start() { job.finish(execute(job)) }
+            let started = job.start()   // false: cancelled while it waited, and finished then
+            let failure = started ? execute(job) : nil
+            // Off the queue before its waiters wake, so that their next request finds the server idle.
             state.withLock { $0.running = nil }
             remember(job)
+            if started { job.finish(failure) }
         }
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            s.workerDone = true
-            defer { s.drainWaiters = [] }
-            return s.drainWaiters
+        let waiters = state.withLock { locked -> [CheckedContinuation<Void, Never>] in
+            locked.workerDone = true
+            defer { locked.drainWaiters = [] }
+            return locked.drainWaiters
         }
         for waiter in waiters { waiter.resume() }
     }
 
-    private func renumber(_ s: inout State) {
-        for (index, job) in s.pending.enumerated() { job.setQueuePosition(index + (s.running == nil ? 0 : 1)) }
+    private func renumber(_ locked: inout State) {
+        for (index, job) in locked.pending.enumerated() { job.setQueuePosition(index + (locked.running == nil ? 0 : 1)) }
     }
 
     /// Keeps the last `history` finished jobs findable; older ones are forgotten (their folders stay on disk).
     private func remember(_ job: Job) {
-        state.withLock { s in
-            s.finishedOrder.append(job.id)
-            while s.finishedOrder.count > history { s.jobs[s.finishedOrder.removeFirst()] = nil }
+        state.withLock { locked in
+            locked.finishedOrder.append(job.id)
+            while locked.finishedOrder.count > history { locked.jobs[locked.finishedOrder.removeFirst()] = nil }
         }
     }
 

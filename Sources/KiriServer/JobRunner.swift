@@ -24,22 +24,23 @@ struct JobRunner: Sendable {
     let limits: SandboxLimits
     let pluginDirectories: [String]
     let models: ModelCache
-    /// Served models' paths and the names the API shows for them.
-    let modelNames: [(path: String, name: String)]
+    /// The served models' paths by name: jobs load them as `served:NAME`.
+    let served: [String: String]
 
     /// The job's failure, nil when every run succeeded.
     func run(_ job: Job) -> JobFailure? {
+        // The request's source and images are the job's to use once: the history keeps none of them.
+        let (source, inputs) = job.takePayload()
         do {
             try FileManager.default.createDirectory(atPath: job.folder, withIntermediateDirectories: true)
-            for (name, bytes) in job.spec.inputs {
+            for (name, bytes) in inputs {
                 try Data(bytes).write(to: URL(fileURLWithPath: job.folder + "/" + name))
             }
         } catch {
             return JobFailure(.server, "cannot prepare the job's folder: \(error.localizedDescription)")
         }
-        let inputs = job.spec.inputs.keys.map { job.folder + "/" + $0 }
         let deadline = Date().addingTimeInterval(limits.wallTimeout)
-        var known = Set(job.spec.inputs.keys)
+        var known = Set(inputs.keys)
         for (index, arguments) in job.spec.runs.enumerated() {
             if index > 0, job.isInterrupted { break }
             var runLimits = limits
@@ -49,10 +50,10 @@ struct JobRunner: Sendable {
             }
             job.beginRun(index + 1)
             var request = RunRequest(script: job.spec.recipe, arguments: arguments, limits: runLimits, outputDirectory: job.folder,
-                                     pluginDirectories: pluginDirectories, source: job.spec.source,
-                                     allowedFiles: job.spec.allowedFiles + inputs, progress: JobProgress(job: job))
+                                     pluginDirectories: pluginDirectories, source: source, progress: JobProgress(job: job))
             request.started = { job.attach($0) }
             request.modelCache = models
+            (request.servedModels, request.readsFromOutput) = (served, true)
             var failure: JobFailure?
             do {
                 try RecipeRunner.run(request) { job.log(shown($0, job)) }
@@ -78,7 +79,7 @@ struct JobRunner: Sendable {
     /// `text` with the job's folder left out of its files' paths and served models by name.
     func shown(_ text: String, _ job: Job) -> String {
         var text = text.replacingOccurrences(of: job.folder + "/", with: "")
-        for model in modelNames { text = text.replacingOccurrences(of: model.path, with: model.name) }
+        for (name, path) in served { text = text.replacingOccurrences(of: path, with: "served:" + name) }
         return text
     }
 
@@ -112,7 +113,7 @@ final class JobProgress: KiriProgress {
             preview = LatentPreview.png(denoised)
             lastPreview = now
         }
-        job.update(step: index, of: total, sigma: sigma, preview: preview)
+        job.update(step: index, of: total, sigma: sigma.flatMap { $0.isFinite ? $0 : nil }, preview: preview)
         return job.isInterrupted
     }
 

@@ -14,8 +14,7 @@ struct KiriRoutes {
     func addRoutes(to router: Router<BasicRequestContext>) {
         let state = self.state
         router.post("/kiri/v1/jobs") { request, _ in
-            let fields = try await request.fields(limit: state.options.maxBodyBytes)
-            let job = try state.submit { _ in try spec(fields) }
+            let job = try state.submit(try spec(try await request.fields(limit: state.options.maxBodyBytes)))
             return ApiResponse.encoded(job.snapshot, status: .accepted)
         }
         router.get("/kiri/v1/jobs") { _, _ in
@@ -30,7 +29,9 @@ struct KiriRoutes {
             return ApiResponse.encoded(job.snapshot)
         }
         router.get("/kiri/v1/jobs/:id/events") { _, context in
-            let events = try job(context).events()
+            guard let events = try job(context).events() else {
+                return ApiResponse.error(.serviceUnavailable, "too many readers of this job's events", headers: [.retryAfter: "5"])
+            }
             let body = ResponseBody { writer in
                 for await event in events {
                     try await writer.write(ByteBuffer(string: "event: \(event.name)\ndata: \(event.json)\n\n"))
@@ -89,13 +90,13 @@ struct KiriRoutes {
             case .array(let items):
                 for (index, item) in items.enumerated() {
                     guard case .string(let text) = item else {
-                        throw FieldError(field: "arguments[\(index)]", message: "expected a string, got \(item.kindName)")
+                        throw FieldError([.name("arguments"), .index(index)], "expected a string, got \(item.kindName)")
                     }
                     arguments.append(text)
                 }
             case .object(let members):
                 for member in members {
-                    arguments.append(member.key + "=" + (try RequestFields.argumentText(member.value, field: "arguments." + member.key)))
+                    arguments.append(member.key + "=" + (try RequestFields.argumentText(member.value, path: [.name("arguments"), .name(member.key)])))
                 }
             default:
                 throw FieldError(field: "arguments", message: "expected an array of strings or an object, got \(value.kindName)")
@@ -106,17 +107,16 @@ struct KiriRoutes {
         }
         // Arguments reach the recipe as C strings: a NUL would cut one short without a word.
         if let index = arguments.firstIndex(where: { $0.utf8.contains(0) }) {
-            throw FieldError(field: "arguments[\(index)]", message: "contains a NUL character")
+            throw FieldError([.name("arguments"), .index(index)], "contains a NUL character")
         }
         for (index, argument) in arguments.enumerated() where argument.hasPrefix("model=") {
             let name = String(argument.dropFirst("model=".count))
             guard let model = state.catalog.model(titled: name) else {
                 throw FieldError(field: "arguments", message: "model=\(name): no served model of that name (GET /sdapi/v1/sd-models lists them)")
             }
-            arguments[index] = model.path.map { "model=" + $0 } ?? "model=default"
+            arguments[index] = model.path == nil ? "model=default" : "model=served:\(model.title)"
         }
         spec.runs = [arguments]
-        spec.allowedFiles = state.catalog.models.compactMap(\.path)
         return spec
     }
 
@@ -126,7 +126,6 @@ struct KiriRoutes {
         case "json": "application/json"
         case "csv": "text/csv"
         case "txt", "lua": "text/plain; charset=utf-8"
-        case "safetensors": "application/octet-stream"
         default: "application/octet-stream"
         }
     }

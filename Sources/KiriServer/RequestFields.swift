@@ -2,22 +2,46 @@ import Foundation
 import KiriModels
 
 /// A field of a request that has the wrong type or value: a 422 naming it, in the shape FastAPI (A1111's server)
-/// gives, `{"detail": [{"loc": ["body", field], "msg": ..., "type": ...}]}`.
+/// gives, `{"detail": [{"loc": ["body", "init_images", 0], "msg": ..., "type": ...}]}`.
 struct FieldError: Error, CustomStringConvertible {
-    var field: String
-    var message: String
-    var description: String { field == "body" ? message : "\(field): \(message)" }
+    enum Key: Sendable, Equatable {
+        case name(String)
+        case index(Int)
+    }
 
-    /// FastAPI's `loc`: ["body", "init_images", 0] for the field `init_images[0]`, ["body"] for the body itself.
+    /// From the body down; empty for the body itself. Names come from requests, so they are kept apart, never
+    /// parsed back out of a string.
+    var path: [Key]
+    var message: String
+
+    init(_ path: [Key], _ message: String) {
+        (self.path, self.message) = (path, message)
+    }
+
+    /// A field of the body by name ("body": the body itself).
+    init(field: String, message: String) {
+        self.init(field == "body" ? [] : [.name(field)], message)
+    }
+
+    /// How messages name it: `init_images[0]`, `override_settings.sd_model_checkpoint`.
+    var field: String {
+        path.enumerated().map { offset, key in
+            switch key {
+            case .name(let name): offset == 0 ? name : "." + name
+            case .index(let index): "[\(index)]"
+            }
+        }.joined()
+    }
+
+    var description: String { path.isEmpty ? message : "\(field): \(message)" }
+
     var location: [Any] {
-        guard field != "body" else { return ["body"] }
-        var location: [Any] = ["body"]
-        for part in field.split(separator: ".") {
-            let pieces = part.split(separator: "[")
-            location.append(String(pieces[0]))
-            for index in pieces.dropFirst() { location.append(Int(index.dropLast()) ?? String(index.dropLast())) }
+        ["body"] + path.map { key -> Any in
+            switch key {
+            case .name(let name): name
+            case .index(let index): index
+            }
         }
-        return location
     }
 }
 
@@ -25,6 +49,8 @@ struct FieldError: Error, CustomStringConvertible {
 /// unknown fields are ignored, as A1111 does.
 struct RequestFields {
     let members: [String: JSONValue]
+    /// Where this object is in the body (empty for the body itself), for the errors of its fields.
+    let path: [FieldError.Key]
 
     /// Parses `bytes` (bounded by the server's body limit) as a JSON object.
     init(body bytes: [UInt8]) throws(FieldError) {
@@ -35,13 +61,16 @@ struct RequestFields {
         } catch {
             throw FieldError(field: "body", message: "not JSON: \(error)")
         }
-        try self.init(value, field: "body")
+        try self.init(value, path: [])
     }
 
-    init(_ value: JSONValue, field: String) throws(FieldError) {
-        guard case .object(let list) = value else { throw FieldError(field: field, message: "expected an object, got \(value.kindName)") }
-        members = Dictionary(list.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+    init(_ value: JSONValue, path: [FieldError.Key]) throws(FieldError) {
+        guard case .object(let list) = value else { throw FieldError(path, "expected an object, got \(value.kindName)") }
+        self.path = path
+        members = Dictionary(uniqueKeysWithValues: list.map { ($0.key, $0.value) })   // the parser refuses duplicate keys
     }
+
+    private func error(_ key: String, _ message: String) -> FieldError { FieldError(path + [.name(key)], message) }
 
     private func present(_ key: String) -> JSONValue? {
         guard let value = members[key], value != .null else { return nil }
@@ -50,9 +79,9 @@ struct RequestFields {
 
     func string(_ key: String, _ fallback: String) throws(FieldError) -> String {
         guard let value = present(key) else { return fallback }
-        guard case .string(let text) = value else { throw FieldError(field: key, message: "expected a string, got \(value.kindName)") }
+        guard case .string(let text) = value else { throw error(key, "expected a string, got \(value.kindName)") }
         // Recipe arguments are C strings: a NUL would cut the text short without a word.
-        guard !text.utf8.contains(0) else { throw FieldError(field: key, message: "contains a NUL character") }
+        guard !text.utf8.contains(0) else { throw error(key, "contains a NUL character") }
         return text
     }
 
@@ -61,12 +90,12 @@ struct RequestFields {
         guard let value = present(key) else { return fallback }
         if let integer = value.integer { return integer }
         if let double = value.double, double == double.rounded(), abs(double) < 9.0e15 { return Int(double) }
-        throw FieldError(field: key, message: "expected an integer, got \(value.kindName)")
+        throw error(key, "expected an integer, got \(value.kindName)")
     }
 
     func double(_ key: String, _ fallback: Double) throws(FieldError) -> Double {
         guard let value = present(key) else { return fallback }
-        guard let double = value.double else { throw FieldError(field: key, message: "expected a number, got \(value.kindName)") }
+        guard let double = value.double else { throw error(key, "expected a number, got \(value.kindName)") }
         return double
     }
 
@@ -75,16 +104,16 @@ struct RequestFields {
         guard let value = present(key) else { return fallback }
         if case .bool(let flag) = value { return flag }
         if let integer = value.integer, integer == 0 || integer == 1 { return integer == 1 }
-        throw FieldError(field: key, message: "expected a boolean, got \(value.kindName)")
+        throw error(key, "expected a boolean, got \(value.kindName)")
     }
 
     func strings(_ key: String) throws(FieldError) -> [String] {
         guard let value = present(key) else { return [] }
-        guard case .array(let items) = value else { throw FieldError(field: key, message: "expected an array of strings, got \(value.kindName)") }
+        guard case .array(let items) = value else { throw error(key, "expected an array of strings, got \(value.kindName)") }
         var strings: [String] = []
         for (index, item) in items.enumerated() {
             guard case .string(let text) = item else {
-                throw FieldError(field: "\(key)[\(index)]", message: "expected a string, got \(item.kindName)")
+                throw FieldError(path + [.name(key), .index(index)], "expected a string, got \(item.kindName)")
             }
             strings.append(text)
         }
@@ -93,21 +122,21 @@ struct RequestFields {
 
     func object(_ key: String) throws(FieldError) -> RequestFields? {
         guard let value = present(key) else { return nil }
-        return try RequestFields(value, field: key)
+        return try RequestFields(value, path: path + [.name(key)])
     }
 
     /// A field that must hold one of `range`'s values.
     func check<T: Comparable>(_ key: String, _ value: T, _ range: ClosedRange<T>) throws(FieldError) {
-        guard range.contains(value) else { throw FieldError(field: key, message: "must be from \(range.lowerBound) to \(range.upperBound), got \(value)") }
+        guard range.contains(value) else { throw error(key, "must be from \(range.lowerBound) to \(range.upperBound), got \(value)") }
     }
 
     /// A recipe argument's text for a JSON scalar (Kiri's jobs take `{"steps": 20}` as `steps=20`).
-    static func argumentText(_ value: JSONValue, field: String) throws(FieldError) -> String {
+    static func argumentText(_ value: JSONValue, path: [FieldError.Key]) throws(FieldError) -> String {
         switch value {
         case .string(let text): return text
         case .number(let text): return text
         case .bool(let flag): return flag ? "true" : "false"
-        default: throw FieldError(field: field, message: "expected a string, number or boolean, got \(value.kindName)")
+        default: throw FieldError(path, "expected a string, number or boolean, got \(value.kindName)")
         }
     }
 }

@@ -28,9 +28,12 @@ public final class KiriServer: Sendable {
             onServerRunning: { channel in listening(channel.localAddress?.port ?? 0) },
             logger: logger)
         // Services stop in reverse order: the queue first, so that requests waiting on jobs end before the server.
-        let serviceGroup = ServiceGroup(configuration: .init(
+        var configuration = ServiceGroupConfiguration(
             services: [app, QueueService(queue: state.queue)],
-            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger))
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [], logger: logger)
+        // A job stuck in a call that does not check its cancellation must not keep the server from exiting.
+        configuration.maximumGracefulShutdownDuration = .seconds(30)
+        let serviceGroup = ServiceGroup(configuration: configuration)
         group.withLock { $0 = serviceGroup }
         try await serviceGroup.run()
     }
@@ -42,7 +45,11 @@ public final class KiriServer: Sendable {
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ErrorMiddleware())
-        if let token = state.options.token { router.add(middleware: BearerMiddleware(token: token)) }
+        if let token = state.options.token {
+            router.add(middleware: TokenMiddleware(token: token))
+        } else {
+            router.add(middleware: LoopbackOnlyMiddleware())
+        }
         WebPage.addRoutes(to: router)
         A1111Routes(state: state).addRoutes(to: router)
         KiriRoutes(state: state).addRoutes(to: router)
@@ -59,15 +66,22 @@ struct QueueService: Service {
     }
 }
 
-/// Every API request carries `Authorization: Bearer TOKEN` (the page itself and its assets do not: they hold no
-/// data, and the page asks for the token).
-struct BearerMiddleware<Context: RequestContext>: RouterMiddleware {
+/// Every API request carries the token: `Authorization: Bearer TOKEN`, or HTTP Basic with any user name and the token
+/// as password, which is what A1111's `--api-auth` clients send (webuiapi's set_auth, SillyTavern, Open WebUI). The
+/// page itself and its assets need none: they hold no data, and the page asks for the token.
+struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: String
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if WebPage.isPublic(request.uri.path) { return try await next(request, context) }
         // The scheme's name is case-insensitive (RFC 7235), the token is not.
         let header = request.headers[.authorization] ?? ""
-        let given = header.prefix(7).lowercased() == "bearer " ? Array(header.dropFirst(7).utf8) : []
+        let scheme = header.prefix { $0 != " " }.lowercased(), credentials = String(header.drop { $0 != " " }.dropFirst())
+        var given: [UInt8] = []
+        if scheme == "bearer" {
+            given = Array(credentials.utf8)
+        } else if scheme == "basic", let decoded = Data(base64Encoded: credentials), let colon = decoded.firstIndex(of: UInt8(ascii: ":")) {
+            given = Array(decoded[decoded.index(after: colon)...])
+        }
         let expected = Array(token.utf8)
         // Compared in time independent of where they differ.
         var difference = given.count ^ expected.count
@@ -77,6 +91,38 @@ struct BearerMiddleware<Context: RequestContext>: RouterMiddleware {
                                      headers: [.wwwAuthenticate: "Bearer"])
         }
         return try await next(request, context)
+    }
+}
+
+/// Without a token the server trusts whoever can reach loopback, so it must not answer a web page elsewhere that
+/// makes the browser send requests: a Host that is not loopback (DNS rebinding: a page's own name resolving to
+/// 127.0.0.1) and a cross-site Origin (a form posted from another site) are refused.
+struct LoopbackOnlyMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let host = request.head.authority ?? ""
+        guard Self.isLoopback(host: host) else {
+            return ApiResponse.error(.forbidden, "this server answers loopback names only (Host: \(host.prefix(100))); give --token to serve others")
+        }
+        if let origin = request.headers[.origin], origin != "null" {
+            let originHost = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
+            guard Self.isLoopback(host: originHost) else {
+                return ApiResponse.error(.forbidden, "requests from another site's page are refused (Origin: \(origin.prefix(100)))")
+            }
+        }
+        return try await next(request, context)
+    }
+
+    /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+    static func isLoopback(host: String) -> Bool {
+        var name = host.lowercased()
+        if name.hasPrefix("[") {
+            name = String(name.dropFirst().prefix { $0 != "]" })
+        } else if let colon = name.lastIndex(of: ":") {
+            name = String(name[..<colon])
+        }
+        let octets = name.split(separator: ".", omittingEmptySubsequences: false)
+        let isIPv4Loopback = octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+        return name == "localhost" || name == "::1" || isIPv4Loopback
     }
 }
 

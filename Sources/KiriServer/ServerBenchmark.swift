@@ -47,7 +47,7 @@ public enum ServerBenchmark {
         var times: (direct: [Double], api: [Double], process: [Double]) = ([], [], [])
         for round in 0...runs {
             let direct = try seconds(runDirect), api = try await seconds(runAPI)
-            let process = round % 4 == 0 ? try seconds(runProcess) : nil
+            let process = round % 4 == 1 ? try seconds(runProcess) : nil
             guard round > 0 else { continue }
             times.direct.append(direct)
             times.api.append(api)
@@ -118,7 +118,7 @@ public enum ServerBenchmark {
     static func median(_ times: [Double]) -> Double { times.sorted()[times.count / 2] }
 }
 
-extension Optional {
+private extension Optional {
     func orThrow(_ message: String) throws -> Wrapped {
         guard let self else { throw ServerSetupError(message) }
         return self

@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import Kiri
 import KiriImage
 import KiriLua
@@ -30,7 +31,7 @@ public struct ServerOptions: Sendable {
     public init() {}
 
     /// Whether `host` names this machine only.
-    public var isLoopback: Bool { ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.") }
+    public var isLoopback: Bool { LoopbackOnlyMiddleware<BasicRequestContext>.isLoopback(host: host.contains(":") ? "[\(host)]" : host) }
 
     /// The option at fault when the server must not start.
     public func validate() throws {
@@ -57,7 +58,7 @@ final class ServerState: Sendable {
         catalog = try ServerCatalog(modelPaths: options.models, pluginDirectories: options.pluginDirectories)
         let runner = JobRunner(limits: options.limits, pluginDirectories: options.pluginDirectories,
                                models: ModelCache(limit: options.modelCacheBytes),
-                               modelNames: catalog.models.compactMap { model in model.path.map { ($0, model.title) } })
+                               served: Dictionary(uniqueKeysWithValues: catalog.models.compactMap { model in model.path.map { (model.title, $0) } }))
         queue = JobQueue(capacity: options.queue) { job in runner.run(job) }
         // The first --model is the one A1111 requests use until /sdapi/v1/options changes it.
         settings = Mutex((catalog.models.count > 1 ? catalog.models[1] : catalog.models[0], 1))
@@ -74,12 +75,9 @@ final class ServerState: Sendable {
         return try String(contentsOfFile: path, encoding: .utf8)
     }
 
-    /// Queues a job in a new folder under OUTPUT/jobs; `spec` gets that folder (its inputs are read from there).
-    func submit(_ spec: (String) throws -> JobSpec) throws -> Job {
-        try queue.submit { id in
-            let folder = output + "/jobs/" + id
-            return Job(id: id, spec: try spec(folder), folder: folder)
-        }
+    /// Queues a job in a new folder under OUTPUT/jobs.
+    func submit(_ spec: JobSpec) throws -> Job {
+        try queue.submit { id in Job(id: id, spec: spec, folder: output + "/jobs/" + id) }
     }
 
     /// Decodes PNG bytes from a request through a private temporary file (libpng reads files here), bounded by
@@ -93,8 +91,8 @@ final class ServerState: Sendable {
         return try PNGImage.read(path: path, byteLimit: byteLimit, name: name)
     }
 
-    /// JSON text of an array or dictionary of JSON values (anything else, NSNull included, is `null`: Foundation
-    /// stops the process on a value it cannot write, rather than throwing).
+    /// JSON text of an array or dictionary of JSON values (anything else, NSNull included, is `null`): checked first,
+    /// because what Foundation does with a value it cannot write differs between platforms.
     static func jsonText(_ value: Any) -> String {
         guard JSONSerialization.isValidJSONObject(value),
               let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes]) else { return "null" }

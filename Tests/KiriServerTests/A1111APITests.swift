@@ -41,6 +41,26 @@ final class A1111APITests: XCTestCase {
         }
     }
 
+    /// No host path reaches a served model's job or its PNGs (security case 39): the model is `served:NAME`, the
+    /// init image `init.png` in the job's folder.
+    func testNoHostPathInTheImages() async throws {
+        let model = ServerClientTests.fixtures + "/models/pipeline/tiny-sd"
+        let server = try await RunningServer.start { $0.models = [model] }
+        let first = try await server.call("POST", "/sdapi/v1/txt2img", json: ["prompt": "a fox", "steps": 2, "width": 32, "height": 32])
+        XCTAssertEqual(first.status, 200, first.text)
+        let image = try XCTUnwrap((first.object["images"] as? [String])?.first)
+        let second = try await server.call("POST", "/sdapi/v1/img2img", json: ["init_images": [image], "prompt": "a cat", "steps": 2])
+        XCTAssertEqual(second.status, 200, second.text)
+        try await server.stop()
+        for reply in [first, second] {
+            for chunk in try decodePNG(base64: XCTUnwrap((reply.object["images"] as? [String])?.first)).text {
+                XCTAssertFalse(chunk.value.contains(server.output) || chunk.value.contains(model), "\(chunk.key): \(chunk.value)")
+            }
+        }
+        let parameters = try decodePNG(base64: XCTUnwrap((second.object["images"] as? [String])?.first)).text
+        XCTAssertTrue(parameters.contains { $0.key == "parameters" && $0.value.contains("Model: tiny-sd") }, "\(parameters)")
+    }
+
     /// n_iter runs the batch again with the seeds following on, as A1111 numbers them.
     func testIterationsFollowOnSeeds() async throws {
         let server = try await RunningServer.start()
@@ -60,7 +80,6 @@ final class A1111APITests: XCTestCase {
         let server = try await RunningServer.start()
         let cases: [([String: Any], String)] = [
             (["steps": "twenty"], "steps"), (["steps": 0], "steps"), (["cfg_scale": true], "cfg_scale"),
-            (["denoising_strength": 0], "denoising_strength"),
             (["sampler_name": "Nope"], "sampler_name"), (["scheduler": "nope"], "scheduler"), (["width": 30], "width"),
             (["batch_size": 65], "batch_size"), (["override_settings": ["sd_model_checkpoint": "missing.safetensors"]], "override_settings"),
             (["prompt": "a\u{0}b"], "prompt"), (["seed": (1 << 53) - 2, "batch_size": 3], "seed"),
@@ -73,6 +92,8 @@ final class A1111APITests: XCTestCase {
         }
         let notJSON = try await server.call("POST", "/sdapi/v1/txt2img", body: Data("{steps: 3".utf8))
         XCTAssertEqual(notJSON.status, 422)
+        let strength = try await server.call("POST", "/sdapi/v1/img2img", json: ["init_images": ["aGVsbG8="], "denoising_strength": 0])
+        XCTAssertEqual(((strength.object["detail"] as? [[String: Any]])?.first?["loc"] as? [String])?.last, "denoising_strength")
         let img2img = try await server.call("POST", "/sdapi/v1/img2img", json: ["init_images": ["aGVsbG8="]])
         XCTAssertEqual(img2img.status, 422)
         XCTAssertTrue(img2img.text.contains("not a PNG"), img2img.text)
@@ -99,6 +120,12 @@ final class A1111APITests: XCTestCase {
         XCTAssertTrue(schedulers.contains { $0["name"] as? String == "karras" && $0["label"] as? String == "Karras" })
         let models = try await server.call("GET", "/sdapi/v1/sd-models").json as? [[String: Any]] ?? []
         XCTAssertEqual(models.map { $0["title"] as? String }, ["fashion-mnist"])
+        for path in ["/sdapi/v1/loras", "/sdapi/v1/upscalers", "/sdapi/v1/sd-vae"] {
+            let empty = try await server.call("GET", path)
+            XCTAssertEqual(empty.text, "[]", path)
+        }
+        let ping = try await server.call("GET", "/internal/ping")
+        XCTAssertEqual(ping.text, "{}")
         let set = try await server.call("POST", "/sdapi/v1/options", json: ["sd_model_checkpoint": "nope"])
         XCTAssertEqual(set.status, 422)
         let options = try await server.call("GET", "/sdapi/v1/options").object

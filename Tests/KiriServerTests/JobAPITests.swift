@@ -39,6 +39,10 @@ final class JobAPITests: XCTestCase {
         let closed = try await RunningServer.start()
         let nul = try await closed.call("POST", "/kiri/v1/jobs", json: ["recipe": "txt2img", "arguments": ["prompt": "bag\u{0}x"]])
         XCTAssertEqual(nul.status, 422, nul.text)
+        // A key is a name, never parsed: `[` is reported as it is.
+        let bracket = try await closed.call("POST", "/kiri/v1/jobs", json: ["recipe": "txt2img", "arguments": ["[": [1]]])
+        XCTAssertEqual(bracket.status, 422, bracket.text)
+        XCTAssertEqual((bracket.object["detail"] as? [[String: Any]])?.first?["loc"] as? [String], ["body", "arguments", "["])
         let refused = try await closed.call("POST", "/kiri/v1/jobs", json: ["source": "print('hi')"])
         XCTAssertEqual(refused.status, 403)
         XCTAssertTrue(refused.text.contains("--allow-recipes"), refused.text)
@@ -105,7 +109,20 @@ final class JobAPITests: XCTestCase {
         XCTAssertEqual(page.status, 200)
         let authorized = try await server.call("GET", "/sdapi/v1/samplers")
         XCTAssertEqual(authorized.status, 200)
+        let basic = try await server.call("GET", "/sdapi/v1/samplers", headers: ["Authorization": "Basic " + Data("any:s3cret".utf8).base64EncodedString()],
+                                          authorized: false)
+        XCTAssertEqual(basic.status, 200, "A1111's --api-auth clients send Basic with the token as password")
         try await server.stop()
+
+        // Without a token only loopback names are answered, and not a page from another site.
+        let open = try await RunningServer.start()
+        let rebound = try await open.call("GET", "/sdapi/v1/options", headers: ["Host": "evil.example:\(open.port)"])
+        XCTAssertEqual(rebound.status, 403, rebound.text)
+        let crossSite = try await open.call("POST", "/sdapi/v1/interrupt", headers: ["Origin": "https://evil.example"])
+        XCTAssertEqual(crossSite.status, 403, crossSite.text)
+        let samePage = try await open.call("POST", "/sdapi/v1/interrupt", headers: ["Origin": "http://localhost:\(open.port)"])
+        XCTAssertEqual(samePage.status, 200, samePage.text)
+        try await open.stop()
 
         var options = ServerOptions()
         options.host = "0.0.0.0"

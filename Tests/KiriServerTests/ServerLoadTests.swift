@@ -4,9 +4,9 @@ import FoundationNetworking
 #endif
 import XCTest
 
-/// `kiri serve` as its own process under load: 200 jobs from 8 concurrent clients, twice. Every job is either
+/// `kiri serve` as its own process: under load (200 jobs from 8 concurrent clients, twice: every job is either
 /// refused with 503 or runs exactly once with its own arguments, and the server's RSS after the second round is
-/// where it was after the first.
+/// where it was after the first), and stopped by a signal.
 final class ServerLoadTests: XCTestCase {
     static let binary: URL = {
         var folder = Bundle(for: ServerLoadTests.self).bundleURL
@@ -51,6 +51,36 @@ final class ServerLoadTests: XCTestCase {
         process.interrupt()   // SIGINT: a graceful stop, exit 0
         process.waitUntilExit()
         XCTAssertEqual(process.terminationStatus, 0)
+    }
+
+    /// SIGTERM cancels the running job, answers the request waiting on it, and exits 0.
+    func testSIGTERMCancelsTheRunningJobAndExitsZero() async throws {
+        let output = NSTemporaryDirectory() + "kiri-sigterm-test-\(UInt64.random(in: 0...UInt64.max))"
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = ["serve", "--port", "0", "-o", output]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        defer { if process.isRunning { process.interrupt() } }
+        let port = try Self.port(from: pipe)
+        async let waiting = Self.request(port: port, "POST", "/sdapi/v1/txt2img", json: ["steps": 1000, "batch_size": 64])
+        var running = false
+        for _ in 0..<500 where !running {
+            let progress = try await Self.request(port: port, "GET", "/sdapi/v1/progress").1
+            running = ((progress["state"] as? [String: Any])?["sampling_step"] as? Int ?? 0) > 0
+            if !running { try await Task.sleep(nanoseconds: 10_000_000) }
+        }
+        XCTAssertTrue(running, "the job started")
+        let start = Date()
+        process.terminate()
+        let (status, body) = try await waiting
+        process.waitUntilExit()
+        XCTAssertEqual(status, 503, "\(body)")
+        XCTAssertEqual(process.terminationReason, .exit)
+        XCTAssertEqual(process.terminationStatus, 0)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10, "the job was cancelled, not finished")
     }
 
     struct Submitted { var id: String; var marker: String }

@@ -53,6 +53,25 @@ final class ModelCacheTests: XCTestCase {
         XCTAssertEqual(try generate(Self.model, cache: cache), uncached, "no LoRA left behind")
     }
 
+    /// A run that loads the same model twice gets two: a LoRA merged into one leaves the other as it was.
+    func testTwoHandlesInOneRunAreTwoModels() throws {
+        let folder = NSTemporaryDirectory() + "kiri-cache-test-\(UInt64.random(in: 0...UInt64.max))"
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let source = """
+            local a, b = kiri.models.load(arg[1]), kiri.models.load(arg[1])
+            local x, context = kiri.randn({1, 4, 8, 8}, 1), b:encode("a fox")
+            local before = b:forward(x, 500, {context = context.context}):sum()
+            a:apply_lora(arg[2], 1)
+            print(before == b:forward(x, 500, {context = context.context}):sum(), before == a:forward(x, 500, {context = context.context}):sum())
+            """
+        var printed = ""
+        var request = RunRequest(script: "two.lua", arguments: [Self.model, try writeLoRA()], outputDirectory: folder, source: source,
+                                 allowedFiles: [Self.model, try writeLoRA()])
+        request.modelCache = ModelCache(limit: 1 << 30)
+        try RecipeRunner.run(request) { printed += $0 }
+        XCTAssertEqual(printed, "true\tfalse\n")
+    }
+
     func testTheLeastRecentlyUsedGoFirst() throws {
         let probe = ModelCache(limit: 1 << 30)
         _ = try generate(Self.model, cache: probe)

@@ -17,9 +17,11 @@ final class LoadedModel {
     }
 
     /// A1111's short hash of a checkpoint file: the first 10 hex digits of its SHA-256 (modules/hashes.py), for
-    /// the PNG's "Model hash"; nil for a folder, which A1111 cannot load. Computed once, when first asked for; nil
-    /// too when the run stops meanwhile (which then fails anyway).
-    lazy var hash: String? = {
+    /// the PNG's "Model hash"; nil for a folder, which A1111 cannot load. Computed once, when first asked for (a
+    /// cached model keeps it for later runs); nil too when the run stops meanwhile (which then fails anyway), and
+    /// then not kept.
+    var hash: String? {
+        if let knownHash { return knownHash }
         let file: String
         switch summary.files.layout {
         case .singleFile(let path): file = path
@@ -29,20 +31,22 @@ final class LoadedModel {
         guard let mapped = try? MappedFile(path: file) else { return nil }
         defer { mapped.unmap() }
         let cancellation = Cancellation.current
-        return SHA256.hex(mapped.bytes) { cancellation?.isStopped ?? false }.map { String($0.prefix(10)) }
-    }()
+        knownHash = SHA256.hex(mapped.bytes) { cancellation?.isStopped ?? false }.map { String($0.prefix(10)) }
+        return knownHash
+    }
+    private var knownHash: String?
 
     /// Loads the model at `path`: a `.safetensors` file with its `config.json`, or a diffusers folder
-    /// (ModelFiles.locate), or `bundled:NAME` for a model shipped with Kiri (`bundled`, by name); from `cache` when
-    /// an earlier run loaded it. Every file it reads
-    /// must be readable by the script, so the sandbox's read roots apply to the config and scheduler config found
-    /// beside the weights too. Messages show the path as the script gave it, never a bundled model's host folder.
+    /// (ModelFiles.locate), `bundled:NAME` for a model shipped with Kiri, or `served:NAME` for one a server offers
+    /// (`named`, by prefix and name); from `cache` when an earlier run loaded it. Every file it reads must be
+    /// readable by the script, so the sandbox's read roots apply to the config and scheduler config found beside
+    /// the weights too. Messages show the path as the script gave it, never a named model's host path.
     static func load(_ path: String, vae: String? = nil, weights: WeightFormat? = nil, files access: FileAccess,
-                     bundled: [String: String], cache: ModelCache? = nil) throws -> LoadedModel {
+                     named: [String: [String: String]], cache: ModelCache? = nil) throws -> LoadedModel {
         var located = path, hostFolder: String?
-        if path.hasPrefix("bundled:") {
-            guard let folder = bundled[String(path.dropFirst("bundled:".count))] else {
-                throw ScriptError("no bundled model '\(path)' (bundled: \(bundled.keys.sorted().joined(separator: ", ")))")
+        for (kind, models) in named where path.hasPrefix(kind + ":") {
+            guard let folder = models[String(path.dropFirst(kind.count + 1))] else {
+                throw ScriptError("no \(kind) model '\(path)' (\(kind): \(models.keys.sorted().joined(separator: ", ")))")
             }
             (located, hostFolder) = (folder, folder)
         }
@@ -81,13 +85,16 @@ final class LoadedModel {
 public final class ModelLibrary: LuaLibrary {
     /// Models shipped with Kiri, by name (`kiri.models.bundled(name)`); their folders must be read roots.
     let bundled: [String: String]
+    /// Models a server offers, by name (`served:NAME`), so that no host path reaches its jobs' scripts or PNGs.
+    let served: [String: String]
     /// Networks loaded, by handle; freed by `m:close()` or with the run (unless `cache` keeps them).
     private var models: [Int: LoadedModel] = [:]
     private var nextHandle = 1
     let cache: ModelCache?
 
-    public init(bundled: [String: String] = [:], cache: ModelCache? = nil) {
+    public init(bundled: [String: String] = [:], served: [String: String] = [:], cache: ModelCache? = nil) {
         self.bundled = bundled
+        self.served = served
         self.cache = cache
     }
 
@@ -104,8 +111,13 @@ public final class ModelLibrary: LuaLibrary {
                 let weights = try call.isNil(3) ? nil : WeightFormat(rawValue: try call.string(3)) ?? {
                     throw ScriptError("bad argument #2 to 'load' (weights must be one of \(WeightFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(try call.string(3))')")
                 }()
-                let model = try LoadedModel.load(path, vae: vae, weights: weights, files: call.runtime.files, bundled: self.bundled,
-                                                 cache: self.cache)
+                // A second handle on a model this run holds is a copy of its own: m:apply_lora changes one model only.
+                var model = try LoadedModel.load(path, vae: vae, weights: weights, files: call.runtime.files,
+                                                 named: ["bundled": self.bundled, "served": self.served], cache: self.cache)
+                if self.cache != nil, self.models.values.contains(where: { $0 === model }) {
+                    model = try LoadedModel.load(path, vae: vae, weights: weights, files: call.runtime.files,
+                                                 named: ["bundled": self.bundled, "served": self.served])
+                }
                 let handle = self.nextHandle
                 self.nextHandle += 1
                 self.models[handle] = model

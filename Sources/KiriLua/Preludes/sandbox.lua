@@ -347,7 +347,7 @@ local function with_progress(sampler)
             local engineStop = samplerProgress(info.i, total, sigma, info.denoised)
             if callback then info.steps = total end
             if engineStop or (callback and callback(info) == "stop") then
-                stopped = info.denoised
+                stopped = info.denoised or info.x   -- a sampler whose callback lacks the estimate keeps its sample
                 error(stop, 0)
             end
         end}, {__index = opts})
