@@ -2,8 +2,9 @@ import Foundation
 import KiriImage
 
 /// AUTOMATIC1111's `/sdapi/v1/txt2img` and `/img2img` request (modules/api/models.py,
-/// StableDiffusionProcessingTxt2Img and Img2Img), as far as Kiri honours it; other fields are ignored. A1111's
-/// defaults, except the size: without width and height the model's own.
+/// StableDiffusionProcessingTxt2Img and Img2Img), as far as Kiri honours it; other fields are ignored. The defaults
+/// are A1111's UI's (20 steps of DPM++ 2M, Karras, CFG 7; its API alone says 50 steps of Euler), and without width
+/// and height the model's own size.
 struct A1111Generation {
     var prompt: String
     var negativePrompt: String
