@@ -145,7 +145,8 @@ kiri.models = {}
 ---@field multiplier? number flow: t = sigma * multiplier (1000)
 ---@field timestep? fun(sigma: number): number
 
----A model: a folder (diffusers pipeline or UNet), a single .safetensors or .gguf checkpoint, or `bundled:NAME`.
+---A model: a folder (diffusers pipeline or UNet), a single .safetensors or .gguf checkpoint, `bundled:NAME`, or in a
+---job of `kiri serve`, `served:NAME`.
 ---With `{train = true}`, the UNet of a diffusers folder, or a .safetensors file with its config.json, for training.
 ---@param path string
 ---@param opts? ModelLoadOptions
