@@ -25,6 +25,8 @@ struct A1111Generation {
     var initImage: [UInt8]?
     var mask: [UInt8]?
     var denoisingStrength: Double
+    /// A1111's `save_images`: keep the files on the server too (its API's default is to send them only).
+    var saveImages: Bool
 
     /// The request's fields in A1111's names, with the defaults filled in: the response's `parameters`.
     var echo: [String: Any]
@@ -73,6 +75,7 @@ struct A1111Generation {
             try fields.check(key, value, 0...4096)
             guard value % 8 == 0 else { throw FieldError(field: key, message: "must be a multiple of 8, got \(value)") }
         }
+        saveImages = try fields.bool("save_images", false)
         denoisingStrength = try fields.double("denoising_strength", 0.75)
         // txt2img ignores it, as A1111 does without hires fix.
         guard !image || (denoisingStrength > 0 && denoisingStrength <= 1) else {

@@ -141,6 +141,8 @@ final class A1111Routes: Sendable {
             let text = (try? PNGImage.readText(path: path, byteLimit: PNGImage.maxTextBytes, name: name)) ?? []
             infotexts.append(text.first { $0.key == "parameters" }?.value ?? "")
         }
+        // As A1111's API, the images are sent and not kept unless save_images asks.
+        if !generation.saveImages { try? FileManager.default.removeItem(atPath: job.folder) }
         return ApiResponse.json(["images": images, "parameters": generation.echo,
                                  "info": generation.info(infotexts: infotexts, size: size, server: state)] as [String: Any])
     }

@@ -432,12 +432,18 @@ final class JobQueue: Sendable {
         for (index, job) in locked.pending.enumerated() { job.setQueuePosition(index + (locked.running == nil ? 0 : 1)) }
     }
 
-    /// Keeps the last `history` finished jobs findable; older ones are forgotten (their folders stay on disk).
+    /// Keeps the last `history` finished jobs findable; older ones are forgotten, and their folders deleted (their
+    /// outputs could no longer be fetched, and the disk would fill job by job).
     private func remember(_ job: Job) {
-        state.withLock { locked in
+        let forgotten = state.withLock { locked -> [Job] in
             locked.finishedOrder.append(job.id)
-            while locked.finishedOrder.count > history { locked.jobs[locked.finishedOrder.removeFirst()] = nil }
+            var forgotten: [Job] = []
+            while locked.finishedOrder.count > history {
+                if let old = locked.jobs.removeValue(forKey: locked.finishedOrder.removeFirst()) { forgotten.append(old) }
+            }
+            return forgotten
         }
+        for old in forgotten { try? FileManager.default.removeItem(atPath: old.folder) }
     }
 
     /// 16 hex digits from the system's random source: ids cannot be guessed from one another.

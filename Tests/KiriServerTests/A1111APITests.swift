@@ -65,6 +65,14 @@ final class A1111APITests: XCTestCase {
     func testIterationsFollowOnSeeds() async throws {
         let server = try await RunningServer.start()
         let reply = try await server.call("POST", "/sdapi/v1/txt2img", json: ["steps": 2, "seed": 5, "batch_size": 2, "n_iter": 2])
+        // As A1111's API, the images are sent, and kept on the server only with save_images.
+        let jobs = server.output + "/jobs"
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: jobs), [])
+        let saved = try await server.call("POST", "/sdapi/v1/txt2img", json: ["steps": 2, "save_images": true])
+        XCTAssertEqual(saved.status, 200)
+        let folders = try FileManager.default.contentsOfDirectory(atPath: jobs)
+        XCTAssertEqual(folders.count, 1)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: jobs + "/" + folders[0]).count, 1)
         try await server.stop()
         XCTAssertEqual(reply.status, 200, reply.text)
         let info = try XCTUnwrap(JSONSerialization.jsonObject(with: Data((reply.object["info"] as? String ?? "").utf8)) as? [String: Any])
