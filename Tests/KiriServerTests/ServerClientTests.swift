@@ -39,7 +39,9 @@ final class ServerClientTests: XCTestCase {
     static func venvPython() throws -> String {
         let requirements = clients + "/requirements.txt"
         let text = try String(contentsOfFile: requirements, encoding: .utf8)
-        let venv = NSTemporaryDirectory() + "kiri-client-venv-\(UInt32(truncatingIfNeeded: text.hashValue & 0x7fffffff))"
+        // FNV-1a of the requirements: the same name in every process (String.hashValue is seeded per process).
+        let digest = text.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+        let venv = NSTemporaryDirectory() + "kiri-client-venv-" + String(digest, radix: 16)
         let marker = venv + "/installed.txt"
         if (try? String(contentsOfFile: marker, encoding: .utf8)) == text { return venv + "/bin/python" }
         guard let python3 = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile)
