@@ -43,11 +43,12 @@ struct KiriRoutes {
         router.get("/kiri/v1/jobs/:id/outputs/:name") { _, context in
             let job = try job(context)
             let name = try context.parameters.require("name")
-            // Only a file the job wrote, by its name: nothing in the request becomes a path.
-            guard job.snapshot.outputs.contains(name), let data = FileManager.default.contents(atPath: job.folder + "/" + name) else {
-                return ApiResponse.error(.notFound, "job \(job.id) has no output '\(name)'")
-            }
-            return ApiResponse.bytes(Array(data), type: Self.mediaType(name))
+            // Only a file the job wrote, by its name: nothing in the request becomes a path. Streamed in chunks: a
+            // job may write up to its --disk.
+            let missing = ApiResponse.error(.notFound, "job \(job.id) has no output '\(name)'")
+            guard job.snapshot.outputs.contains(name) else { return missing }
+            guard let body = try? await FileIO().loadFile(path: job.folder + "/" + name, context: context) else { return missing }
+            return Response(status: .ok, headers: [.contentType: Self.mediaType(name)], body: body)
         }
         router.get("/kiri/v1/plugins") { _, _ in
             let catalog = PluginPath.catalog(user: state.options.pluginDirectories)

@@ -58,6 +58,11 @@ final class JobAPITests: XCTestCase {
         XCTAssertEqual(log.count, Job.logLines, "the last lines are kept")
         XCTAssertEqual(log.first, "102")
         XCTAssertEqual(log.last?.utf8.count, Job.logLineBytes + "…".utf8.count, "a long line is cut")
+        // An output larger than a read chunk comes whole.
+        let big = try await finished(open, ["source": "kiri.write_text('big.txt', string.rep('ab', 1500000))"])
+        let download = try await open.call("GET", "/kiri/v1/jobs/\(XCTUnwrap(big["id"] as? String))/outputs/big.txt")
+        XCTAssertEqual(download.body.count, 3_000_000)
+        XCTAssertEqual(download.body.suffix(2), Data("ab".utf8))
         let escape = try await finished(open, ["source": "kiri.write_text('../../escape.txt', 'x')"])
         XCTAssertEqual(escape["status"] as? String, "failed")
         XCTAssertFalse(FileManager.default.fileExists(atPath: open.output + "/escape.txt"))
