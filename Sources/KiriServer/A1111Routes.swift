@@ -80,7 +80,7 @@ final class A1111Routes: Sendable {
     /// A1111's progress: the running job's share done, the seconds it expects to need still, its preview. Clients
     /// poll it many times a step, so the answer is made once per step (its ETA too) and kept.
     private func progress(skipImage: Bool) -> Response {
-        guard let job = state.queue.running else { return idleProgress() }
+        guard let job = state.queue.running else { return ApiResponse.json(progressFields(nil, skipImage: skipImage)) }
         let key = "\(job.id) \(job.version) \(skipImage)"
         if let kept = progressKept.withLock({ $0?.key == key ? $0?.bytes : nil }) {
             return ApiResponse.bytes(kept, type: "application/json")
@@ -90,23 +90,20 @@ final class A1111Routes: Sendable {
         return ApiResponse.bytes(bytes, type: "application/json")
     }
 
-    private func idleProgress() -> Response {
-        ApiResponse.json(["progress": 0, "eta_relative": 0, "current_image": NSNull(), "textinfo": NSNull(),
-                          "state": ["skipped": false, "interrupted": false, "job": "", "job_count": state.queue.waiting,
-                                    "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0] as [String: Any]]
-                         as [String: Any])
-    }
-
-    private func progressFields(_ job: Job, skipImage: Bool) -> [String: Any] {
-        let snapshot = job.snapshot
-        let elapsed = snapshot.started.map { Date().timeIntervalSince1970 - $0 } ?? 0
-        let eta = snapshot.progress > 0.01 ? elapsed / snapshot.progress - elapsed : 0
-        let preview: Any = skipImage ? NSNull() : job.preview.map { Data($0).base64EncodedString() as Any } ?? NSNull()
+    /// A1111's progress fields for `job`, nil when none runs.
+    private func progressFields(_ job: Job?, skipImage: Bool) -> [String: Any] {
+        let snapshot = job?.snapshot
+        let done = snapshot?.progress ?? 0
+        let elapsed = snapshot?.started.map { Date().timeIntervalSince1970 - $0 } ?? 0
+        let eta = done > 0.01 ? elapsed / done - elapsed : 0
+        let preview: Any = skipImage ? NSNull() : job?.preview.map { Data($0).base64EncodedString() as Any } ?? NSNull()
+        let timestamp = snapshot.map { A1111Generation.timestamp(Date(timeIntervalSince1970: $0.created)) } ?? "0"
         return [
-            "progress": snapshot.progress, "eta_relative": max(eta, 0), "current_image": preview, "textinfo": NSNull(),
-            "state": ["skipped": false, "interrupted": snapshot.interrupted, "job": job.id, "job_count": state.queue.waiting + 1,
-                      "job_timestamp": A1111Generation.timestamp(Date(timeIntervalSince1970: snapshot.created)),
-                      "job_no": max(snapshot.run - 1, 0), "sampling_step": snapshot.step, "sampling_steps": snapshot.steps] as [String: Any],
+            "progress": done, "eta_relative": max(eta, 0), "current_image": preview, "textinfo": NSNull(),
+            "state": ["skipped": false, "interrupted": snapshot?.interrupted ?? false, "job": job?.id ?? "",
+                      "job_count": state.queue.waiting + (job == nil ? 0 : 1), "job_timestamp": timestamp,
+                      "job_no": max((snapshot?.run ?? 0) - 1, 0), "sampling_step": snapshot?.step ?? 0,
+                      "sampling_steps": snapshot?.steps ?? 0] as [String: Any],
         ]
     }
 

@@ -57,8 +57,9 @@ struct JobEvent: Sendable {
 /// A job and what it has done so far; every method may be called from any thread.
 final class Job: Sendable {
     let id: String
-    /// The recipe and its runs; its source and inputs go with the payload (`takePayload`).
-    let spec: JobSpec
+    /// The recipe's name and its runs' arguments; its source and inputs are the payload (`takePayload`).
+    let recipe: String
+    let runs: [[String]]
     let folder: String
     let created = Date()
 
@@ -93,11 +94,7 @@ final class Job: Sendable {
     static let maxSubscribers = 64, eventBuffer = 16
 
     init(id: String, spec: JobSpec, folder: String) {
-        self.id = id
-        var kept = spec
-        (kept.source, kept.inputs) = ("", [:])
-        self.spec = kept
-        self.folder = folder
+        (self.id, recipe, runs, self.folder) = (id, spec.recipe, spec.runs, folder)
         state.withLock { $0.payload = (spec.source, spec.inputs) }
     }
 
@@ -112,18 +109,23 @@ final class Job: Sendable {
     var snapshot: JobSnapshot { state.withLock { snapshot($0) } }
 
     private func snapshot(_ locked: State) -> JobSnapshot {
-        let runs = spec.runs.count
+        JobSnapshot(id: id, recipe: recipe, status: locked.status, step: locked.step, steps: locked.steps, run: locked.run,
+                    runs: runs.count, sigma: locked.sigma, progress: progress(locked), interrupted: locked.interruptRequested,
+                    queuePosition: locked.queuePosition, created: created.timeIntervalSince1970,
+                    started: locked.started?.timeIntervalSince1970, finished: locked.finished?.timeIntervalSince1970,
+                    outputs: locked.outputs, error: locked.failure?.message, errorKind: locked.failure?.kind, log: locked.log)
+    }
+
+    /// 0 to 1 over all runs.
+    private func progress(_ locked: State) -> Double {
+        guard locked.status != .succeeded else { return 1 }
+        guard !runs.isEmpty else { return 0 }
         let perRun = locked.steps > 0 ? Double(locked.step) / Double(locked.steps) : 0
-        let progress = locked.status == .succeeded ? 1 : runs == 0 ? 0 : (Double(max(locked.run - 1, 0)) + perRun) / Double(runs)
-        return JobSnapshot(id: id, recipe: spec.recipe, status: locked.status, step: locked.step, steps: locked.steps, run: locked.run, runs: runs,
-                           sigma: locked.sigma, progress: min(max(progress, 0), 1), interrupted: locked.interruptRequested,
-                           queuePosition: locked.queuePosition, created: created.timeIntervalSince1970,
-                           started: locked.started?.timeIntervalSince1970, finished: locked.finished?.timeIntervalSince1970,
-                           outputs: locked.outputs, error: locked.failure?.message, errorKind: locked.failure?.kind, log: locked.log)
+        return min(max((Double(max(locked.run - 1, 0)) + perRun) / Double(runs.count), 0), 1)
     }
 
     var status: JobStatus { state.withLock { $0.status } }
-    /// Changes whenever a step is reported.
+    /// Changes with each step, run and interrupt.
     var version: Int { state.withLock { $0.version } }
     var preview: [UInt8]? { state.withLock { $0.preview } }
     var isInterrupted: Bool { state.withLock { $0.interruptRequested || $0.cancelRequested } }
@@ -157,18 +159,18 @@ final class Job: Sendable {
         }
     }
 
-    /// A sampler step; `preview` is a PNG when one was made for it.
+    /// A sampler step; `preview` is a PNG when one was made for it. The step event is made only for a reader.
     func update(step: Int, of steps: Int, sigma: Double?, preview: [UInt8]?) {
-        let snapshot = state.withLock { locked -> JobSnapshot in
+        let event = state.withLock { locked -> (run: Int, progress: Double, sigma: Double?)? in
             (locked.step, locked.steps) = (step, steps)
             locked.version += 1
             if let sigma { locked.sigma = sigma }
             if let preview { locked.preview = preview }
-            return self.snapshot(locked)
+            return locked.subscribers.isEmpty ? nil : (locked.run, progress(locked), locked.sigma)
         }
-        var fields: [String: Any] = ["step": snapshot.step, "steps": snapshot.steps, "run": snapshot.run, "runs": snapshot.runs,
-                                     "progress": snapshot.progress]
-        if let sigma = snapshot.sigma { fields["sigma"] = sigma }
+        guard let event else { return }
+        var fields: [String: Any] = ["step": step, "steps": steps, "run": event.run, "runs": runs.count, "progress": event.progress]
+        if let sigma = event.sigma { fields["sigma"] = sigma }
         if let preview { fields["preview"] = "data:image/png;base64," + Data(preview).base64EncodedString() }
         publish("step", fields)
     }
@@ -401,18 +403,28 @@ final class JobQueue: Sendable {
         }
     }
 
+    /// What the worker does when woken.
+    private enum Next {
+        case run(Job)
+        /// A cancelled job's wake-up: nothing waits.
+        case idle
+        case stop
+    }
+
     private func work() {
         while true {
             wake.wait()
-            let next = state.withLock { locked -> Job?? in
-                if locked.pending.isEmpty { return locked.accepting ? .some(nil) : .none }
+            let next = state.withLock { locked -> Next in
+                if locked.pending.isEmpty { return locked.accepting ? .idle : .stop }
                 let job = locked.pending.removeFirst()
                 locked.running = job
                 renumber(&locked)
-                return .some(job)
+                return .run(job)
             }
-            guard let next else { break }
-            guard let job = next else { continue }
+            guard case .run(let job) = next else {
+                if case .stop = next { break }
+                continue
+            }
             let started = job.start()   // false: cancelled while it waited, and finished then
             let failure = started ? execute(job) : nil
             // Off the queue before its waiters wake, so that their next request finds the server idle.

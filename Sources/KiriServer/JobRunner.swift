@@ -41,15 +41,15 @@ struct JobRunner: Sendable {
         }
         let deadline = Date().addingTimeInterval(limits.wallTimeout)
         var known = Set(inputs.keys)
-        for (index, arguments) in job.spec.runs.enumerated() {
+        for (index, arguments) in job.runs.enumerated() {
             if index > 0, job.isInterrupted { break }
             var runLimits = limits
             runLimits.wallTimeout = deadline.timeIntervalSinceNow
             guard runLimits.wallTimeout > 0 else {
-                return JobFailure(.time, "the job passed the server's --wall-timeout of \(limits.wallTimeout) s after \(index) of \(job.spec.runs.count) runs")
+                return JobFailure(.time, "the job passed the server's --wall-timeout of \(limits.wallTimeout) s after \(index) of \(job.runs.count) runs")
             }
             job.beginRun(index + 1)
-            var request = RunRequest(script: job.spec.recipe, arguments: arguments, limits: runLimits, outputDirectory: job.folder,
+            var request = RunRequest(script: job.recipe, arguments: arguments, limits: runLimits, outputDirectory: job.folder,
                                      pluginDirectories: pluginDirectories, source: source, progress: JobProgress(job: job))
             request.started = { job.attach($0) }
             request.modelCache = models

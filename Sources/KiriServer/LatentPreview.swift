@@ -17,29 +17,22 @@ enum LatentPreview {
     /// Larger estimates are not previewed: a preview is per step and must stay cheap.
     static let maxPixels = 1 << 20
 
-    /// A PNG of `denoised` [B, C, H, W], or nil when it is not an image-shaped tensor.
+    /// A PNG of `denoised` [B, C, H, W], or nil when it is not an image-shaped tensor: x in [-1, 1] shown as
+    /// (x + 1) / 2, as ComfyUI does, and written as any image tensor is (PNGImage(tensor:)).
     static func png(_ denoised: Tensor) -> [UInt8]? {
         guard !denoised.isReleased, denoised.rank == 4, denoised.shape[0] >= 1 else { return nil }
         let (channels, height, width) = (denoised.shape[1], denoised.shape[2], denoised.shape[3])
-        guard [1, 3, 4].contains(channels), height > 0, width > 0, height * width <= maxPixels else { return nil }
+        guard [1, 3, 4].contains(channels), height > 0, width > 0, height * width <= maxPixels,
+              let image = try? Tensor(shape: [channels == 4 ? 3 : channels, height, width]) else { return nil }
         let plane = height * width
-        let input = denoised.data
-        var pixels = [UInt8](repeating: 0, count: plane * (channels == 1 ? 1 : 3))
-        /// x in [-1, 1] to a byte, as ComfyUI's ((x + 1) / 2).clamp(0, 1) * 255.
-        func byte(_ x: Float) -> UInt8 { x.isNaN ? 0 : UInt8(min(max((x + 1) / 2, 0), 1) * 255) }
-        if channels == 4 {
+        let (input, output) = (denoised.data, image.data)
+        for colour in 0..<image.shape[0] {
             for pixel in 0..<plane {
-                for colour in 0..<3 {
-                    var sum: Float = 0
-                    for channel in 0..<4 { sum += input[channel * plane + pixel] * sdFactors[channel][colour] }
-                    pixels[pixel * 3 + colour] = byte(sum)
-                }
-            }
-        } else {
-            for pixel in 0..<plane {
-                for channel in 0..<channels { pixels[pixel * channels + channel] = byte(input[channel * plane + pixel]) }
+                let value = channels == 4 ? (0..<4).reduce(Float(0)) { $0 + input[$1 * plane + pixel] * sdFactors[$1][colour] }
+                    : input[colour * plane + pixel]
+                output[colour * plane + pixel] = (value + 1) / 2
             }
         }
-        return try? PNGImage(width: width, height: height, channels: channels == 1 ? 1 : 3, pixels: pixels).encoded()
+        return try? PNGImage(tensor: image).encoded()
     }
 }

@@ -100,29 +100,16 @@ struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
 struct LoopbackOnlyMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let host = request.head.authority ?? ""
-        guard Self.isLoopback(host: host) else {
+        guard ServerOptions.isLoopback(host: host) else {
             return ApiResponse.error(.forbidden, "this server answers loopback names only (Host: \(host.prefix(100))); give --token to serve others")
         }
         if let origin = request.headers[.origin], origin != "null" {
             let originHost = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
-            guard Self.isLoopback(host: originHost) else {
+            guard ServerOptions.isLoopback(host: originHost) else {
                 return ApiResponse.error(.forbidden, "requests from another site's page are refused (Origin: \(origin.prefix(100)))")
             }
         }
         return try await next(request, context)
-    }
-
-    /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
-    static func isLoopback(host: String) -> Bool {
-        var name = host.lowercased()
-        if name.hasPrefix("[") {
-            name = String(name.dropFirst().prefix { $0 != "]" })
-        } else if let colon = name.lastIndex(of: ":") {
-            name = String(name[..<colon])
-        }
-        let octets = name.split(separator: ".", omittingEmptySubsequences: false)
-        let isIPv4Loopback = octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
-        return name == "localhost" || name == "::1" || isIPv4Loopback
     }
 }
 

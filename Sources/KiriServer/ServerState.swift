@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 import Kiri
 import KiriImage
 import KiriLua
@@ -31,7 +30,20 @@ public struct ServerOptions: Sendable {
     public init() {}
 
     /// Whether `host` names this machine only.
-    public var isLoopback: Bool { LoopbackOnlyMiddleware<BasicRequestContext>.isLoopback(host: host.contains(":") ? "[\(host)]" : host) }
+    public var isLoopback: Bool { Self.isLoopback(host: host.contains(":") ? "[\(host)]" : host) }
+
+    /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+    static func isLoopback(host: String) -> Bool {
+        var name = host.lowercased()
+        if name.hasPrefix("[") {
+            name = String(name.dropFirst().prefix { $0 != "]" })
+        } else if let colon = name.lastIndex(of: ":") {
+            name = String(name[..<colon])
+        }
+        let octets = name.split(separator: ".", omittingEmptySubsequences: false)
+        let isIPv4Loopback = octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+        return name == "localhost" || name == "::1" || isIPv4Loopback
+    }
 
     /// The option at fault when the server must not start.
     public func validate() throws {
